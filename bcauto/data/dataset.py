@@ -1,0 +1,111 @@
+"""The dataset every source returns, checked once, fingerprinted by content."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bcauto.errors import BcautoError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels ready for a study.
+
+    Attributes:
+        images: uint8 array N x S x S x 3 (S = the study's image size).
+        labels: int64 array N, values in ``range(len(class_names))``.
+        class_names: one name per class, in label order.
+        source: where the data came from, for messages and logs (a path, ``synthetic``, ...).
+        notes: notices produced while loading (conversions, skipped files), shown to the user and logged.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[1])
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def fingerprint(self) -> str:
+        """A short hash of pixels, labels and class names: equal fingerprints mean equal data."""
+        digest = hashlib.sha256()
+        digest.update(repr((self.images.shape, self.class_names)).encode())
+        digest.update(np.ascontiguousarray(self.images).data)
+        digest.update(self.labels.astype(np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
+    def subset(self, indices: np.ndarray) -> "Dataset":
+        return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes)
+
+
+def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Check and normalise raw ``images`` and ``labels`` from ``where`` (a file name, for the messages).
+
+    Returns uint8 RGB images (N x H x W x 3), int64 labels (N) and notices about conversions. Grayscale and
+    RGBA are converted; float images in [0, 1] or [0, 255] are scaled; anything else is refused.
+    """
+    notes: list[str] = []
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype == object or labels.dtype == object:
+        raise BcautoError(f"{where}: object arrays are not accepted (they could hold pickled code); save plain numeric arrays")
+    if not (np.issubdtype(images.dtype, np.number) or images.dtype == bool):
+        raise BcautoError(f"{where}: 'images' has non-numeric dtype {images.dtype}; expected uint8 pixels")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise BcautoError(f"{where}: 'images' has shape {images.shape}; expected N x H x W x 3 (rank 4), got rank {images.ndim}")
+    channels = images.shape[-1]
+    if channels not in (1, 3, 4):
+        raise BcautoError(f"{where}: 'images' has {channels} channels (shape {images.shape}); expected 3 (RGB), 1 (grayscale) or 4 (RGBA)")
+    if len(images) == 0:
+        raise BcautoError(f"{where}: 'images' is empty")
+    if images.dtype != np.uint8:
+        as_float = images.astype(np.float32, copy=False)
+        if not np.isfinite(as_float).all():
+            bad = int((~np.isfinite(as_float)).reshape(len(images), -1).any(axis=1).sum())
+            raise BcautoError(f"{where}: 'images' contains NaN or infinite pixels in {bad} image(s)")
+        low, high = float(as_float.min()), float(as_float.max())
+        if low < 0 or high > 255:
+            raise BcautoError(f"{where}: pixel values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
+        scale = 255.0 if high <= 1.0 and np.issubdtype(images.dtype, np.floating) else 1.0
+        images = np.clip(np.rint(as_float * scale), 0, 255).astype(np.uint8)
+        notes.append(f"{where}: {as_float.dtype} pixels in [{low:g}, {high:g}] converted to uint8")
+    if channels == 1:
+        images = np.repeat(images, 3, axis=-1)
+        notes.append(f"{where}: grayscale images converted to RGB")
+    elif channels == 4:
+        images = images[..., :3]
+        notes.append(f"{where}: RGBA images converted to RGB (alpha dropped)")
+
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise BcautoError(f"{where}: 'labels' has shape {labels.shape}; expected N or N x 1 integer class indices")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all() and np.all(labels == np.round(labels)):
+            labels = labels.astype(np.int64)
+        else:
+            raise BcautoError(f"{where}: 'labels' must be integer class indices, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if len(labels) != len(images):
+        raise BcautoError(f"{where}: {len(images)} images but {len(labels)} labels; they must match one to one")
+    num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise BcautoError(
+            f"{where}: labels must lie in 0..{num_classes - 1}, found values from {labels.min()} to {labels.max()}"
+        )
+    return images, labels, notes

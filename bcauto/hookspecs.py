@@ -1,0 +1,77 @@
+"""The hooks a bcauto plugin can implement: each docstring is that hook's reference documentation.
+
+Every hook receives a ``register`` callback instead of returning a list, so bcauto can check each entry,
+record which plugin supplied it, and refuse two components with one name. A plugin is a module with
+functions decorated by :data:`bcauto.hookimpl`, listed in the ``bcauto`` entry-point group of its package.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("bcauto")
+hookimpl = pluggy.HookimplMarker("bcauto")
+
+
+@hookspec
+def register_backbones(register):
+    """Register feature extractors.
+
+    Call ``register(BackboneSpec(...))`` once per backbone. The spec's ``build(input_shape, weights)``
+    returns a Keras model without a classification top that maps images (scaled as ``preprocessing``
+    says) to a feature map; ``blocks`` names, in order, the layer that ends each block, so that "unfreeze
+    the last k blocks" means the same thing for every backbone.
+
+    Example::
+
+        @hookimpl
+        def register_backbones(register):
+            register(BackboneSpec(name="densenet121", build=build_densenet121,
+                                  preprocessing="torch",
+                                  blocks=("pool2_relu", "pool3_relu", "pool4_relu", "relu"),
+                                  pretrained=("imagenet",), min_input_size=32))
+    """
+
+
+@hookspec
+def register_augmentations(register):
+    """Register augmentation policies.
+
+    Call ``register(AugmentationSpec(...))`` once per policy. ``search_space(trial)`` suggests the policy's
+    own hyperparameters through the Optuna trial (use plain names, such as ``"strength"``: bcauto
+    prefixes them with ``augmentation.``) and returns them as a dict; ``build(params, image_size, seed)``
+    returns a Keras layer that maps a batch of float images in [0, 255] to augmented images in [0, 255].
+    The layer runs inside the model graph and only in training. A policy that mixes labels (MixUp, CutMix)
+    sets ``mixes_labels=True`` and instead provides ``build_batch(params, num_classes, seed)``, a function
+    applied to ``(images, one_hot_labels)`` batches in the input pipeline.
+    """
+
+
+@hookspec
+def register_imbalance_strategies(register):
+    """Register class-imbalance strategies.
+
+    Call ``register(ImbalanceSpec(...))`` once per strategy. ``apply(labels, seed)`` receives the training
+    labels and returns an ``ImbalancePlan``: the indices of the training examples to use (resampled or
+    not) and optional per-class loss weights.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register data sources.
+
+    Call ``register(DatasetSpec(...))`` once per source. ``load(arg, image_size, options)`` returns a
+    :class:`bcauto.data.Dataset` (uint8 images N x H x W x 3 at ``image_size``, integer labels, class
+    names). ``arg`` is the part after ``name:`` in ``--data name:arg`` (or the path, for path-based
+    sources). ``claims(spec)`` may return True for a ``--data`` string the source recognises by itself,
+    such as a path with a given extension.
+    """
+
+
+@hookspec
+def register_shifts(register):
+    """Register distribution shifts (image corruptions) for robustness scoring.
+
+    Call ``register(ShiftSpec(...))`` once per corruption. ``apply(images, severity, rng)`` receives a uint8
+    batch N x H x W x 3 and a NumPy random generator and returns a corrupted uint8 batch of the same shape;
+    ``severities`` lists the levels it supports (1 is mild).
+    """

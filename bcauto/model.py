@@ -1,0 +1,153 @@
+"""Model assembly: preprocessing, backbone, the seed's classifier head, and block-wise unfreezing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from bcauto.errors import BcautoError
+from bcauto.specs import BackboneSpec
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
+class ReverseChannels(layers.Layer):
+    """RGB <-> BGR, for backbones trained on Caffe-style inputs."""
+
+    def call(self, x):
+        return keras.ops.flip(x, axis=-1)
+
+
+def preprocessing_layers(kind: str) -> list[layers.Layer]:
+    """Serializable layers mapping [0, 255] RGB to the scale a backbone expects."""
+    if kind == "none":
+        return []
+    if kind == "unit":
+        return [layers.Rescaling(1 / 255.0, name="preprocess_unit")]
+    if kind == "tf":
+        return [layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess_tf")]
+    if kind == "torch":
+        return [
+            layers.Rescaling(1 / 255.0, name="preprocess_torch_scale"),
+            layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="preprocess_torch"),
+        ]
+    if kind == "caffe":
+        return [
+            ReverseChannels(name="preprocess_caffe_bgr"),
+            layers.Normalization(mean=CAFFE_MEAN_BGR, variance=[1.0, 1.0, 1.0], name="preprocess_caffe"),
+        ]
+    raise BcautoError(f"unknown preprocessing {kind!r}; expected one of {', '.join(PREPROCESSING)}")
+
+
+PREPROCESSING = ("none", "unit", "tf", "torch", "caffe")
+
+
+@dataclass(frozen=True)
+class HeadParams:
+    """The seed's classifier (table 1): GAP -> Dense(units1) -> Dropout -> Dense(units2) -> Dropout -> softmax."""
+
+    units1: int = 512
+    units2: int = 256
+    dropout: float = 0.5
+    l2: float = 1e-4
+
+
+def build_head(feature_shape, num_classes: int, params: HeadParams) -> keras.Model:
+    """The classifier head as its own model, so it can train on cached features or on a backbone's output."""
+    features = keras.Input(shape=tuple(feature_shape), name="features")
+    x = layers.GlobalAveragePooling2D(name="head_gap")(features)
+    for i, units in enumerate((params.units1, params.units2), start=1):
+        if units <= 0:
+            continue
+        x = layers.Dense(units, activation="relu", kernel_regularizer=keras.regularizers.L2(params.l2), name=f"head_dense{i}")(x)
+        x = layers.Dropout(params.dropout, name=f"head_dropout{i}")(x)
+    # float32 output keeps softmax and the loss stable under mixed precision
+    outputs = layers.Dense(
+        num_classes, activation="softmax", kernel_regularizer=keras.regularizers.L2(params.l2), dtype="float32", name="head_out"
+    )(x)
+    return keras.Model(features, outputs, name="head")
+
+
+def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, params: dict | None = None) -> keras.Model:
+    """The backbone with its preprocessing in front: float [0, 255] images in, feature map out."""
+    if image_size < spec.min_input_size:
+        raise BcautoError(
+            f"backbone {spec.name!r} needs images of at least {spec.min_input_size}x{spec.min_input_size}, "
+            f"but the study's [data] image_size is {image_size}; raise image_size or pick another backbone"
+        )
+    shape = (image_size, image_size, 3)
+    core = spec.build(shape, weights, **(params or {}))
+    check_blocks(spec, core)
+    inputs = keras.Input(shape=shape, name="pixels")
+    x = inputs
+    for layer in preprocessing_layers(spec.preprocessing):
+        x = layer(x)
+    outputs = core(x)
+    return keras.Model(inputs, outputs, name=f"{spec.name}_features")
+
+
+def core_of(backbone: keras.Model) -> keras.Model:
+    """The plugin-built network inside a model made by :func:`build_backbone`."""
+    return backbone.layers[-1]
+
+
+def check_blocks(spec: BackboneSpec, core: keras.Model) -> None:
+    names = {layer.name for layer in core.layers}
+    missing = [b for b in spec.blocks if b not in names]
+    if missing or not spec.blocks:
+        raise BcautoError(f"backbone {spec.name!r}: block layers {missing or '(none)'} are not in the built model")
+
+
+def block_index_of_layers(spec: BackboneSpec, core: keras.Model) -> list[int]:
+    """For each layer of ``core`` (in order), the index of the block it belongs to."""
+    ends = {name: i for i, name in enumerate(spec.blocks)}
+    block, result = 0, []
+    for layer in core.layers:
+        result.append(min(block, len(spec.blocks) - 1))
+        if layer.name in ends:
+            block = ends[layer.name] + 1
+    return result
+
+
+def resolve_unfreeze(spec: BackboneSpec, unfreeze) -> int:
+    """Unfreeze depth as a number of blocks: ``"all"`` means every block; larger numbers are capped."""
+    if unfreeze == "all":
+        return len(spec.blocks)
+    if isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 0:
+        raise BcautoError(f"unfreeze_blocks must be a non-negative integer or \"all\", got {unfreeze!r}")
+    return min(unfreeze, len(spec.blocks))
+
+
+def set_trainable_blocks(spec: BackboneSpec, backbone: keras.Model, unfreeze) -> int:
+    """Make the last ``unfreeze`` blocks trainable and the rest frozen; returns the number unfrozen.
+
+    BatchNormalization layers stay frozen, so they keep their ImageNet statistics and run in inference
+    mode: a fine-tune on small batches of a new domain would otherwise wreck them.
+    """
+    k = resolve_unfreeze(spec, unfreeze)
+    core = core_of(backbone)
+    first_trainable = len(spec.blocks) - k
+    backbone.trainable = True
+    core.trainable = True
+    for layer, block in zip(core.layers, block_index_of_layers(spec, core)):
+        trainable = block >= first_trainable and not isinstance(layer, layers.BatchNormalization)
+        layer.trainable = trainable
+    return k
+
+
+def assemble(backbone: keras.Model, head: keras.Model, augmentation: layers.Layer | None, frozen_inference: bool) -> keras.Model:
+    """Augmentation -> backbone -> head as one model taking uint8-range images.
+
+    ``frozen_inference`` calls the backbone with ``training=False`` (the Keras transfer-learning recipe):
+    pretrained backbones then never update BatchNorm statistics or apply their own dropout.
+    """
+    inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
+    x = augmentation(inputs) if augmentation is not None else inputs
+    x = backbone(x, training=False) if frozen_inference else backbone(x)
+    outputs = head(x)
+    return keras.Model(inputs, outputs, name="classifier")

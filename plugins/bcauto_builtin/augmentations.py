@@ -1,0 +1,1 @@
+"""Built-in augmentation policies (placeholder until implemented)."""

@@ -1,0 +1,164 @@
+"""Built-in backbones: the seed report's four transfer-learning nets, four newer keras.applications nets,
+and the report's three home-made CNNs (section 6.2)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from bcauto import hookimpl
+from bcauto.errors import BcautoError
+from bcauto.specs import BackboneSpec
+
+
+def keras_application(constructor, **extra):
+    """A ``build`` function for a ``keras.applications`` constructor, with a clear error when weights are
+    unavailable (no network, no cache)."""
+
+    def build(input_shape, weights=None):
+        try:
+            return constructor(include_top=False, weights=weights, input_shape=tuple(input_shape), **extra)
+        except Exception as exc:
+            if weights is None:
+                raise
+            raise BcautoError(
+                f"could not load {weights!r} weights for {constructor.__name__}: {exc}. They download on first "
+                "use and are cached in ~/.keras/models; offline, set weights = \"none\" in the study's [train] table."
+            ) from exc
+
+    return build
+
+
+def _conv(x, filters, kernel, name, l2=1e-4):
+    return layers.Conv2D(
+        filters, kernel, padding="same", activation="relu", kernel_initializer="glorot_normal",
+        kernel_regularizer=keras.regularizers.L2(l2), name=name,
+    )(x)
+
+
+def build_mini_cnn(input_shape, weights=None, base_filters=32):
+    """Seed 6.2, first CNN: five conv + max-pool blocks (GlorotNormal, L2)."""
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for i in range(5):
+        x = _conv(x, base_filters * min(2**i, 8), 3, f"block{i + 1}_conv")
+        x = layers.MaxPooling2D(2, padding="same", name=f"block{i + 1}_out")(x)
+    return keras.Model(inputs, x, name="mini_cnn")
+
+
+def build_resnet_cnn(input_shape, weights=None, base_filters=32):
+    """Seed 6.2, second CNN: three ResNet blocks, filters growing 32 -> 64 -> 128."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(base_filters, 3, padding="same", name="stem_conv")(inputs)
+    for i in range(3):
+        filters = base_filters * 2**i
+        shortcut = layers.Conv2D(filters, 1, padding="same", name=f"block{i + 1}_shortcut")(x)
+        y = layers.Conv2D(filters, 3, padding="same", name=f"block{i + 1}_conv1")(x)
+        y = layers.BatchNormalization(name=f"block{i + 1}_bn1")(y)
+        y = layers.Activation("relu", name=f"block{i + 1}_relu1")(y)
+        y = layers.Conv2D(filters, 3, padding="same", name=f"block{i + 1}_conv2")(y)
+        y = layers.BatchNormalization(name=f"block{i + 1}_bn2")(y)
+        x = layers.Add(name=f"block{i + 1}_add")([shortcut, y])
+        x = layers.Activation("relu", name=f"block{i + 1}_relu2")(x)
+        x = layers.MaxPooling2D(2, padding="same", name=f"block{i + 1}_out")(x)
+    return keras.Model(inputs, x, name="resnet_cnn")
+
+
+def build_inception_cnn(input_shape, weights=None, base_filters=16):
+    """Seed 6.2, third CNN: four inception blocks (parallel 1x1, 3x3, 5x5 and pooling paths)."""
+    inputs = keras.Input(shape=input_shape)
+    x = inputs
+    for i in range(4):
+        f = base_filters * 2**i
+        name = f"block{i + 1}"
+        p1 = _conv(x, f, 1, f"{name}_1x1")
+        p3 = _conv(_conv(x, f, 1, f"{name}_3x3_reduce"), f, 3, f"{name}_3x3")
+        p5 = _conv(_conv(x, f // 2, 1, f"{name}_5x5_reduce"), f // 2, 5, f"{name}_5x5")
+        pp = _conv(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x), f // 2, 1, f"{name}_pool_proj")
+        x = layers.Concatenate(name=f"{name}_concat")([p1, p3, p5, pp])
+        x = layers.MaxPooling2D(2, padding="same", name=f"{name}_out")(x)
+    return keras.Model(inputs, x, name="inception_cnn")
+
+
+def _filters(*choices):
+    def search_space(trial):
+        return {"base_filters": trial.suggest_categorical("base_filters", list(choices))}
+
+    return search_space
+
+
+A = keras.applications
+BUILTIN_BACKBONES = (
+    BackboneSpec(
+        name="resnet50", build=keras_application(A.ResNet50), preprocessing="caffe",
+        blocks=("pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+        pretrained=("imagenet",), min_input_size=32, default_input_size=224,
+        description="ResNet50 (seed report's final model), 5 stages",
+    ),
+    BackboneSpec(
+        name="xception", build=keras_application(A.Xception), preprocessing="tf",
+        blocks=("block1_conv2_act", "block2_pool", "block3_pool", "block4_pool")
+        + tuple(f"block{i}_sepconv3_bn" for i in range(5, 13)) + ("block13_pool", "block14_sepconv2_act"),
+        pretrained=("imagenet",), min_input_size=71, default_input_size=299,
+        description="Xception, 14 blocks",
+    ),
+    BackboneSpec(
+        name="inception_v3", build=keras_application(A.InceptionV3), preprocessing="tf",
+        blocks=tuple(f"mixed{i}" for i in range(11)),
+        pretrained=("imagenet",), min_input_size=75, default_input_size=299,
+        description="InceptionV3, 11 mixed blocks",
+    ),
+    BackboneSpec(
+        name="inception_resnet_v2", build=keras_application(A.InceptionResNetV2), preprocessing="tf",
+        blocks=("mixed_5b", "block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "block8_10", "conv_7b_ac"),
+        pretrained=("imagenet",), min_input_size=75, default_input_size=299,
+        description="InceptionResNetV2, 7 stages",
+    ),
+    BackboneSpec(
+        name="efficientnet_b0", build=keras_application(A.EfficientNetB0), preprocessing="none",
+        blocks=("block1a_project_bn", "block2b_add", "block3b_add", "block4c_add", "block5c_add", "block6d_add",
+                "block7a_project_bn", "top_activation"),
+        pretrained=("imagenet",), min_input_size=32, default_input_size=224,
+        description="EfficientNetB0, 7 stages + top",
+    ),
+    BackboneSpec(
+        name="efficientnet_v2_s", build=keras_application(A.EfficientNetV2S), preprocessing="none",
+        blocks=("block1b_add", "block2d_add", "block3d_add", "block4f_add", "block5i_add", "block6o_add", "top_activation"),
+        pretrained=("imagenet",), min_input_size=32, default_input_size=384,
+        description="EfficientNetV2-S, 6 stages + top",
+    ),
+    BackboneSpec(
+        name="convnext_tiny", build=keras_application(A.ConvNeXtTiny), preprocessing="none",
+        blocks=tuple(f"convnext_tiny_stage_{s}_block_{b}_identity" for s, b in ((0, 2), (1, 2), (2, 8), (3, 2))),
+        pretrained=("imagenet",), min_input_size=32, default_input_size=224,
+        description="ConvNeXt-Tiny, 4 stages",
+    ),
+    BackboneSpec(
+        name="mobilenet_v3_small", build=keras_application(A.MobileNetV3Small), preprocessing="none",
+        blocks=("expanded_conv_project_bn", "expanded_conv_2_add", "expanded_conv_5_add", "expanded_conv_7_add",
+                "expanded_conv_10_add", "conv_1_bn"),
+        pretrained=("imagenet",), min_input_size=32, default_input_size=224,
+        description="MobileNetV3-Small, 6 stages",
+    ),
+    BackboneSpec(
+        name="mini_cnn", build=build_mini_cnn, preprocessing="unit",
+        blocks=tuple(f"block{i}_out" for i in range(1, 6)), min_input_size=32, default_input_size=96,
+        search_space=_filters(16, 32), description="seed 6.2: 5 conv/max-pool blocks, trained from scratch",
+    ),
+    BackboneSpec(
+        name="resnet_cnn", build=build_resnet_cnn, preprocessing="unit",
+        blocks=tuple(f"block{i}_out" for i in range(1, 4)), min_input_size=8, default_input_size=96,
+        search_space=_filters(16, 32), description="seed 6.2: 3 ResNet blocks 32->128 filters, from scratch",
+    ),
+    BackboneSpec(
+        name="inception_cnn", build=build_inception_cnn, preprocessing="unit",
+        blocks=tuple(f"block{i}_out" for i in range(1, 5)), min_input_size=16, default_input_size=96,
+        search_space=_filters(8, 16), description="seed 6.2: 4 inception blocks, from scratch",
+    ),
+)
+
+
+@hookimpl
+def register_backbones(register):
+    for spec in BUILTIN_BACKBONES:
+        register(spec)
