@@ -1,0 +1,200 @@
+"""The ``bcauto`` command line: search, best, plugins, ui."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bcauto import __version__
+from bcauto.errors import BcautoError
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_TRACKING = "sqlite:///mlflow.db"
+
+
+def quiet_frameworks() -> None:
+    """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+
+    for name in ("alembic", "mlflow", "absl", "tensorflow", "optuna"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def studies_dir() -> Path:
+    """``studies/`` of the current folder if it has one, else the one shipped beside the package."""
+    local = Path("studies")
+    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "studies"
+
+
+def has_gpu() -> bool:
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def default_study(console, gpu: bool) -> Path:
+    name = "default.toml" if gpu else "cpu.toml"
+    path = studies_dir() / name
+    why = "a GPU is present" if gpu else "no GPU was found, so the small CPU study runs"
+    console.print(f"study: {path} ({why}; pass --study FILE to choose)")
+    return path
+
+
+def cmd_search(args, console) -> int:
+    from bcauto.config import load_study
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+    from bcauto.study import SearchRequest, run_search
+
+    comps = components()
+    for failure in comps.failures:
+        console.print(f"[yellow]warning:[/] plugin {failure.package} ({failure.entry_point}) failed to load: {failure.error}")
+    gpu = has_gpu()
+    cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
+    from bcauto.config import check_components
+
+    check_components(cfg, comps)
+    seed = args.seed if args.seed is not None else cfg.study["seed"]
+    spec = args.data or cfg.data["source"]
+    options = {"seed": seed, "synthetic_size": cfg.data["synthetic_size"], "on_bad_image": args.on_bad_image}
+    with console.status(f"loading data {spec!r}"):
+        data = load_data(spec, cfg.data["image_size"], comps, options)
+    for note in data.notes:
+        console.print(f"[cyan]note:[/] {note}")
+    counts = ", ".join(f"{n}={c}" for n, c in zip(data.class_names, data.class_counts()))
+    console.print(f"data: {data.source}: {len(data.labels)} images {data.image_size}x{data.image_size}, {data.num_classes} classes ({counts})")
+    request = SearchRequest(
+        cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study["trials"], storage=args.storage,
+        tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study["timeout"], has_gpu=gpu,
+    )
+    study = run_search(request, comps, console)
+    console.print(f"Optuna: {args.storage}  MLflow: {args.tracking_uri} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
+    return 0 if not study.user_attrs.get("stopped_because") else 3
+
+
+def load_existing_study(name: str | None, storage: str):
+    import optuna
+
+    from bcauto.study import make_storage
+
+    store = make_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if not names:
+        raise BcautoError(f"no study in {storage}; run `bcauto search` first")
+    if name is None:
+        if len(names) > 1:
+            raise BcautoError(f"{storage} holds several studies ({', '.join(names)}); pass --name")
+        name = names[0]
+    if name not in names:
+        raise BcautoError(f"no study named {name!r} in {storage}; studies there: {', '.join(names)}")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def cmd_best(args, console) -> int:
+    study = load_existing_study(args.name, args.storage)
+    try:
+        best = study.best_trial
+    except ValueError:
+        raise BcautoError(f"study {study.study_name!r} has no completed trial yet") from None
+    info = {
+        "study": study.study_name, "number": best.number, "value": best.value,
+        "params": best.user_attrs.get("params", best.params), "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        console.print(f"best trial of {info['study']!r}: #{info['number']} value {info['value']:.4f} (MLflow run {info['mlflow_run_id']})")
+        for key, value in info["params"].items():
+            console.print(f"  {key} = {value}")
+    return 0
+
+
+def cmd_plugins(args, console) -> int:
+    from rich.table import Table
+
+    from bcauto.plugins import components
+
+    comps = components()
+    rows = [
+        {"kind": kind, "name": name, "package": p.package, "version": p.version, "plugin": p.plugin, "description": getattr(spec, "description", "")}
+        for kind, registry in comps.by_kind().items() for name, spec, p in registry
+    ]
+    failures = [vars(f) for f in comps.failures]
+    if args.json:
+        print(json.dumps({"components": rows, "failures": failures}, indent=2))
+        return 0
+    table = Table(title="bcauto components")
+    for column in ("kind", "name", "package", "version", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["package"], row["version"], row["description"])
+    console.print(table)
+    for f in failures:
+        console.print(f"[red]failed to load[/] {f['package']} ({f['entry_point']}): {f['error']}")
+    return 0
+
+
+def cmd_ui(args, console) -> int:
+    from bcauto.ui import serve
+
+    return serve(args, console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
+    parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = sub.add_parser("search", help="run or resume an Optuna study, every trial logged to MLflow",
+                            description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
+    search.add_argument("--study", help="study file (TOML); default studies/default.toml with a GPU, studies/cpu.toml without")
+    search.add_argument("--trials", type=int, help="finished trials the study should hold (default: the study file's)")
+    search.add_argument("--data", help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] source)")
+    search.add_argument("--name", help="study name (default: the study file's name)")
+    search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)")
+    search.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    search.add_argument("--seed", type=int, help="seed of the split, the sampler and every trial (default: the study file's)")
+    search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
+    search.set_defaults(func=cmd_search)
+
+    best = sub.add_parser("best", help="the best trial: number, value, params, MLflow run id", description="Show a study's best trial.")
+    best.add_argument("--name", help="study name (needed when the storage holds several)")
+    best.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    best.add_argument("--json", action="store_true", help="print JSON")
+    best.set_defaults(func=cmd_best)
+
+    plugins = sub.add_parser("plugins", help="list registered components and the plugins providing them",
+                             description="List every backbone, augmentation, imbalance strategy, dataset and shift, with its package.")
+    plugins.add_argument("--json", action="store_true", help="print JSON")
+    plugins.set_defaults(func=cmd_plugins)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the study's tracking store", description="Serve the MLflow UI (and optuna-dashboard if installed).")
+    ui.add_argument("--name", help="study to show")
+    ui.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    ui.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the UI has no login)")
+    ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_frameworks()
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    try:
+        return args.func(args, console)
+    except BcautoError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""One Optuna trial as a list of named steps: plan, track, train, score, record."""
+
+from __future__ import annotations
+
+import gc
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import optuna
+
+from bcauto.data import Dataset
+from bcauto.evaluation import predict_proba, save_confusion_matrix, score
+from bcauto.progress import EpochProgress, SearchProgress
+from bcauto.search_space import plan_params, suggest_plan
+from bcauto.tracking import Tracker
+from bcauto.training import TrainSettings, TrialPlan, train
+
+EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+
+
+class OptunaReporter(keras.callbacks.Callback):
+    """Reports the validation metric to Optuna each (global) epoch and stops a trial the pruner rejects."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool):
+        super().__init__()
+        self.trial, self.monitor, self.prunable = trial, monitor, prunable
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not self.prunable:
+            return
+        self.trial.report(float(value), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: {self.monitor} = {float(value):.4f}")
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):
+    """Per-epoch curves under stable metric keys, stepped by the global epoch."""
+
+    def __init__(self, tracker: Tracker, run_id: str | None):
+        super().__init__()
+        self.tracker, self.run_id = tracker, run_id
+        self.last: dict[str, float] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
+        self.tracker.log_metrics(self.run_id, self.last, step=epoch)
+
+
+@dataclass
+class SearchContext:
+    """What every trial of a study shares."""
+
+    cfg: Any
+    components: Any
+    train_data: Dataset
+    val_data: Dataset
+    settings: TrainSettings
+    tracker: Tracker
+    parent_run_id: str | None
+    run_tags: dict[str, str]
+    run_params: dict[str, Any]
+    progress: SearchProgress | None = None
+    per_epoch_metric: str = "val_macro_f1"
+
+
+def run_name(number: int, plan: TrialPlan) -> str:
+    return f"trial-{number:03d} {plan.backbone.name} {plan.augmentation.name} {plan.imbalance.name}"
+
+
+class Objective:
+    """Callable for ``study.optimize``: builds, trains and scores one classifier per trial."""
+
+    def __init__(self, context: SearchContext):
+        self.ctx = context
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        ctx = self.ctx
+        start_fresh()
+        settings = replace(ctx.settings, seed=ctx.settings.seed + trial.number)
+        plan = suggest_plan(trial, ctx.cfg, ctx.components, settings)
+        params = {**ctx.run_params, **plan_params(plan, settings), "seed": settings.seed, "trial": trial.number}
+        trial.set_user_attr("params", {k: v for k, v in params.items()})
+        run_id = self.open_run(trial, plan, params)
+        logger = MlflowEpochLogger(ctx.tracker, run_id)
+        try:
+            result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger))
+            value, scores = self.evaluate(result.model)
+            self.record(trial, run_id, result, scores, value)
+            return value
+        except optuna.TrialPruned as pruned:
+            ctx.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in logger.last.items()})
+            self.close_run(trial, run_id, "pruned", str(pruned))
+            raise
+        except BaseException as exc:
+            self.close_run(trial, run_id, "failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            start_fresh()
+
+    def open_run(self, trial: optuna.Trial, plan: TrialPlan, params: dict) -> str | None:
+        ctx = self.ctx
+        total = ctx.settings.head_epochs + ctx.settings.finetune_epochs
+        if ctx.progress:
+            ctx.progress.trial_started(trial.number, f"{plan.backbone.name} {plan.augmentation.name} {plan.imbalance.name}", total)
+        tags = {**ctx.run_tags, "bcauto.trial": str(trial.number), "bcauto.state": "running"}
+        run_id = ctx.tracker.start_trial(ctx.parent_run_id, run_name(trial.number, plan), tags)
+        ctx.tracker.log_params(run_id, params)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        return run_id
+
+    def callbacks(self, trial: optuna.Trial, logger: MlflowEpochLogger) -> list:
+        ctx = self.ctx
+        prunable = len(trial.study.directions) == 1
+        return [logger, OptunaReporter(trial, ctx.per_epoch_metric, prunable), EpochProgress(ctx.progress)]
+
+    def evaluate(self, model) -> tuple[float, Any]:
+        val = self.ctx.val_data
+        predicted = predict_proba(model, val.images).argmax(axis=1)
+        scores = score(val.labels, predicted, val.class_names)
+        metric = self.ctx.cfg.study["metric"]
+        value = {"val_macro_f1": scores.macro_f1, "val_accuracy": scores.accuracy}.get(metric, scores.macro_f1)
+        return value, scores
+
+    def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value: float) -> None:
+        ctx = self.ctx
+        epochs = len(result.history)
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("phase_epochs", result.phase_epochs)
+        trial.set_user_attr("unfreeze_blocks", result.unfrozen_blocks)
+        trial.set_user_attr("val_accuracy", scores.accuracy)
+        trial.set_user_attr("val_macro_f1", scores.macro_f1)
+        ctx.tracker.log_metrics(run_id, {**scores.metrics("val_"), "epochs": epochs,
+                                         "head_epochs": result.phase_epochs["head"], "finetune_epochs": result.phase_epochs["finetune"]})
+        with tempfile.TemporaryDirectory() as tmp:
+            image = save_confusion_matrix(scores.confusion, ctx.val_data.class_names, Path(tmp) / "confusion_matrix.png",
+                                          title=f"trial {trial.number}: val macro-F1 {scores.macro_f1:.3f}")
+            ctx.tracker.log_artifact(run_id, image)
+        ctx.tracker.log_json(run_id, scores.report, "classification_report.json")
+        if is_new_best(trial, value):
+            ctx.tracker.log_keras_model(run_id, result.model, requirements=model_requirements())
+            ctx.tracker.set_tags(ctx.parent_run_id, {"bcauto.best_trial": str(trial.number), "bcauto.best_run_id": run_id or ""})
+        self.close_run(trial, run_id, "complete", "", value=value)
+
+    def close_run(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, value: float | None = None) -> None:
+        ctx = self.ctx
+        tags = {"bcauto.state": state}
+        if reason:
+            tags["bcauto.reason"] = reason
+            trial.set_user_attr("reason", reason)
+        ctx.tracker.set_tags(run_id, tags)
+        ctx.tracker.finish(run_id, "FAILED" if state == "failed" else "FINISHED")
+        if ctx.progress:
+            ctx.progress.trial_done(value, state)
+
+
+def is_new_best(trial: optuna.Trial, value: float) -> bool:
+    """Whether ``value`` beats every finished trial of the study so far (single objective)."""
+    study = trial.study
+    if len(study.directions) != 1:
+        return False
+    try:
+        best = study.best_value
+    except ValueError:
+        return True
+    return value > best if study.direction == optuna.study.StudyDirection.MAXIMIZE else value < best
+
+
+def model_requirements() -> list[str]:
+    import tensorflow as tf
+
+    return [f"keras=={keras.__version__}", f"tensorflow=={tf.__version__}"]
+
+
+def start_fresh() -> None:
+    """Free the previous trial's graphs and tensors, so a long study does not grow."""
+    keras.backend.clear_session(free_memory=True)
+    gc.collect()

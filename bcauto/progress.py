@@ -1,0 +1,75 @@
+"""What the terminal shows during a search: rich progress (trial i/N, epoch, best so far) and the leaderboard."""
+
+from __future__ import annotations
+
+import keras
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+class SearchProgress:
+    """Two bars: trials of the study, epochs of the current trial."""
+
+    def __init__(self, console: Console, total_trials: int, done: int = 0):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        self.trials = self.progress.add_task("trials", total=total_trials, completed=done, info="")
+        self.epochs = self.progress.add_task("epochs", total=1, info="")
+        self.best: float | None = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def trial_started(self, number: int, label: str, total_epochs: int) -> None:
+        self.progress.reset(self.epochs, total=max(total_epochs, 1), info=f"trial {number}: {label}")
+
+    def epoch_done(self, epoch: int, logs: dict) -> None:
+        metric = logs.get("val_macro_f1")
+        info = f"val_macro_f1={metric:.3f}" if metric is not None else ""
+        self.progress.update(self.epochs, completed=epoch + 1, info=info)
+
+    def trial_done(self, value: float | None, state: str, maximize: bool = True) -> None:
+        if value is not None and state == "complete":
+            if self.best is None or (value > self.best if maximize else value < self.best):
+                self.best = value
+        best = f"best {self.best:.4f}" if self.best is not None else ""
+        self.progress.update(self.trials, advance=1 if state in ("complete", "pruned") else 0, info=best)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """Feeds epoch ends to the progress display."""
+
+    def __init__(self, progress: SearchProgress | None):
+        super().__init__()
+        self.display = progress
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.display is not None:
+            self.display.epoch_done(epoch, logs or {})
+
+
+def leaderboard(study: optuna.Study, top: int = 10) -> Table:
+    """The best finished trials as a table: number, value, state and the main params."""
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
+    finished.sort(key=lambda t: t.values[0], reverse=maximize)
+    table = Table(title=f"study {study.study_name}: top {min(top, len(finished))} of {len(study.trials)} trials")
+    for column in ("#", "value", "backbone", "augmentation", "imbalance", "unfreeze", "lr_head", "epochs"):
+        table.add_column(column)
+    for t in finished[:top]:
+        p = t.user_attrs.get("params", {})
+        table.add_row(
+            str(t.number), f"{t.values[0]:.4f}", str(p.get("backbone", "")), str(p.get("augmentation", "")),
+            str(p.get("imbalance", "")), str(t.user_attrs.get("unfreeze_blocks", "")),
+            f"{p['lr_head']:.2e}" if "lr_head" in p else "", str(t.user_attrs.get("epochs", "")),
+        )
+    return table

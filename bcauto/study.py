@@ -1,0 +1,185 @@
+"""The Optuna study: storage, sampler, pruner, and the search loop that ties data, trials and tracking."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from typing import Any
+
+import optuna
+from rich.console import Console
+
+from bcauto import __version__
+from bcauto.config import StudyConfig, check_components
+from bcauto.data.dataset import Dataset
+from bcauto.data.split import stratified_split
+from bcauto.errors import BcautoError
+from bcauto.objective import Objective, SearchContext
+from bcauto.plugins import Components
+from bcauto.progress import SearchProgress, leaderboard
+from bcauto.tracking import Tracker, redact_uri
+from bcauto.training import TrainSettings
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def make_storage(url: str):
+    """An Optuna storage for a URL: RDB (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file."""
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    try:
+        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+    except Exception as exc:
+        raise BcautoError(f"cannot open the Optuna storage {redact_uri(url)}: {exc}") from None
+
+
+def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
+    name = cfg.study["sampler"]
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
+    name, warmup = cfg.study["pruner"], cfg.study["pruner_warmup_epochs"]
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup))
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, warmup))
+    return optuna.pruners.NopPruner()
+
+
+def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool) -> TrainSettings:
+    t = cfg.train
+    jit = {"on": True, "off": False}.get(t["xla"], "auto" if has_gpu else False)
+    return TrainSettings(
+        batch_size=t["batch_size"], head_epochs=t["head_epochs"], finetune_epochs=t["finetune_epochs"],
+        patience=t["patience"], lr_patience=t["lr_patience"], lr_factor=t["lr_factor"],
+        weights=None if t["weights"] == "none" else t["weights"], seed=seed, jit_compile=jit,
+    )
+
+
+def plugin_versions(components: Components) -> dict[str, str]:
+    packages = {provider.package: provider.version for registry in components.by_kind().values() for _, _, provider in registry}
+    return dict(sorted(packages.items()))
+
+
+def environment_versions() -> dict[str, str]:
+    names = ("tensorflow", "keras", "optuna", "mlflow", "scikit-learn", "numpy")
+    found = {}
+    for name in names:
+        try:
+            found[name] = dist_version(name)
+        except Exception:
+            pass
+    return {"python": platform.python_version(), **found}
+
+
+@dataclass
+class SearchRequest:
+    """A resolved ``bcauto search`` invocation."""
+
+    cfg: StudyConfig
+    data: Dataset
+    study_name: str
+    trials: int
+    storage: str
+    tracking_uri: str
+    seed: int
+    timeout: float | None
+    has_gpu: bool = False
+
+
+def finished_count(study: optuna.Study) -> int:
+    return sum(t.state in FINISHED for t in study.trials)
+
+
+def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
+    """Run (or resume) a study until it holds ``request.trials`` finished trials."""
+    cfg = request.cfg
+    check_components(cfg, components)
+    split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
+    train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
+    settings = settings_from(cfg, request.seed, request.has_gpu)
+
+    study = optuna.create_study(
+        study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
+        pruner=make_pruner(cfg), direction="maximize", load_if_exists=True,
+    )
+    remaining = request.trials - finished_count(study)
+    if remaining <= 0:
+        console.print(f"study {request.study_name!r} already has {finished_count(study)} finished trials "
+                      f"(asked for {request.trials}); pass a larger --trials to add more")
+        return study
+
+    data_fingerprint = request.data.fingerprint()
+    versions = plugin_versions(components)
+    run_params = {
+        "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
+        "data.fingerprint": data_fingerprint, "split.fingerprint": split.fingerprint(), "image_size": request.data.image_size,
+        "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
+        "finetune_epochs": settings.finetune_epochs, "patience": settings.patience, "sampler": cfg.study["sampler"],
+        "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
+    }
+    tags = {
+        "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": data_fingerprint,
+        "bcauto.plugins": json.dumps(versions), "bcauto.environment": json.dumps(environment_versions()),
+        "bcauto.optuna_storage": redact_uri(request.storage),
+    }
+    tracker = Tracker(request.tracking_uri, experiment=request.study_name)
+    parent = tracker.parent_run(request.study_name, run_params, tags)
+    study.set_user_attr("mlflow_parent_run_id", parent or "")
+    study.set_user_attr("study_file", str(cfg.path))
+
+    with SearchProgress(console, request.trials, done=finished_count(study)) as progress:
+        context = SearchContext(cfg=cfg, components=components, train_data=train_data, val_data=val_data, settings=settings,
+                                tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress)
+        stop = optuna.study.MaxTrialsCallback(request.trials, states=FINISHED)
+        try:
+            study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=[stop, FailureLimit(cfg.study["max_failures"])],
+                           catch=(Exception,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
+    summarize(study, tracker, parent, console)
+    for problem in tracker.problems:
+        console.print(f"[yellow]warning:[/] {problem}")
+    return study
+
+
+class FailureLimit:
+    """Stops a study whose last ``limit`` trials all failed, and says why they failed."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        recent = study.trials[-self.limit:]
+        if self.limit and len(recent) == self.limit and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
+            reasons = sorted({t.user_attrs.get("reason", "unknown") for t in recent})
+            study.set_user_attr("stopped_because", f"{self.limit} failed trials in a row: {'; '.join(reasons)}")
+            study.stop()
+
+
+def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console: Console) -> None:
+    """Leaderboard in the terminal, study summary on the parent run."""
+    console.print(leaderboard(study))
+    if study.user_attrs.get("stopped_because"):
+        console.print(f"[red]study stopped:[/] {study.user_attrs['stopped_because']}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    counts = {state.name.lower(): sum(t.state == state for t in study.trials) for state in optuna.trial.TrialState}
+    tracker.log_metrics(parent, {f"trials_{k}": v for k, v in counts.items()})
+    if complete:
+        best = study.best_trial
+        tracker.log_metrics(parent, {"best_value": best.value})
+        tracker.set_tags(parent, {"bcauto.best_trial": str(best.number), "bcauto.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+        rows = [{"trial": t.number, "value": t.value, "state": t.state.name, **t.user_attrs.get("params", {})} for t in complete]
+        tracker.log_json(parent, sorted(rows, key=lambda r: r["value"], reverse=True), "leaderboard.json")
+    tracker.finish(parent, "FINISHED")
