@@ -19,9 +19,16 @@ def quiet_frameworks() -> None:
     """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
+    import warnings
 
-    for name in ("alembic", "mlflow", "absl", "tensorflow", "optuna"):
+    for name in ("alembic", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 def studies_dir() -> Path:

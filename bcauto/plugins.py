@@ -63,6 +63,24 @@ class Components:
         }
 
 
+_runtime_plugins: dict[str, object] = {}
+
+
+def register_plugin(plugin: object, name: str) -> None:
+    """Register a plugin object (module or instance) in this process, on top of the entry points.
+
+    For tests and notebooks; an installed package should use the ``bcauto`` entry-point group instead.
+    """
+    _runtime_plugins[name] = plugin
+    components.cache_clear()
+
+
+def unregister_plugin(name: str) -> None:
+    """Undo :func:`register_plugin`."""
+    _runtime_plugins.pop(name, None)
+    components.cache_clear()
+
+
 def _disabled() -> set[str]:
     return {name.strip() for name in os.environ.get(DISABLE_ENV, "").split(",") if name.strip()}
 
@@ -87,8 +105,24 @@ def make_manager() -> tuple[pluggy.PluginManager, dict[str, Provider], list[Plug
             failures.append(PluginFailure(ep.value, package, f"{type(exc).__name__}: {exc}"))
             continue
         providers[plugin_name] = Provider(plugin=ep.value, package=package, version=version)
-    pm.check_pending()
+    for name, plugin in _runtime_plugins.items():
+        pm.register(plugin, name=name)
+        providers[name] = Provider(plugin=name, package="(registered at runtime)", version="")
+    _drop_invalid(pm, providers, failures)
     return pm, providers, failures
+
+
+def _drop_invalid(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: list[PluginFailure]) -> None:
+    """Unregister plugins implementing hooks that do not exist (usually a typo), reporting each one."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin)
+            provider = providers.pop(name, Provider(name, name, "?"))
+            pm.unregister(exc.plugin)
+            failures.append(PluginFailure(provider.plugin, provider.package, f"{exc}; known hooks: {', '.join(HOOKS)}"))
 
 
 def collect(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: list[PluginFailure]) -> Components:

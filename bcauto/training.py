@@ -142,7 +142,7 @@ def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_dat
     val_ds = one_hot_dataset(val_data.images, val_data.labels, num_classes, settings.batch_size).cache()
     recorder = HistoryRecorder()
     common = [LearningRateLogger(), recorder, *callbacks]
-    fit = dict(x=train_ds, validation_data=val_ds, class_weight=imbalance.class_weight, verbose=0)
+    fit = dict(x=train_ds, validation_data=val_ds, class_weight=imbalance.class_weight, shuffle=False, verbose=0)
 
     pretrained = plan.weights_for(settings) is not None
     if pretrained:

@@ -110,7 +110,7 @@ BUILTIN_BACKBONES = (
     ),
     BackboneSpec(
         name="inception_resnet_v2", build=keras_application(A.InceptionResNetV2), preprocessing="tf",
-        blocks=("mixed_5b", "block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "block8_10", "conv_7b_ac"),
+        blocks=("mixed_5b", "block35_10_ac", "mixed_6a", "block17_20_ac", "mixed_7a", "block8_10_conv", "conv_7b_ac"),
         pretrained=("imagenet",), min_input_size=75, default_input_size=299,
         description="InceptionResNetV2, 7 stages",
     ),

@@ -1,0 +1,20 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+import pytest
+
+from bcauto import plugins
+
+
+@pytest.fixture
+def tiny_plugin():
+    """The test backbone ``tiny_pretrained`` registered for one test."""
+    from helpers import TinyPlugin
+
+    plugins.register_plugin(TinyPlugin(), "tests:tiny")
+    try:
+        yield plugins.components()
+    finally:
+        plugins.unregister_plugin("tests:tiny")

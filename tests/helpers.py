@@ -1,0 +1,59 @@
+"""Small generated data and a throw-away plugin for tests (never the real data folder)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers
+
+from bcauto import hookimpl
+from bcauto.data import Dataset
+from bcauto.specs import BackboneSpec
+
+CLASSES = ("round", "square", "bright", "dark")
+
+
+def blob_data(n: int = 240, size: int = 32, seed: int = 0) -> Dataset:
+    """Four easy classes (shape and brightness cues) with noise: learnable in an epoch or two."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % len(CLASSES)
+    rng.shuffle(labels)
+    yy, xx = np.mgrid[:size, :size]
+    images = rng.integers(90, 140, (n, size, size, 3)).astype(np.float32)
+    for i, label in enumerate(labels):
+        cy, cx = rng.integers(size // 3, 2 * size // 3, 2)
+        r = size // 4
+        if label == 0:
+            mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        else:
+            mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        colour = {0: (200, 60, 200), 1: (60, 60, 200), 2: (250, 250, 120), 3: (20, 20, 20)}[int(label)]
+        images[i][mask] = colour
+    images += rng.normal(0, 8, images.shape)
+    return Dataset(np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64), CLASSES, "blobs")
+
+
+def build_tiny_pretrained(input_shape, weights=None, width=8):
+    """A two-block net that claims ImageNet weights, to exercise the frozen-then-fine-tune path offline."""
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(width, 3, padding="same", name="b1_conv")(inputs)
+    x = layers.BatchNormalization(name="b1_bn")(x)
+    x = layers.MaxPooling2D(2, name="b1_out")(x)
+    x = layers.Conv2D(width * 2, 3, padding="same", name="b2_conv")(x)
+    x = layers.BatchNormalization(name="b2_bn")(x)
+    x = layers.Activation("relu", name="b2_out")(x)
+    return keras.Model(inputs, x, name="tiny_pretrained")
+
+
+TINY_PRETRAINED = BackboneSpec(
+    name="tiny_pretrained", build=build_tiny_pretrained, preprocessing="unit", blocks=("b1_out", "b2_out"),
+    pretrained=("imagenet",), min_input_size=8, default_input_size=32, description="test backbone",
+)
+
+
+class TinyPlugin:
+    """A test plugin registering one backbone."""
+
+    @hookimpl
+    def register_backbones(self, register):
+        register(TINY_PRETRAINED)

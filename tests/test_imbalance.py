@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from bcauto.plugins import components
+
+LABELS = np.array([0] * 50 + [1] * 20 + [2] * 5)
+
+
+def strategy(name):
+    return components().imbalance.get(name)
+
+
+def test_class_weights_are_inverse_frequency():
+    plan = strategy("class_weights").apply(LABELS, 0)
+    assert plan.indices.tolist() == list(range(75))
+    assert plan.class_weight == pytest.approx({0: 75 / 150, 1: 75 / 60, 2: 75 / 15})
+
+
+def test_downsample_cuts_every_class_to_the_smallest_without_repeats():
+    plan = strategy("downsample").apply(LABELS, 1)
+    assert np.bincount(LABELS[plan.indices]).tolist() == [5, 5, 5]
+    assert len(set(plan.indices.tolist())) == 15 and plan.class_weight is None
+
+
+def test_oversample_draws_every_class_up_to_the_largest_and_keeps_all_originals():
+    plan = strategy("oversample").apply(LABELS, 2)
+    assert np.bincount(LABELS[plan.indices]).tolist() == [50, 50, 50]
+    assert set(range(75)) <= set(plan.indices.tolist())
+
+
+def test_resampling_is_seeded():
+    a, b = (strategy("downsample").apply(LABELS, 7).indices for _ in range(2))
+    assert a.tolist() == b.tolist()
+    assert a.tolist() != strategy("downsample").apply(LABELS, 8).indices.tolist()

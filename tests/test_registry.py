@@ -1,0 +1,40 @@
+import pytest
+
+from bcauto.errors import BcautoError
+from bcauto.registry import Provider, Registry
+from bcauto.specs import ImbalanceSpec
+
+P = Provider("p", "pkg", "1.0")
+
+
+def make(*names):
+    registry = Registry("imbalance strategy")
+    for name in names:
+        registry.add(ImbalanceSpec(name, apply=lambda labels, seed: None), P)
+    return registry
+
+
+def test_names_match_wildcards_sorted():
+    registry = make("efficientnet_b0", "resnet50", "efficientnet_v2_s")
+    assert registry.names("efficient*") == ["efficientnet_b0", "efficientnet_v2_s"]
+    assert registry.names() == ["efficientnet_b0", "efficientnet_v2_s", "resnet50"]
+
+
+def test_unknown_name_lists_available_and_suggests_closest():
+    registry = make("class_weights", "downsample")
+    with pytest.raises(BcautoError) as err:
+        registry.get("class_weight")
+    message = str(err.value)
+    assert "unknown imbalance strategy 'class_weight'" in message
+    assert "did you mean 'class_weights'?" in message
+    assert "Available: class_weights, downsample" in message
+
+
+def test_duplicate_name_names_both_packages():
+    registry = make("none")
+    with pytest.raises(BcautoError, match="registered twice: by pkg .* and by other"):
+        registry.add(ImbalanceSpec("none", apply=lambda labels, seed: None), Provider("q", "other", "2"))
+
+
+def test_provider_is_recorded():
+    assert make("none").provider("none") == P
