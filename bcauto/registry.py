@@ -57,8 +57,8 @@ class Registry(Generic[Spec]):
 
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._entries, n=1, cutoff=0.5)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} Available: {', '.join(self.names()) or '(none)'}"
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -57,9 +57,23 @@ def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def switch(value: str, has_gpu: bool) -> bool:
+    """An ``auto | on | off`` study setting: auto means on where a GPU is present."""
+    return value == "on" or (value == "auto" and has_gpu)
+
+
+def configure_precision(cfg: StudyConfig, has_gpu: bool) -> str:
+    """Mixed float16 where it pays (GPU tensor cores), float32 elsewhere; returns the policy name."""
+    import keras
+
+    policy = "mixed_float16" if switch(cfg.train["mixed_precision"], has_gpu) else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
 def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool) -> TrainSettings:
     t = cfg.train
-    jit = {"on": True, "off": False}.get(t["xla"], "auto" if has_gpu else False)
+    jit = switch(t["xla"], has_gpu)
     return TrainSettings(
         batch_size=t["batch_size"], head_epochs=t["head_epochs"], finetune_epochs=t["finetune_epochs"],
         patience=t["patience"], lr_patience=t["lr_patience"], lr_factor=t["lr_factor"],
@@ -109,6 +123,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
     train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
     settings = settings_from(cfg, request.seed, request.has_gpu)
+    precision = configure_precision(cfg, request.has_gpu)
 
     study = optuna.create_study(
         study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
@@ -128,6 +143,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
         "finetune_epochs": settings.finetune_epochs, "patience": settings.patience, "sampler": cfg.study["sampler"],
         "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
+        "precision": precision, "xla": settings.jit_compile,
     }
     tags = {
         "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": data_fingerprint,

@@ -26,8 +26,8 @@ def test_unknown_name_lists_available_and_suggests_closest():
         registry.get("class_weight")
     message = str(err.value)
     assert "unknown imbalance strategy 'class_weight'" in message
-    assert "did you mean 'class_weights'?" in message
-    assert "Available: class_weights, downsample" in message
+    assert "(did you mean 'class_weights'?)" in message
+    assert "; available: class_weights, downsample" in message
 
 
 def test_duplicate_name_names_both_packages():

@@ -1,0 +1,68 @@
+"""Study files: shipped studies are valid; every mistake names the file, the field and the expectation."""
+
+from pathlib import Path
+
+import pytest
+
+from bcauto.config import Range, check_components, load_study, parse_study
+from bcauto.errors import BcautoError
+from bcauto.plugins import components
+
+STUDIES = sorted((Path(__file__).resolve().parent.parent / "studies").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_shipped_studies_are_valid_and_name_installed_components(path):
+    cfg = load_study(path)
+    check_components(cfg, components())
+    assert cfg.name == path.stem
+
+
+def test_defaults_follow_the_seed_report():
+    cfg = parse_study("", Path("empty.toml"))
+    assert cfg.train["batch_size"] == 64 and cfg.train["head_epochs"] == 30 and cfg.train["finetune_epochs"] == 70
+    assert cfg.train["patience"] == 15 and cfg.data["val_fraction"] == 0.2
+    assert cfg.search["head_units1"] == 512 and cfg.search["head_dropout"] == 0.5
+    assert cfg.search["lr_head"] == Range(3e-5, 3e-4, True)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[train]\nbatch_sise = 32", r"s.toml: \[train\]: unknown field 'batch_sise' \(did you mean 'batch_size'\?\)"),
+        ("[trian]\nx = 1", r"s.toml: \[<top level>\]: unknown field 'trian' \(did you mean 'train'\?\)"),
+        ("[train]\nbatch_size = 'big'", r"s.toml: \[train\] batch_size = 'big': expected int"),
+        ("[train]\nbatch_size = 0", r"\[train\] batch_size must be > 0"),
+        ("[study]\npruner = 'mediam'", r"\[study\] pruner = 'mediam': expected one of 'median', 'hyperband'"),
+        ("[data]\nval_fraction = 0.7", r"\[data\] val_fraction must be between 0 and 0.5"),
+        ("[search]\nlr_head = { low = 1e-3, high = 1e-4 }", r"\[search\] lr_head: low and high must be numbers with low < high"),
+        ("[search]\nlr_head = { low = 0, high = 1e-4, log = true }", r"\[search\] lr_head: a log range needs low > 0"),
+        ("[search]\nbackbone = []", r"\[search\] backbone: the list of choices is empty"),
+        ("[search]\nunfreeze_blocks = [1, 'some']", r"\[search\] unfreeze_blocks: 'some' is not a block count"),
+        ("[train]\nweights = 'imagenet21k'", r"\[train\] weights = 'imagenet21k': expected one of 'imagenet', 'none'"),
+        ("[train\nbatch_size = 1", r"s.toml: not valid TOML"),
+        ("[study]\nflag = true\n[train]\nfeature_cache = 'yes'", r"unknown field 'flag'"),
+    ],
+)
+def test_bad_study_fields_are_named(text, message):
+    with pytest.raises(BcautoError, match=message):
+        parse_study(text, Path("s.toml"))
+
+
+def test_unknown_component_lists_names_and_closest_before_any_trial():
+    cfg = parse_study('[search]\nbackbone = ["resnet_50"]\naugmentation = ["none"]', Path("s.toml"))
+    with pytest.raises(BcautoError) as err:
+        check_components(cfg, components())
+    assert "s.toml: [search] backbone: unknown backbone 'resnet_50' (did you mean 'resnet50'?)" in str(err.value)
+    assert "; available: convnext_tiny," in str(err.value)
+
+
+def test_backbone_larger_than_image_size_is_an_incompatible_combination():
+    cfg = parse_study('[data]\nimage_size = 64\n[search]\nbackbone = ["xception"]\naugmentation = ["none"]', Path("s.toml"))
+    with pytest.raises(BcautoError, match=r"'xception' needs images of at least 71 pixels, but \[data\] image_size = 64"):
+        check_components(cfg, components())
+
+
+def test_missing_study_file_is_a_clear_error(tmp_path):
+    with pytest.raises(BcautoError, match=r"study file .*nope.toml does not exist"):
+        load_study(tmp_path / "nope.toml")

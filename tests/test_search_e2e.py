@@ -1,0 +1,138 @@
+"""`bcauto search` end to end on tiny synthetic data: what lands in Optuna and in MLflow."""
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bcauto.cli import main
+
+TINY_STUDY = """
+[study]
+trials = 3
+seed = 7
+pruner = "median"
+
+[data]
+image_size = 32
+val_fraction = 0.25
+
+[train]
+weights = "none"
+batch_size = 32
+head_epochs = 2
+finetune_epochs = 0
+patience = 5
+
+[search]
+backbone = ["mini_cnn", "resnet_cnn"]
+augmentation = ["none", "seed"]
+imbalance = ["none", "class_weights"]
+lr_head = { low = 1e-3, high = 3e-3, log = true }
+head_units1 = 64
+head_units2 = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    study = root / "tiny.toml"
+    study.write_text(TINY_STUDY)
+    stores = ["--storage", f"sqlite:///{root}/optuna.db", "--tracking-uri", f"sqlite:///{root}/mlflow.db"]
+    args = ["search", "--study", str(study), "--data", "synthetic:240", *stores]
+    assert main([*args, "--trials", "3"]) == 0
+    return root, args, stores
+
+
+def trial_runs(client, experiment_id):
+    runs = client.search_runs([experiment_id], "tags.`bcauto.role` = 'trial'", max_results=100)
+    return sorted(runs, key=lambda r: int(r.data.tags["bcauto.trial"]))
+
+
+def test_one_parent_and_one_child_run_per_trial_with_params_curves_and_artifacts(searched):
+    root, _, _ = searched
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    parents = client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'study'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = trial_runs(client, experiment.experiment_id)
+    assert len(children) == 3
+    for number, run in enumerate(children):
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.run_name.startswith(f"trial-{number:03d} ")
+        assert run.data.params["backbone"] in ("mini_cnn", "resnet_cnn")
+        assert run.data.params["backbone"] in run.info.run_name
+        assert run.data.params["augmentation"] in ("none", "seed")
+        assert run.data.params["imbalance"] in ("none", "class_weights")
+        assert {"lr_head", "head.units1", "head.dropout", "unfreeze_blocks", "seed", "backbone.base_filters",
+                "data.fingerprint", "split.fingerprint"} <= set(run.data.params)
+        assert run.data.params["data.fingerprint"] == parent.data.params["data.fingerprint"]
+        assert json.loads(run.data.tags["bcauto.plugins"])["bcauto"] == "0.1.0"
+        assert run.data.tags["bcauto.state"] == "complete" and run.info.status == "FINISHED"
+        curve = client.get_metric_history(run.info.run_id, "val_macro_f1")
+        assert sorted(m.step for m in curve) == [0, 1]
+        assert {"loss", "val_loss", "val_accuracy", "lr"} <= set(run.data.metrics)
+        assert 0.0 <= run.data.metrics["val_macro_f1"] <= 1.0 and run.data.metrics["epochs"] == 2
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"confusion_matrix.png", "classification_report.json"} <= artifacts
+    assert parent.info.status == "FINISHED"
+
+
+def test_optuna_study_holds_the_trials_linked_to_their_runs(searched):
+    root, _, _ = searched
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/optuna.db")
+    assert len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    for trial in study.trials:
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.metrics["val_macro_f1"] == pytest.approx(trial.value)
+        assert sorted(trial.intermediate_values) == [0, 1]
+
+
+def test_best_reports_number_value_params_and_run_and_the_model_is_logged(searched, capsys):
+    root, _, stores = searched
+    capsys.readouterr()
+    assert main(["best", "--json", "--name", "tiny", *stores[:2]]) == 0
+    best = json.loads(capsys.readouterr().out)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/optuna.db")
+    assert best["number"] == study.best_trial.number and best["value"] == pytest.approx(study.best_value)
+    assert best["params"]["backbone"] == study.best_trial.user_attrs["params"]["backbone"]
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    experiment = MlflowClient().get_experiment_by_name("tiny")
+    models = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert best["mlflow_run_id"] in {m.source_run_id for m in models}
+
+
+def test_rerun_resumes_the_same_study_and_parent_run(searched):
+    root, args, _ = searched
+    assert main([*args, "--trials", "4"]) == 0
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/optuna.db")
+    assert len(study.trials) == 4 and [t.number for t in study.trials] == [0, 1, 2, 3]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    assert len(client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'study'")) == 1
+    assert len(trial_runs(client, experiment.experiment_id)) == 4
+
+
+def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[search]\nbackbone = ['resnet5O']\n")
+    result = subprocess.run([sys.executable, "-m", "bcauto.cli", "search", "--study", str(bad), "--data", "synthetic"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "bad.toml: [search] backbone: unknown backbone 'resnet5O' (did you mean 'resnet50'?)" in result.stderr.replace("\n", " ")
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_every_command_has_help():
+    for command in ([], ["search"], ["best"], ["plugins"], ["ui"]):
+        result = subprocess.run([sys.executable, "-m", "bcauto.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "usage: bcauto" in result.stdout

@@ -1,0 +1,79 @@
+"""The two-phase recipe: frozen backbone, then the last blocks; one epoch counter; BatchNorm kept frozen."""
+
+import keras
+import numpy as np
+import optuna
+import pytest
+
+from bcauto.data.split import stratified_split
+from bcauto.evaluation import predict_proba, score
+from bcauto.model import HeadParams
+from bcauto.objective import OptunaReporter
+from bcauto.training import TrainSettings, TrialPlan, train
+from helpers import blob_data
+
+
+def make_plan(comps, backbone, unfreeze=1, lr_head=3e-3, lr_finetune=1e-3):
+    return TrialPlan(
+        backbone=comps.backbones.get(backbone), augmentation=comps.augmentations.get("none"),
+        imbalance=comps.imbalance.get("none"), head=HeadParams(64, 32, 0.1, 1e-5),
+        lr_head=lr_head, lr_finetune=lr_finetune, unfreeze_blocks=unfreeze,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = blob_data(200, 32, seed=1)
+    split = stratified_split(full, 0.2, seed=0)
+    return full.subset(split.train), full.subset(split.val)
+
+
+def weights_of(model, name):
+    return [w.copy() for w in model.get_layer("tiny_pretrained_features").layers[-1].get_layer(name).get_weights()]
+
+
+def test_phases_share_one_epoch_counter_and_report_each_epoch_to_optuna(tiny_plugin, data):
+    train_data, val_data = data
+    settings = TrainSettings(batch_size=32, head_epochs=2, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
+    trial = optuna.create_study(direction="maximize").ask()
+    result = train(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, val_data,
+                   callbacks=[OptunaReporter(trial, "val_macro_f1", prunable=True)])
+    assert [e["epoch"] for e in result.history] == [0, 1, 2, 3]
+    assert result.phase_epochs == {"head": 2, "finetune": 2} and result.unfrozen_blocks == 1
+    assert sorted(trial.storage.get_trial(trial._trial_id).intermediate_values) == [0, 1, 2, 3]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr"} <= set(result.history[0])
+    assert result.history[2]["lr"] == pytest.approx(1e-3) and result.history[0]["lr"] == pytest.approx(3e-3)
+
+
+def test_frozen_blocks_and_batchnorm_statistics_do_not_change(tiny_plugin, data):
+    train_data, val_data = data
+    settings = TrainSettings(batch_size=32, head_epochs=1, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
+    keras.utils.set_random_seed(0)
+    from bcauto.training import build_plan_model
+
+    _, _, reference = build_plan_model(make_plan(tiny_plugin, "tiny_pretrained"), settings, 32, 4)
+    before = {name: weights_of(reference, name) for name in ("b1_conv", "b2_conv", "b2_bn")}
+    result = train(make_plan(tiny_plugin, "tiny_pretrained", lr_finetune=1e-2), settings, train_data, val_data)
+    after = {name: weights_of(result.model, name) for name in ("b1_conv", "b2_conv", "b2_bn")}
+    assert all(np.array_equal(a, b) for a, b in zip(before["b1_conv"], after["b1_conv"])), "block 1 stayed frozen"
+    assert all(np.array_equal(a, b) for a, b in zip(before["b2_bn"], after["b2_bn"])), "BatchNorm stayed frozen"
+    if result.phase_epochs["finetune"] and result.history[-1]["val_loss"] <= min(e["val_loss"] for e in result.history[:1]):
+        assert not np.array_equal(before["b2_conv"][0], after["b2_conv"][0]), "block 2 was fine-tuned"
+
+
+def test_backbone_without_pretrained_weights_trains_in_one_phase_and_learns(data):
+    from bcauto.plugins import components
+
+    train_data, val_data = data
+    settings = TrainSettings(batch_size=32, head_epochs=4, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
+    result = train(make_plan(components(), "mini_cnn", lr_head=2e-3), settings, train_data, val_data)
+    assert result.phase_epochs == {"head": 6, "finetune": 0} and result.unfrozen_blocks == "all"
+    predicted = predict_proba(result.model, val_data.images).argmax(axis=1)
+    assert score(val_data.labels, predicted, val_data.class_names).macro_f1 > 0.8
+
+
+def test_same_seed_same_result(tiny_plugin, data):
+    train_data, val_data = data
+    settings = TrainSettings(batch_size=32, head_epochs=2, finetune_epochs=0, patience=10, weights="imagenet", seed=3)
+    runs = [train(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, val_data).history for _ in range(2)]
+    assert [e["val_loss"] for e in runs[0]] == pytest.approx([e["val_loss"] for e in runs[1]], rel=1e-4)
