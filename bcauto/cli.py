@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from bcauto import __version__
 from bcauto.errors import BcautoError
 
@@ -59,7 +61,7 @@ def cmd_search(args, console) -> int:
 
     comps = components()
     for failure in comps.failures:
-        console.print(f"[yellow]warning:[/] plugin {failure.package} ({failure.entry_point}) failed to load: {failure.error}")
+        console.print(f"[yellow]warning:[/] plugin {escape(failure.package)} ({escape(failure.entry_point)}) failed to load: {escape(failure.error)}")
     gpu = has_gpu()
     cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
     from bcauto.config import check_components
@@ -77,6 +79,7 @@ def cmd_search(args, console) -> int:
     request = SearchRequest(
         cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study["trials"], storage=args.storage,
         tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study["timeout"], has_gpu=gpu,
+        cache_dir=args.cache_dir,
     )
     study = run_search(request, comps, console)
     console.print(f"Optuna: {args.storage}  MLflow: {args.tracking_uri} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
@@ -166,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     search.add_argument("--seed", type=int, help="seed of the split, the sampler and every trial (default: the study file's)")
     search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
+    search.add_argument("--cache-dir", default=".bcauto/cache", help="feature cache shared by trials, workers and resumed studies (default .bcauto/cache)")
     search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
     search.set_defaults(func=cmd_search)
 
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except BcautoError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
 
 

@@ -46,6 +46,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "mixed_precision": (str, "auto", SWITCHES),
         "xla": (str, "auto", SWITCHES),
         "feature_cache": (bool, True, None),
+        "augmented_views": (int, 0, None),
+        "activation_cache_gb": ((int, float), 4.0, None),
     },
 }
 
@@ -140,7 +142,8 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
     for section, key in positive:
         if getattr(cfg, section)[key] <= 0:
             raise BcautoError(f"{_where(path, section, key)} must be > 0, got {getattr(cfg, section)[key]!r}")
-    for section, key in [("train", "head_epochs"), ("train", "finetune_epochs"), ("train", "patience"), ("study", "timeout")]:
+    for section, key in [("train", "head_epochs"), ("train", "finetune_epochs"), ("train", "patience"), ("study", "timeout"),
+                         ("train", "augmented_views"), ("train", "activation_cache_gb")]:
         if getattr(cfg, section)[key] < 0:
             raise BcautoError(f"{_where(path, section, key)} must be >= 0, got {getattr(cfg, section)[key]!r}")
     if not 0.0 < cfg.data["val_fraction"] < 0.5:

@@ -49,8 +49,8 @@ def score(labels: np.ndarray, predicted: np.ndarray, class_names, present_only: 
     )
 
 
-def predict_proba(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities for uint8 images, converted to float one batch at a time."""
+def predict_batches(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """A model's outputs (class probabilities, for a classifier) for uint8 images, cast to float per batch."""
     import tensorflow as tf
 
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))

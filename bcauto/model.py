@@ -57,10 +57,11 @@ class HeadParams:
     l2: float = 1e-4
 
 
-def build_head(feature_shape, num_classes: int, params: HeadParams) -> keras.Model:
-    """The classifier head as its own model, so it can train on cached features or on a backbone's output."""
-    features = keras.Input(shape=tuple(feature_shape), name="features")
-    x = layers.GlobalAveragePooling2D(name="head_gap")(features)
+def build_head(feature_dim: int, num_classes: int, params: HeadParams) -> keras.Model:
+    """The classifier after global average pooling, as its own model so it can also train on cached
+    pooled features: Dense(units1) -> Dropout -> Dense(units2) -> Dropout -> softmax."""
+    features = keras.Input(shape=(feature_dim,), name="pooled_features")
+    x = features
     for i, units in enumerate((params.units1, params.units2), start=1):
         if units <= 0:
             continue
@@ -141,7 +142,7 @@ def set_trainable_blocks(spec: BackboneSpec, backbone: keras.Model, unfreeze) ->
 
 
 def assemble(backbone: keras.Model, head: keras.Model, augmentation: layers.Layer | None, frozen_inference: bool) -> keras.Model:
-    """Augmentation -> backbone -> head as one model taking uint8-range images.
+    """Augmentation -> backbone -> global average pooling -> head, one model taking [0, 255] images.
 
     ``frozen_inference`` calls the backbone with ``training=False`` (the Keras transfer-learning recipe):
     pretrained backbones then never update BatchNorm statistics or apply their own dropout.
@@ -149,5 +150,23 @@ def assemble(backbone: keras.Model, head: keras.Model, augmentation: layers.Laye
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
     x = augmentation(inputs) if augmentation is not None else inputs
     x = backbone(x, training=False) if frozen_inference else backbone(x)
-    outputs = head(x)
+    outputs = head(layers.GlobalAveragePooling2D(name="head_gap")(x))
     return keras.Model(inputs, outputs, name="classifier")
+
+
+def split_at_block(spec: BackboneSpec, backbone: keras.Model, unfrozen: int) -> tuple[keras.Model, keras.Model] | None:
+    """The backbone cut before its last ``unfrozen`` blocks: (frozen prefix, trainable tail).
+
+    The prefix maps [0, 255] images to the activations entering the first unfrozen block, so they can be
+    computed once; the tail maps those activations to the feature map. None when nothing stays frozen.
+    """
+    if unfrozen <= 0 or unfrozen >= len(spec.blocks):
+        return None
+    core = core_of(backbone)
+    cut = core.get_layer(spec.blocks[len(spec.blocks) - unfrozen - 1]).output
+    images = keras.Input(shape=backbone.input_shape[1:])
+    x = images
+    for layer in backbone.layers[1:-1]:  # the preprocessing layers in front of the core
+        x = layer(x)
+    prefix = keras.Model(images, keras.Model(core.input, cut)(x), name=f"{spec.name}_frozen_prefix")
+    return prefix, keras.Model(cut, core.output, name=f"{spec.name}_tail")

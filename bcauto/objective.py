@@ -12,7 +12,7 @@ import keras
 import optuna
 
 from bcauto.data import Dataset
-from bcauto.evaluation import predict_proba, save_confusion_matrix, score
+from bcauto.evaluation import predict_batches, save_confusion_matrix, score
 from bcauto.progress import EpochProgress, SearchProgress
 from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
@@ -120,7 +120,7 @@ class Objective:
 
     def evaluate(self, model) -> tuple[float, Any]:
         val = self.ctx.val_data
-        predicted = predict_proba(model, val.images).argmax(axis=1)
+        predicted = predict_batches(model, val.images).argmax(axis=1)
         scores = score(val.labels, predicted, val.class_names)
         metric = self.ctx.cfg.study["metric"]
         value = {"val_macro_f1": scores.macro_f1, "val_accuracy": scores.accuracy}.get(metric, scores.macro_f1)
@@ -132,6 +132,8 @@ class Objective:
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("phase_epochs", result.phase_epochs)
         trial.set_user_attr("unfreeze_blocks", result.unfrozen_blocks)
+        trial.set_user_attr("modes", result.modes)
+        ctx.tracker.log_params(run_id, {f"mode.{phase}": mode for phase, mode in result.modes.items()})
         trial.set_user_attr("val_accuracy", scores.accuracy)
         trial.set_user_attr("val_macro_f1", scores.macro_f1)
         ctx.tracker.log_metrics(run_id, {**scores.metrics("val_"), "epochs": epochs,

@@ -71,10 +71,12 @@ def configure_precision(cfg: StudyConfig, has_gpu: bool) -> str:
     return policy
 
 
-def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool) -> TrainSettings:
+def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool, cache_dir: str | None = None) -> TrainSettings:
     t = cfg.train
     jit = switch(t["xla"], has_gpu)
     return TrainSettings(
+        cache_dir=cache_dir if t["feature_cache"] else None, augmented_views=t["augmented_views"],
+        activation_cache_gb=float(t["activation_cache_gb"]),
         batch_size=t["batch_size"], head_epochs=t["head_epochs"], finetune_epochs=t["finetune_epochs"],
         patience=t["patience"], lr_patience=t["lr_patience"], lr_factor=t["lr_factor"],
         weights=None if t["weights"] == "none" else t["weights"], seed=seed, jit_compile=jit,
@@ -110,6 +112,7 @@ class SearchRequest:
     seed: int
     timeout: float | None
     has_gpu: bool = False
+    cache_dir: str | None = ".bcauto/cache"
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -122,7 +125,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     check_components(cfg, components)
     split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
     train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
-    settings = settings_from(cfg, request.seed, request.has_gpu)
+    settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
     precision = configure_precision(cfg, request.has_gpu)
 
     study = optuna.create_study(

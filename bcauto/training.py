@@ -3,7 +3,8 @@
 Phase 1 trains the head with Lion, ReduceLROnPlateau on validation accuracy and EarlyStopping on validation
 loss (best weights restored). Phase 2 unfreezes the chosen blocks and continues at a lower learning rate.
 One epoch counter runs across both phases (``initial_epoch``), so per-epoch reports to Optuna and MLflow
-never collide.
+never collide. Whenever the result cannot differ, work is skipped: the head trains on cached pooled
+features, and the fine-tune trains only the unfrozen tail on activations computed once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from bcauto.data import Dataset
-from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks
+from bcauto.evaluation import predict_batches
+from bcauto.features import FeatureCache, pooled_features
+from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
 from bcauto.specs import AugmentationSpec, BackboneSpec, ImbalanceSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -35,6 +38,9 @@ class TrainSettings:
     weights: str | None = "imagenet"
     seed: int = 42
     jit_compile: Any = "auto"
+    cache_dir: str | None = None
+    augmented_views: int = 0
+    activation_cache_gb: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -64,20 +70,52 @@ class TrainResult:
     history: list[dict[str, float]]
     phase_epochs: dict[str, int]
     unfrozen_blocks: int | str
+    modes: dict[str, str] = field(default_factory=dict)
 
 
-def one_hot_dataset(images: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
-                    shuffle_seed: int | None = None, batch_fn: Callable | None = None) -> tf.data.Dataset:
-    """uint8 images and integer labels as a batched, prefetched tf.data pipeline of (float32, one-hot)."""
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int32)))
+@dataclass
+class Parts:
+    """The pieces of one trial's classifier; the assembled model shares their layers."""
+
+    backbone: keras.Model
+    head: keras.Model
+    augmentation: keras.layers.Layer | None
+    model: keras.Model
+
+
+def build_parts(plan: TrialPlan, settings: TrainSettings, image_size: int, num_classes: int) -> Parts:
+    weights = plan.weights_for(settings)
+    backbone = build_backbone(plan.backbone, image_size, weights, plan.backbone_params)
+    head = build_head(backbone.output_shape[-1], num_classes, plan.head)
+    augmentation = plan.augmentation.build(plan.augmentation_params, image_size, settings.seed)
+    return Parts(backbone, head, augmentation, assemble(backbone, head, augmentation, frozen_inference=weights is not None))
+
+
+def build_plan_model(plan: TrialPlan, settings: TrainSettings, image_size: int, num_classes: int):
+    """Backbone, head and the assembled classifier for a plan."""
+    parts = build_parts(plan, settings, image_size, num_classes)
+    return parts.backbone, parts.head, parts.model
+
+
+def batches(x, labels: np.ndarray, num_classes: int, batch_size: int, shuffle_seed: int | None = None,
+            batch_fn: Callable | None = None) -> tf.data.Dataset:
+    """Inputs and integer labels as a batched, prefetched pipeline of (float32, one-hot)."""
+    ds = tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(labels), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(
-        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE
-    )
+    ds = ds.batch(batch_size).map(lambda a, y: (tf.cast(a, tf.float32), tf.one_hot(y, num_classes)), num_parallel_calls=AUTOTUNE)
     if batch_fn is not None:
         ds = ds.map(batch_fn, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def view_batches(views: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int, seed: int) -> tf.data.Dataset:
+    """K precomputed views (K x N x D), one view per epoch in turn, repeated forever (use steps_per_epoch)."""
+    per_view = [batches(v, labels, num_classes, batch_size, shuffle_seed=seed + i) for i, v in enumerate(views)]
+    ds = per_view[0]
+    for other in per_view[1:]:
+        ds = ds.concatenate(other)
+    return ds.repeat()
 
 
 def compile_model(model: keras.Model, learning_rate: float, jit_compile) -> None:
@@ -117,55 +155,142 @@ def phase_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
     ]
 
 
-def build_plan_model(plan: TrialPlan, settings: TrainSettings, image_size: int, num_classes: int):
-    """Backbone, head, augmentation layer and the assembled classifier for a plan."""
-    weights = plan.weights_for(settings)
-    backbone = build_backbone(plan.backbone, image_size, weights, plan.backbone_params)
-    head = build_head(backbone.output_shape[1:], num_classes, plan.head)
-    augmentation = plan.augmentation.build(plan.augmentation_params, image_size, settings.seed)
-    model = assemble(backbone, head, augmentation, frozen_inference=weights is not None)
-    return backbone, head, model
+def head_feature_mode(plan: TrialPlan, settings: TrainSettings, parts: Parts) -> str:
+    """How the head phase sees the backbone: ``cached`` features, ``cached_views:K``, or ``online``."""
+    if plan.weights_for(settings) is None or settings.cache_dir is None or plan.augmentation.mixes_labels:
+        return "online"
+    if parts.augmentation is None:
+        return "cached"
+    return f"cached_views:{settings.augmented_views}" if settings.augmented_views > 0 else "online"
+
+
+class Trainer:
+    """Runs the phases of one plan, sharing the epoch counter, history and callbacks between them."""
+
+    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset, callbacks):
+        self.plan, self.settings = plan, settings
+        self.train_data, self.val_data = train_data, val_data
+        self.num_classes = train_data.num_classes
+        keras.utils.set_random_seed(settings.seed)
+        self.parts = build_parts(plan, settings, train_data.image_size, self.num_classes)
+        self.imbalance = plan.imbalance.apply(train_data.labels, settings.seed)
+        self.train_index = self.imbalance.indices
+        self.recorder = HistoryRecorder()
+        self.callbacks = [LearningRateLogger(), self.recorder, *callbacks]
+        self.modes: dict[str, str] = {}
+
+    @property
+    def done(self) -> int:
+        return len(self.recorder.epochs)
+
+    def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None) -> None:
+        compile_model(model, learning_rate, self.settings.jit_compile)
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=self.done, epochs=self.done + epochs,
+                  steps_per_epoch=steps_per_epoch, class_weight=self.imbalance.class_weight, shuffle=False, verbose=0,
+                  callbacks=[*phase_callbacks(self.settings), *self.callbacks])
+
+    def image_batches(self):
+        s, batch_fn = self.settings, None
+        if self.plan.augmentation.mixes_labels:
+            batch_fn = self.plan.augmentation.build_batch(self.plan.augmentation_params, self.num_classes, s.seed)
+        idx = self.train_index
+        train_ds = batches(self.train_data.images[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed, batch_fn)
+        val_ds = batches(self.val_data.images, self.val_data.labels, self.num_classes, s.batch_size).cache()
+        return train_ds, val_ds
+
+    def fit_full(self, learning_rate: float, epochs: int) -> None:
+        self.fit(self.parts.model, learning_rate, epochs, *self.image_batches())
+
+    def head_phase(self, epochs: int) -> None:
+        mode = head_feature_mode(self.plan, self.settings, self.parts)
+        self.modes["head"] = mode
+        if mode == "online":
+            self.fit_full(self.plan.lr_head, epochs)
+            return
+        views, val_features = self.cached_features(mode)
+        s, labels = self.settings, self.train_data.labels[self.train_index]
+        train_ds = view_batches(views[:, self.train_index], labels, self.num_classes, s.batch_size, s.seed)
+        val_ds = batches(val_features, self.val_data.labels, self.num_classes, s.batch_size).cache()
+        steps = -(-len(labels) // s.batch_size)
+        self.fit(self.parts.head, self.plan.lr_head, epochs, train_ds, val_ds, steps_per_epoch=steps)
+
+    def cached_features(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        s, plan, backbone = self.settings, self.plan, self.parts.backbone
+        views = int(mode.split(":")[1]) if ":" in mode else 0
+        parts = {
+            "backbone": plan.backbone.name, "weights": plan.weights_for(s), "params": plan.backbone_params,
+            "preprocessing": plan.backbone.preprocessing, "image_size": self.train_data.image_size,
+            "train": self.train_data.fingerprint(), "val": self.val_data.fingerprint(),
+            "policy": keras.mixed_precision.global_policy().name,
+            "views": views, "augmentation": [plan.augmentation.name, plan.augmentation_params] if views else None,
+        }
+
+        def compute():
+            if views:
+                train = np.stack([pooled_features(backbone, self.train_data.images, s.batch_size, self._view_augmenter(i))
+                                  for i in range(views)])
+            else:
+                train = pooled_features(backbone, self.train_data.images, s.batch_size)[None]
+            return {"train": train, "val": pooled_features(backbone, self.val_data.images, s.batch_size)}
+
+        arrays, hit = FeatureCache(s.cache_dir).get_or_compute(parts, compute)
+        self.modes["head_cache"] = "hit" if hit else "miss"
+        return arrays["train"], arrays["val"]
+
+    def _view_augmenter(self, view: int):
+        # seeded by view, not by trial, so trials with the same policy and parameters share the views
+        return self.plan.augmentation.build(self.plan.augmentation_params, self.train_data.image_size, 1000 + view)
+
+    def finetune_phase(self, epochs: int) -> int:
+        plan, parts = self.plan, self.parts
+        unfrozen = set_trainable_blocks(plan.backbone, parts.backbone, plan.unfreeze_blocks)
+        if unfrozen == 0:
+            return 0
+        head_weights, head_best = parts.model.get_weights(), min(e["val_loss"] for e in self.recorder.epochs)
+        start = self.done
+        split = split_at_block(plan.backbone, parts.backbone, unfrozen)
+        if parts.augmentation is None and not plan.augmentation.mixes_labels and split and self._fits_in_memory(split[0]):
+            self.modes["finetune"] = "cached_activations"
+            self.fit_tail(*split, epochs)
+        else:
+            self.modes["finetune"] = "online"
+            self.fit_full(plan.lr_finetune, epochs)
+        if min(e["val_loss"] for e in self.recorder.epochs[start:]) > head_best:
+            parts.model.set_weights(head_weights)  # fine-tuning never beat the frozen model: keep the frozen one
+        return unfrozen
+
+    def _fits_in_memory(self, prefix: keras.Model) -> bool:
+        per_image = int(np.prod(prefix.output_shape[1:])) * 4
+        return per_image * (len(self.train_data.labels) + len(self.val_data.labels)) <= self.settings.activation_cache_gb * 2**30
+
+    def fit_tail(self, prefix: keras.Model, tail: keras.Model, epochs: int) -> None:
+        """Fine-tune on activations at the first unfrozen block: the frozen blocks run once, not every epoch."""
+        s = self.settings
+        activations = keras.Input(shape=prefix.output_shape[1:])
+        outputs = self.parts.head(keras.layers.GlobalAveragePooling2D()(tail(activations, training=False)))
+        model = keras.Model(activations, outputs, name="finetune_tail")
+        train_x, val_x = (predict_batches(prefix, data.images, s.batch_size) for data in (self.train_data, self.val_data))
+        idx = self.train_index
+        train_ds = batches(train_x[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed)
+        val_ds = batches(val_x, self.val_data.labels, self.num_classes, s.batch_size).cache()
+        self.fit(model, self.plan.lr_finetune, epochs, train_ds, val_ds)
 
 
 def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset,
           callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
     """Train one plan. ``callbacks`` (reporting, pruning) see both phases with one epoch counter."""
-    keras.utils.set_random_seed(settings.seed)
-    num_classes = train_data.num_classes
-    backbone, head, model = build_plan_model(plan, settings, train_data.image_size, num_classes)
-    imbalance = plan.imbalance.apply(train_data.labels, settings.seed)
-    batch_fn = None
-    if plan.augmentation.mixes_labels:
-        batch_fn = plan.augmentation.build_batch(plan.augmentation_params, num_classes, settings.seed)
-    train_ds = one_hot_dataset(train_data.images[imbalance.indices], train_data.labels[imbalance.indices], num_classes,
-                               settings.batch_size, shuffle_seed=settings.seed, batch_fn=batch_fn)
-    val_ds = one_hot_dataset(val_data.images, val_data.labels, num_classes, settings.batch_size).cache()
-    recorder = HistoryRecorder()
-    common = [LearningRateLogger(), recorder, *callbacks]
-    fit = dict(x=train_ds, validation_data=val_ds, class_weight=imbalance.class_weight, shuffle=False, verbose=0)
-
+    trainer = Trainer(plan, settings, train_data, val_data, callbacks)
     pretrained = plan.weights_for(settings) is not None
     if pretrained:
-        backbone.trainable = False
-        head_epochs, finetune_epochs = settings.head_epochs, settings.finetune_epochs
+        trainer.parts.backbone.trainable = False
+        trainer.head_phase(settings.head_epochs)
     else:  # a backbone without pretrained weights learns from the first epoch, in one phase
-        backbone.trainable = True
-        head_epochs, finetune_epochs = settings.head_epochs + settings.finetune_epochs, 0
-
-    compile_model(model, plan.lr_head, settings.jit_compile)
-    model.fit(epochs=head_epochs, callbacks=[*phase_callbacks(settings), *common], **fit)
-    done = len(recorder.epochs)
-    phase_epochs = {"head": done, "finetune": 0}
+        trainer.parts.backbone.trainable = True
+        trainer.modes["head"] = "online"
+        trainer.fit_full(plan.lr_head, settings.head_epochs + settings.finetune_epochs)
+    phase_epochs = {"head": trainer.done, "finetune": 0}
     unfrozen: int | str = "all" if not pretrained else 0
-
-    if pretrained and finetune_epochs > 0:
-        unfrozen = set_trainable_blocks(plan.backbone, backbone, plan.unfreeze_blocks)
-        if unfrozen > 0:
-            head_weights = model.get_weights()
-            head_best = min(e["val_loss"] for e in recorder.epochs)
-            compile_model(model, plan.lr_finetune, settings.jit_compile)
-            model.fit(initial_epoch=done, epochs=done + finetune_epochs, callbacks=[*phase_callbacks(settings), *common], **fit)
-            phase_epochs["finetune"] = len(recorder.epochs) - done
-            if min(e["val_loss"] for e in recorder.epochs[done:]) > head_best:
-                model.set_weights(head_weights)  # fine-tuning never beat the frozen model: keep the frozen one
-    return TrainResult(model=model, history=recorder.epochs, phase_epochs=phase_epochs, unfrozen_blocks=unfrozen)
+    if pretrained and settings.finetune_epochs > 0:
+        unfrozen = trainer.finetune_phase(settings.finetune_epochs)
+        phase_epochs["finetune"] = trainer.done - phase_epochs["head"]
+    return TrainResult(trainer.parts.model, trainer.recorder.epochs, phase_epochs, unfrozen, trainer.modes)

@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from bcauto.data.split import stratified_split
-from bcauto.evaluation import predict_proba, score
+from bcauto.evaluation import predict_batches, score
 from bcauto.model import HeadParams
 from bcauto.objective import OptunaReporter
 from bcauto.training import TrainSettings, TrialPlan, train
@@ -68,7 +68,7 @@ def test_backbone_without_pretrained_weights_trains_in_one_phase_and_learns(data
     settings = TrainSettings(batch_size=32, head_epochs=4, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
     result = train(make_plan(components(), "mini_cnn", lr_head=2e-3), settings, train_data, val_data)
     assert result.phase_epochs == {"head": 6, "finetune": 0} and result.unfrozen_blocks == "all"
-    predicted = predict_proba(result.model, val_data.images).argmax(axis=1)
+    predicted = predict_batches(result.model, val_data.images).argmax(axis=1)
     assert score(val_data.labels, predicted, val_data.class_names).macro_f1 > 0.8
 
 
