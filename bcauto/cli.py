@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -17,11 +18,31 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Silence C++ start-up logging (oneDNN, CUDA probing) that ignores Python's logging settings."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def quiet_frameworks() -> None:
     """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")
     import logging
     import warnings
+
+    import mlflow  # noqa: F401  (mlflow sets its own log level on import; override it afterwards)
 
     for name in ("alembic", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -63,6 +84,8 @@ def cmd_search(args, console) -> int:
     for failure in comps.failures:
         console.print(f"[yellow]warning:[/] plugin {escape(failure.package)} ({escape(failure.entry_point)}) failed to load: {escape(failure.error)}")
     gpu = has_gpu()
+    if args.workers < 0:
+        raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
     cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
     from bcauto.config import check_components
 
@@ -79,7 +102,7 @@ def cmd_search(args, console) -> int:
     request = SearchRequest(
         cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study["trials"], storage=args.storage,
         tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study["timeout"], has_gpu=gpu,
-        cache_dir=args.cache_dir,
+        work_dir=args.work_dir, workers=args.workers, gpus=args.gpus.split(",") if args.gpus else None,
     )
     study = run_search(request, comps, console)
     console.print(f"Optuna: {args.storage}  MLflow: {args.tracking_uri} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
@@ -169,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     search.add_argument("--seed", type=int, help="seed of the split, the sampler and every trial (default: the study file's)")
     search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    search.add_argument("--cache-dir", default=".bcauto/cache", help="feature cache shared by trials, workers and resumed studies (default .bcauto/cache)")
+    search.add_argument("--workers", type=int, default=1,
+                        help="worker processes running trials (default 1; 0 runs trials in this process, without isolation)")
+    search.add_argument("--gpus", help="comma-separated GPU ids; worker i is pinned to GPU i modulo their number")
+    search.add_argument("--work-dir", default=".bcauto", help="feature cache, prepared data and worker files (default .bcauto)")
     search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
     search.set_defaults(func=cmd_search)
 
@@ -196,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_frameworks()
+    if args.command != "ui":
+        quiet_frameworks()
     from rich.console import Console
 
     console = Console(stderr=False)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import math
+import os
+import socket
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +32,9 @@ class OptunaReporter(keras.callbacks.Callback):
         self.trial, self.monitor, self.prunable = trial, monitor, prunable
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise optuna.TrialPruned(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
         value = (logs or {}).get(self.monitor)
         if value is None or not self.prunable:
             return
@@ -67,6 +73,14 @@ class SearchContext:
     per_epoch_metric: str = "val_macro_f1"
 
 
+INTERRUPTED = "interrupted"
+
+
+def worker_id() -> str:
+    """Which process runs a trial: host and pid, so a resumed study can tell a dead worker's trials."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run_name(number: int, plan: TrialPlan) -> str:
     return f"trial-{number:03d} {plan.backbone.name} {plan.augmentation.name} {plan.imbalance.name}"
 
@@ -80,6 +94,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         start_fresh()
+        trial.set_user_attr("worker", worker_id())
         settings = replace(ctx.settings, seed=ctx.settings.seed + trial.number)
         plan = suggest_plan(trial, ctx.cfg, ctx.components, settings)
         params = {**ctx.run_params, **plan_params(plan, settings), "seed": settings.seed, "trial": trial.number}
@@ -94,6 +109,9 @@ class Objective:
         except optuna.TrialPruned as pruned:
             ctx.tracker.log_metrics(run_id, {f"final_{k}": v for k, v in logger.last.items()})
             self.close_run(trial, run_id, "pruned", str(pruned))
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.close_run(trial, run_id, "failed", f"{INTERRUPTED}: {type(exc).__name__}")
             raise
         except BaseException as exc:
             self.close_run(trial, run_id, "failed", f"{type(exc).__name__}: {exc}")

@@ -12,7 +12,7 @@ from rich.table import Table
 class SearchProgress:
     """Two bars: trials of the study, epochs of the current trial."""
 
-    def __init__(self, console: Console, total_trials: int, done: int = 0):
+    def __init__(self, console: Console, total_trials: int, done: int = 0, epochs_per_trial: int = 1):
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -21,6 +21,7 @@ class SearchProgress:
         self.trials = self.progress.add_task("trials", total=total_trials, completed=done, info="")
         self.epochs = self.progress.add_task("epochs", total=1, info="")
         self.best: float | None = None
+        self.epochs_per_trial = epochs_per_trial
 
     def __enter__(self):
         self.progress.__enter__()
@@ -43,6 +44,24 @@ class SearchProgress:
                 self.best = value
         best = f"best {self.best:.4f}" if self.best is not None else ""
         self.progress.update(self.trials, advance=1 if state in ("complete", "pruned") else 0, info=best)
+
+
+    def show(self, study: optuna.Study) -> None:
+        """Refresh both bars from the study's storage (for trials running in worker processes)."""
+        State = optuna.trial.TrialState
+        trials = study.get_trials(deepcopy=False)
+        values = [t.value for t in trials if t.state == State.COMPLETE and t.values is not None and len(t.values) == 1]
+        self.best = max(values) if values else self.best
+        finished = sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
+        self.progress.update(self.trials, completed=finished, info=f"best {self.best:.4f}" if self.best is not None else "")
+        running = [t for t in trials if t.state == State.RUNNING]
+        if running:
+            t = running[-1]
+            p = t.user_attrs.get("params", {})
+            label = f"trial {t.number}: {p.get('backbone', '')} {p.get('augmentation', '')} {p.get('imbalance', '')}"
+            last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+            self.progress.update(self.epochs, total=self.epochs_per_trial, completed=len(t.intermediate_values),
+                                 description="epochs", info=f"{label} val={last:.3f}" if last is not None else label)
 
 
 class EpochProgress(keras.callbacks.Callback):

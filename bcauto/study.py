@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from importlib.metadata import version as dist_version
 from typing import Any
 
 import optuna
 from rich.console import Console
+from rich.markup import escape
 
 from bcauto import __version__
 from bcauto.config import StudyConfig, check_components
@@ -19,8 +22,11 @@ from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard
+from bcauto.recovery import recover
+from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker, redact_uri
 from bcauto.training import TrainSettings
+from bcauto.worker import WorkerJob, save_split_data
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -112,17 +118,32 @@ class SearchRequest:
     seed: int
     timeout: float | None
     has_gpu: bool = False
-    cache_dir: str | None = ".bcauto/cache"
+    work_dir: str = ".bcauto"
+    workers: int = 1
+    gpus: list[str] | None = None
+
+    @property
+    def cache_dir(self) -> str | None:
+        return str(Path(self.work_dir) / "cache") if self.cfg.train["feature_cache"] else None
 
 
 def finished_count(study: optuna.Study) -> int:
-    return sum(t.state in FINISHED for t in study.trials)
+    return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+
+
+def check_storage_for_workers(request: SearchRequest) -> None:
+    if request.workers > 1 and request.storage.startswith("sqlite"):
+        raise BcautoError(
+            f"--workers {request.workers} needs a storage several processes can share; SQLite ({redact_uri(request.storage)}) "
+            "is not one. Use --storage journal:optuna.journal on one machine, or --storage postgresql://... (see docs/scaling.md)"
+        )
 
 
 def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
     """Run (or resume) a study until it holds ``request.trials`` finished trials."""
     cfg = request.cfg
     check_components(cfg, components)
+    check_storage_for_workers(request)
     split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
     train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
     settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
@@ -132,6 +153,10 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
         pruner=make_pruner(cfg), direction="maximize", load_if_exists=True,
     )
+    tracker = Tracker(request.tracking_uri, experiment=request.study_name)
+    failed, retried = recover(study, tracker)
+    if failed or retried:
+        console.print(f"resuming: trials {failed or '-'} were interrupted and are marked failed; parameters of trials {retried or '-'} are retried")
     remaining = request.trials - finished_count(study)
     if remaining <= 0:
         console.print(f"study {request.study_name!r} already has {finished_count(study)} finished trials "
@@ -139,37 +164,48 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         return study
 
     data_fingerprint = request.data.fingerprint()
-    versions = plugin_versions(components)
     run_params = {
         "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
         "data.fingerprint": data_fingerprint, "split.fingerprint": split.fingerprint(), "image_size": request.data.image_size,
         "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
         "finetune_epochs": settings.finetune_epochs, "patience": settings.patience, "sampler": cfg.study["sampler"],
         "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
-        "precision": precision, "xla": settings.jit_compile,
+        "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
     }
     tags = {
         "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": data_fingerprint,
-        "bcauto.plugins": json.dumps(versions), "bcauto.environment": json.dumps(environment_versions()),
+        "bcauto.plugins": json.dumps(plugin_versions(components)), "bcauto.environment": json.dumps(environment_versions()),
         "bcauto.optuna_storage": redact_uri(request.storage),
     }
-    tracker = Tracker(request.tracking_uri, experiment=request.study_name)
     parent = tracker.parent_run(request.study_name, run_params, tags)
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
+    deadline = time.time() + request.timeout if request.timeout else None
+    epochs = settings.head_epochs + settings.finetune_epochs
 
-    with SearchProgress(console, request.trials, done=finished_count(study)) as progress:
-        context = SearchContext(cfg=cfg, components=components, train_data=train_data, val_data=val_data, settings=settings,
-                                tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress)
-        stop = optuna.study.MaxTrialsCallback(request.trials, states=FINISHED)
+    with SearchProgress(console, request.trials, done=finished_count(study), epochs_per_trial=epochs) as progress:
         try:
-            study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=[stop, FailureLimit(cfg.study["max_failures"])],
-                           catch=(Exception,), gc_after_trial=True)
+            if request.workers == 0:
+                context = SearchContext(cfg=cfg, components=components, train_data=train_data, val_data=val_data, settings=settings,
+                                        tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress)
+                callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(cfg.study["max_failures"])]
+                study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
+                               catch=(Exception,), gc_after_trial=True)
+            else:
+                work = Path(request.work_dir)
+                data_dir = save_split_data(train_data, val_data, work / "data" / f"{data_fingerprint}-{split.fingerprint()}")
+                job = WorkerJob(
+                    study_file=str(cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
+                    data_dir=str(data_dir), settings=asdict(settings), sampler_seed=request.seed, trials=request.trials,
+                    max_failures=cfg.study["max_failures"], parent_run_id=parent, run_params=run_params, run_tags=tags,
+                    precision=precision, deadline=deadline,
+                )
+                Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, tracker).run(study, progress)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
     summarize(study, tracker, parent, console)
     for problem in tracker.problems:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] {escape(problem)}")
     return study
 
 

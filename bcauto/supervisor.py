@@ -1,0 +1,110 @@
+"""Runs a study's trials in supervised worker processes.
+
+A trial that raises is marked failed by its worker; one that kills its process (segfault, out-of-memory
+kill) is marked failed here, and a fresh worker takes over. Workers are also recycled after a number of
+trials or when their memory grows, so a long study does not grow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+
+from bcauto.progress import SearchProgress
+from bcauto.recovery import fail_trials_of_dead_workers
+from bcauto.tracking import Tracker
+from bcauto.worker import WorkerJob
+
+State = optuna.trial.TrialState
+POLL_SECONDS = 1.0
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
+        return f"worker process died from signal {name}{hint}"
+    return f"worker process exited with code {code}"
+
+
+class Supervisor:
+    """Starts ``workers`` worker processes for a study and keeps them going until the study is done."""
+
+    def __init__(self, job: WorkerJob, jobs_dir: Path, workers: int, gpus: list[str] | None, tracker: Tracker):
+        self.job, self.jobs_dir, self.workers, self.gpus, self.tracker = job, jobs_dir, workers, gpus, tracker
+        self.running: dict[int, tuple[subprocess.Popen, int]] = {}
+        self.started = 0
+
+    def spawn(self, slot: int) -> None:
+        job = replace(self.job, sampler_seed=self.job.sampler_seed + 1000 * self.started + slot)
+        path = job.write(self.jobs_dir / f"worker-{slot}.json")
+        env = dict(os.environ)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpus[slot % len(self.gpus)]
+        process = subprocess.Popen([sys.executable, "-m", "bcauto.worker", str(path)], env=env)
+        self.running[slot] = (process, self.started)
+        self.started += 1
+
+    def finished(self, study: optuna.Study) -> int:
+        return sum(t.state in (State.COMPLETE, State.PRUNED) for t in study.get_trials(deepcopy=False))
+
+    def done(self, study: optuna.Study) -> bool:
+        deadline_passed = self.job.deadline is not None and time.time() >= self.job.deadline
+        return deadline_passed or self.finished(study) >= self.job.trials or bool(study.user_attrs.get("stopped_because"))
+
+    def reap(self, study: optuna.Study) -> None:
+        """Fail the running trial of every worker that died, and free its slot."""
+        for slot, (process, _) in list(self.running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del self.running[slot]
+            if code != 0:
+                fail_trials_of_dead_workers(study, self.tracker, {f"{socket.gethostname()}:{process.pid}"}, reason=describe_exit(code))
+                self.check_failure_limit(study)
+
+    def check_failure_limit(self, study: optuna.Study) -> None:
+        limit = self.job.max_failures
+        recent = study.get_trials(deepcopy=False)[-limit:] if limit else []
+        if limit and len(recent) == limit and all(t.state == State.FAIL for t in recent):
+            reasons = sorted({t.user_attrs.get("reason", "unknown") for t in recent})
+            study.set_user_attr("stopped_because", f"{limit} failed trials in a row: {'; '.join(reasons)}")
+
+    def run(self, study: optuna.Study, progress: SearchProgress | None) -> None:
+        try:
+            while True:
+                self.reap(study)
+                if progress:
+                    progress.show(study)
+                if self.done(study):
+                    if not self.running:
+                        return
+                else:
+                    for slot in range(self.workers):
+                        if slot not in self.running:
+                            self.spawn(slot)
+                time.sleep(POLL_SECONDS)
+        except KeyboardInterrupt:
+            self.stop(study)
+            raise
+
+    def stop(self, study: optuna.Study, grace: float = 30.0) -> None:
+        """After Ctrl-C: workers got the signal too and mark their own trials; make sure, then clean up."""
+        end = time.time() + grace
+        for process, _ in self.running.values():
+            try:
+                process.wait(timeout=max(0.1, end - time.time()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        workers = {f"{socket.gethostname()}:{p.pid}" for p, _ in self.running.values()}
+        fail_trials_of_dead_workers(study, self.tracker, workers, reason="interrupted: Ctrl-C")
+        self.running.clear()
