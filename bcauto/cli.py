@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from bcauto import __version__
 from bcauto.errors import BcautoError
+from bcauto.uris import redact_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
@@ -75,7 +76,7 @@ def default_study(console, gpu: bool) -> Path:
 
 
 def cmd_search(args, console) -> int:
-    from bcauto.config import load_study
+    from bcauto.config import check_components, load_study
     from bcauto.data.sources import load_data
     from bcauto.plugins import components
     from bcauto.study import SearchRequest, run_search
@@ -87,8 +88,8 @@ def cmd_search(args, console) -> int:
     if args.workers < 0:
         raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
     cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
-    from bcauto.config import check_components
-
+    if args.max_failures is not None:
+        cfg.study["max_failures"] = args.max_failures
     check_components(cfg, comps)
     seed = args.seed if args.seed is not None else cfg.study["seed"]
     spec = args.data or cfg.data["source"]
@@ -96,16 +97,16 @@ def cmd_search(args, console) -> int:
     with console.status(f"loading data {spec!r}"):
         data = load_data(spec, cfg.data["image_size"], comps, options)
     for note in data.notes:
-        console.print(f"[cyan]note:[/] {note}")
+        console.print(f"[cyan]note:[/] {escape(note)}")
     counts = ", ".join(f"{n}={c}" for n, c in zip(data.class_names, data.class_counts()))
     console.print(f"data: {data.source}: {len(data.labels)} images {data.image_size}x{data.image_size}, {data.num_classes} classes ({counts})")
     request = SearchRequest(
         cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study["trials"], storage=args.storage,
         tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study["timeout"], has_gpu=gpu,
-        work_dir=args.work_dir, workers=args.workers, gpus=args.gpus.split(",") if args.gpus else None,
+        work_dir=args.work_dir, workers=args.workers, worker_memory_gb=args.worker_memory_gb, gpus=args.gpus.split(",") if args.gpus else None,
     )
     study = run_search(request, comps, console)
-    console.print(f"Optuna: {args.storage}  MLflow: {args.tracking_uri} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
+    console.print(f"Optuna: {redact_uri(args.storage)}  MLflow: {redact_uri(args.tracking_uri)} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
     return 0 if not study.user_attrs.get("stopped_because") else 3
 
 
@@ -195,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=int, default=1,
                         help="worker processes running trials (default 1; 0 runs trials in this process, without isolation)")
     search.add_argument("--gpus", help="comma-separated GPU ids; worker i is pinned to GPU i modulo their number")
+    search.add_argument("--max-failures", type=int, help="stop after this many failed trials in a row (default: the study file's)")
+    search.add_argument("--worker-memory-gb", type=float, default=0.0,
+                        help="stop a worker whose resident memory passes this many GiB, failing its trial (default: no limit)")
     search.add_argument("--work-dir", default=".bcauto", help="feature cache, prepared data and worker files (default .bcauto)")
     search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
     search.set_defaults(func=cmd_search)

@@ -24,7 +24,8 @@ from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard
 from bcauto.recovery import recover
 from bcauto.supervisor import Supervisor
-from bcauto.tracking import Tracker, redact_uri
+from bcauto.tracking import Tracker
+from bcauto.uris import redact_uri
 from bcauto.training import TrainSettings
 from bcauto.worker import WorkerJob, save_split_data
 
@@ -121,6 +122,7 @@ class SearchRequest:
     work_dir: str = ".bcauto"
     workers: int = 1
     gpus: list[str] | None = None
+    worker_memory_gb: float = 0.0
 
     @property
     def cache_dir(self) -> str | None:
@@ -200,7 +202,9 @@ def run_search(request: SearchRequest, components: Components, console: Console)
                     max_failures=cfg.study["max_failures"], parent_run_id=parent, run_params=run_params, run_tags=tags,
                     precision=precision, deadline=deadline,
                 )
-                Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, tracker).run(study, progress)
+                supervisor = Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, tracker,
+                                        memory_limit_mb=request.worker_memory_gb * 1024)
+                supervisor.run(study, progress)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
     summarize(study, tracker, parent, console)

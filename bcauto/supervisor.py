@@ -35,11 +35,24 @@ def describe_exit(code: int) -> str:
     return f"worker process exited with code {code}"
 
 
+def process_memory_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (0 when it cannot be read)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 class Supervisor:
     """Starts ``workers`` worker processes for a study and keeps them going until the study is done."""
 
-    def __init__(self, job: WorkerJob, jobs_dir: Path, workers: int, gpus: list[str] | None, tracker: Tracker):
+    def __init__(self, job: WorkerJob, jobs_dir: Path, workers: int, gpus: list[str] | None, tracker: Tracker,
+                 memory_limit_mb: float = 0):
         self.job, self.jobs_dir, self.workers, self.gpus, self.tracker = job, jobs_dir, workers, gpus, tracker
+        self.memory_limit_mb = memory_limit_mb
         self.running: dict[int, tuple[subprocess.Popen, int]] = {}
         self.started = 0
 
@@ -61,14 +74,20 @@ class Supervisor:
         return deadline_passed or self.finished(study) >= self.job.trials or bool(study.user_attrs.get("stopped_because"))
 
     def reap(self, study: optuna.Study) -> None:
-        """Fail the running trial of every worker that died, and free its slot."""
+        """Fail the running trial of every worker that died (or grew past the memory limit), and free its slot."""
         for slot, (process, _) in list(self.running.items()):
+            reason = None
+            if self.memory_limit_mb and process.poll() is None and process_memory_mb(process.pid) > self.memory_limit_mb:
+                process.kill()
+                process.wait()
+                reason = f"worker process used more than the memory limit of {self.memory_limit_mb:.0f} MiB and was stopped"
             code = process.poll()
             if code is None:
                 continue
             del self.running[slot]
             if code != 0:
-                fail_trials_of_dead_workers(study, self.tracker, {f"{socket.gethostname()}:{process.pid}"}, reason=describe_exit(code))
+                worker = {f"{socket.gethostname()}:{process.pid}"}
+                fail_trials_of_dead_workers(study, self.tracker, worker, reason=reason or describe_exit(code))
                 self.check_failure_limit(study)
 
     def check_failure_limit(self, study: optuna.Study) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -16,18 +15,13 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from bcauto.uris import redact_uri
+
 log = logging.getLogger("bcauto")
 
 PARENT_ROLE = "study"
 TRIAL_ROLE = "trial"
 MAX_PARAM_LENGTH = 6000
-
-
-def redact_uri(uri: str | None) -> str:
-    """A storage or tracking URI with any password replaced, safe for logs, params and tags."""
-    if not uri:
-        return ""
-    return re.sub(r"(?<=://)([^:/@]+):([^@]*)@", r"\1:***@", uri)
 
 
 def flat_params(params: dict[str, Any]) -> dict[str, str]:

@@ -8,7 +8,7 @@ import sys
 import time
 
 from bcauto.errors import BcautoError
-from bcauto.tracking import redact_uri
+from bcauto.uris import redact_uri
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
