@@ -55,7 +55,7 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
     retried = set(study.user_attrs.get("retried_trials", []))
     new = []
     for trial in study.get_trials(deepcopy=False, states=(State.FAIL,)):
-        if trial.user_attrs.get("reason", "").startswith(INTERRUPTED) and trial.number not in retried and trial.params:
+        if trial.user_attrs.get("reason", "").startswith(INTERRUPTED) and trial.number not in retried:
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             new.append(trial.number)
     if new:

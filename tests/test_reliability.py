@@ -1,0 +1,173 @@
+"""Crashing trials, a killed study, parallel workers: real stores, real processes, no mocks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+FAULT_PLUGIN = Path(__file__).parent / "fault_plugin"
+State = optuna.trial.TrialState
+
+STUDY = """
+[study]
+seed = 3
+pruner = "none"
+max_failures = 10
+[data]
+image_size = 32
+[train]
+weights = "none"
+batch_size = 32
+head_epochs = {epochs}
+finetune_epochs = 0
+[search]
+backbone = {backbones}
+augmentation = "none"
+imbalance = "none"
+lr_head = 2e-3
+head_units1 = 32
+head_units2 = 16
+"""
+
+
+def bcauto(root: Path, *args: str, timeout=600, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN), "BCAUTO_TEST_HOG_MB": "3000"}
+    command = [sys.executable, "-m", "bcauto.cli", *args]
+    return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def stores(root: Path) -> list[str]:
+    return ["--storage", f"sqlite:///{root}/optuna.db", "--tracking-uri", f"sqlite:///{root}/mlflow.db"]
+
+
+def mlflow_runs(root: Path, name: str):
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'trial'", max_results=500)
+
+
+def test_each_fault_fails_only_its_own_trial(tmp_path):
+    (tmp_path / "faults.toml").write_text(STUDY.format(epochs=1, backbones='["mini_cnn", "fault_raises", "fault_kills", "fault_nan", "fault_hog"]'))
+    study = optuna.create_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
+    for backbone in ("fault_raises", "fault_kills", "fault_nan", "fault_hog", "mini_cnn"):
+        study.enqueue_trial({"backbone": backbone})
+    result = bcauto(tmp_path, "search", "--study", "faults.toml", "--trials", "2", "--data", "synthetic:160",
+                    "--worker-memory-gb", "2.5", *stores(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    by_backbone = {t.user_attrs["params"]["backbone"]: t for t in trials}
+    assert [t.state for t in trials] == [State.FAIL, State.FAIL, State.PRUNED, State.FAIL, State.COMPLETE]
+    assert "RuntimeError: this backbone always fails to build" in by_backbone["fault_raises"].user_attrs["reason"]
+    assert "signal SIGKILL" in by_backbone["fault_kills"].user_attrs["reason"]
+    assert "non-finite training loss" in by_backbone["fault_nan"].user_attrs["reason"]
+    assert "memory limit of 2560 MiB" in by_backbone["fault_hog"].user_attrs["reason"]
+    runs = {r.data.params["backbone"]: r for r in mlflow_runs(tmp_path, "faults")}
+    assert len(runs) == 5 and all(r.info.status != "RUNNING" for r in runs.values())
+    assert runs["fault_kills"].info.status == "FAILED" and "SIGKILL" in runs["fault_kills"].data.tags["bcauto.reason"]
+    assert runs["fault_nan"].data.tags["bcauto.state"] == "pruned"
+    assert runs["mini_cnn"].data.tags["bcauto.state"] == "complete"
+
+
+def test_study_that_only_fails_stops_with_a_summary(tmp_path):
+    (tmp_path / "bad.toml").write_text(STUDY.format(epochs=1, backbones='"fault_raises"'))
+    result = bcauto(tmp_path, "search", "--study", "bad.toml", "--trials", "5", "--data", "synthetic:160",
+                    "--max-failures", "2", *stores(tmp_path))
+    assert result.returncode == 3
+    assert "2 failed trials in a row: RuntimeError: this backbone always fails to build" in result.stdout.replace("\n", " ")
+    trials = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert [t.state for t in trials] == [State.FAIL, State.FAIL]
+
+
+def test_kill_minus_nine_then_resume_keeps_finished_trials_and_retries_the_interrupted_one(tmp_path):
+    (tmp_path / "long.toml").write_text(STUDY.format(epochs=6, backbones='"mini_cnn"'))
+    args = ["search", "--study", "long.toml", "--trials", "2", "--data", "synthetic:400", *stores(tmp_path)]
+    env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN)}
+    process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # wait until the second trial is mid-way
+            time.sleep(1)
+            try:
+                trials = optuna.load_study(study_name="long", storage=storage).trials
+            except KeyError:
+                continue
+            if len(trials) >= 2 and trials[1].state == State.RUNNING and len(trials[1].intermediate_values) >= 1:
+                break
+        else:
+            pytest.fail("the study never reached its second trial")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    time.sleep(1)  # the worker follows its supervisor (PR_SET_PDEATHSIG)
+
+    result = bcauto(tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="long", storage=storage).trials
+    states = [t.state for t in trials]
+    assert states.count(State.RUNNING) == 0
+    assert sum(s in (State.COMPLETE, State.PRUNED) for s in states) == 2
+    assert trials[1].state == State.FAIL and trials[1].user_attrs["reason"].startswith("interrupted")
+    retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
+    assert len(retry) == 1 and retry[0].params == trials[1].params and retry[0].state == State.COMPLETE
+    runs = mlflow_runs(tmp_path, "long")
+    assert len(runs) == len(trials) and all(r.info.status != "RUNNING" for r in runs)
+    assert sorted(int(r.data.tags["bcauto.trial"]) for r in runs) == [t.number for t in trials]
+
+
+def test_malicious_npz_is_refused_without_running_its_payload(tmp_path):
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    np.savez(tmp_path / "evil.npz", images=np.array([Payload()], dtype=object), labels=np.array([0]))
+    result = bcauto(tmp_path, "search", "--data", str(tmp_path / "evil.npz"), "--trials", "1", *stores(tmp_path), timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "evil.npz" in result.stderr and "object arrays" in result.stderr.replace("\n", " ")
+    assert not marker.exists()
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+POSTGRES = os.environ.get("BCAUTO_TEST_POSTGRES_URL")
+
+
+@pytest.mark.skipif(not POSTGRES, reason="needs a PostgreSQL server: .ci/postgres.sh starts one and sets BCAUTO_TEST_POSTGRES_URL")
+def test_two_workers_on_postgresql_lose_and_duplicate_nothing(tmp_path):
+    from sqlalchemy import create_engine, text
+
+    name = f"pg{os.getpid()}"
+    (tmp_path / f"{name}.toml").write_text(STUDY.format(epochs=1, backbones='["mini_cnn", "resnet_cnn"]'))
+    optuna_url, mlflow_url = f"{POSTGRES}/optuna", f"{POSTGRES}/mlflow"
+    result = bcauto(tmp_path, "search", "--study", f"{name}.toml", "--trials", "4", "--workers", "2", "--data", "synthetic:160",
+                    "--storage", optuna_url, "--tracking-uri", mlflow_url)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name=name, storage=optuna_url).trials
+    finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+    assert 4 <= len(finished) <= 5  # the second worker may finish the trial it had started
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers ran trials"
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    client = MlflowClient(tracking_uri=mlflow_url)
+    experiment = client.get_experiment_by_name(name)
+    runs = client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'trial'", max_results=500)
+    assert sorted(int(r.data.tags["bcauto.trial"]) for r in runs) == [t.number for t in trials]
+    assert {r.info.run_id for r in runs} == {t.user_attrs["mlflow_run_id"] for t in trials}
+    assert len(client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'study'")) == 1
+    with create_engine(optuna_url).connect() as db:  # nothing left RUNNING in the database itself
+        assert db.execute(text("select count(*) from trials where state = 'RUNNING'")).scalar() == 0
+
+
+def test_sqlite_is_refused_for_several_workers(tmp_path):
+    result = bcauto(tmp_path, "search", "--workers", "2", "--data", "synthetic:160", *stores(tmp_path), timeout=300)
+    assert result.returncode == 2
+    assert "--workers 2 needs a storage several processes can share" in result.stderr.replace("\n", " ")
