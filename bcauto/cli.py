@@ -178,6 +178,14 @@ def cmd_ui(args, console) -> int:
     return serve(args, console)
 
 
+def cmd_new_plugin(args, console) -> int:
+    from bcauto.scaffold import new_plugin
+
+    target = escape(str(new_plugin(args.kind, args.name, args.dir)))
+    console.print(f"created {target}: `pip install -e {target}`, then `bcauto plugins` lists {args.name} and `pytest {target}` runs its tests")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
@@ -221,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the UI has no login)")
     ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
     ui.set_defaults(func=cmd_ui)
+
+    from bcauto.scaffold import KINDS
+
+    new = sub.add_parser("new-plugin", help="create a plugin package: one working component, entry point and tests",
+                         description="Write a ready-to-install plugin package for one component of KIND, with a test that passes.")
+    new.add_argument("kind", metavar="KIND", choices=list(KINDS), help=f"one of: {', '.join(KINDS)}")
+    new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and underscores (tiny_net)")
+    new.add_argument("--dir", default=".", help="folder to create the package folder bcauto-NAME in (default: the current folder)")
+    new.set_defaults(func=cmd_new_plugin)
     return parser
 
 

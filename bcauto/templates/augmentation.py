@@ -1,0 +1,50 @@
+"""``bcauto new-plugin augmentation``: random flips and a searched rotation."""
+
+USAGE = 'in a study file\'s [search] table, `augmentation = ["$name"]`.'
+
+MODULE = '''\
+"""$package: the augmentation policy $name for bcauto."""
+
+import keras
+from keras import layers
+
+from bcauto import hookimpl
+from bcauto.specs import AugmentationSpec
+
+
+def search_space(trial):
+    """The policy's own hyperparameters (the study records them as ``$name.rotation``)."""
+    return {"rotation": trial.suggest_float("rotation", 0.0, 0.25)}
+
+
+def build(params, image_size, seed):
+    """Flips and a rotation of float images in [0, 255]; Keras applies them only in training."""
+    return keras.Sequential([
+        layers.RandomFlip("horizontal_and_vertical", seed=seed),
+        layers.RandomRotation(params["rotation"], fill_mode="reflect", seed=seed),
+    ], name="$name")
+
+
+@hookimpl
+def register_augmentations(register):
+    register(AugmentationSpec(
+        name="$name", build=build, search_space=search_space,
+        description="random flips and a rotation of up to rotation x 360 degrees",
+    ))
+'''
+
+THIRD_PARTY_IMPORTS = '''\
+import numpy as np
+from optuna.trial import FixedTrial
+
+'''
+
+TEST = '''\
+def test_component_works():
+    spec = component()
+    layer = spec.build(spec.search_space(FixedTrial({"rotation": 0.1})), 32, 0)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    augmented = np.asarray(layer(images, training=True))
+    assert augmented.shape == images.shape
+    assert -1e-3 <= augmented.min() and augmented.max() <= 255 + 1e-3
+'''

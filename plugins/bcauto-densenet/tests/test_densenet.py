@@ -1,0 +1,49 @@
+"""The example plugin, as its CI sees it: installed, listed, buildable offline, unfreezable by block."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bcauto import plugins
+from bcauto.cli import main
+from bcauto.model import build_backbone, core_of, set_trainable_blocks
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return plugins.reload().backbones.get("densenet121")
+
+
+@pytest.fixture(scope="module")
+def backbone(spec):
+    return build_backbone(spec, 32, weights=None)
+
+
+def test_listed_by_bcauto_plugins_with_package_and_version(capsys):
+    plugins.reload()
+    assert main(["plugins", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    row = next(r for r in listed["components"] if r["name"] == "densenet121")
+    assert (row["kind"], row["package"], row["version"]) == ("backbones", "bcauto-densenet", "0.1.0")
+    assert row["plugin"] == "bcauto_densenet"
+    assert not [f for f in listed["failures"] if f["package"] == "bcauto-densenet"]
+
+
+def test_builds_without_weights_at_32_and_runs_forward(backbone):
+    features = backbone(np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32"))
+    assert tuple(features.shape) == (2, 1, 1, 1024)
+    assert np.isfinite(np.asarray(features)).all()
+
+
+@pytest.mark.parametrize("unfreeze, expected", [(0, 0), (1, 1), (2, 2), ("all", 5), (9, 5)])
+def test_unfreezing_counts_dense_blocks(spec, backbone, unfreeze, expected):
+    assert set_trainable_blocks(spec, backbone, unfreeze) == expected
+
+
+def test_last_block_unfrozen_means_the_fourth_dense_block(spec, backbone):
+    set_trainable_blocks(spec, backbone, 1)
+    trainable = {layer.name for layer in core_of(backbone).layers if layer.trainable}
+    assert "conv5_block16_2_conv" in trainable and "conv5_block1_1_conv" in trainable
+    assert "pool4_conv" not in trainable and "conv4_block24_2_conv" not in trainable
+    assert not any(name.endswith("_bn") or name == "bn" for name in trainable)  # BatchNorm stays frozen
