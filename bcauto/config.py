@@ -36,7 +36,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "clean": (bool, False, None),
     },
     "train": {
-        "weights": (str, "imagenet", ("imagenet", "none")),
+        "weights": (str, "imagenet", None),
         "batch_size": (int, 64, None),
         "head_epochs": (int, 30, None),
         "finetune_epochs": (int, 70, None),
@@ -150,6 +150,10 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
         raise BcautoError(f"{_where(path, 'data', 'val_fraction')} must be between 0 and 0.5, got {cfg.data['val_fraction']!r}")
     if cfg.train["head_epochs"] == 0:
         raise BcautoError(f"{_where(path, 'train', 'head_epochs')} must be at least 1")
+    weights = cfg.train["weights"]
+    if weights not in ("imagenet", "none") and not weights.endswith(".h5"):
+        raise BcautoError(f"{_where(path, 'train', 'weights')} = {weights!r}: expected \"imagenet\", \"none\" or a weights file "
+                          "such as \"weights/{backbone}.weights.h5\"")
     for value in cfg.choices("unfreeze_blocks"):
         if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise BcautoError(f"{_where(path, 'search', 'unfreeze_blocks')}: {value!r} is not a block count (0, 1, 2, ... or \"all\")")
@@ -212,6 +216,9 @@ def check_components(cfg: StudyConfig, components) -> None:
     image_size = cfg.data["image_size"]
     for name in cfg.choices("backbone"):
         spec = registries["backbones"].get(name)
+        weights_file = spec.resolve_weights(cfg.train["weights"])
+        if weights_file and weights_file.endswith(".h5") and not Path(weights_file).is_file():
+            raise BcautoError(f"{_where(cfg.path, 'train', 'weights')}: weights file {weights_file} for {name!r} does not exist")
         if image_size < spec.min_input_size:
             raise BcautoError(
                 f"{_where(cfg.path, 'search', 'backbone')}: {name!r} needs images of at least {spec.min_input_size} pixels, "

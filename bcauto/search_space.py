@@ -58,7 +58,7 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
         l2=float(suggest(trial, "head_l2", s["head_l2"])),
     )
     lr_head = float(suggest(trial, "lr_head", s["lr_head"]))
-    pretrained = settings.weights in backbone.pretrained
+    pretrained = backbone.resolve_weights(settings.weights) is not None
     # without pretrained weights the whole net trains from the start: no unfreeze depth, no second rate
     unfreeze = suggest(trial, "unfreeze_blocks", s["unfreeze_blocks"]) if pretrained and settings.finetune_epochs else "all"
     lr_finetune = float(suggest(trial, "lr_finetune", s["lr_finetune"])) if pretrained and unfreeze != 0 else 0.0

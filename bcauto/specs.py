@@ -43,6 +43,17 @@ class BackboneSpec:
     search_space: Callable[[Any], dict] = _no_params
     description: str = ""
 
+    def resolve_weights(self, weights: str | None) -> str | None:
+        """The weights this backbone starts from: a named set it offers (``"imagenet"``), a local weights file
+        (``"ckpt/{backbone}.weights.h5"``, for offline machines), or None (trained from scratch)."""
+        if not weights or weights == "none" or not self.pretrained:
+            return None
+        if weights in self.pretrained:
+            return weights
+        if weights.endswith(".h5"):
+            return weights.format(backbone=self.name)
+        return None
+
 
 @dataclass(frozen=True)
 class AugmentationSpec:

@@ -9,6 +9,7 @@ features, and the fine-tune trains only the unfrozen tail on activations compute
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -59,7 +60,7 @@ class TrialPlan:
 
     def weights_for(self, settings: TrainSettings) -> str | None:
         """Pretrained weights this trial uses: None when the backbone has none of the requested kind."""
-        return settings.weights if settings.weights in self.backbone.pretrained else None
+        return self.backbone.resolve_weights(settings.weights)
 
 
 @dataclass
@@ -164,6 +165,14 @@ def head_feature_mode(plan: TrialPlan, settings: TrainSettings, parts: Parts) ->
     return f"cached_views:{settings.augmented_views}" if settings.augmented_views > 0 else "online"
 
 
+def weights_identity(weights: str | None) -> str | None:
+    """A weights name, or a weights file with its size and modification time (a changed file is new data)."""
+    if weights and weights.endswith(".h5") and os.path.exists(weights):
+        stat = os.stat(weights)
+        return f"{os.path.abspath(weights)}:{stat.st_size}:{stat.st_mtime_ns}"
+    return weights
+
+
 class Trainer:
     """Runs the phases of one plan, sharing the epoch counter, history and callbacks between them."""
 
@@ -218,7 +227,7 @@ class Trainer:
         s, plan, backbone = self.settings, self.plan, self.parts.backbone
         views = int(mode.split(":")[1]) if ":" in mode else 0
         parts = {
-            "backbone": plan.backbone.name, "weights": plan.weights_for(s), "params": plan.backbone_params,
+            "backbone": plan.backbone.name, "weights": weights_identity(plan.weights_for(s)), "params": plan.backbone_params,
             "preprocessing": plan.backbone.preprocessing, "image_size": self.train_data.image_size,
             "train": self.train_data.fingerprint(), "val": self.val_data.fingerprint(),
             "policy": keras.mixed_precision.global_policy().name,

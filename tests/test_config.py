@@ -39,7 +39,7 @@ def test_defaults_follow_the_seed_report():
         ("[search]\nlr_head = { low = 0, high = 1e-4, log = true }", r"\[search\] lr_head: a log range needs low > 0"),
         ("[search]\nbackbone = []", r"\[search\] backbone: the list of choices is empty"),
         ("[search]\nunfreeze_blocks = [1, 'some']", r"\[search\] unfreeze_blocks: 'some' is not a block count"),
-        ("[train]\nweights = 'imagenet21k'", r"\[train\] weights = 'imagenet21k': expected one of 'imagenet', 'none'"),
+        ("[train]\nweights = 'imagenet21k'", r"\[train\] weights = 'imagenet21k': expected \"imagenet\", \"none\" or a weights file"),
         ("[train\nbatch_size = 1", r"s.toml: not valid TOML"),
         ("[study]\nflag = true\n[train]\nfeature_cache = 'yes'", r"unknown field 'flag'"),
     ],
