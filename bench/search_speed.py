@@ -1,0 +1,73 @@
+"""bcauto search vs the hand-written Optuna + Keras search: same space, trials, epochs, data and split.
+
+Prints both wall times, both best validation macro-F1, and the speed ratio (last line).
+
+The machine has no network, so ResNet50 starts from a fixed random initialisation saved as a local weights
+file (the same file for both sides); throughput does not depend on the weight values, and both searches
+see identical features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import DEFAULT_DATA, load_subset, machine, quiet, save_npz
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--images", type=int, default=1200)
+    parser.add_argument("--trials", type=int, default=8)
+    args = parser.parse_args()
+    quiet()
+    import keras
+
+    from bcauto.config import load_study
+    from bcauto.data.split import stratified_split
+    import handwritten_search
+
+    tmp = Path(tempfile.mkdtemp(prefix="bcauto-speed-"))
+    study_text = (HERE / "studies" / "speed.toml").read_text()
+    weights = tmp / "resnet50.weights.h5"
+    (tmp / "speed.toml").write_text(study_text.replace("{weights}", str(weights)))
+    cfg = load_study(tmp / "speed.toml")
+    size, epochs, patience, seed = cfg.data["image_size"], cfg.train["head_epochs"], cfg.train["patience"], cfg.study["seed"]
+    keras.utils.set_random_seed(0)
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3)).save_weights(weights)
+    data = load_subset(args.data, size, args.images)
+    npz = save_npz(data, tmp / "subset.npz")
+    split = stratified_split(data, cfg.data["val_fraction"], seed)
+    print(f"machine: {machine()}")
+    print(f"data: {len(data.labels)} images {size}x{size} from {args.data}; {len(split.train)} train / {len(split.val)} val; "
+          f"{args.trials} trials x {epochs} epochs")
+
+    start = time.perf_counter()
+    baseline = handwritten_search.run(data.images[split.train], data.labels[split.train], data.images[split.val],
+                                      data.labels[split.val], str(weights), args.trials, epochs, patience, seed)
+    baseline_time = time.perf_counter() - start
+    print(f"hand-written: {baseline_time:.1f} s, best val macro-F1 {baseline.best_value:.4f}")
+
+    stores = ["--storage", f"sqlite:///{tmp}/optuna.db"]
+    command = [sys.executable, "-m", "bcauto.cli", "search", "--study", str(tmp / "speed.toml"), "--data", str(npz),
+               "--trials", str(args.trials), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--work-dir", str(tmp / "work"), *stores]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=tmp, stdout=subprocess.DEVNULL)
+    bcauto_time = time.perf_counter() - start
+    best = json.loads(subprocess.run([sys.executable, "-m", "bcauto.cli", "best", "--json", *stores], check=True, cwd=tmp,
+                                     capture_output=True, text=True).stdout)
+    print(f"bcauto:       {bcauto_time:.1f} s, best val macro-F1 {best['value']:.4f} (trial {best['number']})")
+    print(f"macro-F1 difference (bcauto - hand-written): {best['value'] - baseline.best_value:+.4f}")
+    print(f"speed ratio (hand-written / bcauto): {baseline_time / bcauto_time:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
