@@ -1,6 +1,8 @@
-"""Writes docs/hooks.md and docs/cli.md from the code itself; `--check` fails when the committed files drifted.
+"""Writes the docs that come from code; `--check` fails when a committed page drifted from it.
 
-Run `python docs/gen_reference.py` after changing a hook's docstring or a command's options.
+Generated whole: docs/hooks.md (bcauto/hookspecs.py), docs/cli.md (`bcauto --help`), docs/study-files.md
+(bcauto/config.py). Generated in part: the `<!-- include: ... -->` code blocks of hand-written pages, such as
+the tutorials (see ref_includes.py). Run `python docs/gen_reference.py` after changing any of those sources.
 """
 
 from __future__ import annotations
@@ -10,8 +12,12 @@ import inspect
 import sys
 from pathlib import Path
 
-from bcauto import hookspecs
-from bcauto.cli import build_parser
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ref_* helpers beside this script, however it is run
+
+from bcauto import hookspecs  # noqa: E402
+from bcauto.cli import build_parser  # noqa: E402
+from ref_includes import fill_includes, pages_with_includes  # noqa: E402
+from ref_study_files import study_files_page  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 
@@ -58,7 +64,15 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
-PAGES = {"hooks.md": hooks_page, "cli.md": cli_page}
+PAGES = {"hooks.md": hooks_page, "cli.md": cli_page, "study-files.md": study_files_page}
+
+
+def rendered_pages() -> dict[str, str]:
+    """Every page this script owns (wholly or in its include regions), by file name, as it should read."""
+    pages = {name: render() for name, render in PAGES.items()}
+    for path in pages_with_includes(DOCS):
+        pages[path.name] = fill_includes(path.read_text(encoding="utf-8"))
+    return pages
 
 
 def main(argv=None) -> int:
@@ -66,8 +80,7 @@ def main(argv=None) -> int:
     args.add_argument("--check", action="store_true", help="fail if a committed page differs from the code")
     check = args.parse_args(argv).check
     stale = []
-    for name, render in PAGES.items():
-        text = render()
+    for name, text in rendered_pages().items():
         path = DOCS / name
         if check:
             if not path.exists() or path.read_text() != text:
