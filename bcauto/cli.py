@@ -129,15 +129,19 @@ def load_existing_study(name: str | None, storage: str):
 
 
 def cmd_best(args, console) -> int:
+    from bcauto.progress import ranked_trials
+
     study = load_existing_study(args.name, args.storage)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise BcautoError(f"study {study.study_name!r} has no completed trial yet") from None
+    ranked = ranked_trials(study)
+    if not ranked:
+        raise BcautoError(f"study {study.study_name!r} has no completed trial yet")
+    best = ranked[0]
     info = {
-        "study": study.study_name, "number": best.number, "value": best.value,
+        "study": study.study_name, "number": best.number, "value": best.values[0], "values": best.values,
         "params": best.user_attrs.get("params", best.params), "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
     }
+    if len(study.directions) > 1:
+        info["pareto_front"] = [{"number": t.number, "values": t.values} for t in ranked]
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:

@@ -10,7 +10,7 @@ from typing import Any
 
 from bcauto.errors import BcautoError
 
-METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1")
+METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1", "both")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 SWITCHES = ("auto", "on", "off")
@@ -27,6 +27,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "pruner": (str, "median", PRUNERS),
         "pruner_warmup_epochs": (int, 2, None),
         "max_failures": (int, 10, None),
+        "shift_validation": (bool, True, None),
     },
     "data": {
         "source": (str, "auto", None),
@@ -90,6 +91,11 @@ class StudyConfig:
     def name(self) -> str:
         return self.path.stem
 
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions: two objectives (clean and shifted macro-F1) for metric "both", else one."""
+        return ["maximize", "maximize"] if self.study["metric"] == "both" else ["maximize"]
+
     def choices(self, field_name: str) -> list:
         """The candidate values of a search field, as a list (a fixed value is a list of one)."""
         value = self.search[field_name]
@@ -148,6 +154,8 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
             raise BcautoError(f"{_where(path, section, key)} must be >= 0, got {getattr(cfg, section)[key]!r}")
     if not 0.0 < cfg.data["val_fraction"] < 0.5:
         raise BcautoError(f"{_where(path, 'data', 'val_fraction')} must be between 0 and 0.5, got {cfg.data['val_fraction']!r}")
+    if cfg.study["metric"] in ("val_shift_macro_f1", "val_mean_macro_f1", "both") and not cfg.study["shift_validation"]:
+        raise BcautoError(f"{_where(path, 'study', 'metric')} = {cfg.study['metric']!r} needs [study] shift_validation = true")
     if cfg.train["head_epochs"] == 0:
         raise BcautoError(f"{_where(path, 'train', 'head_epochs')} must be at least 1")
     weights = cfg.train["weights"]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import optuna
 
 from bcauto.data import Dataset
@@ -71,6 +72,8 @@ class SearchContext:
     run_params: dict[str, Any]
     progress: SearchProgress | None = None
     per_epoch_metric: str = "val_macro_f1"
+    shifted_val: Dataset | None = None
+    shift_tags: np.ndarray | None = None
 
 
 INTERRUPTED = "interrupted"
@@ -103,7 +106,8 @@ class Objective:
         logger = MlflowEpochLogger(ctx.tracker, run_id)
         try:
             result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger))
-            value, scores = self.evaluate(result.model)
+            value, scores, shift_metrics = self.evaluate(result.model)
+            ctx.tracker.log_metrics(run_id, shift_metrics)
             self.record(trial, run_id, result, scores, value)
             return value
         except optuna.TrialPruned as pruned:
@@ -136,15 +140,19 @@ class Objective:
         prunable = len(trial.study.directions) == 1
         return [logger, OptunaReporter(trial, ctx.per_epoch_metric, prunable), EpochProgress(ctx.progress)]
 
-    def evaluate(self, model) -> tuple[float, Any]:
-        val = self.ctx.val_data
-        predicted = predict_batches(model, val.images).argmax(axis=1)
-        scores = score(val.labels, predicted, val.class_names)
-        metric = self.ctx.cfg.study["metric"]
-        value = {"val_macro_f1": scores.macro_f1, "val_accuracy": scores.accuracy}.get(metric, scores.macro_f1)
-        return value, scores
+    def evaluate(self, model) -> tuple[Any, Any, dict[str, float]]:
+        """The objective value(s), the clean scores, and the shifted-validation metrics."""
+        ctx = self.ctx
+        val = ctx.val_data
+        scores = score(val.labels, predict_batches(model, val.images).argmax(axis=1), val.class_names)
+        shift_metrics = shifted_scores(model, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
+        clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
+        metric = ctx.cfg.study["metric"]
+        value = {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
+                 "val_mean_macro_f1": (clean + shifted) / 2, "both": (clean, shifted)}[metric]
+        return value, scores, shift_metrics
 
-    def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value: float) -> None:
+    def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value) -> None:
         ctx = self.ctx
         epochs = len(result.history)
         trial.set_user_attr("epochs", epochs)
@@ -164,7 +172,7 @@ class Objective:
         if is_new_best(trial, value):
             ctx.tracker.log_keras_model(run_id, result.model, requirements=model_requirements())
             ctx.tracker.set_tags(ctx.parent_run_id, {"bcauto.best_trial": str(trial.number), "bcauto.best_run_id": run_id or ""})
-        self.close_run(trial, run_id, "complete", "", value=value)
+        self.close_run(trial, run_id, "complete", "", value=value[0] if isinstance(value, tuple) else value)
 
     def close_run(self, trial: optuna.Trial, run_id: str | None, state: str, reason: str, value: float | None = None) -> None:
         ctx = self.ctx
@@ -178,7 +186,20 @@ class Objective:
             ctx.progress.trial_done(value, state)
 
 
-def is_new_best(trial: optuna.Trial, value: float) -> bool:
+def shifted_scores(model, shifted: Dataset, tags: np.ndarray) -> dict[str, float]:
+    """Macro-F1 on the shifted validation copy, overall and per corruption (all severities pooled)."""
+    predicted = predict_batches(model, shifted.images).argmax(axis=1)
+    overall = score(shifted.labels, predicted, shifted.class_names)
+    metrics = {"val_shift_macro_f1": overall.macro_f1, "val_shift_accuracy": overall.accuracy}
+    names = np.array([tag.split(":")[0] for tag in tags])
+    for name in np.unique(names):
+        members = names == name
+        metrics[f"shift.{name}.macro_f1"] = score(shifted.labels[members], predicted[members], shifted.class_names,
+                                                   present_only=True).macro_f1
+    return metrics
+
+
+def is_new_best(trial: optuna.Trial, value) -> bool:
     """Whether ``value`` beats every finished trial of the study so far (single objective)."""
     study = trial.study
     if len(study.directions) != 1:

@@ -76,18 +76,26 @@ class EpochProgress(keras.callbacks.Callback):
             self.display.epoch_done(epoch, logs or {})
 
 
-def leaderboard(study: optuna.Study, top: int = 10) -> Table:
-    """The best finished trials as a table: number, value, state and the main params."""
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Completed trials best first; for two objectives, the Pareto front ordered by the first."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
-    finished.sort(key=lambda t: t.values[0], reverse=maximize)
-    table = Table(title=f"study {study.study_name}: top {min(top, len(finished))} of {len(study.trials)} trials")
-    for column in ("#", "value", "backbone", "augmentation", "imbalance", "unfreeze", "lr_head", "epochs"):
+    return sorted(finished, key=lambda t: t.values[0], reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+
+
+def leaderboard(study: optuna.Study, top: int = 10) -> Table:
+    """The best finished trials as a table (the Pareto front for two objectives)."""
+    ranked = ranked_trials(study)
+    multi = len(study.directions) > 1
+    title = "Pareto front (clean, shifted macro-F1)" if multi else f"top {min(top, len(ranked))}"
+    table = Table(title=f"study {study.study_name}: {title} of {len(study.trials)} trials")
+    for column in ("#", "values" if multi else "value", "backbone", "augmentation", "imbalance", "unfreeze", "lr_head", "epochs"):
         table.add_column(column)
-    for t in finished[:top]:
+    for t in ranked[:top]:
         p = t.user_attrs.get("params", {})
         table.add_row(
-            str(t.number), f"{t.values[0]:.4f}", str(p.get("backbone", "")), str(p.get("augmentation", "")),
+            str(t.number), " / ".join(f"{v:.4f}" for v in t.values), str(p.get("backbone", "")), str(p.get("augmentation", "")),
             str(p.get("imbalance", "")), str(t.user_attrs.get("unfreeze_blocks", "")),
             f"{p['lr_head']:.2e}" if "lr_head" in p else "", str(t.user_attrs.get("epochs", "")),
         )

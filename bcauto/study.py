@@ -21,8 +21,9 @@ from bcauto.data.split import stratified_split
 from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
-from bcauto.progress import SearchProgress, leaderboard
+from bcauto.progress import SearchProgress, leaderboard, ranked_trials
 from bcauto.recovery import recover
+from bcauto.shift import shifted_copy
 from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker
 from bcauto.uris import redact_uri
@@ -48,13 +49,15 @@ def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
     name = cfg.study["sampler"]
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if name == "nsga2":
+    if name == "nsga2" or len(cfg.directions) > 1:
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     name, warmup = cfg.study["pruner"], cfg.study["pruner_warmup_epochs"]
+    if len(cfg.directions) > 1:  # Optuna prunes single-objective studies only
+        return optuna.pruners.NopPruner()
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
     if name == "hyperband":
@@ -149,12 +152,16 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
     train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
     settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
+    shifted_val, shift_tags = shifted_copy(val_data, components.shifts, request.seed) if cfg.study["shift_validation"] else (None, None)
     precision = configure_precision(cfg, request.has_gpu)
 
     study = optuna.create_study(
         study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
-        pruner=make_pruner(cfg), direction="maximize", load_if_exists=True,
+        pruner=make_pruner(cfg), directions=cfg.directions, load_if_exists=True,
     )
+    if len(study.directions) != len(cfg.directions):
+        raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
+                          f"but {cfg.path} [study] metric = {cfg.study['metric']!r} needs {len(cfg.directions)}; use another --name")
     tracker = Tracker(request.tracking_uri, experiment=request.study_name)
     failed, retried = recover(study, tracker)
     if failed or retried:
@@ -189,13 +196,15 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         try:
             if request.workers == 0:
                 context = SearchContext(cfg=cfg, components=components, train_data=train_data, val_data=val_data, settings=settings,
-                                        tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress)
+                                        tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress,
+                                        shifted_val=shifted_val, shift_tags=shift_tags)
                 callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(cfg.study["max_failures"])]
                 study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
                                catch=(Exception,), gc_after_trial=True)
             else:
                 work = Path(request.work_dir)
-                data_dir = save_split_data(train_data, val_data, work / "data" / f"{data_fingerprint}-{split.fingerprint()}")
+                data_dir = save_split_data(train_data, val_data, work / "data" / f"{data_fingerprint}-{split.fingerprint()}",
+                                           shifted_val, shift_tags)
                 job = WorkerJob(
                     study_file=str(cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
                     data_dir=str(data_dir), settings=asdict(settings), sampler_seed=request.seed, trials=request.trials,
@@ -231,14 +240,15 @@ def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console
     """Leaderboard in the terminal, study summary on the parent run."""
     console.print(leaderboard(study))
     if study.user_attrs.get("stopped_because"):
-        console.print(f"[red]study stopped:[/] {study.user_attrs['stopped_because']}")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        console.print(f"[red]study stopped:[/] {escape(study.user_attrs['stopped_because'])}")
     counts = {state.name.lower(): sum(t.state == state for t in study.trials) for state in optuna.trial.TrialState}
     tracker.log_metrics(parent, {f"trials_{k}": v for k, v in counts.items()})
-    if complete:
-        best = study.best_trial
-        tracker.log_metrics(parent, {"best_value": best.value})
+    ranked = ranked_trials(study)
+    if ranked:
+        rows = [{"trial": t.number, "values": t.values, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+                 **t.user_attrs.get("params", {})} for t in ranked]
+        tracker.log_json(parent, rows, "pareto_front.json" if len(study.directions) > 1 else "leaderboard.json")
+        best = ranked[0]
+        tracker.log_metrics(parent, {"best_value": best.values[0]})
         tracker.set_tags(parent, {"bcauto.best_trial": str(best.number), "bcauto.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
-        rows = [{"trial": t.number, "value": t.value, "state": t.state.name, **t.user_attrs.get("params", {})} for t in complete]
-        tracker.log_json(parent, sorted(rows, key=lambda r: r["value"], reverse=True), "leaderboard.json")
     tracker.finish(parent, "FINISHED")

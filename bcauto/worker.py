@@ -53,10 +53,14 @@ class WorkerJob:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def save_split_data(train: Dataset, val: Dataset, folder: Path) -> Path:
+def save_split_data(train: Dataset, val: Dataset, folder: Path, shifted: Dataset | None = None,
+                    shift_tags: np.ndarray | None = None) -> Path:
     """Write the split data once, for workers to memory-map instead of loading and decoding again."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, data in (("train", train), ("val", val)):
+    parts = [("train", train), ("val", val)] + ([("shifted", shifted)] if shifted is not None else [])
+    if shift_tags is not None:
+        np.save(folder / "shift_tags.npy", shift_tags.astype(str))
+    for name, data in parts:
         if not (folder / f"{name}_images.npy").exists():
             np.save(folder / f"{name}_images.tmp.npy", data.images)
             os.replace(folder / f"{name}_images.tmp.npy", folder / f"{name}_images.npy")
@@ -65,15 +69,20 @@ def save_split_data(train: Dataset, val: Dataset, folder: Path) -> Path:
     return folder
 
 
-def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset]:
+def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset, Dataset | None, np.ndarray | None]:
+    """Train, validation, shifted validation (or None) and the shift of each shifted image."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     parts = []
-    for name in ("train", "val"):
+    for name in ("train", "val", "shifted"):
+        if not (folder / f"{name}_images.npy").exists():
+            parts.append(None)
+            continue
         images = np.load(folder / f"{name}_images.npy", mmap_mode="r")
         labels = np.load(folder / f"{name}_labels.npy")
         parts.append(Dataset(images, labels, tuple(meta["class_names"]), meta["source"]))
-    return parts[0], parts[1]
+    tags = np.load(folder / "shift_tags.npy") if (folder / "shift_tags.npy").exists() else None
+    return parts[0], parts[1], parts[2], tags
 
 
 def resident_memory_mb() -> float:
@@ -129,13 +138,13 @@ def run(job: WorkerJob) -> int:
 
     keras.mixed_precision.set_global_policy(job.precision)
     cfg = load_study(job.study_file)
-    train_data, val_data = load_split_data(job.data_dir)
+    train_data, val_data, shifted_val, shift_tags = load_split_data(job.data_dir)
     study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage),
                               sampler=make_sampler(cfg, job.sampler_seed), pruner=make_pruner(cfg))
     context = SearchContext(
         cfg=cfg, components=components(), train_data=train_data, val_data=val_data, settings=TrainSettings(**job.settings),
         tracker=Tracker(job.tracking_uri, experiment=job.study_name), parent_run_id=job.parent_run_id,
-        run_tags=job.run_tags, run_params=job.run_params,
+        run_tags=job.run_tags, run_params=job.run_params, shifted_val=shifted_val, shift_tags=shift_tags,
     )
     timeout = None if job.deadline is None else max(1.0, job.deadline - __import__("time").time())
     callbacks = [optuna.study.MaxTrialsCallback(job.trials, states=FINISHED), FailureLimit(job.max_failures),

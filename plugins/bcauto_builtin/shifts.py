@@ -1,0 +1,170 @@
+"""Built-in distribution shifts: what a smear image suffers between labs, scanners and stains.
+
+Each corruption maps a uint8 batch N x H x W x 3 to a corrupted uint8 batch, deterministically for a given
+NumPy generator, at severities 1 (mild) to 5 (heavy). They score robustness (never train on them: the
+``corruption`` augmentation policy covers training).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from bcauto import hookimpl
+from bcauto.specs import ShiftSpec
+
+
+def _level(severity: int, values) -> float:
+    return values[min(max(severity, 1), len(values)) - 1]
+
+
+def _clip(images: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def _scale(images: np.ndarray) -> float:
+    """Severity tables are written for 96-pixel cells; spatial sizes follow the image size."""
+    return images.shape[1] / 96.0
+
+
+def defocus_blur(images, severity, rng):
+    sigma = _level(severity, (0.6, 1.0, 1.5, 2.2, 3.0)) * _scale(images)
+    return _clip(ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0)))
+
+
+def motion_blur(images, severity, rng):
+    length = max(2, int(round(_level(severity, (3, 5, 7, 10, 14)) * _scale(images))))
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        kernel = ndimage.rotate(kernel, rng.uniform(0, 180), reshape=False, order=1)
+        kernel /= kernel.sum()
+        out[i] = _clip(np.stack([ndimage.convolve(image[..., c].astype(np.float32), kernel, mode="reflect") for c in range(3)], -1))
+    return out
+
+
+def jpeg(images, severity, rng):
+    quality = int(_level(severity, (60, 40, 25, 15, 8)))
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+        out[i] = np.asarray(Image.open(buffer).convert("RGB"))
+    return out
+
+
+def pixelate(images, severity, rng):
+    factor = _level(severity, (0.75, 0.6, 0.45, 0.33, 0.25))
+    size = images.shape[1]
+    small = max(2, int(size * factor))
+    return np.stack([np.asarray(Image.fromarray(im).resize((small, small), Image.BOX).resize((size, size), Image.NEAREST)) for im in images])
+
+
+def brightness(images, severity, rng):
+    delta = _level(severity, (20, 40, 60, 80, 100)) * rng.choice([-1.0, 1.0], size=(len(images), 1, 1, 1))
+    return _clip(images.astype(np.float32) + delta)
+
+
+def contrast(images, severity, rng):
+    factor = _level(severity, (0.75, 0.6, 0.45, 0.3, 0.2))
+    x = images.astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    return _clip((x - mean) * factor + mean)
+
+
+def _hsv(images):
+    return np.stack([np.asarray(Image.fromarray(im).convert("HSV"), dtype=np.float32) for im in images])
+
+
+def _rgb(hsv):
+    return np.stack([np.asarray(Image.fromarray(_clip(h), "HSV").convert("RGB")) for h in hsv])
+
+
+def saturation(images, severity, rng):
+    factor = _level(severity, (0.7, 0.5, 0.35, 1.6, 2.0))
+    hsv = _hsv(images)
+    hsv[..., 1] *= factor
+    return _rgb(hsv)
+
+
+def hue(images, severity, rng):
+    """Stain shift: the hue wheel turned, as with another stain batch or protocol."""
+    shift = _level(severity, (8, 16, 24, 34, 45)) * rng.choice([-1.0, 1.0], size=(len(images), 1, 1))
+    hsv = _hsv(images)
+    hsv[..., 0] = (hsv[..., 0] + shift) % 256
+    return _rgb(hsv)
+
+
+def gaussian_noise(images, severity, rng):
+    sigma = _level(severity, (6, 12, 20, 30, 42))
+    return _clip(images.astype(np.float32) + rng.normal(0, sigma, images.shape))
+
+
+def _disc_masks(shape, centres, radii):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return [(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r for (cy, cx), r in zip(centres, radii)]
+
+
+def stain_deposits(images, severity, rng):
+    """Dark purple precipitate specks, as left by old or unfiltered stain."""
+    count = int(_level(severity, (3, 6, 10, 16, 24)))
+    size = images.shape[1]
+    out = images.astype(np.float32)
+    for image in out:
+        centres = rng.integers(0, size, (count, 2))
+        radii = rng.uniform(0.5, 2.5, count) * max(1.0, size / 48)
+        for mask in _disc_masks(image.shape, centres, radii):
+            image[mask] = image[mask] * 0.3 + np.array([70, 20, 90]) * 0.7
+    return _clip(out)
+
+
+def bubbles(images, severity, rng):
+    """Air bubbles under the coverslip: bright discs with a dark rim."""
+    count = int(_level(severity, (1, 2, 3, 4, 6)))
+    size = images.shape[1]
+    out = images.astype(np.float32)
+    for image in out:
+        centres = rng.integers(0, size, (count, 2))
+        radii = rng.uniform(0.08, 0.2, count) * size
+        for mask, rim in zip(_disc_masks(image.shape, centres, radii), _disc_masks(image.shape, centres, radii + max(1, size / 48))):
+            image[rim & ~mask] *= 0.5
+            image[mask] = image[mask] * 0.4 + 255 * 0.6
+    return _clip(out)
+
+
+def occlusion(images, severity, rng):
+    """A patch of the image hidden (debris, a label, a dust fibre)."""
+    fraction = _level(severity, (0.1, 0.2, 0.3, 0.4, 0.5))
+    size = images.shape[1]
+    side = max(1, int(size * np.sqrt(fraction)))
+    out = images.copy()
+    for image in out:
+        y, x = rng.integers(0, size - side + 1, 2)
+        image[y:y + side, x:x + side] = rng.integers(0, 256, 3)
+    return out
+
+
+def rotation(images, severity, rng):
+    degrees = _level(severity, (15, 30, 45, 90, 180))
+    return np.stack([_clip(ndimage.rotate(im.astype(np.float32), rng.uniform(-degrees, degrees), reshape=False, mode="reflect", order=1))
+                     for im in images])
+
+
+SHIFTS = (
+    (defocus_blur, "defocus blur (Gaussian)"), (motion_blur, "motion blur at a random angle"),
+    (jpeg, "JPEG compression"), (pixelate, "pixelation (down- and up-sampling)"),
+    (brightness, "brightness shift up or down"), (contrast, "contrast loss"),
+    (saturation, "saturation change (faded or over-saturated stain)"), (hue, "hue rotation (stain shift)"),
+    (gaussian_noise, "sensor noise"), (stain_deposits, "stain precipitate specks"), (bubbles, "air bubbles"),
+    (occlusion, "occluding patch"), (rotation, "rotation"),
+)
+
+
+@hookimpl
+def register_shifts(register):
+    for apply, description in SHIFTS:
+        register(ShiftSpec(name=apply.__name__, apply=apply, description=description))
