@@ -80,7 +80,12 @@ def main(argv=None) -> int:
     args.add_argument("--check", action="store_true", help="fail if a committed page differs from the code")
     check = args.parse_args(argv).check
     stale = []
-    for name, text in rendered_pages().items():
+    try:
+        pages = rendered_pages()
+    except ValueError as exc:  # a page's source changed in a way the generator must be told about
+        print(f"docs/gen_reference.py: {exc}", file=sys.stderr)
+        return 1
+    for name, text in pages.items():
         path = DOCS / name
         if check:
             if not path.exists() or path.read_text() != text:

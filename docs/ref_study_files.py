@@ -13,8 +13,13 @@ from bcauto.errors import BcautoError
 
 MEANINGS = {
     "study.description": "free text, shown in logs and on the MLflow parent run",
-    "study.metric": "what Optuna maximises; `val_macro_f1` (macro F1 on the validation split) treats every class alike, "
-                    "which matters with imbalanced classes",
+    "study.metric": "what Optuna maximises: `val_macro_f1` (macro F1 on the validation split, every class alike), "
+                    "`val_accuracy`, `val_shift_macro_f1` (macro F1 on a corrupted copy of the validation split), "
+                    "`val_mean_macro_f1` (the mean of the two F1s), or `both` (clean and shifted F1 as two objectives: "
+                    "NSGA-II, a Pareto front, no pruning)",
+    "study.shift_validation": "also score each trial on a copy of the validation split with one registered shift "
+                              "(blur, stain, noise, ...) per image, logging per-shift macro F1; the shifted metrics "
+                              "need it",
     "study.trials": "finished (complete or pruned) trials the study should hold; `--trials` overrides it",
     "study.timeout": "seconds after which no new trial starts; 0 means no limit; `--timeout` overrides it",
     "study.seed": "seed of the split, the sampler and every trial (trial *n* uses seed + *n*); `--seed` overrides it",
