@@ -31,17 +31,17 @@ def _scale(images: np.ndarray) -> float:
 
 
 def defocus_blur(images, severity, rng):
-    sigma = _level(severity, (0.6, 1.0, 1.5, 2.2, 3.0)) * _scale(images)
+    sigma = max(0.5, _level(severity, (1.0, 1.5, 2.0, 2.8, 3.6)) * _scale(images))
     return _clip(ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0)))
 
 
 def motion_blur(images, severity, rng):
-    length = max(2, int(round(_level(severity, (3, 5, 7, 10, 14)) * _scale(images))))
+    length = max(3, int(round(_level(severity, (3, 5, 7, 10, 14)) * _scale(images)))) | 1
     out = np.empty_like(images)
     for i, image in enumerate(images):
         kernel = np.zeros((length, length), np.float32)
-        kernel[length // 2, :] = 1.0 / length
-        kernel = ndimage.rotate(kernel, rng.uniform(0, 180), reshape=False, order=1)
+        kernel[length // 2, :] = 1.0
+        kernel = np.clip(ndimage.rotate(kernel, rng.uniform(0, 180), reshape=False, order=1), 0, None)
         kernel /= kernel.sum()
         out[i] = _clip(np.stack([ndimage.convolve(image[..., c].astype(np.float32), kernel, mode="reflect") for c in range(3)], -1))
     return out
@@ -111,12 +111,12 @@ def _disc_masks(shape, centres, radii):
 
 def stain_deposits(images, severity, rng):
     """Dark purple precipitate specks, as left by old or unfiltered stain."""
-    count = int(_level(severity, (3, 6, 10, 16, 24)))
+    count = int(_level(severity, (4, 8, 12, 18, 26)))
     size = images.shape[1]
     out = images.astype(np.float32)
     for image in out:
         centres = rng.integers(0, size, (count, 2))
-        radii = rng.uniform(0.5, 2.5, count) * max(1.0, size / 48)
+        radii = rng.uniform(1.0, 3.0, count) * max(1.0, size / 48)
         for mask in _disc_masks(image.shape, centres, radii):
             image[mask] = image[mask] * 0.3 + np.array([70, 20, 90]) * 0.7
     return _clip(out)
