@@ -32,7 +32,8 @@ MEANINGS = {
     "data.image_size": "side in pixels that every image is resized to; must reach each backbone's minimum input size",
     "data.val_fraction": "share of the images in the stratified validation split",
     "data.synthetic_size": "number of images the `synthetic` source generates",
-    "data.clean": "clean the data before the split (duplicates and outliers, as the seed report did in its section 2.1)",
+    "data.clean": "switch for cleaning the data before the split (duplicates and outliers, as in the seed report's "
+                  "section 2.1); no stage reads it yet, so it has no effect",
     "train.weights": "pretrained weights for backbones that have them: `imagenet` (downloaded once), a local weights "
                      "file per backbone for offline machines (`{backbone}` becomes the backbone's name), or `none` "
                      "to train every backbone from scratch",
