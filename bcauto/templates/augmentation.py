@@ -1,4 +1,4 @@
-"""``bcauto new-plugin augmentation``: random flips and a searched rotation."""
+"""``bcauto new-plugin augmentation``: random flips and a brightness jitter of searched strength."""
 
 USAGE = 'in a study file\'s [search] table, `augmentation = ["$name"]`.'
 
@@ -13,15 +13,16 @@ from bcauto.specs import AugmentationSpec
 
 
 def search_space(trial):
-    """The policy's own hyperparameters (the study records them as ``$name.rotation``)."""
-    return {"rotation": trial.suggest_float("rotation", 0.0, 0.25)}
+    """The policy's own hyperparameters (the study records them as ``$name.brightness``)."""
+    return {"brightness": trial.suggest_float("brightness", 0.0, 0.3)}
 
 
 def build(params, image_size, seed):
-    """Flips and a rotation of float images in [0, 255]; Keras applies them only in training."""
+    """Flips and a brightness jitter of float images in [0, 255]; Keras applies them only in training."""
+    # float32 whatever the global policy, like the built-in policies: mixed precision starts at the backbone
     return keras.Sequential([
-        layers.RandomFlip("horizontal_and_vertical", seed=seed),
-        layers.RandomRotation(params["rotation"], fill_mode="reflect", seed=seed),
+        layers.RandomFlip("horizontal_and_vertical", seed=seed, dtype="float32"),
+        layers.RandomBrightness(params["brightness"], value_range=(0.0, 255.0), seed=seed, dtype="float32"),
     ], name="$name")
 
 
@@ -29,7 +30,7 @@ def build(params, image_size, seed):
 def register_augmentations(register):
     register(AugmentationSpec(
         name="$name", build=build, search_space=search_space,
-        description="random flips and a rotation of up to rotation x 360 degrees",
+        description="random flips and a brightness jitter of up to brightness x 255",
     ))
 '''
 
@@ -42,7 +43,7 @@ from optuna.trial import FixedTrial
 TEST = '''\
 def test_component_works():
     spec = component()
-    layer = spec.build(spec.search_space(FixedTrial({"rotation": 0.1})), 32, 0)
+    layer = spec.build(spec.search_space(FixedTrial({"brightness": 0.2})), 32, 0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     augmented = np.asarray(layer(images, training=True))
     assert augmented.shape == images.shape
