@@ -1,1 +1,246 @@
-"""Built-in augmentation policies (placeholder until implemented)."""
+"""Built-in augmentation policies: none, the seed report's, RandAugment, AugMix, MixUp/CutMix, stain, corruption.
+
+Each image policy is a ``keras.Sequential`` of Keras preprocessing layers ending in a clip to [0, 255]. Its
+random layers act only when called with ``training=True``, so the trained model predicts on untouched
+images. Every layer runs in float32 whatever the global dtype policy: under mixed precision the float16
+cast happens at the backbone, not inside colour-space conversions.
+
+A cell on a smear has no up, down, left or right, so every policy but ``none`` draws one of the square's 8
+symmetries (flips and quarter turns, exact and XLA-compatible); only ``seed`` adds the report's free
+rotation and zoom, which keep Keras from compiling the model with XLA. None translates: the classified cell
+must stay centred.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Iterator, Optional
+
+import keras
+from keras import layers
+
+from bcauto import hookimpl
+from bcauto.specs import AugmentationSpec
+from bcauto_builtin.layers import CellAugMix, CellRandAugment, PixelNoise, RandomTranspose
+
+VALUE_RANGE = (0.0, 255.0)
+DTYPE = "float32"
+Seeds = Iterator[Optional[int]]
+
+# Factors at strength 1: the common Keras values for the seed report's transforms (the repository does not
+# record the report's own numbers; set them here if they differ).
+SEED_ROTATION = 0.1
+SEED_ZOOM = 0.1
+SEED_BRIGHTNESS = 0.1
+SEED_NOISE = 0.02 * 255
+
+
+def _seeds(seed: Optional[int]) -> Seeds:
+    """A distinct seed for each layer of a pipeline, so no two layers draw the same numbers."""
+    return itertools.repeat(None) if seed is None else itertools.count(seed)
+
+
+def _pipeline(name: str, steps: list[layers.Layer]) -> keras.Sequential:
+    """The steps followed by a clip to [0, 255] (noise and colour maths can leave the range)."""
+    clip = layers.ReLU(max_value=VALUE_RANGE[1], name=f"{name}_clip", dtype=DTYPE)
+    return keras.Sequential([*steps, clip], name=f"augment_{name}")
+
+
+def _flips(seeds: Seeds) -> list[layers.Layer]:
+    """Independent horizontal and vertical flips.
+
+    Keras 3's ``RandomFlip("horizontal_and_vertical")`` draws once for both axes, so it only ever turns the
+    image by 180 degrees.
+    """
+    return [layers.RandomFlip(mode, seed=next(seeds), dtype=DTYPE) for mode in ("horizontal", "vertical")]
+
+
+def _orientation(seeds: Seeds) -> list[layers.Layer]:
+    """One of the 8 symmetries of the square, uniformly: flips, then a transpose half the time."""
+    return [*_flips(seeds), RandomTranspose(seed=next(seeds), dtype=DTYPE)]
+
+
+def _brightness(factor: float, seeds: Seeds) -> layers.Layer:
+    return layers.RandomBrightness(factor, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE)
+
+
+def _contrast(factor: float, seeds: Seeds) -> layers.Layer:
+    return layers.RandomContrast(factor, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE)
+
+
+def _noise(stddev: float, seeds: Seeds) -> layers.Layer:
+    return PixelNoise(stddev, seed=next(seeds), dtype=DTYPE)
+
+
+# --- none -------------------------------------------------------------------------------------------------
+
+def build_none(params: dict, image_size: int, seed: Optional[int]) -> None:
+    """No augmentation layer."""
+    return None
+
+
+# --- seed -------------------------------------------------------------------------------------------------
+
+def seed_space(trial) -> dict:
+    """``strength`` scales every factor of the seed policy (1.0 gives the SEED_* values)."""
+    return {"strength": trial.suggest_float("strength", 0.25, 2.0)}
+
+
+def build_seed(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Flips, rotation, zoom, brightness and Gaussian noise, each scaled by ``strength``."""
+    s, seeds = params["strength"], _seeds(seed)
+    return _pipeline("seed", [
+        *_flips(seeds),
+        layers.RandomRotation(SEED_ROTATION * s, seed=next(seeds), dtype=DTYPE),
+        layers.RandomZoom(SEED_ZOOM * s, seed=next(seeds), dtype=DTYPE),
+        _brightness(SEED_BRIGHTNESS * s, seeds),
+        _noise(SEED_NOISE * s, seeds),
+    ])
+
+
+# --- randaugment ------------------------------------------------------------------------------------------
+
+def randaugment_space(trial) -> dict:
+    """Operations per image and their magnitude, both kept low for small centred cells."""
+    return {"num_ops": trial.suggest_int("num_ops", 1, 3), "factor": trial.suggest_float("factor", 0.05, 0.3)}
+
+
+def build_randaugment(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Orientation, then RandAugment over the cell-safe operations (see :mod:`bcauto_builtin.layers`)."""
+    seeds = _seeds(seed)
+    augment = CellRandAugment(value_range=VALUE_RANGE, num_ops=params["num_ops"], factor=params["factor"],
+                              seed=next(seeds), dtype=DTYPE)
+    return _pipeline("randaugment", [*_orientation(seeds), augment])
+
+
+# --- augmix -----------------------------------------------------------------------------------------------
+
+def augmix_space(trial) -> dict:
+    """``severity``: the magnitude of every operation in the chains."""
+    return {"severity": trial.suggest_float("severity", 0.1, 0.6)}
+
+
+def build_augmix(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Orientation, then AugMix (3 chains of up to 3 cell-safe operations, mixed with the original)."""
+    seeds = _seeds(seed)
+    augment = CellAugMix(value_range=VALUE_RANGE, factor=params["severity"], seed=next(seeds), dtype=DTYPE)
+    return _pipeline("augmix", [*_orientation(seeds), augment])
+
+
+# --- mixup_cutmix -----------------------------------------------------------------------------------------
+
+def mix_space(trial) -> dict:
+    """Per-image chances of MixUp and of CutMix (the rest stays unmixed) and their Beta ``alpha``."""
+    return {
+        "mixup_prob": trial.suggest_float("mixup_prob", 0.1, 0.5),
+        "cutmix_prob": trial.suggest_float("cutmix_prob", 0.1, 0.5),
+        "alpha": trial.suggest_float("alpha", 0.1, 1.0),
+    }
+
+
+def build_mix_geometry(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """The in-model part of ``mixup_cutmix``: orientation only."""
+    return _pipeline("mixup_cutmix", _orientation(_seeds(seed)))
+
+
+def build_mix_batch(params: dict, num_classes: int, seed: Optional[int]) -> Callable:
+    """``f(images, one_hot) -> (images, labels)`` mixing each image by MixUp, CutMix or not at all.
+
+    Both mixes are computed for the whole batch and one is kept per image, so a batch holds all three
+    kinds. Made for ``tf.data`` ``.map`` on batches of float32 images in [0, 255] and float32 one-hot labels.
+    """
+    seeds = _seeds(seed)
+    alpha = params["alpha"]
+    mixup = layers.MixUp(alpha=alpha, seed=next(seeds), dtype=DTYPE)
+    cutmix = layers.CutMix(factor=(alpha, alpha), seed=next(seeds), dtype=DTYPE)
+    generator = keras.random.SeedGenerator(next(seeds))
+    # one uniform draw per image: below mixup_until MixUp, then up to cutmix_until CutMix, above it neither
+    mixup_until = params["mixup_prob"]
+    cutmix_until = mixup_until + params["cutmix_prob"]
+
+    def mix(images, labels):
+        batch = {"images": images, "labels": labels}
+        by_mixup, by_cutmix = mixup(dict(batch)), cutmix(dict(batch))
+        draw = keras.random.uniform(keras.ops.shape(labels)[:1], seed=generator)
+
+        def pick(key, original):
+            rows = (-1,) + (1,) * (len(original.shape) - 1)
+            use_mixup = keras.ops.reshape(draw < mixup_until, rows)
+            use_cutmix = keras.ops.reshape(draw < cutmix_until, rows)
+            return keras.ops.where(use_mixup, by_mixup[key], keras.ops.where(use_cutmix, by_cutmix[key], original))
+
+        return pick("images", images), pick("labels", labels)
+
+    return mix
+
+
+# --- stain ------------------------------------------------------------------------------------------------
+
+def stain_space(trial) -> dict:
+    """``strength`` scales every colour jitter together."""
+    return {"strength": trial.suggest_float("strength", 0.1, 1.0)}
+
+
+def build_stain(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Orientation, then hue, saturation, contrast and brightness jitter, as between stains and scanners.
+
+    At strength 1: hue within +-18 degrees, saturation x0.54..x1.86, contrast x0.7..x1.3, brightness
+    +-20% of the range.
+    """
+    s, seeds = params["strength"], _seeds(seed)
+    return _pipeline("stain", [
+        *_orientation(seeds),
+        layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+        # RandomSaturation's factor f multiplies saturation by f / (1 - f): 0.5 keeps it
+        layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds),
+                                dtype=DTYPE),
+        _contrast(0.3 * s, seeds),
+        _brightness(0.2 * s, seeds),
+    ])
+
+
+# --- corruption -------------------------------------------------------------------------------------------
+
+def corruption_space(trial) -> dict:
+    """``strength`` scales blur, noise, contrast, brightness and the chance of an occluding patch."""
+    return {"strength": trial.suggest_float("strength", 0.1, 1.0)}
+
+
+def _blur(strength: float, image_size: int, seeds: Seeds) -> layers.Layer:
+    """Gaussian blur on half the images; sigma, drawn per batch, up to ``strength`` x 1/64 of the image side."""
+    sigma = max(strength * image_size / 64, 0.1)
+    kernel = 2 * max(1, round(2 * sigma)) + 1  # covers +-2 sigma
+    return layers.RandomGaussianBlur(factor=(0.5, 0.5), kernel_size=kernel, sigma=(0.05, sigma),
+                                     value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE)
+
+
+def build_corruption(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Orientation, then the shifts a microscope or scanner brings: blur, exposure, noise and debris."""
+    s, seeds = params["strength"], _seeds(seed)
+    return _pipeline("corruption", [
+        *_orientation(seeds),
+        _blur(s, image_size, seeds),
+        _contrast(0.4 * s, seeds),
+        _brightness(0.3 * s, seeds),
+        _noise(0.05 * 255 * s, seeds),
+        layers.RandomErasing(factor=(0.5 * s, 0.5 * s), scale=(0.02, 0.08), value_range=VALUE_RANGE,
+                             seed=next(seeds), dtype=DTYPE),
+    ])
+
+
+@hookimpl
+def register_augmentations(register):
+    register(AugmentationSpec("none", build_none, description="no augmentation"))
+    register(AugmentationSpec("seed", build_seed, seed_space,
+                              description="the seed report's flips, rotation, zoom, brightness and Gaussian noise"))
+    register(AugmentationSpec("randaugment", build_randaugment, randaugment_space,
+                              description="flips/quarter turns + RandAugment without translate, posterize, solarize"))
+    register(AugmentationSpec("augmix", build_augmix, augmix_space,
+                              description="flips/quarter turns + AugMix over cell-safe operations drawn per batch"))
+    register(AugmentationSpec("mixup_cutmix", build_mix_geometry, mix_space, mixes_labels=True,
+                              build_batch=build_mix_batch,
+                              description="flips/quarter turns in the model, MixUp or CutMix per image in tf.data"))
+    register(AugmentationSpec("stain", build_stain, stain_space,
+                              description="flips/quarter turns + hue, saturation, contrast and brightness jitter"))
+    register(AugmentationSpec("corruption", build_corruption, corruption_space,
+                              description="flips/quarter turns + blur, contrast, brightness, noise, random erasing"))

@@ -1,0 +1,165 @@
+"""The built-in augmentation policies: contract of every registered policy, label mixing, saving, strength."""
+
+import keras
+import numpy as np
+import optuna
+import pytest
+import tensorflow as tf
+
+from bcauto.plugins import components
+from bcauto.search_space import PrefixedTrial
+from bcauto_builtin.layers import CellAugMix
+
+SIZE, BATCH, CLASSES, SEED = 32, 8, 3, 7
+POLICIES = components().augmentations.names()
+IMAGE_POLICIES = [name for name in POLICIES if name != "none"]
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def policy(name):
+    return components().augmentations.get(name)
+
+
+def sampled_trial(name):
+    """A real trial of a seeded study, after the policy suggested its parameters through bcauto's prefixing."""
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=SEED)).ask()
+    params = policy(name).search_space(PrefixedTrial(trial, f"{name}."))
+    return trial, params
+
+
+def params_at(name, end):
+    """The policy's parameters with every distribution at its ``low`` or ``high`` end."""
+    trial, _ = sampled_trial(name)
+    fixed = {key: getattr(dist, end) for key, dist in trial.distributions.items()}
+    return policy(name).search_space(PrefixedTrial(optuna.trial.FixedTrial(fixed), f"{name}."))
+
+
+def build(name, params=None):
+    return policy(name).build(params if params is not None else sampled_trial(name)[1], SIZE, SEED)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Float32 images in [0, 255] with no symmetry, touching both ends of the range."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype("float32")
+    x[0, 0, 0], x[0, 0, 1] = 0.0, 255.0
+    return x
+
+
+@pytest.fixture(scope="module")
+def cells():
+    """Purple discs centred on a pink background: every symmetry of the square leaves them unchanged."""
+    centre = (SIZE - 1) / 2
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    disc = ((yy - centre) ** 2 + (xx - centre) ** 2 < (SIZE / 3) ** 2)[..., None]
+    image = np.where(disc, [120.0, 60.0, 150.0], [235.0, 205.0, 215.0]).astype("float32")
+    return np.repeat(image[None], 2 * BATCH, axis=0)
+
+
+def test_every_policy_is_registered_with_a_description():
+    assert set(POLICIES) >= {"none", "seed", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption"}
+    assert all(policy(name).description and "\n" not in policy(name).description for name in POLICIES)
+    assert [name for name in POLICIES if policy(name).mixes_labels] == ["mixup_cutmix"]
+
+
+@pytest.mark.parametrize("name", POLICIES)
+def test_search_space_uses_plain_names(name):
+    trial, params = sampled_trial(name)
+    assert {f"{name}.{key}" for key in params} == set(trial.params)
+    assert len(params) <= 3
+
+
+def test_none_builds_no_layer():
+    assert build("none") is None
+
+
+@pytest.mark.parametrize("name", IMAGE_POLICIES)
+def test_augments_in_training_only_keeping_shape_dtype_and_range(name, images):
+    layer = build(name)
+    trained = keras.ops.convert_to_numpy(layer(images, training=True))
+    assert trained.shape == images.shape and trained.dtype == np.float32
+    assert trained.min() >= 0.0 and trained.max() <= 255.0
+    assert np.abs(trained - images).mean() > 1.0
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+
+
+@pytest.mark.parametrize("name", IMAGE_POLICIES)
+@pytest.mark.parametrize("end", ["low", "high"])
+def test_builds_at_both_ends_of_its_space(name, end, images):
+    out = keras.ops.convert_to_numpy(build(name, params_at(name, end))(images[:2], training=True))
+    assert out.shape == images[:2].shape and 0.0 <= out.min() and out.max() <= 255.0
+
+
+@pytest.mark.parametrize("name", IMAGE_POLICIES)
+def test_model_with_the_layer_round_trips_through_keras_file(name, images, tmp_path):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    features = keras.layers.GlobalAveragePooling2D()(build(name)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, activation="softmax")(features))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    assert [type(layer) for layer in loaded.layers[1].layers] == [type(layer) for layer in model.layers[1].layers]
+
+
+@pytest.mark.parametrize("name", ["seed", "stain", "corruption"])
+def test_strength_grows_the_change(name, cells):
+    def change(end):
+        out = build(name, params_at(name, end))(cells, training=True)
+        return float(np.abs(keras.ops.convert_to_numpy(out) - cells).mean())
+
+    weak, strong = change("low"), change("high")
+    assert strong > 2 * weak > 0
+
+
+def mixed_batches(params, images, count=4):
+    labels = keras.utils.to_categorical(np.arange(len(images)) % CLASSES, CLASSES).astype("float32")
+    mix = policy("mixup_cutmix").build_batch(params, CLASSES, SEED)
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(BATCH).map(mix).repeat(count)
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_mixup_cutmix_mixes_images_and_labels_in_tf_data(images):
+    params = {"mixup_prob": 0.5, "cutmix_prob": 0.5, "alpha": 0.5}
+    batches = mixed_batches(params, images)
+    for x, y in batches:
+        assert x.shape == images.shape and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 255.0
+        assert y.dtype == np.float32 and y.min() >= 0.0
+        np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-5)
+    assert any((y.max(axis=1) < 0.99).any() for _, y in batches)
+    assert any(np.abs(x - images).mean() > 1.0 for x, _ in batches)
+
+
+def test_mixup_cutmix_leaves_unmixed_images_with_their_labels(images):
+    params = {"mixup_prob": 0.1, "cutmix_prob": 0.1, "alpha": 0.5}
+    for x, y in mixed_batches(params, images):
+        one_hot = y.max(axis=1) > 1 - 1e-5  # an image mixed with itself keeps its label up to rounding
+        untouched = np.all(x == images, axis=(1, 2, 3))
+        assert untouched.any() and np.all(one_hot[untouched])
+
+
+def test_mixup_cutmix_builds_geometry_inside_the_model(images):
+    layer = build("mixup_cutmix")
+    assert layer is not None
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+
+
+def square_symmetries(image):
+    turns = [np.rot90(image, k) for k in range(4)]
+    return turns + [np.flip(turn, axis=0) for turn in turns]
+
+
+def test_orientation_draws_every_symmetry_of_the_square(images):
+    orientation = build("mixup_cutmix")  # nothing but the orientation layers
+    out = keras.ops.convert_to_numpy(orientation(np.repeat(images[:1], 64, axis=0), training=True))
+    symmetries = square_symmetries(images[0])
+    seen = {next((k for k, s in enumerate(symmetries) if np.array_equal(o, s)), None) for o in out}
+    assert seen == set(range(8))
+
+
+def test_augmix_draws_its_operations_on_every_call_of_a_compiled_function(images):
+    layer = CellAugMix(value_range=(0, 255), factor=0.3, seed=SEED)
+    choices = tf.function(lambda x: layer.get_random_transformation(x, training=True)["choices"])
+    drawn = {tuple(choices(images).numpy().ravel()) for _ in range(5)}
+    assert len(drawn) > 1
