@@ -74,16 +74,9 @@ def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.nd
     if len(images) == 0:
         raise BcautoError(f"{where}: 'images' is empty")
     if images.dtype != np.uint8:
-        as_float = images.astype(np.float32, copy=False)
-        if not np.isfinite(as_float).all():
-            bad = int((~np.isfinite(as_float)).reshape(len(images), -1).any(axis=1).sum())
-            raise BcautoError(f"{where}: 'images' contains NaN or infinite pixels in {bad} image(s)")
-        low, high = float(as_float.min()), float(as_float.max())
-        if low < 0 or high > 255:
-            raise BcautoError(f"{where}: pixel values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
-        scale = 255.0 if high <= 1.0 and np.issubdtype(images.dtype, np.floating) else 1.0
-        images = np.clip(np.rint(as_float * scale), 0, 255).astype(np.uint8)
-        notes.append(f"{where}: {as_float.dtype} pixels in [{low:g}, {high:g}] converted to uint8")
+        dtype = images.dtype
+        images, low, high = _to_uint8(images, where)
+        notes.append(f"{where}: {dtype} pixels in [{low:g}, {high:g}] converted to uint8")
     if channels == 1:
         images = np.repeat(images, 3, axis=-1)
         notes.append(f"{where}: grayscale images converted to RGB")
@@ -109,3 +102,28 @@ def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.nd
             f"{where}: labels must lie in 0..{num_classes - 1}, found values from {labels.min()} to {labels.max()}"
         )
     return images, labels, notes
+
+
+_CHUNK_VALUES = 1 << 22  # pixel values converted at a time: float temporaries of 16 MB, never full-size
+
+
+def _to_uint8(images: np.ndarray, where: str) -> tuple[np.ndarray, float, float]:
+    """Non-uint8 pixels checked (finite, within [0, 255]) and converted chunk by chunk; returns (uint8, low, high)."""
+    step = max(1, _CHUNK_VALUES // images[0].size)
+    bad, low, high = 0, np.inf, -np.inf
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step].astype(np.float32, copy=False)
+        finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
+        bad += int((~finite).sum())
+        if finite.all():
+            low, high = min(low, float(chunk.min())), max(high, float(chunk.max()))
+    if bad:
+        raise BcautoError(f"{where}: 'images' contains NaN or infinite pixels in {bad} image(s)")
+    if low < 0 or high > 255:
+        raise BcautoError(f"{where}: pixel values span [{low:g}, {high:g}]; expected [0, 1] or [0, 255]")
+    scale = 255.0 if high <= 1.0 and np.issubdtype(images.dtype, np.floating) else 1.0
+    out = np.empty(images.shape, np.uint8)
+    for start in range(0, len(images), step):
+        chunk = images[start:start + step].astype(np.float32) * scale
+        out[start:start + step] = np.clip(np.rint(chunk, out=chunk), 0, 255)
+    return out, low, high
