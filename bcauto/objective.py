@@ -162,7 +162,7 @@ class Objective:
         ctx.tracker.log_params(run_id, {f"mode.{phase}": mode for phase, mode in result.modes.items()})
         trial.set_user_attr("val_accuracy", scores.accuracy)
         trial.set_user_attr("val_macro_f1", scores.macro_f1)
-        ctx.tracker.log_metrics(run_id, {**scores.metrics("val_"), "epochs": epochs,
+        ctx.tracker.log_metrics(run_id, {**scores.metrics("final_val_"), "epochs": epochs,
                                          "head_epochs": result.phase_epochs["head"], "finetune_epochs": result.phase_epochs["finetune"]})
         with tempfile.TemporaryDirectory() as tmp:
             image = save_confusion_matrix(scores.confusion, ctx.val_data.class_names, Path(tmp) / "confusion_matrix.png",

@@ -78,7 +78,9 @@ def test_one_parent_and_one_child_run_per_trial_with_params_curves_and_artifacts
         curve = client.get_metric_history(run.info.run_id, "val_macro_f1")
         assert sorted(m.step for m in curve) == [0, 1]
         assert {"loss", "val_loss", "val_accuracy", "lr"} <= set(run.data.metrics)
-        assert 0.0 <= run.data.metrics["val_macro_f1"] <= 1.0 and run.data.metrics["epochs"] == 2
+        assert 0.0 <= run.data.metrics["final_val_macro_f1"] <= 1.0 and run.data.metrics["epochs"] == 2
+        assert {"final_val_accuracy", "final_val_macro_recall", "final_val_macro_precision", "val_shift_macro_f1"} <= set(run.data.metrics)
+        assert any(key.startswith("shift.") for key in run.data.metrics)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"confusion_matrix.png", "classification_report.json"} <= artifacts
     assert parent.info.status == "FINISHED"
@@ -92,7 +94,7 @@ def test_optuna_study_holds_the_trials_linked_to_their_runs(searched):
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     for trial in study.trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])
-        assert run.data.metrics["val_macro_f1"] == pytest.approx(trial.value)
+        assert run.data.metrics["final_val_macro_f1"] == pytest.approx(trial.value)
         assert sorted(trial.intermediate_values) == [0, 1]
 
 

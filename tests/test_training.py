@@ -65,9 +65,9 @@ def test_backbone_without_pretrained_weights_trains_in_one_phase_and_learns(data
     from bcauto.plugins import components
 
     train_data, val_data = data
-    settings = TrainSettings(batch_size=32, head_epochs=4, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
-    result = train(make_plan(components(), "mini_cnn", lr_head=2e-3), settings, train_data, val_data)
-    assert result.phase_epochs == {"head": 6, "finetune": 0} and result.unfrozen_blocks == "all"
+    settings = TrainSettings(batch_size=32, head_epochs=6, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
+    result = train(make_plan(components(), "mini_cnn", lr_head=5e-4), settings, train_data, val_data)
+    assert result.phase_epochs == {"head": 8, "finetune": 0} and result.unfrozen_blocks == "all"
     predicted = predict_batches(result.model, val_data.images).argmax(axis=1)
     assert score(val_data.labels, predicted, val_data.class_names).macro_f1 > 0.8
 
