@@ -52,3 +52,21 @@ def machine() -> str:
 
     gpus = tf.config.list_physical_devices("GPU")
     return f"{platform.node()} ({os.cpu_count()} CPUs{', GPU ' + str(len(gpus)) if gpus else ', no GPU'}), TF {tf.__version__}"
+
+
+def epoch_timer():
+    """A Keras callback recording each epoch's wall time in ``.times``."""
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.times.append(time.perf_counter() - self.start)
+
+    return EpochTimer()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import DEFAULT_DATA, load_subset, machine, quiet
+from common import DEFAULT_DATA, epoch_timer, load_subset, machine, quiet
 
 
 def main() -> None:
@@ -33,17 +33,6 @@ def main() -> None:
     from bcauto.plugins import components
     from bcauto.training import TrainSettings, TrialPlan, train
 
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
-
     tmp = Path(tempfile.mkdtemp(prefix="bcauto-headcache-"))
     weights = tmp / "resnet50.weights.h5"
     keras.applications.ResNet50(include_top=False, weights=None, input_shape=(args.size, args.size, 3)).save_weights(weights)
@@ -59,7 +48,7 @@ def main() -> None:
     for label, cache in (("without cache", None), ("with cache", str(tmp / "cache"))):
         settings = TrainSettings(batch_size=64, head_epochs=args.epochs, finetune_epochs=0, patience=99, weights=str(weights),
                                  seed=0, jit_compile=False, cache_dir=cache)
-        timer = EpochTimer()
+        timer = epoch_timer()
         start = time.perf_counter()
         result = train(plan, settings, train_data, val_data, callbacks=[timer])
         total = time.perf_counter() - start

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from common import DEFAULT_DATA, load_subset, machine, quiet
+from common import DEFAULT_DATA, epoch_timer, load_subset, machine, quiet
 
 
 def main() -> None:
@@ -37,17 +36,6 @@ def main() -> None:
     from bcauto.tracking import Tracker
     from bcauto.training import TrainSettings, TrialPlan, batches, build_parts, compile_model, train
 
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.times.append(time.perf_counter() - self.start)
-
     data = load_subset(args.data, args.size, args.images)
     split = stratified_split(data, 0.2, 0)
     train_data, val_data = data.subset(split.train), data.subset(split.val)
@@ -65,7 +53,7 @@ def main() -> None:
     def bcauto_epoch_time() -> float:
         trial = optuna.create_study(direction="maximize").ask()
         run_id = tracker.start_trial(None, "overhead", {})
-        timer = EpochTimer()
+        timer = epoch_timer()
         train(plan, settings, train_data, val_data, callbacks=[MlflowEpochLogger(tracker, run_id),
                                                                 OptunaReporter(trial, "val_macro_f1", True), timer])
         return float(np.mean(timer.times[1:]))
@@ -74,7 +62,7 @@ def main() -> None:
         keras.utils.set_random_seed(0)
         model = build_parts(plan, settings, args.size, train_data.num_classes).model
         compile_model(model, plan.lr_head, False)
-        timer = EpochTimer()
+        timer = epoch_timer()
         model.fit(batches(train_data.images, train_data.labels, train_data.num_classes, 64, shuffle_seed=0),
                   validation_data=batches(val_data.images, val_data.labels, val_data.num_classes, 64).cache(),
                   epochs=args.epochs, verbose=0, callbacks=[timer])
