@@ -66,3 +66,12 @@ def retry_interrupted(study: optuna.Study) -> list[int]:
 def recover(study: optuna.Study, tracker: Tracker | None) -> tuple[list[int], list[int]]:
     """What a resumed study does first: (trials marked failed, trials whose parameters are retried)."""
     return fail_trials_of_dead_workers(study, tracker), retry_interrupted(study)
+
+
+def failure_streak(study: optuna.Study, limit: int) -> str | None:
+    """Why the study should stop, when its last ``limit`` trials all failed."""
+    recent = study.get_trials(deepcopy=False)[-limit:] if limit else []
+    if len(recent) < max(limit, 1) or not all(t.state == optuna.trial.TrialState.FAIL for t in recent):
+        return None
+    reasons = sorted({t.user_attrs.get("reason", "unknown") for t in recent})
+    return f"{limit} failed trials in a row: {'; '.join(reasons)}"

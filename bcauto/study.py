@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from importlib.metadata import version as dist_version
 from typing import Any
+from importlib.metadata import version as dist_version
 
 import optuna
 from rich.console import Console
@@ -22,7 +22,8 @@ from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard, ranked_trials
-from bcauto.recovery import recover
+from bcauto.recovery import failure_streak, recover
+from bcauto.report import log_study_report
 from bcauto.shift import shifted_copy
 from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker
@@ -144,17 +145,30 @@ def check_storage_for_workers(request: SearchRequest) -> None:
         )
 
 
-def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
-    """Run (or resume) a study until it holds ``request.trials`` finished trials."""
-    cfg = request.cfg
-    check_components(cfg, components)
-    check_storage_for_workers(request)
-    split = stratified_split(request.data, cfg.data["val_fraction"], request.seed)
-    train_data, val_data = request.data.subset(split.train), request.data.subset(split.val)
-    settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
-    shifted_val, shift_tags = shifted_copy(val_data, components.shifts, request.seed) if cfg.study["shift_validation"] else (None, None)
-    precision = configure_precision(cfg, request.has_gpu)
+@dataclass
+class PreparedData:
+    """The study's data after the split, and the shifted copy of its validation part."""
 
+    train: Dataset
+    val: Dataset
+    split_fingerprint: str
+    data_fingerprint: str
+    shifted: Dataset | None = None
+    shift_tags: Any = None
+
+
+def prepare_data(request: SearchRequest, components: Components) -> PreparedData:
+    """Split the data (duplicates on one side) and corrupt a copy of the validation part, once per study."""
+    cfg, data = request.cfg, request.data
+    split = stratified_split(data, cfg.data["val_fraction"], request.seed)
+    train, val = data.subset(split.train), data.subset(split.val)
+    shifted, tags = shifted_copy(val, components.shifts, request.seed) if cfg.study["shift_validation"] else (None, None)
+    return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags)
+
+
+def open_study(request: SearchRequest) -> optuna.Study:
+    """Create the study, or load it to resume; its objectives must match the study file's metric."""
+    cfg = request.cfg
     study = optuna.create_study(
         study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
         pruner=make_pruner(cfg), directions=cfg.directions, load_if_exists=True,
@@ -162,58 +176,61 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     if len(study.directions) != len(cfg.directions):
         raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
                           f"but {cfg.path} [study] metric = {cfg.study['metric']!r} needs {len(cfg.directions)}; use another --name")
+    return study
+
+
+def describe_run(request: SearchRequest, prepared: PreparedData, settings: TrainSettings, precision: str,
+                 components: Components) -> tuple[dict[str, Any], dict[str, str]]:
+    """Study-wide params and tags, logged on the parent run and on every trial: enough to reproduce one."""
+    cfg = request.cfg
+    params = {
+        "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
+        "data.fingerprint": prepared.data_fingerprint, "split.fingerprint": prepared.split_fingerprint,
+        "image_size": request.data.image_size, "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size,
+        "head_epochs": settings.head_epochs, "finetune_epochs": settings.finetune_epochs, "patience": settings.patience,
+        "sampler": cfg.study["sampler"], "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
+        "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
+    }
+    tags = {
+        "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": prepared.data_fingerprint,
+        "bcauto.plugins": json.dumps(plugin_versions(components)), "bcauto.environment": json.dumps(environment_versions()),
+        "bcauto.optuna_storage": redact_uri(request.storage),
+    }
+    return params, tags
+
+
+def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
+    """Run (or resume) a study until it holds ``request.trials`` finished trials."""
+    cfg = request.cfg
+    check_components(cfg, components)
+    check_storage_for_workers(request)
+    prepared = prepare_data(request, components)
+    settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
+    precision = configure_precision(cfg, request.has_gpu)
+    study = open_study(request)
     tracker = Tracker(request.tracking_uri, experiment=request.study_name)
     failed, retried = recover(study, tracker)
     if failed or retried:
         console.print(f"resuming: trials {failed or '-'} were interrupted and are marked failed; parameters of trials {retried or '-'} are retried")
-    remaining = request.trials - finished_count(study)
-    if remaining <= 0:
+    if finished_count(study) >= request.trials:
         console.print(f"study {request.study_name!r} already has {finished_count(study)} finished trials "
                       f"(asked for {request.trials}); pass a larger --trials to add more")
         return study
 
-    data_fingerprint = request.data.fingerprint()
-    run_params = {
-        "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
-        "data.fingerprint": data_fingerprint, "split.fingerprint": split.fingerprint(), "image_size": request.data.image_size,
-        "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size, "head_epochs": settings.head_epochs,
-        "finetune_epochs": settings.finetune_epochs, "patience": settings.patience, "sampler": cfg.study["sampler"],
-        "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
-        "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
-    }
-    tags = {
-        "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": data_fingerprint,
-        "bcauto.plugins": json.dumps(plugin_versions(components)), "bcauto.environment": json.dumps(environment_versions()),
-        "bcauto.optuna_storage": redact_uri(request.storage),
-    }
-    parent = tracker.parent_run(request.study_name, run_params, tags)
+    params, tags = describe_run(request, prepared, settings, precision, components)
+    parent = tracker.parent_run(request.study_name, params, tags)
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
-    deadline = time.time() + request.timeout if request.timeout else None
+    context = SearchContext(cfg=cfg, components=components, train_data=prepared.train, val_data=prepared.val, settings=settings,
+                            tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=params,
+                            shifted_val=prepared.shifted, shift_tags=prepared.shift_tags)
     epochs = settings.head_epochs + settings.finetune_epochs
-
     with SearchProgress(console, request.trials, done=finished_count(study), epochs_per_trial=epochs) as progress:
         try:
             if request.workers == 0:
-                context = SearchContext(cfg=cfg, components=components, train_data=train_data, val_data=val_data, settings=settings,
-                                        tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=run_params, progress=progress,
-                                        shifted_val=shifted_val, shift_tags=shift_tags)
-                callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(cfg.study["max_failures"])]
-                study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
-                               catch=(Exception,), gc_after_trial=True)
+                optimize_here(study, replace(context, progress=progress), request)
             else:
-                work = Path(request.work_dir)
-                data_dir = save_split_data(train_data, val_data, work / "data" / f"{data_fingerprint}-{split.fingerprint()}",
-                                           shifted_val, shift_tags)
-                job = WorkerJob(
-                    study_file=str(cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
-                    data_dir=str(data_dir), settings=asdict(settings), sampler_seed=request.seed, trials=request.trials,
-                    max_failures=cfg.study["max_failures"], parent_run_id=parent, run_params=run_params, run_tags=tags,
-                    precision=precision, deadline=deadline,
-                )
-                supervisor = Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, tracker,
-                                        memory_limit_mb=request.worker_memory_gb * 1024)
-                supervisor.run(study, progress)
+                optimize_in_workers(study, context, request, prepared, precision, progress)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
     summarize(study, tracker, parent, console)
@@ -222,17 +239,40 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     return study
 
 
+def optimize_here(study: optuna.Study, context: SearchContext, request: SearchRequest) -> None:
+    """Trials in this process: no isolation, for debugging and notebooks (``--workers 0``)."""
+    callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(request.cfg.study["max_failures"])]
+    study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
+                   catch=(Exception,), gc_after_trial=True)
+
+
+def optimize_in_workers(study: optuna.Study, context: SearchContext, request: SearchRequest, prepared: PreparedData,
+                        precision: str, progress: SearchProgress) -> None:
+    """Trials in supervised worker processes that map the prepared data from disk."""
+    work = Path(request.work_dir)
+    data_dir = save_split_data(prepared.train, prepared.val, work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
+                               prepared.shifted, prepared.shift_tags)
+    job = WorkerJob(
+        study_file=str(request.cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
+        data_dir=str(data_dir), settings=asdict(context.settings), sampler_seed=request.seed, trials=request.trials,
+        max_failures=request.cfg.study["max_failures"], parent_run_id=context.parent_run_id, run_params=context.run_params,
+        run_tags=context.run_tags, precision=precision, deadline=time.time() + request.timeout if request.timeout else None,
+    )
+    supervisor = Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, context.tracker,
+                            memory_limit_mb=request.worker_memory_gb * 1024)
+    supervisor.run(study, progress)
+
+
 class FailureLimit:
-    """Stops a study whose last ``limit`` trials all failed, and says why they failed."""
+    """Stops a study whose last ``limit`` trials all failed, and records why they failed."""
 
     def __init__(self, limit: int):
         self.limit = limit
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        recent = study.trials[-self.limit:]
-        if self.limit and len(recent) == self.limit and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
-            reasons = sorted({t.user_attrs.get("reason", "unknown") for t in recent})
-            study.set_user_attr("stopped_because", f"{self.limit} failed trials in a row: {'; '.join(reasons)}")
+        reason = failure_streak(study, self.limit)
+        if reason:
+            study.set_user_attr("stopped_because", reason)
             study.stop()
 
 
@@ -251,4 +291,5 @@ def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console
         best = ranked[0]
         tracker.log_metrics(parent, {"best_value": best.values[0]})
         tracker.set_tags(parent, {"bcauto.best_trial": str(best.number), "bcauto.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+    log_study_report(study, tracker, parent)
     tracker.finish(parent, "FINISHED")

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 
 from bcauto.progress import SearchProgress
-from bcauto.recovery import fail_trials_of_dead_workers
+from bcauto.recovery import fail_trials_of_dead_workers, failure_streak
 from bcauto.tracking import Tracker
 from bcauto.worker import WorkerJob
 
@@ -91,11 +91,9 @@ class Supervisor:
                 self.check_failure_limit(study)
 
     def check_failure_limit(self, study: optuna.Study) -> None:
-        limit = self.job.max_failures
-        recent = study.get_trials(deepcopy=False)[-limit:] if limit else []
-        if limit and len(recent) == limit and all(t.state == State.FAIL for t in recent):
-            reasons = sorted({t.user_attrs.get("reason", "unknown") for t in recent})
-            study.set_user_attr("stopped_because", f"{limit} failed trials in a row: {'; '.join(reasons)}")
+        reason = failure_streak(study, self.job.max_failures)
+        if reason:
+            study.set_user_attr("stopped_because", reason)
 
     def run(self, study: optuna.Study, progress: SearchProgress | None) -> None:
         try:
