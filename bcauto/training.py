@@ -57,6 +57,8 @@ class TrialPlan:
     unfreeze_blocks: Any = 0
     backbone_params: dict = field(default_factory=dict)
     augmentation_params: dict = field(default_factory=dict)
+    loss: str = "crossentropy"
+    label_smoothing: float = 0.0
 
     def weights_for(self, settings: TrainSettings) -> str | None:
         """Pretrained weights this trial uses: None when the backbone has none of the requested kind."""
@@ -119,10 +121,18 @@ def view_batches(views: np.ndarray, labels: np.ndarray, num_classes: int, batch_
     return ds.repeat()
 
 
-def compile_model(model: keras.Model, learning_rate: float, jit_compile) -> None:
+def make_loss(loss: str = "crossentropy", label_smoothing: float = 0.0) -> keras.losses.Loss:
+    """The training loss: categorical cross-entropy or focal cross-entropy, with optional label smoothing."""
+    if loss == "focal":
+        return keras.losses.CategoricalFocalCrossentropy(label_smoothing=label_smoothing)
+    return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
+
+
+def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: str = "crossentropy",
+                  label_smoothing: float = 0.0) -> None:
     model.compile(
         optimizer=keras.optimizers.Lion(learning_rate=learning_rate),
-        loss=keras.losses.CategoricalCrossentropy(),
+        loss=make_loss(loss, label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.F1Score(average="macro", name="macro_f1")],
         jit_compile=jit_compile,
     )
@@ -193,7 +203,7 @@ class Trainer:
         return len(self.recorder.epochs)
 
     def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None) -> None:
-        compile_model(model, learning_rate, self.settings.jit_compile)
+        compile_model(model, learning_rate, self.settings.jit_compile, self.plan.loss, self.plan.label_smoothing)
         model.fit(train_ds, validation_data=val_ds, initial_epoch=self.done, epochs=self.done + epochs,
                   steps_per_epoch=steps_per_epoch, class_weight=self.imbalance.class_weight, shuffle=False, verbose=0,
                   callbacks=[*phase_callbacks(self.settings), *self.callbacks])
@@ -218,8 +228,12 @@ class Trainer:
             return
         views, val_features = self.cached_features(mode)
         s, labels = self.settings, self.train_data.labels[self.train_index]
-        train_ds = view_batches(views[:, self.train_index], labels, self.num_classes, s.batch_size, s.seed)
         val_ds = batches(val_features, self.val_data.labels, self.num_classes, s.batch_size).cache()
+        if len(views) == 1:  # the same pipeline as on images, so the same seed gives the same batches
+            train_ds = batches(views[0][self.train_index], labels, self.num_classes, s.batch_size, s.seed)
+            self.fit(self.parts.head, self.plan.lr_head, epochs, train_ds, val_ds)
+            return
+        train_ds = view_batches(views[:, self.train_index], labels, self.num_classes, s.batch_size, s.seed)
         steps = -(-len(labels) // s.batch_size)
         self.fit(self.parts.head, self.plan.lr_head, epochs, train_ds, val_ds, steps_per_epoch=steps)
 

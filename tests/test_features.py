@@ -1,0 +1,92 @@
+"""The feature cache and the cached fine-tune: same results as training on images, and never stale."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bcauto.data import Dataset
+from bcauto.data.split import stratified_split
+from bcauto.features import FeatureCache, cache_key
+from bcauto.model import HeadParams
+from bcauto.training import TrainSettings, TrialPlan, train
+from helpers import blob_data
+
+TOLERANCE = 2e-3  # absolute, on per-epoch losses: the features differ only by float rounding
+
+
+@pytest.fixture(scope="module")
+def data():
+    full = blob_data(160, 32, seed=4)
+    split = stratified_split(full, 0.25, seed=0)
+    return full.subset(split.train), full.subset(split.val)
+
+
+def plan_for(comps, augmentation="none", unfreeze=1, backbone=None):
+    return TrialPlan(backbone=backbone or comps.backbones.get("tiny_pretrained"), augmentation=comps.augmentations.get(augmentation),
+                     imbalance=comps.imbalance.get("class_weights"), head=HeadParams(32, 16, 0.2, 1e-5), lr_head=2e-3,
+                     lr_finetune=5e-4, unfreeze_blocks=unfreeze,
+                     augmentation_params={"strength": 0.5} if augmentation == "stain" else {})
+
+
+def settings(cache_dir=None, finetune=0, views=0, activation_gb=4.0):
+    return TrainSettings(batch_size=16, head_epochs=3, finetune_epochs=finetune, patience=99, weights="imagenet", seed=1,
+                         jit_compile=False, cache_dir=cache_dir, augmented_views=views, activation_cache_gb=activation_gb)
+
+
+def losses(result):
+    return [(e["loss"], e["val_loss"]) for e in result.history]
+
+
+def test_cached_head_phase_matches_training_on_images(tiny_plugin, data, tmp_path):
+    online = train(plan_for(tiny_plugin), settings(None), *data)
+    cached = train(plan_for(tiny_plugin), settings(str(tmp_path)), *data)
+    assert online.modes["head"] == "online" and cached.modes["head"] == "cached"
+    assert np.allclose(losses(online), losses(cached), atol=TOLERANCE), (losses(online), losses(cached))
+
+
+def test_cached_fine_tune_matches_fine_tuning_on_images(tiny_plugin, data, tmp_path):
+    online = train(plan_for(tiny_plugin), settings(None, finetune=2, activation_gb=0.0), *data)
+    cached = train(plan_for(tiny_plugin), settings(str(tmp_path), finetune=2), *data)
+    assert online.modes["finetune"] == "online" and cached.modes["finetune"] == "cached_activations"
+    assert [e["epoch"] for e in cached.history] == [0, 1, 2, 3, 4]
+    assert np.allclose(losses(online), losses(cached), atol=TOLERANCE), (losses(online), losses(cached))
+
+
+def test_cache_is_reused_and_invalidated_by_data_or_preprocessing(tiny_plugin, data, tmp_path):
+    train_data, val_data = data
+    run = lambda plan, tr: train(plan, settings(str(tmp_path)), tr, val_data).modes["head_cache"]
+    assert run(plan_for(tiny_plugin), train_data) == "miss"
+    assert run(plan_for(tiny_plugin), train_data) == "hit"
+    changed = train_data.images.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert run(plan_for(tiny_plugin), Dataset(changed, train_data.labels, train_data.class_names, "changed")) == "miss"
+    other_scale = dataclasses.replace(tiny_plugin.backbones.get("tiny_pretrained"), preprocessing="tf")
+    assert run(plan_for(tiny_plugin, backbone=other_scale), train_data) == "miss"
+    assert len(list(tmp_path.glob("*.npz"))) == 3
+
+
+def test_augmented_views_are_cached_per_view_and_named_in_the_mode(tiny_plugin, data, tmp_path):
+    result = train(plan_for(tiny_plugin, augmentation="stain"), settings(str(tmp_path), views=2), *data)
+    assert result.modes["head"] == "cached_views:2"
+    [stored] = tmp_path.glob("*.npz")
+    with np.load(stored) as arrays:
+        assert arrays["train"].shape[:2] == (2, len(data[0].labels))
+        assert not np.allclose(arrays["train"][0], arrays["train"][1])
+    assert train(plan_for(tiny_plugin, augmentation="stain"), settings(str(tmp_path)), *data).modes["head"] == "online"
+
+
+def test_cache_key_depends_on_every_part():
+    base = {"backbone": "b", "weights": "imagenet", "image_size": 32, "train": "x", "val": "y"}
+    assert cache_key(base) == cache_key(dict(base))
+    for key in base:
+        assert cache_key({**base, key: "other"}) != cache_key(base)
+
+
+def test_damaged_cache_file_is_recomputed(tmp_path):
+    cache = FeatureCache(tmp_path)
+    parts = {"k": 1}
+    cache.get_or_compute(parts, lambda: {"a": np.ones(3)})
+    cache.path(cache_key(parts)).write_bytes(b"not an npz")
+    arrays, hit = cache.get_or_compute(parts, lambda: {"a": np.zeros(3)})
+    assert not hit and arrays["a"].tolist() == [0, 0, 0]
