@@ -22,6 +22,7 @@ log = logging.getLogger("bcauto")
 PARENT_ROLE = "study"
 TRIAL_ROLE = "trial"
 MAX_PARAM_LENGTH = 6000
+MAX_FAILURES_IN_A_ROW = 3
 
 
 def flat_params(params: dict[str, Any]) -> dict[str, str]:
@@ -35,17 +36,28 @@ class Tracker:
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.problems: list[str] = []
+        self.failures_in_a_row = 0
         self.experiment_id = self._guard("open the experiment", lambda: self._experiment(experiment))
 
     def _guard(self, what: str, action: Callable[[], Any]) -> Any:
+        if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            return None  # the store is gone: stop paying its timeouts on every call
         try:
-            return action()
+            result = action()
+            self.failures_in_a_row = 0
+            return result
         except Exception as exc:  # tracking must never cost a trial its result
-            message = f"MLflow ({redact_uri(self.tracking_uri)}): could not {what}: {type(exc).__name__}: {exc}"
-            if message not in self.problems:
-                self.problems.append(message)
-                log.warning(message)
+            self.failures_in_a_row += 1
+            self._warn(f"MLflow ({redact_uri(self.tracking_uri)}): could not {what}: {type(exc).__name__}: {str(exc)[:300]}")
+            if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
+                self._warn(f"MLflow ({redact_uri(self.tracking_uri)}): {MAX_FAILURES_IN_A_ROW} failures in a row, logging is off for "
+                           "the rest of this process; results stay in the Optuna study")
             return None
+
+    def _warn(self, message: str) -> None:
+        if message not in self.problems:
+            self.problems.append(message)
+            log.warning(message)
 
     @property
     def available(self) -> bool:

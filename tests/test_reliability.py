@@ -36,8 +36,8 @@ head_units2 = 16
 """
 
 
-def bcauto(root: Path, *args: str, timeout=600, **popen) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN), "BCAUTO_TEST_HOG_MB": "3000"}
+def bcauto(root: Path, *args: str, timeout=600, extra_env=None, **popen) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN), "BCAUTO_TEST_HOG_MB": "3000", **(extra_env or {})}
     command = [sys.executable, "-m", "bcauto.cli", *args]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout, **popen)
 
@@ -171,3 +171,42 @@ def test_sqlite_is_refused_for_several_workers(tmp_path):
     result = bcauto(tmp_path, "search", "--workers", "2", "--data", "synthetic:160", *stores(tmp_path), timeout=300)
     assert result.returncode == 2
     assert "--workers 2 needs a storage several processes can share" in result.stderr.replace("\n", " ")
+
+
+def test_unreachable_tracking_store_loses_no_trial_and_says_so(tmp_path):
+    (tmp_path / "offline.toml").write_text(STUDY.format(epochs=1, backbones='"mini_cnn"'))
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    result = bcauto(tmp_path, "search", "--study", "offline.toml", "--trials", "2", "--data", "synthetic:160",
+                    "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", "http://127.0.0.1:9", extra_env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="offline", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE] and all(t.value is not None for t in trials)
+    assert "MLflow (http://127.0.0.1:9): could not open the experiment" in (result.stdout + result.stderr).replace("\n", " ")
+
+
+def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_path):
+    (tmp_path / "stop.toml").write_text(STUDY.format(epochs=6, backbones='"mini_cnn"'))
+    args = ["search", "--study", "stop.toml", "--trials", "2", "--data", "synthetic:400", *stores(tmp_path)]
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN)}
+    process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="stop", storage=storage).trials
+        except KeyError:
+            continue
+        if trials and trials[-1].state == State.RUNNING and len(trials[-1].intermediate_values) >= 1:
+            break
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
+    out, err = process.communicate(timeout=120)
+    assert "interrupted" in out and "run the same command to resume" in out.replace("\n", " ")
+    assert "study stop" in out, "the leaderboard is printed"
+    trials = optuna.load_study(study_name="stop", storage=storage).trials
+    assert trials[-1].state == State.FAIL and trials[-1].user_attrs["reason"].startswith("interrupted")
+    assert all(r.info.status != "RUNNING" for r in mlflow_runs(tmp_path, "stop"))
+    assert bcauto(tmp_path, *args).returncode == 0
+    trials = optuna.load_study(study_name="stop", storage=storage).trials
+    assert sum(t.state == State.COMPLETE for t in trials) == 2 and not any(t.state == State.RUNNING for t in trials)
