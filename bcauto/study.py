@@ -278,12 +278,12 @@ class FailureLimit:
 
 def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console: Console) -> None:
     """Leaderboard in the terminal, study summary on the parent run."""
-    console.print(leaderboard(study))
+    ranked = ranked_trials(study)
+    console.print(leaderboard(study) if ranked else f"study {study.study_name}: no completed trial among {len(study.trials)}")
     if study.user_attrs.get("stopped_because"):
         console.print(f"[red]study stopped:[/] {escape(study.user_attrs['stopped_because'])}")
     counts = {state.name.lower(): sum(t.state == state for t in study.trials) for state in optuna.trial.TrialState}
     tracker.log_metrics(parent, {f"trials_{k}": v for k, v in counts.items()})
-    ranked = ranked_trials(study)
     if ranked:
         rows = [{"trial": t.number, "values": t.values, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
                  **t.user_attrs.get("params", {})} for t in ranked]

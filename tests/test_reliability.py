@@ -36,6 +36,11 @@ head_units2 = 16
 """
 
 
+def flat(text: str) -> str:
+    """Terminal output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
 def bcauto(root: Path, *args: str, timeout=600, extra_env=None, **popen) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN), "BCAUTO_TEST_HOG_MB": "3000", **(extra_env or {})}
     command = [sys.executable, "-m", "bcauto.cli", *args]
@@ -79,7 +84,7 @@ def test_study_that_only_fails_stops_with_a_summary(tmp_path):
     result = bcauto(tmp_path, "search", "--study", "bad.toml", "--trials", "5", "--data", "synthetic:160",
                     "--max-failures", "2", *stores(tmp_path))
     assert result.returncode == 3
-    assert "2 failed trials in a row: RuntimeError: this backbone always fails to build" in result.stdout.replace("\n", " ")
+    assert "2 failed trials in a row: RuntimeError: this backbone always fails to build" in flat(result.stdout)
     trials = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert [t.state for t in trials] == [State.FAIL, State.FAIL]
 
@@ -134,7 +139,7 @@ def test_malicious_npz_is_refused_without_running_its_payload(tmp_path):
     np.savez(tmp_path / "evil.npz", images=np.array([Payload()], dtype=object), labels=np.array([0]))
     result = bcauto(tmp_path, "search", "--data", str(tmp_path / "evil.npz"), "--trials", "1", *stores(tmp_path), timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "evil.npz" in result.stderr and "object arrays" in result.stderr.replace("\n", " ")
+    assert "evil.npz" in result.stderr and "object arrays" in flat(result.stderr)
     assert not marker.exists()
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
@@ -170,7 +175,7 @@ def test_two_workers_on_postgresql_lose_and_duplicate_nothing(tmp_path):
 def test_sqlite_is_refused_for_several_workers(tmp_path):
     result = bcauto(tmp_path, "search", "--workers", "2", "--data", "synthetic:160", *stores(tmp_path), timeout=300)
     assert result.returncode == 2
-    assert "--workers 2 needs a storage several processes can share" in result.stderr.replace("\n", " ")
+    assert "--workers 2 needs a storage several processes can share" in flat(result.stderr)
 
 
 def test_unreachable_tracking_store_loses_no_trial_and_says_so(tmp_path):
@@ -181,7 +186,7 @@ def test_unreachable_tracking_store_loses_no_trial_and_says_so(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="offline", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE] and all(t.value is not None for t in trials)
-    assert "MLflow (http://127.0.0.1:9): could not open the experiment" in (result.stdout + result.stderr).replace("\n", " ")
+    assert "MLflow (http://127.0.0.1:9): could not open the experiment" in flat(result.stdout + result.stderr)
 
 
 def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_path):
@@ -202,7 +207,7 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
             break
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
     out, err = process.communicate(timeout=120)
-    assert "interrupted" in out and "run the same command to resume" in out.replace("\n", " ")
+    assert "interrupted" in out and "run the same command to resume" in flat(out)
     assert "study stop" in out, "the leaderboard is printed"
     trials = optuna.load_study(study_name="stop", storage=storage).trials
     assert trials[-1].state == State.FAIL and trials[-1].user_attrs["reason"].startswith("interrupted")

@@ -49,6 +49,11 @@ def searched(tmp_path_factory):
     return root, args, stores
 
 
+def flat(text: str) -> str:
+    """Terminal output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
 def trial_runs(client, experiment_id):
     runs = client.search_runs([experiment_id], "tags.`bcauto.role` = 'trial'", max_results=100)
     return sorted(runs, key=lambda r: int(r.data.tags["bcauto.trial"]))
@@ -130,7 +135,7 @@ def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "bad.toml: [search] backbone: unknown backbone 'resnet5O' (did you mean 'resnet50'?)" in result.stderr.replace("\n", " ")
+    assert "bad.toml: [search] backbone: unknown backbone 'resnet5O' (did you mean 'resnet50'?)" in flat(result.stderr)
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
