@@ -24,10 +24,15 @@ def register_backbones(register):
 
         @hookimpl
         def register_backbones(register):
-            register(BackboneSpec(name="densenet121", build=build_densenet121,
+            register(BackboneSpec(name="densenet121",
+                                  build=keras_application(keras.applications.DenseNet121),
                                   preprocessing="torch",
-                                  blocks=("pool2_relu", "pool3_relu", "pool4_relu", "relu"),
+                                  # the stem, then each dense block with its transition layer
+                                  blocks=("pool1", "pool2_pool", "pool3_pool", "pool4_pool", "relu"),
                                   pretrained=("imagenet",), min_input_size=32))
+
+    (``keras_application`` comes from ``bcauto_builtin.backbones``; the whole plugin is
+    ``plugins/bcauto-densenet``.)
     """
 
 
