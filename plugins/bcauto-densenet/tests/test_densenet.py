@@ -47,3 +47,22 @@ def test_last_block_unfrozen_means_the_fourth_dense_block(spec, backbone):
     assert "conv5_block16_2_conv" in trainable and "conv5_block1_1_conv" in trainable
     assert "pool4_conv" not in trainable and "conv4_block24_2_conv" not in trainable
     assert not any(name.endswith("_bn") or name == "bn" for name in trainable)  # BatchNorm stays frozen
+
+
+def test_one_trial_search_uses_the_plugin_backbone(tmp_path):
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from bcauto.cli import main
+
+    (tmp_path / "densenet.toml").write_text(
+        '[data]\nimage_size = 32\n[train]\nweights = "none"\nbatch_size = 32\nhead_epochs = 1\nfinetune_epochs = 0\n'
+        '[search]\nbackbone = "densenet121"\naugmentation = "none"\nimbalance = "none"\nhead_units1 = 32\nhead_units2 = 16\n'
+    )
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(["search", "--study", str(tmp_path / "densenet.toml"), "--trials", "1", "--workers", "0",
+                 "--data", "synthetic:120", "--work-dir", str(tmp_path / "work"), *stores]) == 0
+    [trial] = optuna.load_study(study_name="densenet", storage=stores[1]).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    run = MlflowClient(tracking_uri=stores[3]).get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.data.params["backbone"] == "densenet121" and run.data.tags["bcauto.state"] == "complete"
