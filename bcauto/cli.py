@@ -1,4 +1,4 @@
-"""The ``bcauto`` command line: search, best, plugins, ui."""
+"""The ``bcauto`` command line: search, best, refit, evaluate, predict, plugins, ui."""
 
 from __future__ import annotations
 
@@ -190,6 +190,63 @@ def cmd_new_plugin(args, console) -> int:
     return 0
 
 
+def cmd_refit(args, console) -> int:
+    from bcauto.plugins import components
+    from bcauto.refit import RefitRequest, refit
+
+    request = RefitRequest(study_name=args.name, storage=args.storage, tracking_uri=args.tracking_uri, top=args.top,
+                           data=args.data, out=args.out, study_file=args.study, epochs=args.epochs, has_gpu=has_gpu())
+    result = refit(request, components(), console)
+    registered = f", registered as {result.model_name} version {result.model_version}" if result.model_version else ""
+    console.print(f"saved {escape(str(result.path))} (trials {', '.join(map(str, result.info['trials']))}); "
+                  f"MLflow run {result.run_id or '-'}{registered}")
+    return 0
+
+
+def cmd_evaluate(args, console) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import confusion_png, evaluate, render, shift_steps
+    from bcauto.plugins import components
+
+    bundle = load_bundle(args.model)
+    comps = components()
+    data = load_data(args.data, bundle.image_size, comps, {"seed": args.seed})
+    shifts = comps.shifts if args.shift else None
+    steps = 1 + (shift_steps(shifts) if shifts is not None else 0)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("evaluating", total=steps)
+        result, scores, labels = evaluate(bundle, data, shifts, args.tta, args.seed,
+                                          on_step=lambda what: progress.update(task, advance=1, description=what))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
+                          title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}")
+    result["confusion_matrix"] = str(image)
+    (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result, console)
+        console.print(f"written: {escape(str(out / 'evaluation.json'))}, {escape(str(image))}")
+    return 0
+
+
+def cmd_predict(args, console) -> int:
+    from rich.console import Console
+
+    from bcauto.bundle import load_bundle
+    from bcauto.predict import predict_to_csv
+
+    bundle = load_bundle(args.model)
+    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True))
+    console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
@@ -242,6 +299,48 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and underscores (tiny_net)")
     new.add_argument("--dir", default=".", help="folder to create the package folder bcauto-NAME in (default: the current folder)")
     new.set_defaults(func=cmd_new_plugin)
+
+    refit = sub.add_parser("refit", help="retrain the best trial (or the top K as an ensemble) on all the study's data and register it",
+                           description="Train the best configuration of a study again on its training and validation data together, "
+                                       "for the epochs the trial settled on; save a model directory (model.keras, bcauto-model.json), "
+                                       "log it to MLflow (tag bcauto.role = refit) and register it as bcauto-STUDY.")
+    refit.add_argument("--name", help="study name (needed when the storage holds several)")
+    refit.add_argument("--top", type=int, default=1,
+                       help="refit the K best trials and average their probabilities in one model (default 1); for metric "
+                            "'both', the Pareto front ranked by the shifted score")
+    refit.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    refit.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    refit.add_argument("--data", help="where to read the study's data (default: the source the study logged); it must hold "
+                                      "the same images (same fingerprint)")
+    refit.add_argument("--study", help="study file (default: the one the search ran with)")
+    refit.add_argument("--epochs", choices=("best", "trained"), default="best",
+                       help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial "
+                            "(default); trained: every epoch the trial trained, constant learning rate")
+    refit.add_argument("--out", help="model directory to write (default models/STUDY)")
+    refit.set_defaults(func=cmd_refit)
+
+    evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data (per class, confusion matrix, corruptions, TTA)",
+                              description="Accuracy, macro precision/recall/F1 and per-class scores of a model directory on "
+                                          "labelled data. Classes are matched by name; a set with some of the model's classes is "
+                                          "averaged over the classes it has.")
+    evaluate.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit`")
+    evaluate.add_argument("--data", required=True, help="bloodmnist[:SIZE] | PATH.npz | image folder | synthetic[:N]")
+    evaluate.add_argument("--shift", action="store_true", help="also score every registered corruption at every severity")
+    evaluate.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views "
+                                                             "(4 quarter-turn rotations, each also mirrored)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the corruptions (and of generated data; default 0)")
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+    evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and confusion_matrix.png (default evaluation)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="class probabilities of a saved model for images, as CSV",
+                             description="Predict the class of every image in INPUT (image files, folders searched recursively, "
+                                         ".npz files) and write path, index, predicted class and one probability per class.")
+    predict.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit`")
+    predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image file, folder of images, or .npz file (an 'images' array)")
+    predict.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
+    predict.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views")
+    predict.set_defaults(func=cmd_predict)
     return parser
 
 

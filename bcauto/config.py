@@ -64,7 +64,10 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "head_units2": 256,
     "head_dropout": 0.5,
     "head_l2": 1e-4,
+    "loss": "crossentropy",
+    "label_smoothing": 0.0,
 }
+LOSSES = ("crossentropy", "focal")
 COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance"}
 
 
@@ -165,6 +168,13 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
     for value in cfg.choices("unfreeze_blocks"):
         if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise BcautoError(f"{_where(path, 'search', 'unfreeze_blocks')}: {value!r} is not a block count (0, 1, 2, ... or \"all\")")
+    for value in cfg.choices("loss"):
+        if value not in LOSSES:
+            raise BcautoError(f"{_where(path, 'search', 'loss')}: {value!r} is not a loss; expected {' or '.join(map(repr, LOSSES))}")
+    for value in cfg.choices("label_smoothing"):
+        ends = (value.low, value.high) if isinstance(value, Range) else (value,)
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1 for v in ends):
+            raise BcautoError(f"{_where(path, 'search', 'label_smoothing')}: {value!r} must be a number from 0 up to (not including) 1")
 
 
 def parse_study(text: str, path: Path) -> StudyConfig:

@@ -62,10 +62,12 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
     # without pretrained weights the whole net trains from the start: no unfreeze depth, no second rate
     unfreeze = suggest(trial, "unfreeze_blocks", s["unfreeze_blocks"]) if pretrained and settings.finetune_epochs else "all"
     lr_finetune = float(suggest(trial, "lr_finetune", s["lr_finetune"])) if pretrained and unfreeze != 0 else 0.0
+    loss = suggest(trial, "loss", s["loss"])
+    label_smoothing = float(suggest(trial, "label_smoothing", s["label_smoothing"]))
     return TrialPlan(
         backbone=backbone, augmentation=augmentation, imbalance=imbalance, head=head, lr_head=lr_head,
         lr_finetune=lr_finetune, unfreeze_blocks=unfreeze, backbone_params=backbone_params,
-        augmentation_params=augmentation_params,
+        augmentation_params=augmentation_params, loss=loss, label_smoothing=label_smoothing,
     )
 
 
@@ -84,6 +86,8 @@ def plan_params(plan: TrialPlan, settings: TrainSettings) -> dict[str, Any]:
         "head.units2": plan.head.units2,
         "head.dropout": plan.head.dropout,
         "head.l2": plan.head.l2,
+        "loss": plan.loss,
+        "label_smoothing": plan.label_smoothing,
     }
     params.update({f"backbone.{k}": v for k, v in plan.backbone_params.items()})
     params.update({f"augmentation.{k}": v for k, v in plan.augmentation_params.items()})

@@ -61,6 +61,10 @@ MEANINGS = {
     "search.head_units2": "units of the head's second dense layer (0 drops the layer)",
     "search.head_dropout": "dropout rate after each dense layer of the head",
     "search.head_l2": "L2 regularisation factor of the head's dense layers",
+    "search.loss": "training loss: `crossentropy` (categorical cross-entropy) or `focal` (categorical focal "
+                   "cross-entropy, which weights hard examples up); a list searches both",
+    "search.label_smoothing": "label smoothing of the loss, from 0 (none) up to but not including 1: the one-hot "
+                              "targets are mixed with a uniform distribution by this share",
 }
 
 TYPE_NAMES = {str: "string", int: "integer", float: "float", bool: "boolean"}

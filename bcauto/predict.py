@@ -1,0 +1,142 @@
+"""``bcauto predict``: class probabilities of a saved model for unlabelled images, written as CSV.
+
+Inputs are image files, folders (searched recursively) and .npz files (an ``images`` array, or the only array).
+Images are decoded the way the image-folder data source decodes them (centre square, Lanczos to the model's size).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from bcauto.errors import BcautoError
+
+CHUNK = 256  # images decoded and predicted at a time
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input: an image file (``index`` None) or one row of an .npz file."""
+
+    path: Path
+    index: int | None = None
+
+
+def image_suffixes() -> tuple[str, ...]:
+    from bcauto_builtin.sources.folder import IMAGE_SUFFIXES
+
+    return IMAGE_SUFFIXES
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
+    """(image files, .npz files) named by ``inputs``: files, and folders searched recursively (sorted)."""
+    images, archives = [], []
+    suffixes = image_suffixes()
+    for spec in inputs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
+                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            if not found:
+                raise BcautoError(f"{path}: no image files in this folder or below (expected {', '.join(suffixes)})")
+            images += found
+        elif path.is_file() and path.suffix.lower() == ".npz":
+            archives.append(path)
+        elif path.is_file() and path.suffix.lower() in suffixes:
+            images.append(path)
+        elif path.exists():
+            raise BcautoError(f"{path}: not an image ({', '.join(suffixes)}), an .npz file or a folder")
+        else:
+            raise BcautoError(f"{path}: not found")
+    return images, archives
+
+
+def npz_images(path: Path, image_size: int) -> np.ndarray:
+    """The images of an .npz file as uint8 RGB at ``image_size`` (pickled arrays refused)."""
+    from bcauto.data import validate_arrays
+    from bcauto.data.images import resize_images
+
+    if not zipfile.is_zipfile(path):
+        raise BcautoError(f"{path}: not an .npz archive")
+    with np.load(path, allow_pickle=False) as npz:
+        keys = list(npz.files)
+        key = "images" if "images" in keys else keys[0] if len(keys) == 1 else None
+        if key is None:
+            raise BcautoError(f"{path}: expected an 'images' array (or a single array); arrays found: {', '.join(keys)}")
+        try:
+            raw = npz[key]
+        except ValueError as exc:
+            raise BcautoError(f"{path}: array {key!r} cannot be read without unpickling ({exc}); save plain numeric arrays") from None
+    images, _, _ = validate_arrays(raw, np.zeros(len(raw), np.int64), f"{path} [{key}]")
+    return resize_images(images, image_size)
+
+
+def decode_images(paths: list[Path], image_size: int) -> np.ndarray:
+    from bcauto_builtin.sources.folder import _decode  # the image-folder source's decoding, so pixels match training
+
+    out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for i, path in enumerate(paths):
+        try:
+            out[i], _ = _decode(path, image_size)
+        except Exception as exc:
+            raise BcautoError(f"{path}: cannot decode this image ({exc})") from None
+    return out
+
+
+def chunks(images: list[Path], archives: list[Path], image_size: int) -> Iterator[tuple[list[Source], np.ndarray]]:
+    for start in range(0, len(images), CHUNK):
+        part = images[start:start + CHUNK]
+        yield [Source(p) for p in part], decode_images(part, image_size)
+    for archive in archives:
+        array = npz_images(archive, image_size)
+        for start in range(0, len(array), CHUNK):
+            yield [Source(archive, i) for i in range(start, min(start + CHUNK, len(array)))], array[start:start + CHUNK]
+
+
+def count_inputs(images: list[Path], archives: list[Path]) -> int:
+    total = len(images)
+    for archive in archives:
+        with np.load(archive, allow_pickle=False) as npz:
+            keys = list(npz.files)
+            key = "images" if "images" in keys else keys[0] if keys else None
+            if key is not None:
+                try:
+                    total += len(npz[key])
+                except ValueError:
+                    pass
+    return total
+
+
+def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None) -> int:
+    """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bcauto.evaluate import predict_probs
+
+    images, archives = collect_inputs(inputs)
+    total = count_inputs(images, archives)
+    if total == 0:
+        raise BcautoError("no images to predict")
+    classes = bundle.class_names
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    progress = Progress(TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True)
+    with out.open("w", newline="", encoding="utf-8") as handle, progress:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
+        task = progress.add_task("predict", total=total)
+        for sources, batch in chunks(images, archives, bundle.image_size):
+            probs = predict_probs(bundle.model, batch, tta)
+            for source, p in zip(sources, probs):
+                writer.writerow([str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())],
+                                 *(f"{v:.6f}" for v in p)])
+            rows += len(sources)
+            progress.update(task, advance=len(sources))
+    return rows

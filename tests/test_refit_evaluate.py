@@ -1,0 +1,306 @@
+"""refit, evaluate and predict on a tiny in-process study (synthetic 32x32 images, two epochs per trial)."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from bcauto.cli import main
+
+TINY_STUDY = """
+[study]
+trials = 3
+seed = 3
+pruner = "none"
+
+[data]
+image_size = 32
+val_fraction = 0.25
+
+[train]
+weights = "none"
+batch_size = 32
+head_epochs = 2
+finetune_epochs = 0
+patience = 5
+
+[search]
+backbone = ["mini_cnn", "resnet_cnn"]
+augmentation = ["none", "seed"]
+imbalance = ["none"]
+lr_head = { low = 1e-3, high = 3e-3, log = true }
+head_units1 = 32
+head_units2 = 0
+loss = ["crossentropy", "focal"]
+label_smoothing = { low = 0.0, high = 0.2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refit")
+    (root / "tiny.toml").write_text(TINY_STUDY)
+    stores = ["--storage", f"sqlite:///{root}/optuna.db", "--tracking-uri", f"sqlite:///{root}/mlflow.db"]
+    assert main(["search", "--study", str(root / "tiny.toml"), "--data", "synthetic:240", "--workers", "0", *stores]) == 0
+    return root, stores
+
+
+@pytest.fixture(scope="module")
+def refitted(study):
+    root, stores = study
+    assert main(["refit", "--name", "tiny", *stores, "--out", str(root / "model")]) == 0
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def ensembled(study):
+    root, stores = study
+    assert main(["refit", "--name", "tiny", "--top", "2", *stores, "--out", str(root / "ensemble")]) == 0
+    return root / "ensemble"
+
+
+def load(root):
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/optuna.db")
+
+
+def synthetic_npz(path, class_subset=None, n=48, seed=5):
+    """Synthetic 32x32 images saved as an .npz, optionally only some classes (relabelled, in another order)."""
+    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, labels = generate(n * 4, 32, seed)
+    names = list(BLOOD_CELL_CLASSES)
+    if class_subset:
+        keep = np.isin(labels, [names.index(c) for c in class_subset])
+        images, labels = images[keep], np.array([class_subset.index(names[y]) for y in labels[keep]])
+        names = list(class_subset)
+    np.savez(path, images=images[:n], labels=labels[:n], class_names=np.array(names))
+    return path
+
+
+def test_plan_from_trial_reproduces_the_trials_params(study):
+    from bcauto.config import load_study
+    from bcauto.plugins import components
+    from bcauto.refit import plan_from_trial
+    from bcauto.search_space import plan_params
+    from bcauto.study import settings_from
+
+    root, _ = study
+    cfg = load_study(root / "tiny.toml")
+    trials = load(root).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(trials) == 3
+    for trial in trials:
+        logged = trial.user_attrs["params"]
+        settings = settings_from(cfg, logged["seed"], has_gpu=False)
+        params = plan_params(plan_from_trial(trial, cfg, components(), settings), settings)
+        assert {"loss", "label_smoothing"} <= set(params)
+        for key, value in params.items():
+            assert logged[key] == (pytest.approx(value) if isinstance(value, float) else value), key
+
+
+def test_plan_from_trial_refuses_a_changed_study_file(study, tmp_path):
+    from bcauto.config import load_study
+    from bcauto.errors import BcautoError
+    from bcauto.plugins import components
+    from bcauto.refit import plan_from_trial
+
+    root, _ = study
+    changed = tmp_path / "tiny.toml"
+    changed.write_text(TINY_STUDY.replace('loss = ["crossentropy", "focal"]', 'loss = "focal"').replace("head_units1 = 32", "head_units1 = 48"))
+    trial = load(root).trials[0]
+    with pytest.raises(BcautoError, match="another plan|no longer asks"):
+        plan_from_trial(trial, load_study(changed), components())
+
+
+def test_refit_writes_the_model_directory_logs_a_refit_run_and_registers_a_version(study, refitted):
+    from bcauto.bundle import load_bundle
+
+    root, _ = study
+    assert (refitted / "model.keras").is_file() and (refitted / "bcauto-model.json").is_file()
+    info = json.loads((refitted / "bcauto-model.json").read_text())
+    best = load(root).best_trial
+    assert info["trials"] == [best.number] and info["study"] == "tiny" and info["image_size"] == 32
+    assert len(info["class_names"]) == 8 and info["preprocessing"] == ["unit"]
+    assert info["data"]["fingerprint"] == best.user_attrs["params"]["data.fingerprint"]
+    assert info["data"]["images"] == 240  # training and validation split together
+    assert info["members"][0]["epochs"]["head"] <= best.user_attrs["phase_epochs"]["head"]
+    assert info["members"][0]["params"]["loss"] == best.user_attrs["params"]["loss"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id], "tags.`bcauto.role` = 'refit'")
+    assert info["mlflow"]["run_id"] in {r.info.run_id for r in runs}
+    run = client.get_run(info["mlflow"]["run_id"])
+    assert run.data.tags["bcauto.trials"] == str(best.number) and run.info.status == "FINISHED"
+    versions = client.search_model_versions("name = 'bcauto-tiny'")
+    assert info["mlflow"]["version"] in {v.version for v in versions}
+    assert {v.run_id for v in versions} >= {info["mlflow"]["run_id"]}
+    bundle = load_bundle(refitted)
+    probs = bundle.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_refit_refuses_other_data_than_the_study_searched(study, capsys):
+    root, stores = study
+    capsys.readouterr()
+    assert main(["refit", "--name", "tiny", *stores, "--data", "synthetic:200", "--out", str(root / "other")]) == 2
+    assert "other data" in capsys.readouterr().err.replace("\n", " ")
+    assert not (root / "other").exists()
+
+
+def test_top2_ensemble_outputs_the_mean_of_its_members(study, ensembled):
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    bundle = load_bundle(ensembled)
+    assert len(bundle.info["trials"]) == 2 and bundle.info["ensemble"]
+    images = load_data("synthetic:24", 32, components(), {"seed": 11}).images.astype(np.float32)
+    members = [bundle.model.get_layer(f"member_{i}") for i in range(2)]
+    outputs = [m.predict(images, verbose=0) for m in members]
+    assert not np.allclose(outputs[0], outputs[1])
+    np.testing.assert_allclose(bundle.model.predict(images, verbose=0), np.mean(outputs, axis=0), atol=1e-6)
+
+
+def test_select_trials_takes_the_pareto_front_by_shifted_score_for_two_objectives():
+    from bcauto.refit import select_trials
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for values in ([0.9, 0.5], [0.8, 0.7], [0.6, 0.8], [0.5, 0.4]):
+        study.add_trial(optuna.trial.create_trial(values=values))
+    assert [t.values for t in select_trials(study, 2)] == [[0.6, 0.8], [0.8, 0.7]]
+    assert select_trials(study, 4)[-1].values == [0.5, 0.4]
+
+
+def test_phase_schedule_stops_each_phase_at_the_kept_weights_and_replays_learning_rates():
+    from bcauto.refit import phase_schedule
+
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3}})
+    curves = {"val_loss": dict(enumerate([1.0, 0.5, 0.6, 0.7, 0.55, 0.4, 0.45])),
+              "lr": dict(enumerate([1e-3, 5e-4, 5e-4, 5e-4, 1e-5, 5e-6, 5e-6]))}
+    schedule = phase_schedule(trial, curves)
+    assert schedule.epochs == {"head": 2, "finetune": 2}
+    assert schedule.learning_rates == {"head": [None, 1e-3], "finetune": [None, 1e-5]}
+    worse = {**curves, "val_loss": dict(enumerate([1.0, 0.5, 0.6, 0.7, 0.55, 0.6, 0.65]))}
+    assert phase_schedule(trial, worse).epochs == {"head": 2, "finetune": 0}  # the trial kept the frozen model
+    assert phase_schedule(trial, curves, "trained").epochs == {"head": 4, "finetune": 3}
+    assert phase_schedule(trial, None).epochs == {"head": 4, "finetune": 3}
+
+
+def test_evaluate_on_a_class_subset_reports_only_the_present_classes(refitted, tmp_path, capsys):
+    subset = ["platelet", "lymphocyte", "neutrophil"]
+    data = synthetic_npz(tmp_path / "subset.npz", subset)
+    capsys.readouterr()
+    assert main(["evaluate", str(refitted), "--data", str(data), "--json", "--out", str(tmp_path / "eval")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result["classes_present"]) == sorted(subset) and len(result["classes_absent"]) == 5
+    assert sorted(row["class"] for row in result["per_class"]) == sorted(subset)
+    assert sum(row["support"] for row in result["per_class"]) == result["images"] == 48
+    assert 0.0 <= result["macro_f1"] <= 1.0 and result["averaged_over"] == "classes present in the data"
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 0
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["macro_f1"] == result["macro_f1"]
+
+
+def test_evaluate_refuses_class_names_the_model_does_not_know(refitted, tmp_path, capsys):
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, labels = generate(16, 32, 0)
+    np.savez(tmp_path / "odd.npz", images=images, labels=labels % 2, class_names=np.array(["neutrophil", "blast"]))
+    capsys.readouterr()
+    assert main(["evaluate", str(refitted), "--data", str(tmp_path / "odd.npz"), "--out", str(tmp_path / "e")]) == 2
+    assert "'blast'" in capsys.readouterr().err
+
+
+def test_evaluate_shift_json_has_every_corruption_and_severity(refitted, tmp_path, capsys):
+    from bcauto.plugins import components
+
+    data = synthetic_npz(tmp_path / "small.npz", n=16)
+    capsys.readouterr()
+    assert main(["evaluate", str(refitted), "--data", str(data), "--shift", "--json", "--out", str(tmp_path / "e")]) == 0
+    shift = json.loads(capsys.readouterr().out)["shift"]
+    shifts = components().shifts
+    assert set(shift["macro_f1"]) == set(shifts.names())
+    for name in shifts.names():
+        assert set(shift["macro_f1"][name]) == {str(s) for s in shifts.get(name).severities}
+        assert all(0.0 <= v <= 1.0 for v in shift["macro_f1"][name].values())
+    assert 0.0 <= shift["mean_macro_f1"] <= 1.0 and set(shift["by_severity"]) == {"1", "2", "3", "4", "5"}
+
+
+def test_tta_changes_the_probabilities_but_not_their_shape(refitted):
+    from bcauto.bundle import load_bundle
+    from bcauto.evaluate import dihedral_view, predict_probs
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, _ = generate(12, 32, 2)
+    model = load_bundle(refitted).model
+    plain, tta = predict_probs(model, images), predict_probs(model, images, tta=True)
+    assert plain.shape == tta.shape == (12, 8)
+    assert not np.allclose(plain, tta) and np.allclose(tta.sum(axis=1), 1.0, atol=1e-5)
+    views = {dihedral_view(images[:1], k).tobytes() for k in range(8)}
+    assert len(views) == 8  # eight distinct views of an asymmetric image
+
+
+def test_predict_writes_one_row_per_image_with_probabilities_summing_to_one(refitted, tmp_path):
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, _ = generate(7, 40, 4)
+    folder = tmp_path / "images"
+    for i, image in enumerate(images[:5]):
+        target = folder / ("nested" if i % 2 else "") / f"cell{i}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(target)
+    (folder / "notes.txt").write_text("not an image")
+    np.savez(tmp_path / "more.npz", images=images[5:])
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(refitted), str(folder), str(tmp_path / "more.npz"), "--out", str(out)]) == 0
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 7
+    classes = json.loads((refitted / "bcauto-model.json").read_text())["class_names"]
+    for row in rows:
+        probs = [float(row[f"prob_{c}"]) for c in classes]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert row["predicted"] == classes[int(np.argmax(probs))]
+    assert [row["index"] for row in rows[-2:]] == ["0", "1"] and rows[0]["index"] == ""
+
+
+def test_label_smoothing_and_focal_loss_change_the_compiled_loss():
+    from bcauto.training import compile_model
+
+    def compiled(*args):
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(inputs))
+        compile_model(model, 1e-3, False, *args)
+        return model.loss
+
+    default, smoothed, focal = compiled(), compiled("crossentropy", 0.1), compiled("focal", 0.2)
+    assert type(default) is keras.losses.CategoricalCrossentropy and default.get_config()["label_smoothing"] == 0.0
+    assert type(smoothed) is keras.losses.CategoricalCrossentropy and smoothed.get_config()["label_smoothing"] == 0.1
+    assert type(focal) is keras.losses.CategoricalFocalCrossentropy and focal.get_config()["label_smoothing"] == 0.2
+    y, p = np.eye(3)[[0, 1]], np.array([[0.7, 0.2, 0.1], [0.3, 0.6, 0.1]])
+    assert len({float(loss(y, p)) for loss in (default, smoothed, focal)}) == 3
+
+
+def test_study_files_check_loss_and_label_smoothing(tmp_path):
+    from bcauto.config import parse_study
+    from bcauto.errors import BcautoError
+
+    cfg = parse_study('[search]\nloss = ["crossentropy", "focal"]\nlabel_smoothing = { low = 0.0, high = 0.2 }\n', tmp_path / "s.toml")
+    assert cfg.search["loss"] == ["crossentropy", "focal"]
+    with pytest.raises(BcautoError, match=r"\[search\] loss: 'mse' is not a loss"):
+        parse_study('[search]\nloss = "mse"\n', tmp_path / "s.toml")
+    with pytest.raises(BcautoError, match=r"\[search\] label_smoothing"):
+        parse_study("[search]\nlabel_smoothing = [0.0, 1.0]\n", tmp_path / "s.toml")
+
+
+def test_new_commands_have_help():
+    import subprocess
+    import sys
+
+    for command in ("refit", "evaluate", "predict"):
+        result = subprocess.run([sys.executable, "-m", "bcauto.cli", command, "--help"], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and f"usage: bcauto {command}" in result.stdout
