@@ -55,7 +55,7 @@ def main() -> None:
         per_epoch = float(np.mean(timer.times[1:]))
         throughput[label] = len(train_data.labels) / per_epoch
         print(f"{label}: mode {result.modes['head']}, {per_epoch:.3f} s/epoch, {throughput[label]:.0f} images/s, "
-              f"whole phase {total:.1f} s (includes feature extraction {'and model build' if cache else 'none'})")
+              f"whole phase {total:.1f} s (model build{' and the one-time feature extraction' if cache else ''} included)")
     print(f"head-phase throughput ratio (with / without cache): {throughput['with cache'] / throughput['without cache']:.0f}x")
 
 
