@@ -247,6 +247,12 @@ def cmd_predict(args, console) -> int:
     return 0
 
 
+def cmd_audit(args, console) -> int:
+    from bcauto.audit.command import run_audit_command
+
+    return run_audit_command(args, console)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
@@ -341,6 +347,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
     predict.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views")
     predict.set_defaults(func=cmd_predict)
+
+    audit = sub.add_parser("audit", help="find duplicates, near duplicates, label conflicts, blank/corrupt images and outliers",
+                           description="Audit a dataset: exact and near duplicates (re-encoded, brightened, shifted, cropped), "
+                                       "copies filed under different classes, blank or corrupt images, and outliers (images that are "
+                                       "not one cell on a smear background, such as cells pasted over a foreign picture). Writes "
+                                       "report.json and a contact sheet per flagged kind into --out.")
+    audit.add_argument("--data", required=True, help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto")
+    audit.add_argument("--image-size", type=int, default=96, help="audit (and --write-clean) the images at this size (default 96)")
+    audit.add_argument("--out", default="audit", help="folder for report.json and the contact sheets (default ./audit)")
+    audit.add_argument("--json", action="store_true", help="print the JSON report instead of the tables")
+    audit.add_argument("--write-clean", metavar="PATH", help="write an .npz (images, labels, class_names) without the flagged images")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the outlier detector's robust fit (default 0)")
+    audit.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the audit (default) or is skipped")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 

@@ -1,4 +1,8 @@
-"""The seeded, stratified train/validation split that never puts a copy of a validation image in training."""
+"""The seeded, stratified train/validation split that never puts a copy of a validation image in training.
+
+Copies are exact duplicates and near duplicates (re-encoded, brightened, shifted or cropped), found by the
+data audit (:func:`bcauto.audit.near_duplicate_groups`): every group lands on one side of the split.
+"""
 
 from __future__ import annotations
 
@@ -26,14 +30,23 @@ class Split:
 
 def exact_duplicate_groups(images: np.ndarray) -> np.ndarray:
     """One group id per image; byte-identical images share an id."""
-    ids: dict[bytes, int] = {}
-    return np.array([ids.setdefault(hashlib.blake2b(img.tobytes(), digest_size=16).digest(), len(ids)) for img in images])
+    from bcauto.audit.hashing import exact_duplicate_groups as groups
+
+    return groups(images)
+
+
+def copy_groups(images: np.ndarray) -> np.ndarray:
+    """One group id per image; exact and near duplicates share an id (the split's default grouping)."""
+    from bcauto.audit.near import near_duplicate_groups
+
+    return near_duplicate_groups(images)
 
 
 def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.ndarray | None = None) -> Split:
-    """Split ``data`` keeping class proportions; images of one group (duplicates) land on one side.
+    """Split ``data`` keeping class proportions; images of one group (copies) land on one side.
 
-    ``groups`` defaults to exact-duplicate groups; the audit passes near-duplicate groups as well.
+    ``groups`` (one id per image) defaults to :func:`copy_groups`: exact and near duplicates, so no copy or
+    near copy of a validation image is in training.
     """
     counts = data.class_counts()
     n_splits = max(2, int(round(1 / val_fraction)))
@@ -45,7 +58,9 @@ def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.n
             f"{names}; add images or remove the class"
         )
     if groups is None:
-        groups = exact_duplicate_groups(data.images)
+        groups = copy_groups(data.images)
+    elif len(groups) != len(data.labels):
+        raise BcautoError(f"{data.source}: {len(groups)} group ids for {len(data.labels)} images")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train, val = next(splitter.split(np.zeros(len(data.labels)), data.labels, groups))
     return Split(train=np.sort(train), val=np.sort(val))

@@ -1,0 +1,270 @@
+"""The data audit on generated images: duplicates, near duplicates, label conflicts, blank/corrupt images, cells
+pasted over foreign pictures; report, contact sheets, cleaning, the leak-free split and `bcauto audit`."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from bcauto_builtin.sources import BLOOD_CELL_CLASSES
+from bcauto_builtin.sources.synthetic import generate
+from PIL import Image
+
+from bcauto.audit import (
+    AuditOptions,
+    audit,
+    clean_dataset,
+    near_duplicate_groups,
+    write_clean_npz,
+)
+from bcauto.audit.command import run_audit_command
+from bcauto.cli import build_parser, main
+from bcauto.data import Dataset
+from bcauto.data.split import stratified_split
+from bcauto.errors import BcautoError
+
+SIZE = 64
+
+
+def jpeg(image: np.ndarray, quality: int = 80) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def near_copy(image: np.ndarray, rng) -> np.ndarray:
+    """Cropped by 3 pixels and resized back, 5% brighter, re-encoded."""
+    left, top = (int(v) for v in rng.integers(0, 4, 2))
+    cropped = Image.fromarray(image).resize((SIZE, SIZE), Image.Resampling.BILINEAR, box=(left, top, SIZE - 3 + left, SIZE - 3 + top))
+    return jpeg(np.clip(np.asarray(cropped, float) * 1.05, 0, 255).astype(np.uint8))
+
+
+def foreign(image: np.ndarray, rng, kind: str) -> np.ndarray:
+    """The centre of ``image`` (the cell) pasted over a drawing or a photo-like texture."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    if kind == "cartoon":
+        background = np.empty((SIZE, SIZE, 3))
+        background[:] = rng.integers(0, 256, 3)
+        for _ in range(5):
+            y0, x0 = rng.uniform(0, 1, 2)
+            shape = (np.abs(yy - y0) < rng.uniform(0.05, 0.3)) & (np.abs(xx - x0) < rng.uniform(0.05, 0.3))
+            background[shape] = rng.integers(0, 256, 3)
+    else:  # a leafy or rocky texture: a few random waves through a natural colour ramp
+        field = sum(np.sin(2 * np.pi * (rng.uniform(1, 9) * xx + rng.uniform(1, 9) * yy) + rng.uniform(0, 6)) for _ in range(6))
+        field = (field - field.min()) / np.ptp(field)
+        low, high = np.array([[20, 60, 10], [60, 50, 40]][rng.integers(2)]), np.array([[140, 200, 90], [200, 190, 170]][rng.integers(2)])
+        background = low + field[..., None] * (high - low) + rng.normal(0, 6, (SIZE, SIZE, 3))
+    cell = np.hypot(yy - 0.5, xx - 0.5) < 0.3
+    return jpeg(np.where(cell[..., None], image, np.clip(background, 0, 255)).astype(np.uint8), 90)
+
+
+@pytest.fixture(scope="module")
+def dirty():
+    """400 synthetic cells plus known contamination; returns (dataset, truth dict)."""
+    rng = np.random.default_rng(3)
+    images, labels = generate(400, SIZE, seed=11)
+    images, labels = list(images), list(labels)
+    truth = {"foreign": list(range(40)), "exact": [], "near": [], "conflicting": [], "blank": []}
+    for i in truth["foreign"]:
+        images[i] = foreign(images[i], rng, "cartoon" if i % 2 else "photo")
+    truth["clean"] = list(range(60, 400))  # untouched and never copied
+
+    def add(image, label):
+        images.append(image)
+        labels.append(label)
+        return len(images) - 1
+
+    for source in range(40, 45):  # exact copies, same label
+        truth["exact"].append((add(images[source].copy(), labels[source]), source))
+    for source in range(45, 50):  # near copies, same label
+        truth["near"].append((add(near_copy(images[source], rng), labels[source]), source))
+    for source in (50, 51):  # exact copies filed under another class
+        copy = add(images[source].copy(), (labels[source] + 1) % 8)
+        truth["exact"].append((copy, source))
+        truth["conflicting"] += [copy, source]
+    copy = add(near_copy(images[52], rng), (labels[52] + 3) % 8)  # a near copy under another class
+    truth["near"].append((copy, 52))
+    truth["conflicting"] += [copy, 52]
+    blank = np.full((SIZE, SIZE, 3), 200, np.uint8)
+    truncated = images[53].copy()
+    truncated[SIZE // 2:] = 128
+    noise = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    truth["blank"] = [add(blank, 0), add(truncated, labels[53]), add(noise, 2)]
+    data = Dataset(np.stack(images), np.array(labels, np.int64), BLOOD_CELL_CLASSES, "test-dirty")
+    return data, truth
+
+
+@pytest.fixture(scope="module")
+def report(dirty):
+    return audit(dirty[0])
+
+
+def test_exact_duplicates_found_and_only_them(dirty, report):
+    _, truth = dirty
+    groups = report.group_ids("exact_duplicates")
+    for copy, source in truth["exact"]:
+        assert groups[copy] >= 0 and groups[copy] == groups[source]
+    assert len(report.groups["exact_duplicates"]) == len(truth["exact"])
+    assert set(report.flagged_indices(["exact_duplicates"]).tolist()) == {copy for copy, _ in truth["exact"]}  # first kept
+
+
+def test_near_duplicates_survive_crop_brightness_and_jpeg(dirty, report):
+    _, truth = dirty
+    groups = report.group_ids("near_duplicates")
+    for copy, source in truth["near"]:
+        assert groups[copy] >= 0 and groups[copy] == groups[source], (copy, source)
+    grouped = {i for group in report.groups["near_duplicates"] for i in group}
+    assert not grouped & set(truth["clean"][40:]), "unrelated images grouped as near duplicates"
+
+
+def test_copies_with_conflicting_labels_are_flagged_all(dirty, report):
+    _, truth = dirty
+    conflicts = set(report.flagged_indices(["label_conflicts"]).tolist())
+    assert set(truth["conflicting"]) <= conflicts
+    same_label_copies = {c for c, _ in truth["exact"] + truth["near"]} - set(truth["conflicting"])
+    assert not conflicts & same_label_copies
+    assert any("filed as" in reason for reason in report.reasons[truth["conflicting"][0]])
+
+
+def test_blank_truncated_and_noise_images(dirty, report):
+    _, truth = dirty
+    assert report.flagged["blank_or_corrupt"] == truth["blank"]
+    reasons = [report.reasons[i][0] for i in truth["blank"]]
+    assert reasons[0].startswith("blank") and reasons[1].startswith("broken") and reasons[2].startswith("noise")
+
+
+def test_cells_pasted_over_foreign_pictures_are_outliers(dirty, report):
+    _, truth = dirty
+    outliers = set(report.flagged_indices(["outliers"]).tolist())
+    recall = np.mean([i in outliers for i in truth["foreign"]])
+    false_positive = np.mean([i in outliers for i in truth["clean"]])
+    assert recall >= 0.9, recall
+    assert false_positive <= 0.03, false_positive
+    assert all(report.reasons[i] for i in outliers)
+
+
+def test_summary_class_distribution_and_flag_semantics(dirty, report):
+    data, _ = dirty
+    summary = report.summary()
+    assert summary["all"]["flagged"] + summary["all"]["kept"] == len(data.labels)
+    rows = report.class_distribution()
+    assert [r["images"] for r in rows] == data.class_counts().tolist()
+    assert sum(r["flagged"] for r in rows) == summary["all"]["flagged"]
+    everything = set(report.flagged_indices().tolist())
+    assert everything == set().union(*(set(report.flagged_indices([k]).tolist()) for k in report.checks))
+    with pytest.raises(ValueError, match="unknown audit kind"):
+        report.flagged_indices(["duplicates"])
+
+
+def test_clean_dataset_removes_the_flagged_and_says_why(dirty, report):
+    data, truth = dirty
+    cleaned, removed = clean_dataset(data, report)
+    assert len(cleaned.labels) == len(data.labels) - len(removed) == len(data.labels) - len(report.flagged_indices())
+    by_index = {entry["index"]: entry for entry in removed}
+    assert by_index[truth["blank"][0]]["kinds"] == ["blank_or_corrupt"]
+    assert "exact_duplicates" in by_index[truth["exact"][0][0]]["kinds"] and truth["exact"][0][1] not in by_index
+    assert set(removed[0]) == {"index", "label", "label_index", "kinds", "reasons", "group"}
+    assert cleaned.notes[-1].startswith("audit: removed")
+    _, removed_copies = clean_dataset(data, report, kinds=["exact_duplicates"])
+    assert len(removed_copies) == len(truth["exact"])
+    other = Dataset(data.images[:-1], data.labels[:-1], data.class_names, "other")
+    with pytest.raises(BcautoError, match="audit report is of other data"):
+        clean_dataset(other, report)
+
+
+def test_near_duplicate_groups_include_exact_copies(dirty):
+    data, truth = dirty
+    groups = near_duplicate_groups(data.images)
+    for copy, source in truth["exact"] + truth["near"]:
+        assert groups[copy] == groups[source]
+    assert len(np.unique(groups)) >= len(groups) - 2 * len(truth["exact"] + truth["near"]) - 5
+
+
+def test_split_keeps_every_near_copy_on_one_side(dirty):
+    data, truth = dirty
+    pairs = truth["exact"] + truth["near"]
+    for seed in range(3):
+        split = stratified_split(data, 0.2, seed)
+        train = set(split.train.tolist())
+        for copy, source in pairs:
+            assert (copy in train) == (source in train), (seed, copy, source)
+    with pytest.raises(BcautoError, match="group ids"):
+        stratified_split(data, 0.2, 0, groups=np.zeros(3))
+
+
+def test_options_are_checked():
+    with pytest.raises(BcautoError, match="unknown option"):
+        AuditOptions.from_mapping({"near_treshold": 0.9})
+    with pytest.raises(BcautoError, match="unknown check"):
+        AuditOptions.from_mapping({"checks": ["outliers", "blurry"]})
+    with pytest.raises(BcautoError, match="near_threshold"):
+        AuditOptions.from_mapping({"near_threshold": 1.5})
+
+
+def test_a_handful_of_images_is_audited_without_outlier_detection():
+    images, labels = generate(12, 32, seed=0)
+    images[5] = images[2]
+    result = audit(Dataset(images, labels, BLOOD_CELL_CLASSES, "tiny"))
+    assert result.groups["exact_duplicates"] == [[2, 5]]
+    assert result.flagged["outliers"] == [] and any("too few" in note for note in result.notes)
+
+
+def _cli_args(*argv):
+    return build_parser().parse_args(["audit", *argv])
+
+
+def test_cli_writes_report_sheets_and_clean_npz(dirty, tmp_path):
+    data, _ = dirty
+    source = tmp_path / "dirty.npz"
+    np.savez(source, images=data.images, labels=data.labels, class_names=np.array(data.class_names))
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=160)
+    out, clean = tmp_path / "audit", tmp_path / "clean.npz"
+    args = _cli_args("--data", str(source), "--image-size", str(SIZE), "--out", str(out), "--write-clean", str(clean))
+    assert run_audit_command(args, console) == 0
+    printed = console.file.getvalue()
+    assert "exact_duplicates" in printed and "class distribution" in printed and "basophil" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["images"] == len(data.labels) and report["class_names"] == list(BLOOD_CELL_CLASSES)
+    assert report["kinds"]["blank_or_corrupt"]["images"] == 3
+    assert report["kinds"]["exact_duplicates"]["groups"][0][0]["label"] in BLOOD_CELL_CLASSES
+    assert sum(row["images"] for row in report["class_distribution"]) == len(data.labels)
+    for kind in ("exact_duplicates", "near_duplicates", "label_conflicts", "blank_or_corrupt", "outliers"):
+        with Image.open(out / f"{kind}.png") as sheet:
+            assert sheet.width >= 480 and sheet.height > 96
+    with np.load(clean) as npz:
+        assert len(npz["labels"]) == report["kept"] == len(npz["images"])
+        assert npz["images"].shape[1:] == (SIZE, SIZE, 3) and list(npz["class_names"]) == list(BLOOD_CELL_CLASSES)
+
+
+def test_cli_json_goes_to_stdout_alone(dirty, tmp_path, capsys):
+    data, _ = dirty
+    source = tmp_path / "small.npz"
+    np.savez(source, images=data.images[:60], labels=data.labels[:60])
+    from rich.console import Console
+
+    args = _cli_args("--data", str(source), "--image-size", "32", "--out", str(tmp_path / "a"), "--json")
+    assert run_audit_command(args, Console(file=io.StringIO())) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 60 and report["image_size"] == 32 and "kinds" in report
+
+
+def test_cli_error_messages(tmp_path, capsys):
+    assert main(["audit", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "a")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    from rich.console import Console
+
+    console = Console(file=io.StringIO())
+    with pytest.raises(BcautoError, match=r"--write-clean .*must end in \.npz"):
+        run_audit_command(_cli_args("--data", "synthetic:50", "--write-clean", str(tmp_path / "clean.txt")), console)
+    with pytest.raises(BcautoError, match="--image-size must be 8 or more"):
+        run_audit_command(_cli_args("--data", "synthetic:50", "--image-size", "4"), console)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BcautoError, match="--out .*file"):
+        run_audit_command(_cli_args("--data", "synthetic:50", "--image-size", "32", "--out", str(tmp_path / "file")), console)
+    with pytest.raises(BcautoError, match="folder .* does not exist"):
+        write_clean_npz(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s"), audit(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s")),
+                        tmp_path / "nowhere" / "clean.npz")
