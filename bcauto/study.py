@@ -155,15 +155,21 @@ class PreparedData:
     data_fingerprint: str
     shifted: Dataset | None = None
     shift_tags: Any = None
+    removed: list[dict] | None = None
 
 
 def prepare_data(request: SearchRequest, components: Components) -> PreparedData:
     """Split the data (duplicates on one side) and corrupt a copy of the validation part, once per study."""
     cfg, data = request.cfg, request.data
+    removed: list[dict] = []
+    if cfg.data["clean"]:  # the audit's flagged images never reach the split
+        from bcauto.audit import audit_and_clean
+
+        data, removed, _ = audit_and_clean(data)
     split = stratified_split(data, cfg.data["val_fraction"], request.seed)
     train, val = data.subset(split.train), data.subset(split.val)
     shifted, tags = shifted_copy(val, components.shifts, request.seed) if cfg.study["shift_validation"] else (None, None)
-    return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags)
+    return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags, removed)
 
 
 def open_study(request: SearchRequest) -> optuna.Study:
@@ -190,6 +196,7 @@ def describe_run(request: SearchRequest, prepared: PreparedData, settings: Train
         "head_epochs": settings.head_epochs, "finetune_epochs": settings.finetune_epochs, "patience": settings.patience,
         "sampler": cfg.study["sampler"], "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
         "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
+        "data.clean": request.cfg.data["clean"], "data.removed": len(prepared.removed or []),
     }
     tags = {
         "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": prepared.data_fingerprint,
@@ -219,6 +226,9 @@ def run_search(request: SearchRequest, components: Components, console: Console)
 
     params, tags = describe_run(request, prepared, settings, precision, components)
     parent = tracker.parent_run(request.study_name, params, tags)
+    if prepared.removed:
+        tracker.log_json(parent, prepared.removed, "cleaned_images.json")
+        console.print(f"{escape('[data]')} clean: {len(prepared.removed)} flagged images removed before the split (cleaned_images.json on the parent run)")
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
     context = SearchContext(cfg=cfg, components=components, train_data=prepared.train, val_data=prepared.val, settings=settings,

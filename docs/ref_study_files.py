@@ -32,8 +32,9 @@ MEANINGS = {
     "data.image_size": "side in pixels that every image is resized to; must reach each backbone's minimum input size",
     "data.val_fraction": "share of the images in the stratified validation split",
     "data.synthetic_size": "number of images the `synthetic` source generates",
-    "data.clean": "switch for cleaning the data before the split (duplicates and outliers, as in the seed report's "
-                  "section 2.1); no stage reads it yet, so it has no effect",
+    "data.clean": "remove what `bcauto audit` flags (duplicates, label conflicts, blank images, foreign backgrounds; "
+                  "the seed report's section 2.1) before the split; the removed images are listed in "
+                  "`cleaned_images.json` on the study's parent run",
     "train.weights": "pretrained weights for backbones that have them: `imagenet` (downloaded once), a local weights "
                      "file per backbone for offline machines (`{backbone}` becomes the backbone's name), or `none` "
                      "to train every backbone from scratch",
