@@ -231,8 +231,8 @@ def study_run_params(client, study: optuna.Study, trial: optuna.trial.FrozenTria
 
 
 def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, components, study_name: str) -> Dataset:
-    """The data the study searched on (``spec`` overrides where it is read from), refused when its fingerprint
-    differs from the one the study logged."""
+    """The data the study searched on (``spec`` overrides where it is read from; cleaned again by the audit where
+    the study had ``[data] clean``), refused when its fingerprint differs from the one the study logged."""
     from bcauto.data.sources import load_data
 
     source = spec or params.get("data.source")
@@ -243,6 +243,10 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
     # "skip" reproduces either setting of the search: with "stop" every image decoded, with "skip" the same ones are left out
     options = {"seed": seed, "synthetic_size": cfg.data["synthetic_size"], "on_bad_image": "skip"}
     data = load_data(source, image_size, components, options)
+    if str(params.get("data.clean", cfg.data["clean"])) == "True":  # the search removed the audit's flags; so does the refit
+        from bcauto.audit import audit_and_clean
+
+        data, _, _ = audit_and_clean(data)
     expected = params.get("data.fingerprint")
     if expected and data.fingerprint() != str(expected):
         given = f"--data {spec!r}" if spec else f"the study's data source {source!r}"

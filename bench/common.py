@@ -19,18 +19,52 @@ def quiet():
     quiet_frameworks()
 
 
-def load_subset(path: str, image_size: int, n: int, seed: int = 0):
-    """A stratified, seeded subset of ``n`` images from an image folder or npz, at ``image_size``."""
+def stratified_subset(data, n: int, seed: int = 0):
+    """(a stratified, seeded ``n``-image subset of ``data``, the images left out of it)."""
     from sklearn.model_selection import train_test_split
 
+    keep, rest = np.arange(len(data.labels)), np.arange(0)
+    if n < len(data.labels):
+        keep, rest = train_test_split(keep, train_size=n, stratify=data.labels, random_state=seed)
+    return data.subset(np.sort(keep)), data.subset(np.sort(rest))
+
+
+def load_subset(path: str, image_size: int, n: int, seed: int = 0, with_rest: bool = False):
+    """A stratified, seeded subset of ``n`` images from an image folder or npz, at ``image_size``; with
+    ``with_rest``, also the images left out of it (for pretraining on data the bench never scores)."""
     from bcauto.data.sources import load_data
     from bcauto.plugins import components
 
     data = load_data(path, image_size, components(), {"seed": seed, "on_bad_image": "skip"})
-    if n < len(data.labels):
-        keep, _ = train_test_split(np.arange(len(data.labels)), train_size=n, stratify=data.labels, random_state=seed)
-        data = data.subset(np.sort(keep))
-    return data
+    subset, rest = stratified_subset(data, n, seed)
+    return (subset, rest) if with_rest else subset
+
+
+def domain_pretrained_resnet50(data, weights_file: Path, epochs: int = 3, seed: int = 0) -> str:
+    """Train ResNet50 from scratch on ``data`` (a classifier over its classes) and save the backbone's weights.
+
+    Stands in for ImageNet weights on a machine without network: a frozen backbone with random weights gives
+    near-constant features and every head sits at chance, which makes a quality comparison meaningless. The
+    file is reused when it exists. Returns a one-line summary for the bench's output.
+    """
+    import keras
+
+    size = data.images.shape[1]
+    if weights_file.exists():
+        return f"domain-pretrained ResNet50 reused from {weights_file}"
+    keras.utils.set_random_seed(seed)
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(size, size, 3))
+    inputs = keras.Input((size, size, 3))
+    x = base(keras.applications.resnet50.preprocess_input(inputs))
+    outputs = keras.layers.Dense(len(data.class_names), activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    history = model.fit(data.images.astype("float32"), data.labels, epochs=epochs, batch_size=64, verbose=0)
+    weights_file.parent.mkdir(parents=True, exist_ok=True)
+    base.save_weights(weights_file)
+    return (f"domain-pretrained ResNet50: {len(data.labels)} images outside the subset, {epochs} epochs, "
+            f"training accuracy {history.history['accuracy'][-1]:.3f}, {time.perf_counter() - start:.0f} s")
 
 
 def save_npz(data, path: Path) -> Path:

@@ -152,6 +152,31 @@ def test_refit_refuses_other_data_than_the_study_searched(study, capsys):
     assert not (root / "other").exists()
 
 
+def test_refit_data_of_a_cleaned_study_is_cleaned_again_before_the_fingerprint_check(tmp_path):
+    from bcauto.audit import audit_and_clean
+    from bcauto.config import load_study
+    from bcauto.data.sources import load_data
+    from bcauto.errors import BcautoError
+    from bcauto.plugins import components
+    from bcauto.refit import load_study_data
+
+    path = tmp_path / "dirty.npz"
+    with np.load(synthetic_npz(tmp_path / "clean.npz", n=60)) as clean:
+        images, labels = clean["images"], clean["labels"]
+        np.savez(path, images=np.concatenate([images, images[:4]]), labels=np.concatenate([labels, labels[:4]]),
+                 class_names=clean["class_names"])  # four exact copies for the audit to remove
+    comps = components()
+    cleaned, removed, _ = audit_and_clean(load_data(str(path), 32, comps, {"seed": 0}))
+    assert len(removed) >= 4 and len(cleaned.labels) == 64 - len(removed)
+    cfg_file = tmp_path / "tiny.toml"
+    cfg_file.write_text(TINY_STUDY)
+    params = {"data.source": str(path), "image_size": "32", "study_seed": "0", "data.fingerprint": cleaned.fingerprint()}
+    data = load_study_data(None, {**params, "data.clean": "True"}, load_study(cfg_file), comps, "tiny")
+    assert data.fingerprint() == cleaned.fingerprint() and len(data.labels) == len(cleaned.labels)
+    with pytest.raises(BcautoError, match="other data"):  # without the flag the raw file differs from what was searched
+        load_study_data(None, {**params, "data.clean": "False"}, load_study(cfg_file), comps, "tiny")
+
+
 def test_top2_ensemble_outputs_the_mean_of_its_members(study, ensembled):
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
