@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--pretrain-images", type=int, default=3000, help="images outside the subset to pretrain on")
     parser.add_argument("--pretrain-epochs", type=int, default=3)
     parser.add_argument("--weights-cache", default=str(Path.home() / ".cache" / "bcauto-bench"))
+    parser.add_argument("--prepare-only", action="store_true", help="fill the weights cache and stop (nothing timed)")
     args = parser.parse_args()
     quiet()
     from bcauto.config import load_study
@@ -45,6 +46,8 @@ def main() -> None:
     pretrain, _ = stratified_subset(rest, args.pretrain_images)
     weights = Path(args.weights_cache) / f"resnet50-{Path(args.data).name}-{size}px-{len(pretrain.labels)}x{args.pretrain_epochs}.weights.h5"
     print(domain_pretrained_resnet50(pretrain, weights, args.pretrain_epochs))
+    if args.prepare_only:
+        return
     (tmp / "speed.toml").write_text(study_text.replace("{weights}", str(weights)))
     cfg = load_study(tmp / "speed.toml")
     epochs, patience, seed = cfg.train["head_epochs"], cfg.train["patience"], cfg.study["seed"]
