@@ -37,7 +37,9 @@ class WorkerJob:
     precision: str = "float32"
     deadline: float | None = None
     recycle_after: int = 20
-    memory_growth_limit: float = 1.5
+    # TensorFlow keeps every trial's traced train step alive in the process (about 30 MiB per trial in
+    # bench/memory.py; clear_session does not release them), so a worker is replaced once it grew 10%.
+    memory_growth_limit: float = 1.1
     env: dict = field(default_factory=dict)
 
     def write(self, path: Path) -> Path:

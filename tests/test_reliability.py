@@ -215,3 +215,27 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
     assert bcauto(tmp_path, *args).returncode == 0
     trials = optuna.load_study(study_name="stop", storage=storage).trials
     assert sum(t.state == State.COMPLETE for t in trials) == 2 and not any(t.state == State.RUNNING for t in trials)
+
+
+def test_a_worker_is_recycled_when_its_memory_grew_past_the_limit_or_after_its_trial_quota(monkeypatch):
+    from bcauto import worker
+
+    class Study:
+        stopped = 0
+
+        def stop(self):
+            self.stopped += 1
+
+    rss = iter([1000.0, 1050.0, 1099.0, 1101.0])
+    monkeypatch.setattr(worker, "resident_memory_mb", lambda: next(rss))
+    study, recycle = Study(), worker.Recycle(limit=20, growth=worker.WorkerJob.memory_growth_limit)
+    for expected in (0, 0, 0, 1):  # baseline 1000 MiB after the first trial; 1101 MiB is past +10%
+        recycle(study, None)
+        assert study.stopped == expected
+    quota = worker.Recycle(limit=2, growth=10.0)
+    monkeypatch.setattr(worker, "resident_memory_mb", lambda: 1000.0)
+    study = Study()
+    quota(study, None)
+    assert study.stopped == 0
+    quota(study, None)
+    assert study.stopped == 1
