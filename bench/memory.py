@@ -46,6 +46,8 @@ lr_head = {{ low = 3e-4, high = 3e-3, log = true }}
 
 def tree_rss_mb(root: int) -> float:
     """Resident memory of ``root`` and all its descendants, in MiB."""
+    from bcauto.supervisor import process_memory_mb
+
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -58,15 +60,7 @@ def tree_rss_mb(root: int) -> float:
         children = {pid for pid, parent in parents.items() if parent in tree} - tree
         tree |= children
         grown = bool(children)
-    total = 0.0
-    for pid in tree:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
+    return sum(process_memory_mb(pid) for pid in tree)
 
 
 def finished_trials(db: Path) -> int:
