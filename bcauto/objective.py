@@ -16,11 +16,11 @@ import numpy as np
 import optuna
 
 from bcauto.data import Dataset
-from bcauto.evaluation import predict_batches, save_confusion_matrix, score
+from bcauto.evaluation import save_confusion_matrix, score
 from bcauto.progress import EpochProgress, SearchProgress
 from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
-from bcauto.training import TrainSettings, TrialPlan, train
+from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
 
 EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "lr")
 
@@ -106,7 +106,7 @@ class Objective:
         logger = MlflowEpochLogger(ctx.tracker, run_id)
         try:
             result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger))
-            value, scores, shift_metrics = self.evaluate(result.model)
+            value, scores, shift_metrics = self.evaluate(result)
             ctx.tracker.log_metrics(run_id, shift_metrics)
             self.record(trial, run_id, result, scores, value)
             return value
@@ -140,12 +140,12 @@ class Objective:
         prunable = len(trial.study.directions) == 1
         return [logger, OptunaReporter(trial, ctx.per_epoch_metric, prunable), EpochProgress(ctx.progress)]
 
-    def evaluate(self, model) -> tuple[Any, Any, dict[str, float]]:
-        """The objective value(s), the clean scores, and the shifted-validation metrics."""
+    def evaluate(self, result: TrainResult) -> tuple[Any, Any, dict[str, float]]:
+        """The objective value(s), the clean scores, and the shifted-validation metrics of a trained trial."""
         ctx = self.ctx
         val = ctx.val_data
-        scores = score(val.labels, predict_batches(model, val.images).argmax(axis=1), val.class_names)
-        shift_metrics = shifted_scores(model, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
+        scores = score(val.labels, result.probabilities(val).argmax(axis=1), val.class_names)
+        shift_metrics = shifted_scores(result, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
         clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
         metric = ctx.cfg.study["metric"]
         value = {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
@@ -186,9 +186,9 @@ class Objective:
             ctx.progress.trial_done(value, state)
 
 
-def shifted_scores(model, shifted: Dataset, tags: np.ndarray) -> dict[str, float]:
+def shifted_scores(result: TrainResult, shifted: Dataset, tags: np.ndarray) -> dict[str, float]:
     """Macro-F1 on the shifted validation copy, overall and per corruption (all severities pooled)."""
-    predicted = predict_batches(model, shifted.images).argmax(axis=1)
+    predicted = result.probabilities(shifted).argmax(axis=1)
     overall = score(shifted.labels, predicted, shifted.class_names)
     metrics = {"val_shift_macro_f1": overall.macro_f1, "val_shift_accuracy": overall.accuracy}
     names = np.array([tag.split(":")[0] for tag in tags])

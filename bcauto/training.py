@@ -74,6 +74,12 @@ class TrainResult:
     phase_epochs: dict[str, int]
     unfrozen_blocks: int | str
     modes: dict[str, str] = field(default_factory=dict)
+    predict: Callable[[Dataset], np.ndarray] | None = None
+
+    def probabilities(self, data: Dataset) -> np.ndarray:
+        """Class probabilities of ``data``: through cached backbone features when the backbone ended the trial
+        frozen and unchanged (the same outputs as ``model``, without its forward pass), else through ``model``."""
+        return self.predict(data) if self.predict is not None else predict_batches(self.model, data.images)
 
 
 @dataclass
@@ -197,6 +203,8 @@ class Trainer:
         self.recorder = HistoryRecorder()
         self.callbacks = [LearningRateLogger(), self.recorder, *callbacks]
         self.modes: dict[str, str] = {}
+        self.backbone_trained = False
+        self.val_features: np.ndarray | None = None
 
     @property
     def done(self) -> int:
@@ -237,16 +245,20 @@ class Trainer:
         steps = -(-len(labels) // s.batch_size)
         self.fit(self.parts.head, self.plan.lr_head, epochs, train_ds, val_ds, steps_per_epoch=steps)
 
-    def cached_features(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
-        s, plan, backbone = self.settings, self.plan, self.parts.backbone
-        views = int(mode.split(":")[1]) if ":" in mode else 0
-        parts = {
+    def feature_parts(self, views: int = 0) -> dict[str, Any]:
+        """What the frozen backbone's pooled features depend on, besides the images (the feature cache's key)."""
+        s, plan = self.settings, self.plan
+        return {
             "backbone": plan.backbone.name, "weights": weights_identity(plan.weights_for(s)), "params": plan.backbone_params,
             "preprocessing": plan.backbone.preprocessing, "image_size": self.train_data.image_size,
-            "train": self.train_data.fingerprint(), "val": self.val_data.fingerprint(),
             "policy": keras.mixed_precision.global_policy().name,
             "views": views, "augmentation": [plan.augmentation.name, plan.augmentation_params] if views else None,
         }
+
+    def cached_features(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        s, backbone = self.settings, self.parts.backbone
+        views = int(mode.split(":")[1]) if ":" in mode else 0
+        parts = {**self.feature_parts(views), "train": self.train_data.fingerprint(), "val": self.val_data.fingerprint()}
 
         def compute():
             if views:
@@ -258,7 +270,20 @@ class Trainer:
 
         arrays, hit = FeatureCache(s.cache_dir).get_or_compute(parts, compute)
         self.modes["head_cache"] = "hit" if hit else "miss"
+        self.val_features = arrays["val"]
         return arrays["train"], arrays["val"]
+
+    def predict_frozen(self, data: Dataset) -> np.ndarray:
+        """Probabilities of ``data`` from the head on the frozen backbone's pooled features (cached per data set)."""
+        s = self.settings
+        if data is self.val_data:
+            features = self.val_features
+        else:
+            parts = {**self.feature_parts(), "images": data.fingerprint()}
+            arrays, _ = FeatureCache(s.cache_dir).get_or_compute(
+                parts, lambda: {"features": pooled_features(self.parts.backbone, data.images, s.batch_size)})
+            features = arrays["features"]
+        return self.parts.head.predict(features, batch_size=256, verbose=0)
 
     def _view_augmenter(self, view: int):
         # seeded by view, not by trial, so trials with the same policy and parameters share the views
@@ -280,6 +305,8 @@ class Trainer:
             self.fit_full(plan.lr_finetune, epochs)
         if min(e["val_loss"] for e in self.recorder.epochs[start:]) > head_best:
             parts.model.set_weights(head_weights)  # fine-tuning never beat the frozen model: keep the frozen one
+        else:
+            self.backbone_trained = True
         return unfrozen
 
     def _fits_in_memory(self, prefix: keras.Model) -> bool:
@@ -316,4 +343,6 @@ def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_dat
     if pretrained and settings.finetune_epochs > 0:
         unfrozen = trainer.finetune_phase(settings.finetune_epochs)
         phase_epochs["finetune"] = trainer.done - phase_epochs["head"]
-    return TrainResult(trainer.parts.model, trainer.recorder.epochs, phase_epochs, unfrozen, trainer.modes)
+    frozen_scoring = trainer.modes["head"] != "online" and not trainer.backbone_trained
+    return TrainResult(trainer.parts.model, trainer.recorder.epochs, phase_epochs, unfrozen, trainer.modes,
+                       predict=trainer.predict_frozen if frozen_scoring else None)

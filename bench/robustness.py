@@ -2,12 +2,18 @@
 
 Two studies of equal budget (same data, seed, search space, trials and epochs) differ only in ``[study] metric``:
 ``val_macro_f1`` (clean validation) and ``val_shift_macro_f1`` (a corrupted copy of the validation split). Both
-search augmentation policies, among them corruption, stain and augmix. The best trial of each is refitted
-(``bcauto refit``) and both models are scored on a held-out split that neither search saw: clean, and through the
-whole corruption suite (every shift at every severity, ``bcauto.shift.every_shift``), macro-F1 averaged over all.
+search augmentation policies, among them corruption, stain and augmix. The top K trials of each are refitted as one
+ensemble (``bcauto refit --top K``) and both models are scored on a held-out split that neither search saw: clean,
+and through the whole corruption suite (every shift at every severity, ``bcauto.shift.every_shift``), macro-F1
+averaged over all. Everything is repeated for each seed (its own held-out split, pool, studies and corruptions);
+the mean differences over the seeds are printed last.
 
-    python bench/robustness.py                  # pbc96 at 32x32: 2 x 8 trials x 10 epochs on 4,000 images
-    python bench/robustness.py --trials 2 --epochs 1 --pool 800 --holdout-max 400   # a smoke run
+    python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 8 trials x 10 epochs
+    python bench/robustness.py --seeds 0 --trials 2 --epochs 1 --pool 800 --holdout-max 400 --top 1   # a smoke run
+
+Why an ensemble and several seeds: a single refit of a short from-scratch run can land on a bad epoch (a first run
+saw one fall from 0.83 validation to 0.29 held-out macro-F1), and one seed's difference mixes that luck with the
+effect of the metric.
 
 The backbone is the home-made ``resnet_cnn`` (its ``base_filters`` searched): in a few epochs from scratch at
 48x48 on pbc96, ``mini_cnn`` stayed at the majority class for every learning rate tried (1e-4 to 1e-3), so it would
@@ -94,16 +100,15 @@ def main(argv=None) -> int:
     parser.add_argument("--pool", type=int, default=4000, help="images the searches use, drawn from the rest (default 4000)")
     parser.add_argument("--trials", type=int, default=8, help="trials per study (default 8)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split, both studies and the corruptions (default 0)")
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds; each gives its own split, pair of studies and "
+                                                       "corruptions (default 0,1)")
+    parser.add_argument("--top", type=int, default=3, help="refit the K best trials of each study as an ensemble (default 3)")
     parser.add_argument("--work", help="folder for stores, data and models (default: a new temporary folder)")
     args = parser.parse_args(argv)
     quiet()
     from rich.console import Console
 
-    from bcauto.bundle import load_bundle
-    from bcauto.cli import main as bcauto
     from bcauto.data.sources import load_data
-    from bcauto.evaluate import evaluate
     from bcauto.plugins import components
 
     console = Console()
@@ -112,73 +117,103 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     comps = components()
     data = load_data(args.data, args.size, comps, {"on_bad_image": "skip"})
-    pool, held = split_holdout(data, args.holdout, args.pool, args.holdout_max, args.seed)
-    search_data = save_npz(pool, work / "search.npz")
-    console.print(f"data {args.data} at {args.size}px: {len(data.labels)} images; searches use {len(pool.labels)}, "
+    runs = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        run = run_seed(data, seed, args, comps, work, console)
+        if run is None:
+            return 1
+        runs[seed] = run
+    report(runs, args, console, time.perf_counter() - started, work)
+    (work / "robustness.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2, default=str))
+    return 0
+
+
+def run_seed(data, seed: int, args, comps, work: Path, console):
+    """One seed: its held-out split, both studies, their refits and held-out scores (None when a command failed)."""
+    from bcauto.bundle import load_bundle
+    from bcauto.cli import main as bcauto
+    from bcauto.evaluate import evaluate
+
+    pool, held = split_holdout(data, args.holdout, args.pool, args.holdout_max, seed)
+    search_data = save_npz(pool, work / f"search-s{seed}.npz")
+    console.print(f"seed {seed}: {args.data} at {args.size}px: {len(data.labels)} images; searches use {len(pool.labels)}, "
                   f"held out {len(held.labels)} (never seen by a search)")
     stores = ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
     results, timings = {}, {}
     for label, metric in METRICS.items():
-        name = f"robust_{label}"
+        name = f"robust_{label}_s{seed}"
         study_file = work / f"{name}.toml"
-        study_file.write_text(STUDY.format(metric=metric, trials=args.trials, seed=args.seed, size=args.size, epochs=args.epochs))
+        study_file.write_text(STUDY.format(metric=metric, trials=args.trials, seed=seed, size=args.size, epochs=args.epochs))
         t0 = time.perf_counter()
-        code = bcauto(["search", "--study", str(study_file), "--name", name, "--data", str(search_data), "--workers", "0", *stores])
-        if code != 0:
-            return code
+        if bcauto(["search", "--study", str(study_file), "--name", name, "--data", str(search_data), "--workers", "0", *stores]) != 0:
+            return None
         t1 = time.perf_counter()
-        if bcauto(["refit", "--name", name, *stores, "--out", str(work / name)]) != 0:
-            return 1
+        if bcauto(["refit", "--name", name, "--top", str(args.top), *stores, "--out", str(work / name)]) != 0:
+            return None
         t2 = time.perf_counter()
         bundle = load_bundle(work / name)
-        result, _, _ = evaluate(bundle, held, comps.shifts, seed=args.seed)
+        result, _, _ = evaluate(bundle, held, comps.shifts, seed=seed)
         timings[label] = {"search_s": t1 - t0, "refit_s": t2 - t1, "evaluate_s": time.perf_counter() - t2}
-        member = bundle.info["members"][0]
-        results[label] = {"study": name, "metric": metric, "trial": member["trial"], "params": member["params"],
-                          "search": member["metrics"], "epochs": member["epochs"], "holdout": result}
-    report(results, timings, args, console, time.perf_counter() - started, work, len(pool.labels), len(held.labels))
-    (work / "robustness.json").write_text(json.dumps({"results": results, "timings": timings, "args": vars(args)}, indent=2, default=str))
-    return 0
+        members = [{"trial": m["trial"], "params": m["params"], "search": m["metrics"], "epochs": m["epochs"]}
+                   for m in bundle.info["members"]]
+        results[label] = {"study": name, "metric": metric, "members": members, "holdout": result}
+    return {"results": results, "timings": timings, "same_trials": same_trials(work, seed),
+            "pool": len(pool.labels), "held": len(held.labels)}
 
 
-def same_trials(work: Path) -> bool:
-    """Whether both studies trained the same configurations (the same sampler seed with fewer trials than TPE's
-    random start-up draws the same parameters)."""
+def same_trials(work: Path, seed: int) -> bool:
+    """Whether both studies of ``seed`` trained the same configurations (the same sampler seed with fewer trials
+    than TPE's random start-up draws the same parameters)."""
     import optuna
 
     storage = f"sqlite:///{work}/optuna.db"
-    params = [[t.params for t in optuna.load_study(study_name=f"robust_{label}", storage=storage).trials] for label in METRICS]
+    params = [[t.params for t in optuna.load_study(study_name=f"robust_{label}_s{seed}", storage=storage).trials]
+              for label in METRICS]
     return params[0] == params[1]
 
 
-def report(results, timings, args, console, total_s, work, n_pool, n_held) -> None:
-    rows = []
-    for label, r in results.items():
-        h, p = r["holdout"], r["params"]
-        rows.append(f"| {r['metric']} | {r['trial']} | {p['backbone']}, {p['augmentation']}, {p['imbalance']}, {p['loss']}"
-                    f" (smoothing {p['label_smoothing']}), {r['epochs']['head']} epochs | {r['search'].get('val_macro_f1', float('nan')):.4f} | "
-                    f"{r['search'].get('val_shift_macro_f1', float('nan')):.4f} | {h['macro_f1']:.4f} | {h['shift']['mean_macro_f1']:.4f} |")
-    clean, shifted = results["clean"]["holdout"], results["shifted"]["holdout"]
-    spent = ", ".join(f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
-                      for k, v in timings.items())
-    lines = [
-        f"machine: {machine()}; total {total_s / 60:.1f} min ({spent})",
-        f"data: {args.data} at {args.size}x{args.size}; search pool {n_pool} images (each study splits it 80/20 into "
-        f"training and validation), held-out {n_held} images; {args.trials} trials x {args.epochs} epochs per study, seed {args.seed}",
-        f"both studies trained the same configurations: {same_trials(work)}",
-        "",
-        "| selected by | trial | configuration | val clean F1 | val shifted F1 | held-out clean F1 | held-out shifted F1 |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        *rows,
-        "",
-        f"difference (shifted-selected minus clean-selected): held-out clean macro-F1 {shifted['macro_f1'] - clean['macro_f1']:+.4f}, "
-        f"held-out shifted macro-F1 {shifted['shift']['mean_macro_f1'] - clean['shift']['mean_macro_f1']:+.4f}",
-        "",
-        "held-out shifted macro-F1 by severity (clean-selected / shifted-selected): " + ", ".join(
-            f"{s}: {clean['shift']['by_severity'][s]:.3f} / {shifted['shift']['by_severity'][s]:.3f}" for s in clean["shift"]["by_severity"]),
-        "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): " + ", ".join(
-            f"{n}: {clean['shift']['by_corruption'][n]:.3f} / {shifted['shift']['by_corruption'][n]:.3f}" for n in clean["shift"]["by_corruption"]),
-    ]
+def member_row(metric: str, m: dict) -> str:
+    p, s = m["params"], m["search"]
+    return (f"| {metric} | {m['trial']} | {p['augmentation']}, smoothing {p['label_smoothing']}, filters {p.get('base_filters', '-')}, "
+            f"lr {p['lr_head']:.2e}, "
+            f"{m['epochs']['head']} epochs | {s.get('val_macro_f1', float('nan')):.4f} | {s.get('val_shift_macro_f1', float('nan')):.4f} |")
+
+
+def report(runs, args, console, total_s, work) -> None:
+    lines = [f"machine: {machine()}; total {total_s / 60:.1f} min",
+             f"data: {args.data} at {args.size}x{args.size}; {args.trials} trials x {args.epochs} epochs per study; "
+             f"refit: top {args.top} trials of each study as one ensemble", ""]
+    gaps = {"clean": [], "shifted": []}
+    for seed, run in runs.items():
+        results = run["results"]
+        clean, shifted = results["clean"]["holdout"], results["shifted"]["holdout"]
+        spent = ", ".join(f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
+                          for k, v in run["timings"].items())
+        lines += [
+            f"seed {seed}: search pool {run['pool']} images (split 80/20 by each study), held-out {run['held']}; "
+            f"both studies trained the same configurations: {run['same_trials']}; {spent}",
+            "",
+            "| selected by | trial | configuration | val clean F1 | val shifted F1 |",
+            "| --- | --- | --- | --- | --- |",
+            *(member_row(r["metric"], m) for r in results.values() for m in r["members"]),
+            "",
+            "| refit ensemble selected by | held-out clean F1 | held-out shifted F1 | severity 1 / 3 / 5 |",
+            "| --- | --- | --- | --- |",
+            *(f"| {r['metric']} | {r['holdout']['macro_f1']:.4f} | {r['holdout']['shift']['mean_macro_f1']:.4f} | "
+              + " / ".join(f"{r['holdout']['shift']['by_severity'][s]:.3f}" for s in ("1", "3", "5")) + " |"
+              for r in results.values()),
+            "",
+            "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): " + ", ".join(
+                f"{n}: {clean['shift']['by_corruption'][n]:.3f} / {shifted['shift']['by_corruption'][n]:.3f}"
+                for n in clean["shift"]["by_corruption"]),
+            "",
+        ]
+        gaps["clean"].append(shifted["macro_f1"] - clean["macro_f1"])
+        gaps["shifted"].append(shifted["shift"]["mean_macro_f1"] - clean["shift"]["mean_macro_f1"])
+    for kind in ("clean", "shifted"):
+        values = ", ".join(f"{g:+.4f}" for g in gaps[kind])
+        lines.append(f"held-out {kind} macro-F1, shifted-selected minus clean-selected: mean {np.mean(gaps[kind]):+.4f} "
+                     f"over {len(gaps[kind])} seed(s) ({values})")
     console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 

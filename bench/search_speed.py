@@ -5,7 +5,8 @@ Prints both wall times, both best validation macro-F1, and the speed ratio (last
 The machine has no network for ImageNet weights, and a frozen ResNet50 with random weights gives features on
 which every head sits at chance, so comparing best macro-F1 would compare noise. Both sides therefore load the
 same local weights file: ResNet50 trained for a few epochs on pbc96 images *outside* the bench's subset
-(``common.domain_pretrained_resnet50``, cached in ``--weights-cache``; not timed, like a weights download).
+(``common.domain_pretrained_resnet50``, BatchNorm statistics recomputed after training; cached in
+``--weights-cache``; not timed, like a weights download).
 """
 
 from __future__ import annotations

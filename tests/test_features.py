@@ -53,6 +53,26 @@ def test_cached_fine_tune_matches_fine_tuning_on_images(tiny_plugin, data, tmp_p
     assert np.allclose(losses(online), losses(cached), atol=TOLERANCE), (losses(online), losses(cached))
 
 
+def test_frozen_trial_scores_through_cached_features_like_the_full_model(tiny_plugin, data, tmp_path):
+    from bcauto.evaluation import predict_batches
+
+    train_data, val_data = data
+    result = train(plan_for(tiny_plugin), settings(str(tmp_path)), *data)
+    assert result.predict is not None
+    other = Dataset(val_data.images[::-1].copy(), val_data.labels[::-1].copy(), val_data.class_names, "reversed")
+    for subset in (val_data, other):
+        assert np.allclose(result.probabilities(subset), predict_batches(result.model, subset.images), atol=1e-4)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # train/val features, and the other set's, stored for the next trial
+
+
+def test_scoring_uses_the_full_model_once_the_backbone_trained(tiny_plugin, data, tmp_path):
+    online = train(plan_for(tiny_plugin), settings(None), *data)
+    assert online.predict is None
+    tuned = train(plan_for(tiny_plugin), settings(str(tmp_path), finetune=2), *data)
+    frozen_kept = min(e["val_loss"] for e in tuned.history[3:]) > min(e["val_loss"] for e in tuned.history[:3])
+    assert (tuned.predict is not None) == frozen_kept
+
+
 def test_cache_is_reused_and_invalidated_by_data_or_preprocessing(tiny_plugin, data, tmp_path):
     train_data, val_data = data
     run = lambda plan, tr: train(plan, settings(str(tmp_path)), tr, val_data).modes["head_cache"]
