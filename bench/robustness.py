@@ -15,7 +15,7 @@ Why an ensemble and several seeds: a single refit of a short from-scratch run ca
 saw one fall from 0.83 validation to 0.29 held-out macro-F1), and one seed's difference mixes that luck with the
 effect of the metric.
 
-The backbone is the home-made ``resnet_cnn`` (its ``base_filters`` searched): in a few epochs from scratch at
+The backbone is the home-made ``resnet_cnn``: in a few epochs from scratch at
 48x48 on pbc96, ``mini_cnn`` stayed at the majority class for every learning rate tried (1e-4 to 1e-3), so it would
 only have spent trials. The space is narrowed to the levers that trade clean accuracy for robustness (augmentation
 policy and its strength, label smoothing) around a recipe that trains stably in 10 epochs (class weights, a fixed
@@ -174,7 +174,7 @@ def same_trials(work: Path, seed: int) -> bool:
 
 def member_row(metric: str, m: dict) -> str:
     p, s = m["params"], m["search"]
-    return (f"| {metric} | {m['trial']} | {p['augmentation']}, smoothing {p['label_smoothing']}, filters {p.get('base_filters', '-')}, "
+    return (f"| {metric} | {m['trial']} | {p['augmentation']}, smoothing {p['label_smoothing']}, "
             f"lr {p['lr_head']:.2e}, "
             f"{m['epochs']['head']} epochs | {s.get('val_macro_f1', float('nan')):.4f} | {s.get('val_shift_macro_f1', float('nan')):.4f} |")
 
