@@ -56,7 +56,7 @@ def test_cached_fine_tune_matches_fine_tuning_on_images(tiny_plugin, data, tmp_p
 def test_frozen_trial_scores_through_cached_features_like_the_full_model(tiny_plugin, data, tmp_path):
     from bcauto.evaluation import predict_batches
 
-    train_data, val_data = data
+    val_data = data[1]
     result = train(plan_for(tiny_plugin), settings(str(tmp_path)), *data)
     assert result.predict is not None
     other = Dataset(val_data.images[::-1].copy(), val_data.labels[::-1].copy(), val_data.class_names, "reversed")
