@@ -24,6 +24,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "timeout": ((int, float), 0, None),
         "seed": (int, 42, None),
         "sampler": (str, "tpe", SAMPLERS),
+        "startup_trials": (int, 10, None),
         "pruner": (str, "median", PRUNERS),
         "pruner_warmup_epochs": (int, 2, None),
         "max_failures": (int, 10, None),
@@ -152,7 +153,8 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
         if getattr(cfg, section)[key] <= 0:
             raise BcautoError(f"{_where(path, section, key)} must be > 0, got {getattr(cfg, section)[key]!r}")
     for section, key in [("train", "head_epochs"), ("train", "finetune_epochs"), ("train", "patience"), ("study", "timeout"),
-                         ("train", "augmented_views"), ("train", "activation_cache_gb")]:
+                         ("train", "augmented_views"), ("train", "activation_cache_gb"),
+                         ("study", "startup_trials")]:
         if getattr(cfg, section)[key] < 0:
             raise BcautoError(f"{_where(path, section, key)} must be >= 0, got {getattr(cfg, section)[key]!r}")
     if not 0.0 < cfg.data["val_fraction"] < 0.5:

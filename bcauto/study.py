@@ -52,7 +52,7 @@ def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2" or len(cfg.directions) > 1:
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=cfg.study["startup_trials"])
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:

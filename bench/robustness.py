@@ -8,8 +8,8 @@ and through the whole corruption suite (every shift at every severity, ``bcauto.
 averaged over all. Everything is repeated for each seed (its own held-out split, pool, studies and corruptions);
 the mean differences over the seeds are printed last.
 
-    python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 8 trials x 10 epochs
-    python bench/robustness.py --seeds 0 --trials 2 --epochs 1 --pool 800 --holdout-max 400 --top 1   # a smoke run
+    python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 10 trials x 10 epochs
+    python bench/robustness.py --seeds 0 --trials 3 --startup 1 --epochs 1 --pool 800 --holdout-max 400 --top 1   # smoke
 
 Why an ensemble and several seeds: a single refit of a short from-scratch run can land on a bad epoch (a first run
 saw one fall from 0.83 validation to 0.29 held-out macro-F1), and one seed's difference mixes that luck with the
@@ -20,9 +20,10 @@ The backbone is the home-made ``resnet_cnn``: in a few epochs from scratch at
 only have spent trials. The space is narrowed to the levers that trade clean accuracy for robustness (augmentation
 policy and its strength, label smoothing) around a recipe that trains stably in 10 epochs (class weights, a fixed
 head, a narrow learning-rate range): a first run with 6 epochs on 2,000 images at 48x48 and loss, imbalance and
-head searched as well left every configuration too unstable to refit. Fewer trials than TPE's random start-up
-(10) with the same seed means both studies train the same configurations; the metric then decides only which of
-them is refitted, and the script says so.
+head searched as well left every configuration too unstable to refit. The first ``--startup`` trials (TPE's random
+start-up) are the same in both studies of a seed; after them each study's metric steers its sampler, so the
+studies differ in what they train, not only in which trials they refit. The script reports whether they trained
+the same configurations.
 
 Everything the studies write (Optuna and MLflow stores, models) goes to --work (a temporary folder by default).
 """
@@ -48,6 +49,7 @@ metric = "{metric}"
 trials = {trials}
 seed = {seed}
 sampler = "tpe"
+startup_trials = {startup}
 pruner = "none"
 shift_validation = true
 
@@ -98,7 +100,8 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", type=float, default=0.2, help="stratified share kept aside for the final scores (default 0.2)")
     parser.add_argument("--holdout-max", type=int, default=1500, help="score on at most this many held-out images (default 1500; 0: all)")
     parser.add_argument("--pool", type=int, default=4000, help="images the searches use, drawn from the rest (default 4000)")
-    parser.add_argument("--trials", type=int, default=8, help="trials per study (default 8)")
+    parser.add_argument("--trials", type=int, default=10, help="trials per study (default 10)")
+    parser.add_argument("--startup", type=int, default=3, help="random start-up trials before TPE models the metric (default 3)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
     parser.add_argument("--seeds", default="0,1", help="comma-separated seeds; each gives its own split, pair of studies and "
                                                        "corruptions (default 0,1)")
@@ -123,8 +126,10 @@ def main(argv=None) -> int:
         if run is None:
             return 1
         runs[seed] = run
-    report(runs, args, console, time.perf_counter() - started, work)
-    (work / "robustness.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2, default=str))
+        # saved after every seed, so that a long run cut short keeps the seeds it finished
+        (work / "robustness.json").write_text(json.dumps({"runs": runs, "args": vars(args)}, indent=2, default=str))
+        console.print("\n".join(seed_lines(seed, run)), markup=False, highlight=False, soft_wrap=True)
+    report(runs, args, console, time.perf_counter() - started)
     return 0
 
 
@@ -143,7 +148,8 @@ def run_seed(data, seed: int, args, comps, work: Path, console):
     for label, metric in METRICS.items():
         name = f"robust_{label}_s{seed}"
         study_file = work / f"{name}.toml"
-        study_file.write_text(STUDY.format(metric=metric, trials=args.trials, seed=seed, size=args.size, epochs=args.epochs))
+        study_file.write_text(STUDY.format(metric=metric, trials=args.trials, startup=args.startup, seed=seed, size=args.size,
+                                            epochs=args.epochs))
         t0 = time.perf_counter()
         if bcauto(["search", "--study", str(study_file), "--name", name, "--data", str(search_data), "--workers", "0", *stores]) != 0:
             return None
@@ -162,8 +168,8 @@ def run_seed(data, seed: int, args, comps, work: Path, console):
 
 
 def same_trials(work: Path, seed: int) -> bool:
-    """Whether both studies of ``seed`` trained the same configurations (the same sampler seed with fewer trials
-    than TPE's random start-up draws the same parameters)."""
+    """Whether both studies of ``seed`` trained the same configurations (the same sampler seed draws the same
+    parameters until TPE's random start-up ends and each metric steers its own study)."""
     import optuna
 
     storage = f"sqlite:///{work}/optuna.db"
@@ -179,35 +185,42 @@ def member_row(metric: str, m: dict) -> str:
             f"{m['epochs']['head']} epochs | {s.get('val_macro_f1', float('nan')):.4f} | {s.get('val_shift_macro_f1', float('nan')):.4f} |")
 
 
-def report(runs, args, console, total_s, work) -> None:
+def seed_lines(seed: int, run: dict) -> list[str]:
+    """One seed's report: the refitted members, both ensembles' held-out scores, and the scores by corruption."""
+    results = run["results"]
+    clean, shifted = results["clean"]["holdout"], results["shifted"]["holdout"]
+    spent = ", ".join(f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
+                      for k, v in run["timings"].items())
+    return [
+        f"seed {seed}: search pool {run['pool']} images (split 80/20 by each study), held-out {run['held']}; "
+        f"both studies trained the same configurations: {run['same_trials']}; {spent}",
+        "",
+        "| selected by | trial | configuration | val clean F1 | val shifted F1 |",
+        "| --- | --- | --- | --- | --- |",
+        *(member_row(r["metric"], m) for r in results.values() for m in r["members"]),
+        "",
+        "| refit ensemble selected by | held-out clean F1 | held-out shifted F1 | severity 1 / 3 / 5 |",
+        "| --- | --- | --- | --- |",
+        *(f"| {r['metric']} | {r['holdout']['macro_f1']:.4f} | {r['holdout']['shift']['mean_macro_f1']:.4f} | "
+          + " / ".join(f"{r['holdout']['shift']['by_severity'][s]:.3f}" for s in ("1", "3", "5")) + " |"
+          for r in results.values()),
+        "",
+        "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): " + ", ".join(
+            f"{n}: {clean['shift']['by_corruption'][n]:.3f} / {shifted['shift']['by_corruption'][n]:.3f}"
+            for n in clean["shift"]["by_corruption"]),
+        "",
+    ]
+
+
+def report(runs: dict, args, console, total_s: float) -> None:
+    """Every seed's report, then the mean differences (shifted-selected minus clean-selected) over the seeds."""
     lines = [f"machine: {machine()}; total {total_s / 60:.1f} min",
-             f"data: {args.data} at {args.size}x{args.size}; {args.trials} trials x {args.epochs} epochs per study; "
-             f"refit: top {args.top} trials of each study as one ensemble", ""]
+             f"data: {args.data} at {args.size}x{args.size}; {args.trials} trials ({args.startup} random start-up) x "
+             f"{args.epochs} epochs per study; refit: top {args.top} trials of each study as one ensemble", ""]
     gaps = {"clean": [], "shifted": []}
     for seed, run in runs.items():
-        results = run["results"]
-        clean, shifted = results["clean"]["holdout"], results["shifted"]["holdout"]
-        spent = ", ".join(f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
-                          for k, v in run["timings"].items())
-        lines += [
-            f"seed {seed}: search pool {run['pool']} images (split 80/20 by each study), held-out {run['held']}; "
-            f"both studies trained the same configurations: {run['same_trials']}; {spent}",
-            "",
-            "| selected by | trial | configuration | val clean F1 | val shifted F1 |",
-            "| --- | --- | --- | --- | --- |",
-            *(member_row(r["metric"], m) for r in results.values() for m in r["members"]),
-            "",
-            "| refit ensemble selected by | held-out clean F1 | held-out shifted F1 | severity 1 / 3 / 5 |",
-            "| --- | --- | --- | --- |",
-            *(f"| {r['metric']} | {r['holdout']['macro_f1']:.4f} | {r['holdout']['shift']['mean_macro_f1']:.4f} | "
-              + " / ".join(f"{r['holdout']['shift']['by_severity'][s]:.3f}" for s in ("1", "3", "5")) + " |"
-              for r in results.values()),
-            "",
-            "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): " + ", ".join(
-                f"{n}: {clean['shift']['by_corruption'][n]:.3f} / {shifted['shift']['by_corruption'][n]:.3f}"
-                for n in clean["shift"]["by_corruption"]),
-            "",
-        ]
+        lines += seed_lines(seed, run)
+        clean, shifted = run["results"]["clean"]["holdout"], run["results"]["shifted"]["holdout"]
         gaps["clean"].append(shifted["macro_f1"] - clean["macro_f1"])
         gaps["shifted"].append(shifted["shift"]["mean_macro_f1"] - clean["shift"]["mean_macro_f1"])
     for kind in ("clean", "shifted"):

@@ -24,6 +24,8 @@ MEANINGS = {
     "study.timeout": "seconds after which no new trial starts; 0 means no limit; `--timeout` overrides it",
     "study.seed": "seed of the split, the sampler and every trial (trial *n* uses seed + *n*); `--seed` overrides it",
     "study.sampler": "Optuna sampler: `tpe` (multivariate TPE), `random`, `nsga2`",
+    "study.startup_trials": ("`tpe` only: trials drawn at random before TPE models the results; lower it for small "
+                             "budgets, where the metric would otherwise steer few trials or none"),
     "study.pruner": "Optuna pruner that stops weak trials early from their per-epoch validation metric; `none` never prunes",
     "study.pruner_warmup_epochs": "epochs a trial always runs before the pruner may stop it",
     "study.max_failures": "the study stops after this many failed trials in a row, with their reasons; 0 never stops",

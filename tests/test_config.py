@@ -41,12 +41,29 @@ def test_defaults_follow_the_seed_report():
         ("[search]\nunfreeze_blocks = [1, 'some']", r"\[search\] unfreeze_blocks: 'some' is not a block count"),
         ("[train]\nweights = 'imagenet21k'", r"\[train\] weights = 'imagenet21k': expected \"imagenet\", \"none\" or a weights file"),
         ("[train\nbatch_size = 1", r"s.toml: not valid TOML"),
+        ("[study]\nstartup_trials = -1", r"\[study\] startup_trials must be >= 0, got -1"),
         ("[study]\nflag = true\n[train]\nfeature_cache = 'yes'", r"unknown field 'flag'"),
     ],
 )
 def test_bad_study_fields_are_named(text, message):
     with pytest.raises(BcautoError, match=message):
         parse_study(text, Path("s.toml"))
+
+
+def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
+    import optuna
+
+    from bcauto.study import make_sampler
+
+    def draws(startup_trials: int) -> list[float]:
+        cfg = parse_study(f"[study]\nstartup_trials = {startup_trials}", Path("s.toml"))
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg, seed=3))
+        study.optimize(lambda trial: -(trial.suggest_float("x", 0.0, 1.0) - 0.9) ** 2, n_trials=4)
+        return [t.params["x"] for t in study.trials]
+
+    modelled, random_only = draws(2), draws(10)
+    assert modelled[:2] == random_only[:2]  # the same seeded random start-up
+    assert modelled[2:] != random_only[2:]  # TPE takes over after two trials, not ten
 
 
 def test_unknown_component_lists_names_and_closest_before_any_trial():
