@@ -22,6 +22,23 @@ def test_tutorial_code_blocks_come_from_the_example_plugin():
     assert source.strip() in page
 
 
+def test_robustness_page_shift_example_keeps_the_shift_contract():
+    import numpy as np
+
+    page = (ROOT / "docs" / "robustness.md").read_text()
+    code = page.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "docs/robustness.md", "exec"), namespace)
+    specs: list = []
+    namespace["register_shifts"](specs.append)
+    assert [spec.name for spec in specs] == ["vignetting"]
+    images = np.full((3, 24, 24, 3), 200, np.uint8)
+    mild, heavy = (specs[0].apply(images, severity, np.random.default_rng(0)) for severity in (1, 5))
+    assert mild.shape == images.shape and mild.dtype == np.uint8
+    assert np.array_equal(mild, specs[0].apply(images, 1, np.random.default_rng(0)))
+    assert images.mean() - heavy.mean() > images.mean() - mild.mean() > 1.0
+
+
 def test_study_file_reference_has_every_field():
     from bcauto.config import SCHEMA, SEARCH_DEFAULTS
 
