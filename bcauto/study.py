@@ -194,7 +194,8 @@ def describe_run(request: SearchRequest, prepared: PreparedData, settings: Train
         "data.fingerprint": prepared.data_fingerprint, "split.fingerprint": prepared.split_fingerprint,
         "image_size": request.data.image_size, "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size,
         "head_epochs": settings.head_epochs, "finetune_epochs": settings.finetune_epochs, "patience": settings.patience,
-        "sampler": cfg.study["sampler"], "pruner": cfg.study["pruner"], "study_seed": request.seed, "metric": cfg.study["metric"],
+        "sampler": cfg.study["sampler"], "startup_trials": cfg.study["startup_trials"], "pruner": cfg.study["pruner"],
+        "study_seed": request.seed, "metric": cfg.study["metric"],
         "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
         "data.clean": request.cfg.data["clean"], "data.removed": len(prepared.removed or []),
     }

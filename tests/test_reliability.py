@@ -194,8 +194,10 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
     args = ["search", "--study", "stop.toml", "--trials", "2", "--data", "synthetic:400", *stores(tmp_path)]
     storage = f"sqlite:///{tmp_path}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN)}
+    # a terminal's Ctrl-C reaches a foreground search; a test run started in the background inherits SIGINT ignored
     process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline:
         time.sleep(1)

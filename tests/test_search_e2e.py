@@ -15,6 +15,7 @@ TINY_STUDY = """
 [study]
 trials = 3
 seed = 7
+startup_trials = 2
 pruner = "median"
 
 [data]
@@ -89,6 +90,7 @@ def test_one_parent_and_one_child_run_per_trial_with_params_curves_and_artifacts
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"confusion_matrix.png", "classification_report.json"} <= artifacts
     assert parent.info.status == "FINISHED"
+    assert (parent.data.params["sampler"], parent.data.params["startup_trials"]) == ("tpe", "2")
 
 
 def test_optuna_study_holds_the_trials_linked_to_their_runs(searched):
