@@ -22,8 +22,9 @@ policy and its strength, label smoothing) around a recipe that trains stably in 
 head, a narrow learning-rate range): a first run with 6 epochs on 2,000 images at 48x48 and loss, imbalance and
 head searched as well left every configuration too unstable to refit. The first ``--startup`` trials (TPE's random
 start-up) are the same in both studies of a seed; after them each study's metric steers its sampler, so the
-studies differ in what they train, not only in which trials they refit. The script reports whether they trained
-the same configurations.
+studies differ in what they train, not only in which trials they refit. With the same sampler seed they still draw
+the same configurations for as long as both metrics agree on which trials lead; the script reports whether they
+trained the same configurations.
 
 Everything the studies write (Optuna and MLflow stores, models) goes to --work (a temporary folder by default).
 """
