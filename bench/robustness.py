@@ -8,7 +8,7 @@ and through the whole corruption suite (every shift at every severity, ``bcauto.
 averaged over all. Everything is repeated for each seed (its own held-out split, pool, studies and corruptions);
 the mean differences over the seeds are printed last.
 
-    python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 10 trials x 10 epochs
+    python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 10 trials x 10 epochs (~2 h on 2 cores)
     python bench/robustness.py --seeds 0 --trials 3 --startup 1 --epochs 1 --pool 800 --holdout-max 400 --top 1   # smoke
 
 Why an ensemble and several seeds: a single refit of a short from-scratch run can land on a bad epoch (a first run
