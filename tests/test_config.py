@@ -50,6 +50,7 @@ def test_bad_study_fields_are_named(text, message):
         parse_study(text, Path("s.toml"))
 
 
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # TPE's group=True
 def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
     import optuna
 
