@@ -146,11 +146,8 @@ class Objective:
         val = ctx.val_data
         scores = score(val.labels, result.probabilities(val).argmax(axis=1), val.class_names)
         shift_metrics = shifted_scores(result, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
-        clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
-        metric = ctx.cfg.study["metric"]
-        value = {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
-                 "val_mean_macro_f1": (clean + shifted) / 2, "both": (clean, shifted)}[metric]
-        return value, scores, shift_metrics
+        return objective_value(ctx.cfg.study["metric"], scores, shift_metrics), scores, shift_metrics
+
 
     def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value) -> None:
         ctx = self.ctx
@@ -197,6 +194,13 @@ def shifted_scores(result: TrainResult, shifted: Dataset, tags: np.ndarray) -> d
         metrics[f"shift.{name}.macro_f1"] = score(shifted.labels[members], predicted[members], shifted.class_names,
                                                    present_only=True).macro_f1
     return metrics
+
+
+def objective_value(metric: str, scores, shift_metrics: dict[str, float]):
+    """What Optuna maximises for ``[study] metric``: one number, or (clean, shifted) macro-F1 for ``both``."""
+    clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
+    return {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
+            "val_mean_macro_f1": (clean + shifted) / 2, "both": (clean, shifted)}[metric]
 
 
 def is_new_best(trial: optuna.Trial, value) -> bool:

@@ -80,7 +80,7 @@ label_smoothing = [0.0, 0.1]
 
 METRICS = {"clean": "val_macro_f1", "shifted": "val_shift_macro_f1"}
 # shifts that no searched augmentation policy imitates (stain and corruption train on colour, blur, noise and
-# erasing; every policy turns and flips): the held-out score on these is robustness to shifts nobody trained for
+# erasing; all but "none" turn and flip): the held-out score on these is robustness to shifts nobody trained for
 UNTRAINED_SHIFTS = ("jpeg", "pixelate", "stain_deposits", "bubbles")
 
 

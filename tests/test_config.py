@@ -67,6 +67,30 @@ def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
     assert modelled[2:] != random_only[2:]  # TPE takes over after two trials, not ten
 
 
+@pytest.mark.parametrize("metric, expected", [
+    ("val_macro_f1", 0.8), ("val_accuracy", 0.9), ("val_shift_macro_f1", 0.5), ("val_mean_macro_f1", 0.65), ("both", (0.8, 0.5)),
+])
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_each_objective_mode_gives_optuna_its_value_directions_and_sampler(metric, expected):
+    import optuna
+
+    from bcauto.evaluation import Scores
+    from bcauto.objective import objective_value
+    from bcauto.study import make_sampler
+
+    scores = Scores(accuracy=0.9, macro_precision=0.7, macro_recall=0.7, macro_f1=0.8, confusion=None, report={})
+    assert objective_value(metric, scores, {"val_shift_macro_f1": 0.5}) == pytest.approx(expected)
+    cfg = parse_study(f'[study]\nmetric = "{metric}"', Path("s.toml"))
+    assert cfg.directions == ["maximize"] * (2 if metric == "both" else 1)
+    sampler_type = optuna.samplers.NSGAIISampler if metric == "both" else optuna.samplers.TPESampler
+    assert isinstance(make_sampler(cfg, seed=0), sampler_type)
+
+
+def test_shifted_objectives_need_shift_validation():
+    with pytest.raises(BcautoError, match=r"metric = 'both' needs \[study\] shift_validation = true"):
+        parse_study('[study]\nmetric = "both"\nshift_validation = false', Path("s.toml"))
+
+
 def test_unknown_component_lists_names_and_closest_before_any_trial():
     cfg = parse_study('[search]\nbackbone = ["resnet_50"]\naugmentation = ["none"]', Path("s.toml"))
     with pytest.raises(BcautoError) as err:
