@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -33,6 +34,17 @@ def native_stderr_silenced():
         os.close(devnull)
 
 
+class RetracingNoticeFilter(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Every trial builds a new model, so Keras traces a new predict function for each one; TensorFlow counts those
+    as retraces of one function and warns, although nothing is traced more than a new model needs.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
 def quiet_frameworks() -> None:
     """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,13 +52,15 @@ def quiet_frameworks() -> None:
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
-    import logging
     import warnings
 
     import mlflow  # noqa: F401  (mlflow sets its own log level on import; override it afterwards)
 
     for name in ("alembic", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters):
+        tf_logger.addFilter(RetracingNoticeFilter())
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")

@@ -7,11 +7,13 @@ trials or when their memory grows, so a long study does not grow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +46,25 @@ def process_memory_mb(pid: int) -> float:
     except OSError:
         pass
     return 0.0
+
+
+@contextlib.contextmanager
+def ctrl_c_between_polls():
+    """Turn Ctrl-C into an event the supervisor's loop checks, so it never lands inside a storage call.
+
+    A KeyboardInterrupt raised in the middle of an Optuna or SQLAlchemy call can leave the study's storage half
+    way through a request; the supervisor then has to mark the workers' trials failed through that storage.
+    Only the main thread may take signals; elsewhere, and where SIGINT was ignored, nothing changes.
+    """
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield interrupted
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Supervisor:
@@ -96,22 +117,25 @@ class Supervisor:
             study.set_user_attr("stopped_because", reason)
 
     def run(self, study: optuna.Study, progress: SearchProgress | None) -> None:
+        """Keep the workers going until the study is done; on Ctrl-C, stop them and raise KeyboardInterrupt."""
         try:
-            while True:
-                self.reap(study)
-                if progress:
-                    progress.show(study)
-                if self.done(study):
-                    if not self.running:
-                        return
-                else:
-                    for slot in range(self.workers):
-                        if slot not in self.running:
-                            self.spawn(slot)
-                time.sleep(POLL_SECONDS)
-        except KeyboardInterrupt:
-            self.stop(study)
-            raise
+            with ctrl_c_between_polls() as interrupted:
+                while not interrupted.is_set():
+                    self.reap(study)
+                    if progress:
+                        progress.show(study)
+                    if self.done(study):
+                        if not self.running:
+                            return
+                    else:
+                        for slot in range(self.workers):
+                            if slot not in self.running:
+                                self.spawn(slot)
+                    interrupted.wait(POLL_SECONDS)
+        except KeyboardInterrupt:  # where SIGINT has another handler, Ctrl-C still arrives as an exception
+            pass
+        self.stop(study)
+        raise KeyboardInterrupt
 
     def stop(self, study: optuna.Study, grace: float = 30.0) -> None:
         """After Ctrl-C: workers got the signal too and mark their own trials; make sure, then clean up."""

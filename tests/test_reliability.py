@@ -209,7 +209,7 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
             break
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
     out, err = process.communicate(timeout=120)
-    assert "interrupted" in out and "run the same command to resume" in flat(out)
+    assert "interrupted" in out and "run the same command to resume" in flat(out), (process.returncode, out[-2000:], err[-3000:])
     assert "study stop" in out, "the leaderboard is printed"
     trials = optuna.load_study(study_name="stop", storage=storage).trials
     assert trials[-1].state == State.FAIL and trials[-1].user_attrs["reason"].startswith("interrupted")
@@ -217,6 +217,23 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
     assert bcauto(tmp_path, *args).returncode == 0
     trials = optuna.load_study(study_name="stop", storage=storage).trials
     assert sum(t.state == State.COMPLETE for t in trials) == 2 and not any(t.state == State.RUNNING for t in trials)
+
+
+def test_the_supervisor_takes_ctrl_c_between_polls_and_leaves_an_ignored_sigint_ignored():
+    from bcauto.supervisor import ctrl_c_between_polls
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, wherever pytest runs
+    try:
+        with ctrl_c_between_polls() as interrupted:
+            os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt here, in the middle of whatever runs
+            assert interrupted.wait(5)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a search started with nohup or `&` by a script
+        with ctrl_c_between_polls() as interrupted:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert not interrupted.is_set()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_worker_is_recycled_when_its_memory_grew_past_the_limit_or_after_its_trial_quota(monkeypatch):

@@ -145,3 +145,36 @@ def test_every_command_has_help():
     for command in ([], ["search"], ["best"], ["plugins"], ["ui"]):
         result = subprocess.run([sys.executable, "-m", "bcauto.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0 and "usage: bcauto" in result.stdout
+
+
+def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept():
+    """A search builds a new model per trial; TensorFlow calls each new predict trace a retrace and warns."""
+    import logging
+
+    import keras
+    import numpy as np
+
+    from bcauto.cli import quiet_frameworks
+
+    quiet_frameworks()
+    quiet_frameworks()  # twice, as a worker and its tests do: one filter, not two
+
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    tf_logger, records = logging.getLogger("tensorflow"), Records()
+    tf_logger.addHandler(records)
+    try:
+        for _ in range(7):  # TensorFlow warns from the 5th traced call in a row
+            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+            model.predict(np.zeros((300, 4), "float32"), batch_size=256, verbose=0)
+        tf_logger.warning("a tensorflow warning")
+    finally:
+        tf_logger.removeHandler(records)
+    assert records.messages == ["a tensorflow warning"]
+    assert sum(type(f).__name__ == "RetracingNoticeFilter" for f in tf_logger.filters) == 1
