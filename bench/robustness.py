@@ -10,6 +10,7 @@ the mean differences over the seeds are printed last.
 
     python bench/robustness.py                  # pbc96 at 32x32, seeds 0 and 1: 2 x 2 x 10 trials x 10 epochs (~2 h on 2 cores)
     python bench/robustness.py --seeds 0 --trials 3 --startup 1 --epochs 1 --pool 800 --holdout-max 400 --top 1   # smoke
+    python bench/robustness.py --report run1/robustness.json run2/robustness.json   # seeds run apart, reported as one
 
 Why an ensemble and several seeds: a single refit of a short from-scratch run can land on a bad epoch (a first run
 saw one fall from 0.83 validation to 0.29 held-out macro-F1), and one seed's difference mixes that luck with the
@@ -111,17 +112,21 @@ def main(argv=None) -> int:
                                                        "corruptions (default 0,1)")
     parser.add_argument("--top", type=int, default=3, help="refit the K best trials of each study as an ensemble (default 3)")
     parser.add_argument("--work", help="folder for stores, data and models (default: a new temporary folder)")
-    parser.add_argument("--report", metavar="JSON", help="only print the report of an earlier run's robustness.json "
-                                                         "(the seeds it finished)")
+    parser.add_argument("--report", metavar="JSON", nargs="+", help="only print the report of earlier runs' robustness.json "
+                                                                    "files (the seeds they finished), as one run")
     args = parser.parse_args(argv)
     quiet()
     from rich.console import Console
 
     if args.report:
-        saved = json.loads(Path(args.report).read_text())
-        runs = {int(seed): run for seed, run in saved["runs"].items()}
-        report(runs, argparse.Namespace(**{**vars(parser.parse_args([])), **saved["args"]}), Console(),
-               saved.get("elapsed_s"), saved.get("machine"))
+        saved = [json.loads(Path(path).read_text()) for path in args.report]
+        runs = {int(seed): run for one in saved for seed, run in one["runs"].items()}
+        settings = {k: v for k, v in saved[0]["args"].items() if k not in ("seeds", "work", "report")}
+        if any({k: v for k, v in one["args"].items() if k in settings} != settings for one in saved[1:]):
+            parser.error("--report: these runs used different settings; report them one at a time")
+        elapsed = sum(one.get("elapsed_s") or 0 for one in saved) or None
+        report(runs, argparse.Namespace(**{**vars(parser.parse_args([])), **settings}), Console(), elapsed,
+               " + ".join(sorted({one.get("machine") or "?" for one in saved})))
         return 0
     from bcauto.data.sources import load_data
     from bcauto.plugins import components
