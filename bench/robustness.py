@@ -124,9 +124,10 @@ def main(argv=None) -> int:
         settings = {k: v for k, v in saved[0]["args"].items() if k not in ("seeds", "work", "report")}
         if any({k: v for k, v in one["args"].items() if k in settings} != settings for one in saved[1:]):
             parser.error("--report: these runs used different settings; report them one at a time")
-        elapsed = sum(one.get("elapsed_s") or 0 for one in saved) or None
-        report(runs, argparse.Namespace(**{**vars(parser.parse_args([])), **settings}), Console(), elapsed,
-               " + ".join(sorted({one.get("machine") or "?" for one in saved})))
+        timed = [one["elapsed_s"] for one in saved if one.get("elapsed_s") is not None]
+        elapsed = sum(timed) if len(timed) == len(saved) else None
+        machines = sorted({one.get("machine") or "machine not recorded" for one in saved})
+        report(runs, argparse.Namespace(**{**vars(parser.parse_args([])), **settings}), Console(), elapsed, " + ".join(machines))
         return 0
     from bcauto.data.sources import load_data
     from bcauto.plugins import components
