@@ -37,8 +37,9 @@ def native_stderr_silenced():
 class RetracingNoticeFilter(logging.Filter):
     """Drops TensorFlow's "triggered tf.function retracing" warning.
 
-    Every trial builds a new model, so Keras traces a new predict function for each one; TensorFlow counts those
-    as retraces of one function and warns, although nothing is traced more than a new model needs.
+    Every trial builds new models, and Keras traces a predict function for each (once more for a last, smaller
+    batch); TensorFlow counts these traces of the same code across models as retraces and warns, although a few
+    traces per trial are what new models need and cost little beside their training.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
