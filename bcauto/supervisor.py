@@ -54,7 +54,8 @@ def ctrl_c_between_polls():
 
     A KeyboardInterrupt raised in the middle of an Optuna or SQLAlchemy call can leave the study's storage half
     way through a request; the supervisor then has to mark the workers' trials failed through that storage.
-    Only the main thread may take signals; elsewhere, and where SIGINT was ignored, nothing changes.
+    Only the main thread may take signals; elsewhere, and where SIGINT is ignored or has another handler, nothing
+    changes.
     """
     interrupted = threading.Event()
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:

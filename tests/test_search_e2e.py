@@ -157,7 +157,7 @@ def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept():
     from bcauto.cli import quiet_frameworks
 
     quiet_frameworks()
-    quiet_frameworks()  # twice, as a worker and its tests do: one filter, not two
+    quiet_frameworks()  # twice, as every main() call in one process does: one filter, not two
 
     class Records(logging.Handler):
         def __init__(self):
