@@ -1,10 +1,12 @@
 """`bcauto search` end to end on tiny synthetic data: what lands in Optuna and in MLflow."""
 
 import json
+import logging
 import subprocess
 import sys
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
@@ -147,34 +149,18 @@ def test_every_command_has_help():
         assert result.returncode == 0 and "usage: bcauto" in result.stdout
 
 
-def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept():
+def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept(caplog):
     """A search builds a new model per trial; TensorFlow calls each new predict trace a retrace and warns."""
-    import logging
-
     import keras
-    import numpy as np
 
-    from bcauto.cli import quiet_frameworks
+    from bcauto.cli import RetracingNoticeFilter, quiet_frameworks
 
     quiet_frameworks()
     quiet_frameworks()  # twice, as every main() call in one process does: one filter, not two
-
-    class Records(logging.Handler):
-        def __init__(self):
-            super().__init__()
-            self.messages = []
-
-        def emit(self, record):
-            self.messages.append(record.getMessage())
-
-    tf_logger, records = logging.getLogger("tensorflow"), Records()
-    tf_logger.addHandler(records)
-    try:
-        for _ in range(7):  # TensorFlow warns from the 5th traced call in a row
-            model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-            model.predict(np.zeros((300, 4), "float32"), batch_size=256, verbose=0)
-        tf_logger.warning("a tensorflow warning")
-    finally:
-        tf_logger.removeHandler(records)
-    assert records.messages == ["a tensorflow warning"]
-    assert sum(type(f).__name__ == "RetracingNoticeFilter" for f in tf_logger.filters) == 1
+    tf_logger = logging.getLogger("tensorflow")
+    for _ in range(7):  # TensorFlow warns from the 5th traced call in a row
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.predict(np.zeros((300, 4), "float32"), batch_size=256, verbose=0)
+    tf_logger.warning("a tensorflow warning")
+    assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == ["a tensorflow warning"]
+    assert sum(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters) == 1
