@@ -109,11 +109,20 @@ class DatasetSpec:
     description: str = ""
 
 
+SHIFT_GROUPS = ("corruption", "lab")
+
+
 @dataclass(frozen=True)
 class ShiftSpec:
-    """An image corruption: ``apply(images, severity, rng)`` -> corrupted uint8 images."""
+    """An image corruption: ``apply(images, severity, rng)`` -> corrupted uint8 images.
+
+    ``group`` says what the shift imitates: ``"corruption"`` (damage within one lab: blur, JPEG, debris) or
+    ``"lab"`` (what differs between labs: magnification, framing, stain style, white balance, camera optics).
+    Reports give a score per group.
+    """
 
     name: str
     apply: Callable[..., np.ndarray]
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     description: str = ""
+    group: str = "corruption"
