@@ -1,4 +1,4 @@
-"""Built-in augmentation policies: none, the seed report's, RandAugment, AugMix, MixUp/CutMix, stain, corruption.
+"""Built-in augmentation policies: none, the seed report's, RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab.
 
 Each image policy is a ``keras.Sequential`` of Keras preprocessing layers ending in a clip to [0, 255]. Its
 random layers act only when called with ``training=True``, so the trained model predicts on untouched
@@ -7,8 +7,8 @@ cast happens at the backbone, not inside colour-space conversions.
 
 A cell on a smear has no up, down, left or right, so every policy but ``none`` draws one of the square's 8
 symmetries (flips and quarter turns, exact and XLA-compatible); only ``seed`` adds the report's free
-rotation and zoom, which keep Keras from compiling the model with XLA. None translates: the classified cell
-must stay centred.
+rotation and zoom, and ``lab`` a zoom, which keep Keras from compiling the model with XLA. None translates:
+the classified cell must stay centred.
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from keras import layers
 
 from bcauto import hookimpl
 from bcauto.specs import AugmentationSpec
-from bcauto_builtin.layers import CellAugMix, CellRandAugment, PixelNoise, RandomTranspose
+from bcauto_builtin.layers import (
+    CellAugMix,
+    CellRandAugment,
+    PixelNoise,
+    RandomHEDJitter,
+    RandomMagnification,
+    RandomTranspose,
+    RandomWhiteBalance,
+)
 
 VALUE_RANGE = (0.0, 255.0)
 DTYPE = "float32"
@@ -228,6 +236,54 @@ def build_corruption(params: dict, image_size: int, seed: Optional[int]) -> kera
     ])
 
 
+# --- lab --------------------------------------------------------------------------------------------------
+
+# Stain jitter at strength 1. Tellez et al. (2019, Med. Image Anal.) call scale and shift ranges of +-0.05
+# "HED-light" and +-0.2 "HED-strong". The scale is unit-free: 0.2 here is HED-strong. The shift is not:
+# implementations derived from theirs add 2 to intensities in [0, 1] before the log, where 0.2 moves a white
+# background's intensity by about 0.5 (a pale stain washing over every pixel); here it is a true optical
+# density, in which 0.05 darkens or lightens a white background by about 5% and tints it with the stain.
+LAB_HED_SIGMA = 0.2
+LAB_HED_BIAS = 0.05
+LAB_WHITE_BALANCE = 0.15  # channel gains 0.85..1.15 before renormalising: a clearly warm, cool or green cast
+LAB_CONTRAST = 0.2
+LAB_BRIGHTNESS = 0.1
+
+
+def lab_space(trial) -> dict:
+    """``strength`` scales the colour and blur jitter; ``zoom`` bounds the change of magnification."""
+    return {
+        "strength": trial.suggest_float("strength", 0.1, 1.0),
+        "zoom": trial.suggest_float("zoom", 1.1, 2.0),
+    }
+
+
+def build_lab(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+    """Orientation, then what changes from one lab to another: magnification, stain, light, focus, exposure.
+
+    Parameters:
+
+    - ``zoom`` (1.1 to 2): the cell is shown between ``1 / zoom`` and ``zoom`` times its size, the scale
+      log-uniform and drawn per image; zooming out fills the border with the image's outer eighth mirrored
+      outwards (smear background and red-cell edges), never black and never a copy of the cell.
+    - ``strength`` (0.1 to 1) scales, per image: the HED stain jitter (each of the haematoxylin, eosin and
+      DAB concentrations times U(1 - 0.2 s, 1 + 0.2 s) plus U(-0.05 s, 0.05 s) optical density, Tellez et
+      al.'s method); a white-balance cast (channel gains from U(1 - 0.15 s, 1 + 0.15 s), mean gain 1);
+      a camera blur (half the images, sigma up to ``s`` x 1/64 of the side, per batch); contrast x(1 +-
+      0.2 s) and brightness +-10 s % of the range.
+    """
+    s, seeds = params["strength"], _seeds(seed)
+    return _pipeline("lab", [
+        *_orientation(seeds),
+        RandomMagnification(params["zoom"], seed=next(seeds), dtype=DTYPE),
+        RandomHEDJitter(LAB_HED_SIGMA * s, LAB_HED_BIAS * s, seed=next(seeds), dtype=DTYPE),
+        RandomWhiteBalance(LAB_WHITE_BALANCE * s, seed=next(seeds), dtype=DTYPE),
+        _blur(s, image_size, seeds),
+        _contrast(LAB_CONTRAST * s, seeds),
+        _brightness(LAB_BRIGHTNESS * s, seeds),
+    ])
+
+
 @hookimpl
 def register_augmentations(register):
     register(AugmentationSpec("none", build_none, description="no augmentation"))
@@ -244,3 +300,6 @@ def register_augmentations(register):
                               description="flips/quarter turns + hue, saturation, contrast and brightness jitter"))
     register(AugmentationSpec("corruption", build_corruption, corruption_space,
                               description="flips/quarter turns + blur, contrast, brightness, noise, random erasing"))
+    register(AugmentationSpec("lab", build_lab, lab_space,
+                              description="flips/quarter turns + zoom, HED stain, white balance, blur, contrast, "
+                                          "brightness"))

@@ -6,8 +6,11 @@ All are registered under the ``bcauto`` package: a saved model that contains the
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras.src.utils import backend_utils
+from skimage.color.colorconv import hed_from_rgb, rgb_from_hed
 
 # Left out of the candidate operations: translation moves the cell off centre, and in keras 3.15
 # posterization and solarization grow stronger as ``factor`` shrinks (posterize keeps 1 to int(8 * factor) - 1
@@ -151,3 +154,161 @@ class RandomTranspose(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+# scikit-image's stain matrices (Ruifrok and Johnston's H, E and DAB vectors), as plain lists for the graph
+RGB_FROM_HED = rgb_from_hed.tolist()
+HED_FROM_RGB = hed_from_rgb.tolist()
+# scikit-image floors intensities in [0, 1] at this before the log, and divides optical densities by its log
+INTENSITY_FLOOR = 1e-6
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
+class RandomHEDJitter(keras.layers.Layer):
+    """Tellez et al.'s HED stain augmentation, drawn per image, in training only.
+
+    Each image in [0, 255] is turned into optical densities, unmixed into haematoxylin, eosin and DAB
+    concentrations with scikit-image's ``hed_from_rgb``, and each concentration ``c`` becomes
+    ``c * alpha + beta`` with ``alpha ~ U(1 - sigma, 1 + sigma)`` and ``beta ~ U(-bias, bias)`` drawn per
+    image and stain; the result is mixed back with ``rgb_from_hed`` and clipped to [0, 255].
+
+    The maths is ``skimage.color.rgb2hed`` / ``hed2rgb`` (intensities floored at 1e-6, output clipped) with
+    two differences. Concentrations are in optical density units, ``-ln(I / I0)``, so ``bias`` is an optical
+    density: scikit-image's are these divided by ``-ln(1e-6)`` (about 13.8). And negative concentrations are
+    kept, where ``rgb2hed`` sets them to 0: pale and off-palette pixels (the smear background among them)
+    unmix to some, so zeroing them would change the image even with no jitter. Here ``sigma = bias = 0``
+    returns the image (up to float32 rounding), and on pixels whose concentrations are all non-negative
+    the layer equals ``hed2rgb(rgb2hed(x) * alpha + beta / 13.8)``.
+    """
+
+    def __init__(self, sigma: float, bias: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= sigma < 1.0 or bias < 0.0:
+            raise ValueError(f"need 0 <= sigma < 1 and bias >= 0, got sigma={sigma}, bias={bias}")
+        self.sigma = float(sigma)
+        self.bias = float(bias)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def jitter(self, images, alpha, beta):
+        """The images with each stain concentration scaled by ``alpha`` and shifted by ``beta``.
+
+        ``alpha`` and ``beta`` broadcast against ``(batch, height, width, 3)``, the last axis H, E, D.
+        """
+        ops, dtype = keras.ops, self.compute_dtype
+        intensity = ops.maximum(ops.cast(images, dtype) / 255.0, INTENSITY_FLOOR)
+        density = -ops.log(intensity)
+        stains = ops.matmul(density, ops.convert_to_tensor(HED_FROM_RGB, dtype=dtype))
+        stains = stains * ops.cast(alpha, dtype) + ops.cast(beta, dtype)
+        density = ops.matmul(stains, ops.convert_to_tensor(RGB_FROM_HED, dtype=dtype))
+        return ops.clip(ops.exp(-density) * 255.0, 0.0, 255.0)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        draws = (keras.ops.shape(inputs)[0], 1, 1, 3)
+        alpha = keras.random.uniform(draws, 1.0 - self.sigma, 1.0 + self.sigma, dtype=self.compute_dtype,
+                                     seed=self.seed_generator)
+        beta = keras.random.uniform(draws, -self.bias, self.bias, dtype=self.compute_dtype,
+                                    seed=self.seed_generator)
+        return self.jitter(inputs, alpha, beta)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma, "bias": self.bias, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
+class RandomWhiteBalance(keras.layers.Layer):
+    """A colour cast per image, in training only: each channel times a gain from U(1 - factor, 1 + factor).
+
+    The three gains of an image are divided by their mean, so a grey keeps its brightness and only its
+    tint changes (a lamp's colour temperature, a camera's white balance). Output clipped to [0, 255].
+    """
+
+    def __init__(self, factor: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= factor < 1.0:
+            raise ValueError(f"need 0 <= factor < 1, got {factor}")
+        self.factor = float(factor)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        ops = keras.ops
+        gains = keras.random.uniform((ops.shape(inputs)[0], 1, 1, 3), 1.0 - self.factor, 1.0 + self.factor,
+                                     dtype=self.compute_dtype, seed=self.seed_generator)
+        gains = gains / ops.mean(gains, axis=-1, keepdims=True)
+        return ops.clip(ops.cast(inputs, self.compute_dtype) * gains, 0.0, 255.0)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
+class RandomMagnification(keras.layers.Layer):
+    """Shows each image's centre at another magnification, per image, in training only (square images).
+
+    The scale (the cell's size on the output over its size on the input) is log-uniform in
+    ``[1 / max_zoom, max_zoom]``, so halving and doubling are equally likely. Zooming out needs pixels
+    beyond the image: they come from the image's outer ``border`` (a fraction of the side) mirrored again
+    and again, smear background and the edges of neighbouring red cells, never the centred cell.
+    ``keras.layers.RandomZoom(fill_mode="reflect")`` mirrors the whole image, so past a scale of about 2/3
+    its borders show mirrored copies of the cell itself. Bilinear sampling; not XLA-compatible.
+    """
+
+    def __init__(self, max_zoom: float, border: float = 0.125, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 1.0 <= max_zoom <= 4.0 or not 0.0 < border <= 0.5:
+            raise ValueError(f"need 1 <= max_zoom <= 4 and 0 < border <= 0.5, got {max_zoom}, {border}")
+        self.max_zoom = float(max_zoom)
+        self.border = float(border)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        if input_shape[1] != input_shape[2] or input_shape[1] is None:
+            raise ValueError(f"RandomMagnification needs square images of known size, got shape {input_shape}")
+
+    def _padded(self, images, side: int):
+        """The images with their outer band mirrored outwards until a zoom of ``max_zoom`` stays inside."""
+        band = max(1, round(self.border * side))
+        needed = math.ceil((self.max_zoom - 1.0) * (side - 1) / 2) + 1
+        padded = 0
+        while padded < needed:
+            width = min(band, needed - padded)
+            images = keras.ops.pad(images, ((0, 0), (width, width), (width, width), (0, 0)), mode="symmetric")
+            padded += width
+        return images, padded
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        ops = keras.ops
+        side = inputs.shape[1]
+        images = ops.cast(inputs, self.compute_dtype)
+        padded, pad = self._padded(images, side)
+        log_zoom = math.log(self.max_zoom)
+        scale = ops.exp(keras.random.uniform((ops.shape(inputs)[0], 1), -log_zoom, log_zoom, dtype="float32",
+                                             seed=self.seed_generator))
+        zoom = 1.0 / scale  # input pixels per output pixel
+        # output pixel (x, y) samples the padded image at centre + zoom * (x - centre) on each axis
+        centre = (side - 1) / 2
+        offset = centre + pad - zoom * centre
+        zeros = ops.zeros_like(zoom)
+        transform = ops.concatenate([zoom, zeros, offset, zeros, zoom, offset, zeros, zeros], axis=1)
+        out = ops.image.affine_transform(padded, transform, interpolation="bilinear", fill_mode="reflect")
+        return ops.cast(out[:, :side, :side, :], self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "max_zoom": self.max_zoom, "border": self.border, "seed": self.seed}
