@@ -1,8 +1,10 @@
 """Built-in distribution shifts: what a smear image suffers between labs, scanners and stains.
 
-Each corruption maps a uint8 batch N x H x W x 3 to a corrupted uint8 batch, deterministically for a given
-NumPy generator, at severities 1 (mild) to 5 (heavy). They score robustness (never train on them: the
-``corruption`` augmentation policy covers training).
+Here the ``corruption`` group (damage within one lab); :mod:`bcauto_builtin.lab_shifts` holds the ``lab``
+group (another magnification, framing, stain palette, white balance, camera). Each corruption maps a uint8
+batch N x H x W x 3 to a corrupted uint8 batch, deterministically for a given NumPy generator, at
+severities 1 (mild) to 5 (heavy). They score robustness (never train on them: the ``corruption``
+augmentation policy covers training).
 """
 
 from __future__ import annotations
@@ -47,14 +49,17 @@ def motion_blur(images, severity, rng):
     return out
 
 
-def jpeg(images, severity, rng):
-    quality = int(_level(severity, (60, 40, 25, 15, 8)))
+def _jpeg_at(images: np.ndarray, quality: int) -> np.ndarray:
     out = np.empty_like(images)
     for i, image in enumerate(images):
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
         out[i] = np.asarray(Image.open(buffer).convert("RGB"))
     return out
+
+
+def jpeg(images, severity, rng):
+    return _jpeg_at(images, int(_level(severity, (60, 40, 25, 15, 8))))
 
 
 def pixelate(images, severity, rng):
@@ -166,5 +171,9 @@ SHIFTS = (
 
 @hookimpl
 def register_shifts(register):
+    from bcauto_builtin.lab_shifts import LAB_SHIFTS  # it builds on the helpers above
+
     for apply, description in SHIFTS:
         register(ShiftSpec(name=apply.__name__, apply=apply, description=description))
+    for apply, description in LAB_SHIFTS:
+        register(ShiftSpec(name=apply.__name__, apply=apply, description=description, group="lab"))
