@@ -1,0 +1,436 @@
+"""A saved model brought to another lab (other microscope, stain, camera).
+
+Two remedies:
+
+* :func:`recompute_batchnorm` (``--adapt-bn`` of ``bcauto evaluate``, ``predict`` and ``adapt``): test-time
+  BatchNorm adaptation (AdaBN). Every BatchNormalization layer, in nested models too, gets the mean and variance
+  of its inputs over the unlabelled target images in place of the training lab's. No label is read and nothing
+  else in the model changes.
+* :func:`adapt` (``bcauto adapt``): fine-tuning on a few labelled images of the new lab, scored before and after
+  on the rest of those images, written as a new model directory with its lineage, and logged to MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bcauto.errors import BcautoError
+
+ADAPT_ROLE = "adapt"
+DEFAULT_EPOCHS = 40
+DEFAULT_LEARNING_RATE = 3e-4
+DEFAULT_BATCH = 8
+BN_BATCH = 256
+
+
+# --- test-time BatchNorm adaptation ------------------------------------------------------------------------------
+
+def batchnorm_layers(model) -> list:
+    """Every BatchNormalization layer of ``model``, nested models and layers included (each once)."""
+    import keras
+
+    found, seen = [], set()
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        stack.extend(reversed(list(getattr(layer, "_layers", ()))))
+    return found
+
+
+class _Moments:
+    """Count, mean and sum of squared deviations per channel, merged batch by batch (Chan et al.) in float64."""
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, n: int, mean: np.ndarray, var: np.ndarray) -> None:
+        mean, m2 = mean.astype(np.float64), var.astype(np.float64) * n
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
+        self.n = total
+
+    @property
+    def variance(self) -> np.ndarray:
+        return self.m2 / self.n
+
+
+def _capturing_call(layer, moments: _Moments):
+    """A replacement for ``layer.call``: normalises by the batch's own statistics (as BatchNorm does in training,
+    so the layers after it see inputs normalised for the target domain) and records them, whatever ``training``
+    it is called with; never touches the layer's variables."""
+    from keras import ops
+
+    def call(inputs, training=None, mask=None):
+        x = ops.cast(inputs, "float32")
+        axis = layer.axis if layer.axis >= 0 else len(x.shape) + layer.axis
+        reduce = [a for a in range(len(x.shape)) if a != axis]
+        mean, variance = ops.moments(x, axes=reduce)
+        count = int(np.prod([x.shape[a] for a in reduce]))
+        moments.add(count, ops.convert_to_numpy(mean), ops.convert_to_numpy(variance))
+        outputs = ops.batch_normalization(
+            x, mean, variance, axis=axis, epsilon=layer.epsilon,
+            offset=ops.cast(layer.beta, "float32") if layer.center else None,
+            scale=ops.cast(layer.gamma, "float32") if layer.scale else None,
+        )
+        return ops.cast(outputs, layer.compute_dtype)
+
+    return call
+
+
+def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -> int:
+    """Set the moving mean and variance of every BatchNormalization layer of ``model`` (nested models included)
+    to the statistics of its inputs over ``images`` (uint8 or float pixels, N x S x S x 3); returns how many
+    layers were set (0, and nothing changed, when the model has none).
+
+    The model runs once over the images in inference mode (``training=False``: augmentation layers and dropout do
+    nothing), with each BatchNorm layer's ``call`` replaced for the pass. That reaches the layers of pretrained
+    backbones, which the classifier calls with ``training=False`` and so a training-mode call would not. During the
+    pass each BatchNorm layer normalises by the statistics of the current batch, as in training and in AdaBN, and
+    accumulates the exact mean and (biased, as Keras's) variance of its inputs over all images, merged batch by
+    batch (the images are split into batches of nearly equal size, at most ``batch_size``). A layer whose inputs come through no other BatchNorm layer thus gets the population statistics of its
+    inputs exactly; a deeper one those of its inputs with the layers before it normalising per batch of
+    ``batch_size`` images, which are the population statistics whenever the images fit in one batch. Trainable
+    weights, other non-trainable variables (seed generators included) and the layers' configuration stay as they
+    were.
+    """
+    import keras
+
+    layers = batchnorm_layers(model)
+    if not layers or len(images) == 0:
+        return 0
+    moments = {id(layer): _Moments() for layer in layers}
+    for layer in layers:
+        layer.__dict__["call"] = _capturing_call(layer, moments[id(layer)])
+    try:
+        parts = -(-len(images) // batch_size)  # batches of nearly equal size: no small last batch to normalise by
+        for index in np.array_split(np.arange(len(images)), parts):
+            model(keras.ops.convert_to_tensor(np.asarray(images[index], np.float32)), training=False)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("call", None)
+    unreached = [layer.name for layer in layers if moments[id(layer)].n == 0]
+    if unreached:
+        raise BcautoError(f"--adapt-bn: BatchNorm layer(s) {', '.join(unreached)} were not reached by a pass over the images; "
+                          "their statistics cannot be recomputed")
+    for layer in layers:
+        m = moments[id(layer)]
+        layer.moving_mean.assign(m.mean.astype(np.float32))
+        layer.moving_variance.assign(m.variance.astype(np.float32))
+    return len(layers)
+
+
+def adapt_bn_summary(model, images: np.ndarray, source: str) -> tuple[dict[str, Any], str]:
+    """Recompute the BatchNorm statistics of ``model`` on ``images``; returns (the record for JSON, the line to print)."""
+    layers = recompute_batchnorm(model, images)
+    record: dict[str, Any] = {"images": int(len(images)), "layers": layers}
+    if layers == 0:
+        record["note"] = "the model has no BatchNorm layer; nothing was changed"
+        return record, f"--adapt-bn: the model has no BatchNorm layer, so there are no statistics to recompute; the model is unchanged"
+    return record, f"BatchNorm statistics recomputed on {len(images)} images of {source} ({layers} layers)"
+
+
+# --- few-shot fine-tuning ------------------------------------------------------------------------------------------
+
+def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, class_names=None) -> np.ndarray:
+    """Indices of the images to fine-tune on (sorted), chosen with a seeded RNG; every class keeps at least one image
+    to be scored on.
+
+    ``per_class``: ``shots`` images of every class present. Otherwise ``shots`` in all, stratified: each class
+    present gets one first (when ``shots`` allows; else ``shots`` classes drawn at random get one), the rest are
+    shared in proportion to the class sizes (largest remainders), no class giving more than all but one image.
+    """
+    names = list(class_names) if class_names is not None else [str(c) for c in range(int(labels.max()) + 1)]
+    if shots < 1:
+        raise BcautoError(f"--shots must be 1 or more, got {shots}")
+    rng = np.random.default_rng(seed)
+    present = np.unique(labels)
+    counts = {int(c): int((labels == c).sum()) for c in present}
+    if per_class:
+        short = [f"{names[c]!r} has {n}" for c, n in counts.items() if n <= shots]
+        if short:
+            raise BcautoError(f"--shots {shots} --per-class leaves no image to score in class(es) {', '.join(short)} "
+                              f"(each class needs more than {shots} images)")
+        take = {c: shots for c in counts}
+    else:
+        spare = {c: n - 1 for c, n in counts.items()}
+        if shots > sum(spare.values()):
+            raise BcautoError(f"--shots {shots} is more than the data allows: {len(labels)} images in {len(counts)} classes, "
+                              f"and each class keeps at least one image to score (at most {sum(spare.values())} shots)")
+        take = {c: 0 for c in counts}
+        eligible = [c for c in counts if spare[c] > 0]
+        if shots < len(eligible):
+            for c in rng.choice(eligible, size=shots, replace=False):
+                take[int(c)] = 1
+        else:
+            for c in eligible:
+                take[c] = 1
+            while sum(take.values()) < shots:  # the rest in proportion to class sizes, within each class's spare images
+                room = [c for c in counts if take[c] < spare[c]]
+                left = shots - sum(take.values())
+                size = sum(counts[c] for c in room)
+                quota = {c: left * counts[c] / size for c in room}
+                added = {c: min(int(quota[c]), spare[c] - take[c]) for c in room}
+                if sum(added.values()) == 0:  # hand out the largest remainders one by one
+                    for c in sorted(room, key=lambda c: (-(quota[c] - int(quota[c])), c))[:left]:
+                        added[c] = 1
+                for c, k in added.items():
+                    take[c] += k
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in take.items() if k]
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, np.int64)
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float] | None:
+    """Balanced weights (n / (classes x count)) over the classes in ``labels``; None when they are balanced."""
+    present, counts = np.unique(labels, return_counts=True)
+    if counts.min() == counts.max():
+        return None
+    return {int(c): float(len(labels) / (len(present) * n)) for c, n in zip(present, counts)}
+
+
+def source_paths(data) -> list[str] | None:
+    """The file of each image when ``data`` was read from an image folder (and every file decoded), else None."""
+    root = Path(str(data.source)).expanduser()
+    if not root.is_dir():
+        return None
+    try:
+        from bcauto_builtin.sources.folder import list_images
+
+        names, files, labels, _ = list_images(root)
+    except Exception:
+        return None
+    if len(files) != len(data.labels) or tuple(names) != tuple(data.class_names) or not np.array_equal(labels, data.labels):
+        return None
+    return [str(f) for f in files]
+
+
+@dataclass
+class AdaptRequest:
+    """A resolved ``bcauto adapt`` invocation."""
+
+    model: str
+    data: str
+    shots: int
+    per_class: bool = False
+    seed: int = 0
+    epochs: int = DEFAULT_EPOCHS
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    out: str | None = None
+    adapt_bn: bool = False
+    tracking_uri: str = "sqlite:///mlflow.db"
+
+
+@dataclass
+class AdaptResult:
+    path: Path
+    run_id: str | None
+    info: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+
+def _scores(bundle, data) -> dict[str, Any]:
+    from bcauto.evaluate import evaluate
+
+    result, _, _ = evaluate(bundle, data)
+    return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "images": result["images"],
+            "per_class": {row["class"]: row["f1"] for row in result["per_class"]}}
+
+
+def fine_tune(model, images: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int, learning_rate: float,
+              seed: int, batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
+    """Train ``model`` on the few labelled ``images`` (labels: the model's class indices); returns the recipe used.
+
+    Every layer trains except BatchNormalization, which stays frozen (inference mode: a handful of images gives no
+    usable batch statistics, and moving statistics updated from them would wreck the layer), with Adam at a small
+    learning rate for a fixed number of epochs (there are too few images to hold some back for early stopping). The
+    model's own augmentation layers act, as they do in training, so each epoch sees other views of the few images;
+    batches are shuffled by a seeded RNG and the classes weighted to balance when the shots are imbalanced.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    norms = batchnorm_layers(model)
+    was_trainable = [layer.trainable for layer in norms]
+    for layer in norms:
+        layer.trainable = False
+    weights = class_weights(labels)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.CategoricalCrossentropy(),
+                  jit_compile=False)
+    import tensorflow as tf
+
+    y = np.eye(num_classes, dtype=np.float32)[labels]
+    batch = min(batch_size, len(labels))
+    shuffled = (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
+                .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch))
+    try:
+        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights)
+        losses = [float(v) for v in history.history["loss"]]
+    finally:
+        for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings
+            layer.trainable = trainable
+    return {"optimizer": "Adam", "learning_rate": learning_rate, "epochs": epochs, "batch_size": batch,
+            "batchnorm": f"frozen during fine-tuning ({len(norms)} layers, inference mode)",
+            "augmentation": "the model's own layers, active", "trainable": "every layer but BatchNorm",
+            "loss": "categorical crossentropy",
+            "class_weight": {str(k): round(v, 4) for k, v in weights.items()} if weights else None,
+            "final_loss": losses[-1] if losses else None}
+
+
+def adapt(request: AdaptRequest, components, console) -> AdaptResult:
+    """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
+    score the model on the rest, fine-tune (:func:`fine_tune`, after :func:`recompute_batchnorm` on all the images
+    with ``adapt_bn``), score again on the same rest, write the adapted model directory with its lineage, log an
+    MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
+    import keras
+
+    from bcauto.bundle import Bundle, load_bundle, save_bundle
+    from bcauto.data import Dataset
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map
+
+    if request.epochs < 1:
+        raise BcautoError(f"--epochs must be 1 or more, got {request.epochs}")
+    if not request.learning_rate > 0:
+        raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
+    keras.utils.set_random_seed(request.seed)  # before loading: layers draw their seed generators' states then
+    parent = load_bundle(request.model)
+    out = Path(request.out).expanduser() if request.out else parent.path.with_name(parent.path.name + "-adapted")
+    if out.resolve() == parent.path.resolve():
+        raise BcautoError(f"--out {out} is the model being adapted; write the adapted model to another folder")
+    classes = parent.class_names
+    data = load_data(request.data, parent.image_size, components, {"seed": request.seed})
+    for note in data.notes:
+        console.print(f"[cyan]note:[/] {note}")
+    labels = label_map(data.class_names, classes, what="the adaptation data")[data.labels]
+    shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
+    rest = np.setdiff1d(np.arange(len(labels)), shots)
+    unscored = sorted(set(labels[shots].tolist()) - set(labels[rest].tolist()))
+    if unscored:  # choose_shots leaves every class an image; this guards that promise
+        raise BcautoError(f"class(es) {', '.join(classes[c] for c in unscored)} have no image left to score")
+    scored = Dataset(data.images[rest], labels[rest], classes, data.source)
+    counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels)}
+    console.print(f"data: {data.source}: {len(labels)} images; {len(shots)} shots to fine-tune on "
+                  f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on")
+
+    model = parent.model
+    rows = [("parent", _scores(parent, scored))]
+    bn_record = None
+    if request.adapt_bn:
+        bn_record, line = adapt_bn_summary(model, data.images, data.source)
+        console.print(line)
+        if bn_record["layers"]:
+            rows.append(("BatchNorm recomputed", _scores(Bundle(parent.path, model, parent.info), scored)))
+    with console.status(f"fine-tuning on {len(shots)} images for {request.epochs} epochs"):
+        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), request.epochs, request.learning_rate,
+                           request.seed)
+    recipe["adapt_bn"] = bn_record or False
+    after = _scores(Bundle(out, model, parent.info), scored)
+    rows.append(("adapted", after))
+    model = _without_optimizer(model)
+
+    parent_mlflow = parent.info.get("mlflow")
+    adapted: dict[str, Any] = {
+        "parent": str(parent.path), "parent_mlflow": parent_mlflow, "data": data.source, "fingerprint": data.fingerprint(),
+        "images": int(len(labels)), "shots": int(request.shots), "per_class": bool(request.per_class), "seed": int(request.seed),
+        "shot_indices": shots.tolist(), "shot_counts": counts, "scored_images": int(len(rest)),
+        "before": rows[0][1], "after": after, "recipe": recipe,
+    }
+    if len(rows) == 3:
+        adapted["after_batchnorm_only"] = rows[1][1]
+    paths = source_paths(data)
+    if paths is not None:
+        adapted["shot_files"] = [paths[i] for i in shots]
+    info = {k: v for k, v in parent.info.items() if k not in ("format", "mlflow")}
+    info["adapted"] = adapted
+    save_bundle(model, info, out)
+    load_bundle(out)  # what was written must load with safe_mode=True
+    run_id, problems = log_adapt(request.tracking_uri, out, info)
+    if run_id:
+        info["mlflow"] = {"run_id": run_id}
+        from bcauto.refit import _update_info
+
+        _update_info(out, info)
+    for problem in problems:
+        console.print(f"[yellow]warning:[/] {problem}")
+    render(rows, console)
+    return AdaptResult(out, run_id, info)
+
+
+def _without_optimizer(model):
+    """``model`` saved and loaded again without its compiled state: the model directory holds no optimizer, like
+    those `bcauto refit` writes."""
+    import tempfile
+
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "adapted.keras"
+        model.save(path)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def _parent_run_id(parent_mlflow) -> str | None:
+    return parent_mlflow.get("run_id") if isinstance(parent_mlflow, dict) else None
+
+
+def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, list[str]]:
+    """A run (tag ``bcauto.role = adapt``, ``bcauto.parent_run_id``) in the parent's study's experiment (else
+    ``bcauto-adapt``) with the parameters, the scores before and after, and the model directory as artifacts.
+    Returns (run id or None, warnings); a tracking store that fails costs the run, never the model."""
+    from bcauto.bundle import INFO_FILE, MODEL_FILE
+    from bcauto.tracking import Tracker
+
+    adapted = info["adapted"]
+    try:
+        tracker = Tracker(tracking_uri, experiment=str(info.get("study") or "bcauto-adapt"))
+    except Exception as exc:
+        return None, [f"MLflow: could not open {tracking_uri} ({type(exc).__name__}: {exc}); the model is saved all the same"]
+    tags = {"bcauto.role": ADAPT_ROLE, "bcauto.data_fingerprint": adapted["fingerprint"]}
+    parent_run = _parent_run_id(adapted["parent_mlflow"])
+    if parent_run:
+        tags["bcauto.parent_run_id"] = parent_run
+    if info.get("study"):
+        tags["bcauto.study"] = str(info["study"])
+    run_id = tracker.start_trial(None, f"adapt {Path(adapted['parent']).name} to {Path(str(adapted['data'])).name}", tags)
+    recipe = adapted["recipe"]
+    tracker.log_params(run_id, {
+        "shots": adapted["shots"], "per_class": adapted["per_class"], "seed": adapted["seed"], "epochs": recipe["epochs"],
+        "lr": recipe["learning_rate"], "batch_size": recipe["batch_size"], "adapt_bn": bool(recipe["adapt_bn"]),
+        "data.source": adapted["data"], "data.fingerprint": adapted["fingerprint"], "parent": adapted["parent"],
+        "shots_taken": len(adapted["shot_indices"]), "scored_images": adapted["scored_images"],
+    })
+    metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
+    if "after_batchnorm_only" in adapted:
+        metrics.update({f"adapt_bn_{key}": adapted["after_batchnorm_only"][key] for key in ("accuracy", "macro_f1")})
+    tracker.log_metrics(run_id, metrics)
+    tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
+    tracker.log_artifact(run_id, out / MODEL_FILE, "bundle")
+    tracker.finish(run_id, "FINISHED")
+    return run_id, list(tracker.problems)
+
+
+def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
+    """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
+    from rich.table import Table
+
+    first = rows[0][1]
+    table = Table(title=f"scores on the {first['images']} images not fine-tuned on")
+    for column in ("model", "accuracy", "macro F1", "change in macro F1"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, s in rows:
+        change = s["macro_f1"] - first["macro_f1"]
+        table.add_row(name, f"{s['accuracy']:.4f}", f"{s['macro_f1']:.4f}", "" if s is first else f"{change:+.4f}")
+    console.print(table)
