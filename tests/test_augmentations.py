@@ -5,10 +5,12 @@ import numpy as np
 import optuna
 import pytest
 import tensorflow as tf
+from skimage.color import hed2rgb, rgb2hed
 
 from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
-from bcauto_builtin.layers import CellAugMix
+from bcauto_builtin.layers import CellAugMix, RandomHEDJitter, RandomMagnification, RandomWhiteBalance
+from helpers import blob_data
 
 SIZE, BATCH, CLASSES, SEED = 32, 8, 3, 7
 POLICIES = components().augmentations.names()
@@ -59,7 +61,7 @@ def cells():
 
 
 def test_every_policy_is_registered_with_a_description():
-    assert set(POLICIES) >= {"none", "seed", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption"}
+    assert set(POLICIES) >= {"none", "seed", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption", "lab"}
     assert all(policy(name).description and "\n" not in policy(name).description for name in POLICIES)
     assert [name for name in POLICIES if policy(name).mixes_labels] == ["mixup_cutmix"]
 
@@ -103,7 +105,7 @@ def test_model_with_the_layer_round_trips_through_keras_file(name, images, tmp_p
     assert [type(layer) for layer in loaded.layers[1].layers] == [type(layer) for layer in model.layers[1].layers]
 
 
-@pytest.mark.parametrize("name", ["seed", "stain", "corruption"])
+@pytest.mark.parametrize("name", ["seed", "stain", "corruption", "lab"])
 def test_strength_grows_the_change(name, cells):
     def change(end):
         out = build(name, params_at(name, end))(cells, training=True)
@@ -163,3 +165,118 @@ def test_augmix_draws_its_operations_on_every_call_of_a_compiled_function(images
     choices = tf.function(lambda x: layer.get_random_transformation(x, training=True)["choices"])
     drawn = {tuple(choices(images).numpy().ravel()) for _ in range(5)}
     assert len(drawn) > 1
+
+
+# --- the lab policy's layers ------------------------------------------------------------------------------
+
+LAB_LAYERS = {
+    "hed": lambda seed: RandomHEDJitter(0.2, 0.05, seed=seed),
+    "white_balance": lambda seed: RandomWhiteBalance(0.15, seed=seed),
+    "magnification": lambda seed: RandomMagnification(2.0, seed=seed),
+}
+OD_PER_SKIMAGE_UNIT = -np.log(1e-6)  # skimage's rgb2hed divides optical densities by this
+BACKGROUND = np.array([235.0, 205.0, 215.0])  # the cells fixture's, outside the disc
+DISC = np.array([120.0, 60.0, 150.0])
+
+
+def numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def stained(n=4, seed=0):
+    """Images mixed by ``hed2rgb`` from non-negative H, E, D concentrations: ``rgb2hed`` sets nothing to 0."""
+    hed = np.random.default_rng(seed).uniform(0.0, 0.06, (n, SIZE, SIZE, 3))
+    return (hed2rgb(hed) * 255).astype("float32")
+
+
+def border(x, width=2):
+    """The outer ring of pixels of each image, as (batch, pixels, 3)."""
+    ring = np.ones(x.shape[1:3], bool)
+    ring[width:-width, width:-width] = False
+    return x[:, ring]
+
+
+def test_hed_jitter_without_jitter_returns_the_image(images):
+    out = numpy(RandomHEDJitter(0.0, 0.0, seed=SEED)(images, training=True))
+    np.testing.assert_allclose(out, images, atol=1e-3)
+
+
+@pytest.mark.parametrize("alpha, beta", [((1.5, 1.0, 1.0), (0.0, 0.0, 0.0)), ((0.8, 1.2, 1.1), (0.05, -0.03, 0.02))])
+def test_hed_jitter_follows_skimage_stain_unmixing(alpha, beta):
+    x = stained()
+    expected = hed2rgb(rgb2hed(x / 255) * np.array(alpha) + np.array(beta) / OD_PER_SKIMAGE_UNIT) * 255
+    out = numpy(RandomHEDJitter(0.2, 0.05, seed=SEED).jitter(x, np.array(alpha), np.array(beta)))
+    assert np.abs(expected - x).mean() > 2.0  # the stain change is visible
+    np.testing.assert_allclose(out, expected, atol=0.02)
+
+
+@pytest.mark.parametrize("name", LAB_LAYERS)
+def test_lab_layer_leaves_images_alone_in_inference(name, cells):
+    np.testing.assert_array_equal(numpy(LAB_LAYERS[name](SEED)(cells, training=False)), cells)
+
+
+@pytest.mark.parametrize("name", LAB_LAYERS)
+def test_lab_layer_draws_per_image_on_every_call_of_a_compiled_function(name, cells):
+    layer = LAB_LAYERS[name](SEED)
+    augment = tf.function(lambda x: layer(x, training=True))
+    first, second = augment(cells).numpy(), augment(cells).numpy()
+    assert first.shape == cells.shape and first.dtype == np.float32
+    assert 0.0 <= first.min() and first.max() <= 255.0
+    # the batch holds one image repeated: per-image draws give as many different outputs
+    assert len({o.tobytes() for o in first}) == len(cells)
+    assert not np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("name", LAB_LAYERS)
+def test_lab_layer_is_seeded_and_round_trips_its_config(name, cells):
+    layer = LAB_LAYERS[name](SEED)
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
+    assert type(rebuilt) is type(layer) and rebuilt.get_config() == layer.get_config()
+    out = numpy(layer(cells, training=True))
+    np.testing.assert_array_equal(numpy(rebuilt(cells, training=True)), out)
+    assert not np.array_equal(numpy(LAB_LAYERS[name](SEED + 1)(cells, training=True)), out)
+
+
+def test_white_balance_casts_colour_and_keeps_grey_brightness():
+    grey = np.full((2 * BATCH, 4, 4, 3), 120.0, "float32")
+    out = numpy(RandomWhiteBalance(0.15, seed=SEED)(grey, training=True))[:, 0, 0]
+    np.testing.assert_allclose(out.mean(axis=1), 120.0, rtol=1e-5)
+    assert (out.max(axis=1) - out.min(axis=1)).mean() > 5.0
+
+
+def test_magnification_zooms_out_with_background_never_black_nor_a_copy_of_the_cell(cells):
+    out = numpy(RandomMagnification(2.0, seed=SEED)(cells, training=True))
+    disc_pixels = (np.abs(out - DISC).max(axis=-1) < 20).sum(axis=(1, 2))
+    original = (np.abs(cells[0] - DISC).max(axis=-1) < 20).sum()
+    smaller, larger = disc_pixels < 0.8 * original, disc_pixels > 1.25 * original
+    assert smaller.any() and larger.any()  # both ways, per image
+    assert disc_pixels[smaller].min() > original / 4 - 20  # at most halved in size
+    ring = border(out[smaller], width=4)  # the cells fixture's disc leaves a wider ring of background
+    np.testing.assert_allclose(ring, np.broadcast_to(BACKGROUND, ring.shape), atol=1e-3)
+
+
+def test_lab_policy_at_strength_one_spreads_the_mean_colours():
+    x = blob_data(n=2 * BATCH, size=SIZE).images.astype("float32")
+
+    def spread(strength):
+        out = numpy(build("lab", {"strength": strength, "zoom": 1.1})(x, training=True))
+        return np.std(out.mean(axis=(1, 2)) - x.mean(axis=(1, 2)), axis=0).mean()
+
+    weak, strong = spread(0.1), spread(1.0)
+    assert strong > 3 * weak and strong > 5.0
+
+
+def test_lab_policy_zooming_out_fills_no_black_border(cells):
+    out = numpy(build("lab", params_at("lab", "high"))(cells, training=True))
+    # a black fill sums to 0; the background and the disc, even restained, far more
+    assert border(out).sum(axis=-1).min() > 150.0
+
+
+def test_lab_policy_trains_inside_model_fit():
+    data = blob_data(n=2 * BATCH, size=SIZE)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    features = keras.layers.GlobalAveragePooling2D()(build("lab", params_at("lab", "high"))(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(features))
+    model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
+    history = model.fit(data.images.astype("float32"), data.labels, batch_size=BATCH, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
