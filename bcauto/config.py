@@ -57,6 +57,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
 SEARCH_DEFAULTS: dict[str, Any] = {
     "backbone": ["resnet50"],
     "augmentation": ["seed"],
+    "canonicalization": ["none"],
+    "normalization": ["default"],
     "imbalance": ["class_weights", "downsample"],
     "unfreeze_blocks": [1],
     "lr_head": {"low": 3e-5, "high": 3e-4, "log": True},
@@ -69,7 +71,10 @@ SEARCH_DEFAULTS: dict[str, Any] = {
     "label_smoothing": 0.0,
 }
 LOSSES = ("crossentropy", "focal")
-COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance"}
+COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance",
+                    "canonicalization": "canonicalizers"}
+# "default": each backbone keeps the normalization it was written with
+NORMALIZATIONS = ("default", "batch", "group", "layer", "none")
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,10 @@ def _check_ranges(path: Path, cfg: StudyConfig) -> None:
     for value in cfg.choices("unfreeze_blocks"):
         if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise BcautoError(f"{_where(path, 'search', 'unfreeze_blocks')}: {value!r} is not a block count (0, 1, 2, ... or \"all\")")
+    for value in cfg.choices("normalization"):
+        if value not in NORMALIZATIONS:
+            raise BcautoError(f"{_where(path, 'search', 'normalization')}: {value!r} is not a normalization; "
+                              f"expected one of {', '.join(map(repr, NORMALIZATIONS))}")
     for value in cfg.choices("loss"):
         if value not in LOSSES:
             raise BcautoError(f"{_where(path, 'search', 'loss')}: {value!r} is not a loss; expected {' or '.join(map(repr, LOSSES))}")
@@ -243,4 +252,10 @@ def check_components(cfg: StudyConfig, components) -> None:
             raise BcautoError(
                 f"{_where(cfg.path, 'search', 'backbone')}: {name!r} needs images of at least {spec.min_input_size} pixels, "
                 f"but [data] image_size = {image_size}; raise image_size or drop {name!r}"
+            )
+        unsupported = [n for n in cfg.choices("normalization") if n != "default" and n not in spec.normalizations]
+        if spec.normalizations and unsupported:
+            raise BcautoError(
+                f"{_where(cfg.path, 'search', 'normalization')}: {name!r} cannot use {', '.join(map(repr, unsupported))}; "
+                f"it offers {', '.join(map(repr, spec.normalizations))}"
             )

@@ -51,6 +51,21 @@ def register_augmentations(register):
 
 
 @hookspec
+def register_canonicalizers(register):
+    """Register input canonicalizers: transforms that give every image one standard look.
+
+    Call ``register(CanonicalizerSpec(...))`` once per canonicalizer. ``build(params, image_size)`` returns a
+    Keras layer (or None for no change) that maps float images in [0, 255] to images of the same size in
+    [0, 255]: a stain/colour normalization to a reference style, a crop centred on the white cell at a
+    canonical scale, and so on. The layer becomes part of the model, in front of the backbone and after the
+    augmentation, so it runs identically in search, refit, evaluate and predict and is saved with the model:
+    it must be Keras-serializable. ``search_space(trial)`` suggests its own hyperparameters (plain names;
+    bcauto prefixes them with the canonicalizer's name). A study picks among them with
+    ``[search] canonicalization``.
+    """
+
+
+@hookspec
 def register_imbalance_strategies(register):
     """Register class-imbalance strategies.
 

@@ -74,8 +74,11 @@ def build_head(feature_dim: int, num_classes: int, params: HeadParams) -> keras.
     return keras.Model(features, outputs, name="head")
 
 
-def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, params: dict | None = None) -> keras.Model:
-    """The backbone with its preprocessing in front: float [0, 255] images in, feature map out."""
+def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, params: dict | None = None,
+                   canonicalize: layers.Layer | None = None) -> keras.Model:
+    """The backbone with the canonicalization and its preprocessing in front: float [0, 255] images in, feature
+    map out. The canonicalization belongs to the backbone because the frozen backbone's features (and their
+    cache) depend on it."""
     if image_size < spec.min_input_size:
         raise BcautoError(
             f"backbone {spec.name!r} needs images of at least {spec.min_input_size}x{spec.min_input_size}, "
@@ -85,7 +88,7 @@ def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, par
     core = spec.build(shape, weights, **(params or {}))
     check_blocks(spec, core)
     inputs = keras.Input(shape=shape, name="pixels")
-    x = inputs
+    x = canonicalize(inputs) if canonicalize is not None else inputs
     for layer in preprocessing_layers(spec.preprocessing):
         x = layer(x)
     outputs = core(x)
@@ -166,7 +169,7 @@ def split_at_block(spec: BackboneSpec, backbone: keras.Model, unfrozen: int) -> 
     cut = core.get_layer(spec.blocks[len(spec.blocks) - unfrozen - 1]).output
     images = keras.Input(shape=backbone.input_shape[1:])
     x = images
-    for layer in backbone.layers[1:-1]:  # the preprocessing layers in front of the core
+    for layer in backbone.layers[1:-1]:  # the canonicalization and preprocessing layers in front of the core
         x = layer(x)
     prefix = keras.Model(images, keras.Model(core.input, cut)(x), name=f"{spec.name}_frozen_prefix")
     return prefix, keras.Model(cut, core.output, name=f"{spec.name}_tail")

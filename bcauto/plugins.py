@@ -18,7 +18,7 @@ import pluggy
 from bcauto import hookspecs
 from bcauto.errors import BcautoError
 from bcauto.registry import Provider, Registry
-from bcauto.specs import AugmentationSpec, BackboneSpec, DatasetSpec, ImbalanceSpec, ShiftSpec
+from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, DatasetSpec, ImbalanceSpec, ShiftSpec
 
 ENTRY_POINT_GROUP = "bcauto"
 DISABLE_ENV = "BCAUTO_DISABLE_PLUGINS"
@@ -27,6 +27,7 @@ DISABLE_ENV = "BCAUTO_DISABLE_PLUGINS"
 HOOKS = {
     "register_backbones": ("backbone", BackboneSpec),
     "register_augmentations": ("augmentation", AugmentationSpec),
+    "register_canonicalizers": ("canonicalizer", CanonicalizerSpec),
     "register_imbalance_strategies": ("imbalance strategy", ImbalanceSpec),
     "register_datasets": ("dataset", DatasetSpec),
     "register_shifts": ("shift", ShiftSpec),
@@ -51,6 +52,7 @@ class Components:
     imbalance: Registry
     datasets: Registry
     shifts: Registry
+    canonicalizers: Registry
     failures: list[PluginFailure] = field(default_factory=list)
 
     def by_kind(self) -> dict[str, Registry]:
@@ -60,6 +62,7 @@ class Components:
             "imbalance": self.imbalance,
             "datasets": self.datasets,
             "shifts": self.shifts,
+            "canonicalizers": self.canonicalizers,
         }
 
 
@@ -152,6 +155,7 @@ def collect(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: 
         imbalance=registries["register_imbalance_strategies"],
         datasets=registries["register_datasets"],
         shifts=registries["register_shifts"],
+        canonicalizers=registries["register_canonicalizers"],
         failures=failures,
     )
 

@@ -46,11 +46,18 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
     backbone = components.backbones.get(suggest(trial, "backbone", s["backbone"]))
     augmentation = components.augmentations.get(suggest(trial, "augmentation", s["augmentation"]))
     imbalance = components.imbalance.get(suggest(trial, "imbalance", s["imbalance"]))
+    canonicalizer = components.canonicalizers.get(suggest(trial, "canonicalization", s["canonicalization"]))
     # record fixed choices too, so every trial's params name its components
-    for field, spec in (("backbone", backbone), ("augmentation", augmentation), ("imbalance", imbalance)):
+    for field, spec in (("backbone", backbone), ("augmentation", augmentation), ("imbalance", imbalance),
+                        ("canonicalization", canonicalizer)):
         trial.set_user_attr(field, spec.name)
     backbone_params = backbone.search_space(PrefixedTrial(trial, f"{backbone.name}."))
+    if backbone.normalizations:
+        norm = suggest(trial, "normalization", s["normalization"])
+        if norm != "default":
+            backbone_params = {**backbone_params, "norm": norm}
     augmentation_params = augmentation.search_space(PrefixedTrial(trial, f"{augmentation.name}."))
+    canonicalizer_params = canonicalizer.search_space(PrefixedTrial(trial, f"{canonicalizer.name}."))
     head = HeadParams(
         units1=int(suggest(trial, "head_units1", s["head_units1"])),
         units2=int(suggest(trial, "head_units2", s["head_units2"])),
@@ -68,6 +75,7 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
         backbone=backbone, augmentation=augmentation, imbalance=imbalance, head=head, lr_head=lr_head,
         lr_finetune=lr_finetune, unfreeze_blocks=unfreeze, backbone_params=backbone_params,
         augmentation_params=augmentation_params, loss=loss, label_smoothing=label_smoothing,
+        canonicalizer=canonicalizer, canonicalizer_params=canonicalizer_params,
     )
 
 
@@ -78,6 +86,7 @@ def plan_params(plan: TrialPlan, settings: TrainSettings) -> dict[str, Any]:
         "weights": plan.weights_for(settings) or "none",
         "preprocessing": plan.backbone.preprocessing,
         "augmentation": plan.augmentation.name,
+        "canonicalization": plan.canonicalizer_name,
         "imbalance": plan.imbalance.name,
         "unfreeze_blocks": plan.unfreeze_blocks,
         "lr_head": plan.lr_head,
@@ -91,4 +100,5 @@ def plan_params(plan: TrialPlan, settings: TrainSettings) -> dict[str, Any]:
     }
     params.update({f"backbone.{k}": v for k, v in plan.backbone_params.items()})
     params.update({f"augmentation.{k}": v for k, v in plan.augmentation_params.items()})
+    params.update({f"canonicalization.{k}": v for k, v in plan.canonicalizer_params.items()})
     return params

@@ -27,6 +27,9 @@ class BackboneSpec:
         blocks: names of the layers that end each block, first to last.
         pretrained: weight sets that ``build`` can load (``("imagenet",)``, or ``()`` for home-made nets).
         min_input_size: smallest image side the architecture accepts.
+        normalizations: the normalization layers ``build`` can use through its ``norm`` keyword (``"batch"``,
+            ``"group"``, ``"layer"``, ``"none"``), for networks trained from scratch; a study searches them with
+            ``[search] normalization``. Empty: the architecture's own, not searchable.
         default_input_size: the image side it was designed for.
         search_space: ``search_space(trial)`` -> dict of the backbone's own hyperparameters (optional);
             they reach ``build`` as keyword arguments.
@@ -42,6 +45,7 @@ class BackboneSpec:
     default_input_size: int = 224
     search_space: Callable[[Any], dict] = _no_params
     description: str = ""
+    normalizations: tuple[str, ...] = ()
 
     def resolve_weights(self, weights: str | None) -> str | None:
         """The weights this backbone starts from: a named set it offers (``"imagenet"``), a local weights file
@@ -75,6 +79,26 @@ class AugmentationSpec:
     search_space: Callable[[Any], dict] = _no_params
     mixes_labels: bool = False
     build_batch: Optional[Callable[..., Any]] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class CanonicalizerSpec:
+    """Input canonicalization (see ``register_canonicalizers``): one standard look for every image.
+
+    Attributes:
+        name: unique name used in study files (``[search] canonicalization``).
+        build: ``build(params, image_size)`` -> a Keras layer mapping float [0, 255] images to float [0, 255]
+            images of the same size, or None (images pass unchanged). It runs in the model, in front of the
+            backbone, in training and prediction alike, so it must be Keras-serializable (registered with
+            ``keras.saving.register_keras_serializable``) for refit, evaluate and predict to load it.
+        search_space: ``search_space(trial)`` -> the canonicalizer's own hyperparameters.
+        description: one line for ``bcauto plugins``.
+    """
+
+    name: str
+    build: Callable[..., Any]
+    search_space: Callable[[Any], dict] = _no_params
     description: str = ""
 
 

@@ -21,7 +21,7 @@ from bcauto.data import Dataset
 from bcauto.evaluation import predict_batches
 from bcauto.features import FeatureCache, pooled_features
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
-from bcauto.specs import AugmentationSpec, BackboneSpec, ImbalanceSpec
+from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, ImbalanceSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -59,6 +59,18 @@ class TrialPlan:
     augmentation_params: dict = field(default_factory=dict)
     loss: str = "crossentropy"
     label_smoothing: float = 0.0
+    canonicalizer: CanonicalizerSpec | None = None
+    canonicalizer_params: dict = field(default_factory=dict)
+
+    @property
+    def canonicalizer_name(self) -> str:
+        return self.canonicalizer.name if self.canonicalizer is not None else "none"
+
+    def canonicalize_layer(self, image_size: int):
+        """The canonicalizer's layer for this plan, or None (images pass unchanged)."""
+        if self.canonicalizer is None:
+            return None
+        return self.canonicalizer.build(self.canonicalizer_params, image_size)
 
     def weights_for(self, settings: TrainSettings) -> str | None:
         """Pretrained weights this trial uses: None when the backbone has none of the requested kind."""
@@ -94,7 +106,7 @@ class Parts:
 
 def build_parts(plan: TrialPlan, settings: TrainSettings, image_size: int, num_classes: int) -> Parts:
     weights = plan.weights_for(settings)
-    backbone = build_backbone(plan.backbone, image_size, weights, plan.backbone_params)
+    backbone = build_backbone(plan.backbone, image_size, weights, plan.backbone_params, plan.canonicalize_layer(image_size))
     head = build_head(backbone.output_shape[-1], num_classes, plan.head)
     augmentation = plan.augmentation.build(plan.augmentation_params, image_size, settings.seed)
     return Parts(backbone, head, augmentation, assemble(backbone, head, augmentation, frozen_inference=weights is not None))
@@ -251,6 +263,7 @@ class Trainer:
         return {
             "backbone": plan.backbone.name, "weights": weights_identity(plan.weights_for(s)), "params": plan.backbone_params,
             "preprocessing": plan.backbone.preprocessing, "image_size": self.train_data.image_size,
+            "canonicalization": [plan.canonicalizer_name, plan.canonicalizer_params],
             "policy": keras.mixed_precision.global_policy().name,
             "views": views, "augmentation": [plan.augmentation.name, plan.augmentation_params] if views else None,
         }

@@ -56,6 +56,11 @@ MEANINGS = {
                                  "sets fine-tune the whole model online",
     "search.backbone": "backbone names, as listed by `bcauto plugins`",
     "search.augmentation": "augmentation policy names, as listed by `bcauto plugins`",
+    "search.canonicalization": "input canonicalizer names, as listed by `bcauto plugins`: `none`, `stain_norm` "
+                               "(every image to one reference stain style), `cell_crop` (centred on the white cell "
+                               "at a canonical scale), `cell_crop_stain_norm` (both); part of the saved model",
+    "search.normalization": "normalization layers of backbones trained from scratch that offer a choice (`batch`, "
+                            "`group`, `layer`, `none`); `default` keeps each backbone's own",
     "search.imbalance": "class-imbalance strategy names, as listed by `bcauto plugins`",
     "search.unfreeze_blocks": "blocks unfrozen for phase 2, counted from the end: 0, 1, 2, ... or `\"all\"`",
     "search.lr_head": "Lion learning rate of phase 1",

@@ -29,56 +29,85 @@ def keras_application(constructor, **extra):
     return build
 
 
-def _conv(x, filters, kernel, name, l2=1e-4):
-    return layers.Conv2D(
-        filters, kernel, padding="same", activation="relu", kernel_initializer="glorot_normal",
-        kernel_regularizer=keras.regularizers.L2(l2), name=name,
+NORMALIZATIONS = ("batch", "group", "layer", "none")
+
+
+def _normalize(x, norm: str, name: str):
+    """The normalization layer ``norm`` names (none: ``x`` as is).
+
+    BatchNorm momentum 0.9: trials are short, and the default 0.99 leaves the moving statistics far from the
+    data after a few hundred steps, so validation scores lag far behind training. Group and layer normalization
+    keep no statistics of the training lab (Tsutsui et al. 2023: a main cause of the drop in other labs).
+    """
+    if norm == "batch":
+        return layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    if norm == "group":
+        return layers.GroupNormalization(groups=_groups(x.shape[-1]), name=f"{name}_gn")(x)
+    if norm == "layer":
+        return layers.LayerNormalization(name=f"{name}_ln")(x)
+    if norm == "none":
+        return x
+    raise BcautoError(f"unknown normalization {norm!r}; expected one of {', '.join(NORMALIZATIONS)}")
+
+
+def _groups(channels: int) -> int:
+    return next(g for g in (8, 4, 2, 1) if channels % g == 0)
+
+
+def _conv(x, filters, kernel, name, l2=1e-4, norm="none"):
+    x = layers.Conv2D(
+        filters, kernel, padding="same", activation="relu" if norm == "none" else None,
+        kernel_initializer="glorot_normal", kernel_regularizer=keras.regularizers.L2(l2), name=name,
     )(x)
+    if norm == "none":
+        return x
+    return layers.Activation("relu", name=f"{name}_relu")(_normalize(x, norm, name))
 
 
-def build_mini_cnn(input_shape, weights=None, base_filters=32):
-    """Seed 6.2, first CNN: five conv + max-pool blocks (GlorotNormal, L2)."""
+def build_mini_cnn(input_shape, weights=None, base_filters=32, norm="none"):
+    """Seed 6.2, first CNN: five conv + max-pool blocks (GlorotNormal, L2), optionally normalized.
+
+    Without normalization it rarely leaves chance on real cells in a short trial (plain ReLU stack under Lion's
+    sign updates); with batch or group normalization it trains like the others.
+    """
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for i in range(5):
-        x = _conv(x, base_filters * min(2**i, 8), 3, f"block{i + 1}_conv")
+        x = _conv(x, base_filters * min(2**i, 8), 3, f"block{i + 1}_conv", norm=norm)
         x = layers.MaxPooling2D(2, padding="same", name=f"block{i + 1}_out")(x)
     return keras.Model(inputs, x, name="mini_cnn")
 
 
-def build_resnet_cnn(input_shape, weights=None, base_filters=32):
-    """Seed 6.2, second CNN: three ResNet blocks, filters growing 32 -> 64 -> 128.
-
-    BatchNorm momentum 0.9: trials are short, and the default 0.99 leaves the moving statistics far from
-    the data after a few hundred steps, so validation scores lag far behind training.
-    """
+def build_resnet_cnn(input_shape, weights=None, base_filters=32, norm="batch"):
+    """Seed 6.2, second CNN: three ResNet blocks, filters growing 32 -> 64 -> 128."""
     inputs = keras.Input(shape=input_shape)
     x = layers.Conv2D(base_filters, 3, padding="same", name="stem_conv")(inputs)
     for i in range(3):
         filters = base_filters * 2**i
         shortcut = layers.Conv2D(filters, 1, padding="same", name=f"block{i + 1}_shortcut")(x)
         y = layers.Conv2D(filters, 3, padding="same", name=f"block{i + 1}_conv1")(x)
-        y = layers.BatchNormalization(momentum=0.9, name=f"block{i + 1}_bn1")(y)
+        y = _normalize(y, norm, f"block{i + 1}_norm1")
         y = layers.Activation("relu", name=f"block{i + 1}_relu1")(y)
         y = layers.Conv2D(filters, 3, padding="same", name=f"block{i + 1}_conv2")(y)
-        y = layers.BatchNormalization(momentum=0.9, name=f"block{i + 1}_bn2")(y)
+        y = _normalize(y, norm, f"block{i + 1}_norm2")
         x = layers.Add(name=f"block{i + 1}_add")([shortcut, y])
         x = layers.Activation("relu", name=f"block{i + 1}_relu2")(x)
         x = layers.MaxPooling2D(2, padding="same", name=f"block{i + 1}_out")(x)
     return keras.Model(inputs, x, name="resnet_cnn")
 
 
-def build_inception_cnn(input_shape, weights=None, base_filters=16):
+def build_inception_cnn(input_shape, weights=None, base_filters=16, norm="none"):
     """Seed 6.2, third CNN: four inception blocks (parallel 1x1, 3x3, 5x5 and pooling paths)."""
     inputs = keras.Input(shape=input_shape)
     x = inputs
     for i in range(4):
         f = base_filters * 2**i
         name = f"block{i + 1}"
-        p1 = _conv(x, f, 1, f"{name}_1x1")
-        p3 = _conv(_conv(x, f, 1, f"{name}_3x3_reduce"), f, 3, f"{name}_3x3")
-        p5 = _conv(_conv(x, f // 2, 1, f"{name}_5x5_reduce"), f // 2, 5, f"{name}_5x5")
-        pp = _conv(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x), f // 2, 1, f"{name}_pool_proj")
+        p1 = _conv(x, f, 1, f"{name}_1x1", norm=norm)
+        p3 = _conv(_conv(x, f, 1, f"{name}_3x3_reduce", norm=norm), f, 3, f"{name}_3x3", norm=norm)
+        p5 = _conv(_conv(x, f // 2, 1, f"{name}_5x5_reduce", norm=norm), f // 2, 5, f"{name}_5x5", norm=norm)
+        pp = _conv(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x), f // 2, 1, f"{name}_pool_proj",
+                   norm=norm)
         x = layers.Concatenate(name=f"{name}_concat")([p1, p3, p5, pp])
         x = layers.MaxPooling2D(2, padding="same", name=f"{name}_out")(x)
     return keras.Model(inputs, x, name="inception_cnn")
@@ -147,17 +176,20 @@ BUILTIN_BACKBONES = (
     BackboneSpec(
         name="mini_cnn", build=build_mini_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 6)), min_input_size=32, default_input_size=96,
-        search_space=_filters(16, 32), description="seed 6.2: 5 conv/max-pool blocks, trained from scratch",
+        search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
+        description="seed 6.2: 5 conv/max-pool blocks, trained from scratch",
     ),
     BackboneSpec(
         name="resnet_cnn", build=build_resnet_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 4)), min_input_size=8, default_input_size=96,
-        search_space=_filters(16, 32), description="seed 6.2: 3 ResNet blocks 32->128 filters, from scratch",
+        search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
+        description="seed 6.2: 3 ResNet blocks 32->128 filters, from scratch",
     ),
     BackboneSpec(
         name="inception_cnn", build=build_inception_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 5)), min_input_size=16, default_input_size=96,
-        search_space=_filters(8, 16), description="seed 6.2: 4 inception blocks, from scratch",
+        search_space=_filters(8, 16), normalizations=NORMALIZATIONS,
+        description="seed 6.2: 4 inception blocks, from scratch",
     ),
 )
 

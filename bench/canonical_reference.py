@@ -1,0 +1,45 @@
+"""The reference constants of the built-in canonicalizers, measured on a data set of the training lab.
+
+    python bench/canonical_reference.py --data ../shared/data/pbc96
+
+Prints the mean over images of each image's CIELAB channel means and standard deviations (stain_norm's
+reference style) and the distribution of the nucleus spread as a fraction of the image side over the white
+cells (cell_crop's canonical size). Another --data shows how far another lab's images are from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+from skimage.color import rgb2lab
+
+from bcauto.data.sources import load_data
+from bcauto.plugins import components
+from bcauto_builtin.canonical import nucleus_centre_and_spread
+
+WHITE_CELLS = {"basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--image-size", type=int, default=96)
+    args = parser.parse_args()
+    data = load_data(args.data, args.image_size, components(), {"seed": 0})
+    lab = rgb2lab(data.images)
+    means, stds = lab.mean(axis=(1, 2)), lab.std(axis=(1, 2))
+    print(f"{data.source}: {len(data.labels)} images")
+    print("LAB mean of per-image means:", np.round(means.mean(axis=0), 1), " of per-image stds:", np.round(stds.mean(axis=0), 1))
+    white = np.isin(np.array(data.class_names)[data.labels], list(WHITE_CELLS))
+    spreads = []
+    for start in range(0, int(white.sum()), 512):
+        batch = data.images[white][start:start + 512].astype("float32")
+        spreads.append(np.asarray(nucleus_centre_and_spread(batch)[2]))
+    fraction = np.concatenate(spreads) / args.image_size
+    print(f"nucleus spread / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
+          f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}")
+
+
+if __name__ == "__main__":
+    main()

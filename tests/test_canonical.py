@@ -1,0 +1,152 @@
+"""Input canonicalizers: the colour maths match scikit-image, each one gives other labs' images the training lab's
+look, and the same transform runs in training and in a saved and reloaded model."""
+
+import keras
+import numpy as np
+import pytest
+from skimage.color import lab2rgb, rgb2lab
+
+from bcauto.bundle import load_bundle, save_bundle
+from bcauto.model import HeadParams
+from bcauto.plugins import components
+from bcauto.training import TrainSettings, TrialPlan, build_parts
+from bcauto_builtin.canonical import (
+    CANONICAL_NUCLEUS_SPREAD,
+    REFERENCE_LAB_MEAN,
+    REFERENCE_LAB_STD,
+    CellCentredCrop,
+    StainNormalization,
+    lab_to_rgb,
+    nucleus_centre_and_spread,
+    rgb_to_lab,
+)
+from helpers import blob_data
+
+CANONICALIZERS = components().canonicalizers.names()
+SIZE = 64
+
+
+def smear_cell(size=SIZE, centre=(32, 32), radius=7.0, seed=0) -> np.ndarray:
+    """A cream background with pink red cells and one purple nucleus of ``radius`` pixels: an MGG-like field."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    image = np.ones((size, size, 3), np.float32) * (235, 222, 205)
+    for _ in range(6):
+        cy, cx = rng.uniform(0, size, 2)
+        if np.hypot(cy - centre[0], cx - centre[1]) > 2.2 * radius:
+            image[(yy - cy) ** 2 + (xx - cx) ** 2 < (0.9 * radius) ** 2] = (225, 160, 165)
+    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < (1.8 * radius) ** 2] = (215, 190, 215)  # cytoplasm
+    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2] = (90, 40, 130)  # nucleus
+    return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+
+
+def test_lab_conversions_match_scikit_image():
+    images = blob_data(6, 24, seed=3).images
+    np.testing.assert_allclose(np.asarray(rgb_to_lab(images.astype("float32"))), rgb2lab(images), atol=0.05)
+    lab = rgb2lab(images)
+    np.testing.assert_allclose(np.asarray(lab_to_rgb(lab.astype("float32"))), lab2rgb(lab) * 255, atol=0.1)
+
+
+def test_stain_normalization_gives_each_image_the_reference_statistics_and_removes_a_colour_cast():
+    image = smear_cell()[None].astype("float32")
+    cast = np.clip(image * (0.8, 0.9, 1.15) + (0, 0, 10), 0, 255)  # a blue, dimmer camera
+    normalised = np.asarray(StainNormalization()(np.concatenate([image, cast])))
+    lab = rgb2lab(normalised.astype(np.uint8))
+    np.testing.assert_allclose(lab.mean(axis=(1, 2))[0], REFERENCE_LAB_MEAN, atol=1.5)
+    np.testing.assert_allclose(lab.std(axis=(1, 2))[0], REFERENCE_LAB_STD, rtol=0.12)
+    before = np.abs(cast - image).mean()
+    after = np.abs(normalised[1] - normalised[0]).mean()
+    assert after < before / 4, f"the cast is not removed: mean difference {before:.1f} before, {after:.1f} after"
+
+
+def test_nucleus_is_found_off_centre_and_its_size_measured():
+    images = np.stack([smear_cell(centre=(20, 40), radius=5, seed=1), smear_cell(centre=(32, 32), radius=10, seed=2)])
+    row, col, spread = (np.asarray(v) for v in nucleus_centre_and_spread(images.astype("float32")))
+    np.testing.assert_allclose(row, [20, 32], atol=1.5)
+    np.testing.assert_allclose(col, [40, 32], atol=1.5)
+    assert spread[1] > 1.6 * spread[0], f"a nucleus twice as large must measure larger: {spread}"
+
+
+def test_cell_crop_brings_cells_of_two_magnifications_and_positions_to_one_canonical_size_in_the_centre():
+    small_off_centre = smear_cell(centre=(24, 38), radius=4.5, seed=4)
+    large_centred = smear_cell(centre=(32, 32), radius=9, seed=5)
+    images = np.stack([small_off_centre, large_centred]).astype("float32")
+    cropped = np.asarray(CellCentredCrop()(images))
+    row, col, spread = (np.asarray(v) for v in nucleus_centre_and_spread(cropped))
+    _, _, spread_before = (np.asarray(v) for v in nucleus_centre_and_spread(images))
+    np.testing.assert_allclose(row, (SIZE - 1) / 2, atol=2.5)
+    np.testing.assert_allclose(col, (SIZE - 1) / 2, atol=2.5)
+    ratio_before, ratio_after = spread_before[1] / spread_before[0], spread[1] / spread[0]
+    assert abs(np.log(ratio_after)) < abs(np.log(ratio_before)) / 3, (ratio_before, ratio_after)
+    np.testing.assert_allclose(spread / SIZE, CANONICAL_NUCLEUS_SPREAD, rtol=0.25)
+    # zooming out mirrors smear background in: no black border
+    assert cropped[1][[0, -1]].mean() > 150 and cropped[1][:, [0, -1]].mean() > 150
+
+
+@pytest.mark.parametrize("name", CANONICALIZERS)
+def test_every_canonicalizer_keeps_shape_and_range_and_survives_saving(name, tmp_path):
+    """The contract a canonicalizer plugin must meet (a third-party plugin can run this test over its own)."""
+    spec = components().canonicalizers.get(name)
+    params = spec.search_space(_Midpoint())
+    layer = spec.build(params, SIZE)
+    images = np.stack([smear_cell(seed=s) for s in range(3)]).astype("float32")
+    if layer is None:
+        return
+    out = np.asarray(layer(images))
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(images)), out, atol=1e-3)
+
+
+class _Midpoint:
+    """A stand-in trial that answers every suggestion with the middle of its range (or the first choice)."""
+
+    def suggest_float(self, name, low, high, **kwargs):
+        return (low + high) / 2
+
+    def suggest_int(self, name, low, high, **kwargs):
+        return (low + high) // 2
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+
+def test_the_trained_model_and_the_saved_bundle_apply_the_same_canonicalization(tmp_path):
+    comps = components()
+    canonicalizer = comps.canonicalizers.get("cell_crop_stain_norm")
+    plan = TrialPlan(backbone=comps.backbones.get("mini_cnn"), augmentation=comps.augmentations.get("none"),
+                     imbalance=comps.imbalance.get("none"), head=HeadParams(16, 0, 0.0, 0.0), lr_head=1e-3,
+                     lr_finetune=0.0, unfreeze_blocks="all", backbone_params={"base_filters": 8, "norm": "group"},
+                     canonicalizer=canonicalizer, canonicalizer_params={"strength": 0.8})
+    parts = build_parts(plan, TrainSettings(weights="none"), SIZE, 4)
+    images = np.stack([smear_cell(centre=(26, 36), radius=5, seed=s) for s in range(4)]).astype("float32")
+    canonical = parts.backbone.get_layer("canonical_cell_crop_stain_norm")
+    expected = np.asarray(canonical(images))
+    assert np.abs(expected - images).mean() > 5, "the canonicalization must change these images"
+    save_bundle(parts.model, {"class_names": list("abcd"), "image_size": SIZE}, tmp_path / "model")
+    loaded = load_bundle(tmp_path / "model").model
+    np.testing.assert_allclose(np.asarray(loaded.predict(images, verbose=0)), np.asarray(parts.model.predict(images, verbose=0)),
+                               atol=1e-5)
+    reloaded_layer = loaded.get_layer("mini_cnn_features").get_layer("canonical_cell_crop_stain_norm")
+    np.testing.assert_allclose(np.asarray(reloaded_layer(images)), expected, atol=1e-3)
+
+
+def test_hook_register_canonicalizers():
+    from bcauto import hookimpl, plugins
+    from bcauto.specs import CanonicalizerSpec
+
+    class Plugin:
+        @hookimpl
+        def register_canonicalizers(self, register):
+            register(CanonicalizerSpec("grey", build=lambda params, size: keras.layers.Identity(), description="d"))
+
+    plugins.register_plugin(Plugin(), "tests:hook")
+    try:
+        comps = plugins.components()
+        assert comps.canonicalizers.get("grey").description == "d"
+        assert {"none", "stain_norm", "cell_crop", "cell_crop_stain_norm"} <= set(comps.canonicalizers.names())
+    finally:
+        plugins.unregister_plugin("tests:hook")
