@@ -276,7 +276,7 @@ def fine_tune(model, images: np.ndarray, labels: np.ndarray, num_classes: int, e
     shuffled = (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
                 .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch))
     try:
-        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights)
+        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False)
         losses = [float(v) for v in history.history["loss"]]
     finally:
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings

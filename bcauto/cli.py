@@ -1,4 +1,4 @@
-"""The ``bcauto`` command line: search, best, refit, evaluate, predict, plugins, ui."""
+"""The ``bcauto`` command line: search, best, refit, evaluate, predict, adapt, audit, plugins, ui."""
 
 from __future__ import annotations
 
@@ -230,6 +230,12 @@ def cmd_evaluate(args, console) -> int:
     bundle = load_bundle(args.model)
     comps = components()
     data = load_data(args.data, bundle.image_size, comps, {"seed": args.seed})
+    adapted = None
+    if args.adapt_bn:  # on the evaluation images themselves, their labels unread
+        from bcauto.adapt import adapt_bn_summary
+
+        adapted, line = adapt_bn_summary(bundle.model, data.images, data.source)
+        (Console(stderr=True) if args.json else console).print(escape(line))
     shifts = comps.shifts if args.shift else None
     steps = 1 + (shift_steps(shifts) if shifts is not None else 0)
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -241,6 +247,8 @@ def cmd_evaluate(args, console) -> int:
     image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
                           title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}")
     result["confusion_matrix"] = str(image)
+    if adapted is not None:
+        result["adapt_bn"] = adapted
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
@@ -257,8 +265,28 @@ def cmd_predict(args, console) -> int:
     from bcauto.predict import predict_to_csv
 
     bundle = load_bundle(args.model)
-    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True))
+    prepare = None
+    if args.adapt_bn:
+        from bcauto.adapt import adapt_bn_summary
+
+        def prepare(images):
+            console.print(escape(adapt_bn_summary(bundle.model, images, ", ".join(args.inputs))[1]))
+
+    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare)
     console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
+    return 0
+
+
+def cmd_adapt(args, console) -> int:
+    from bcauto.adapt import AdaptRequest, adapt
+    from bcauto.plugins import components
+
+    request = AdaptRequest(model=args.model, data=args.data, shots=args.shots, per_class=args.per_class, seed=args.seed,
+                           epochs=args.epochs, learning_rate=args.lr, out=args.out, adapt_bn=args.adapt_bn,
+                           tracking_uri=args.tracking_uri)
+    result = adapt(request, components(), console)
+    console.print(f"saved {escape(str(result.path))} (adapted from {escape(str(result.info['adapted']['parent']))}); "
+                  f"MLflow run {result.run_id or '-'}")
     return 0
 
 
@@ -350,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views "
                                                              "(4 quarter-turn rotations, each also mirrored)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the corruptions (and of generated data; default 0)")
+    evaluate.add_argument("--adapt-bn", action="store_true",
+                          help="first recompute every BatchNorm layer's statistics on the evaluation images (labels unread; "
+                               "test-time adaptation to another lab)")
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and confusion_matrix.png (default evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -361,7 +392,34 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image file, folder of images, or .npz file (an 'images' array)")
     predict.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
     predict.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views")
+    predict.add_argument("--adapt-bn", action="store_true",
+                         help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
+                              "adaptation to another lab; the images are all decoded before predicting)")
     predict.set_defaults(func=cmd_predict)
+
+    from bcauto.adapt import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+
+    adapt = sub.add_parser("adapt", help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
+                           description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
+                                       "drawn with a seeded RNG, the rest of the data scores the model before and after; "
+                                       "BatchNorm layers stay frozen, the model's augmentation acts. Writes a new model "
+                                       "directory recording its parent, the data and the shots, and logs an MLflow run "
+                                       "(tag bcauto.role = adapt).")
+    adapt.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit` (or `bcauto adapt`)")
+    adapt.add_argument("--data", required=True, help="the new lab's labelled images: PATH.npz | image folder | ... "
+                                                     "(classes matched to the model's by name)")
+    adapt.add_argument("--shots", type=int, required=True,
+                       help="images to fine-tune on, in all (stratified, one per class first), or per class with --per-class")
+    adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
+    adapt.add_argument("--seed", type=int, default=0, help="seed of the choice of shots and of the fine-tuning (default 0)")
+    adapt.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"fine-tuning epochs (default {DEFAULT_EPOCHS})")
+    adapt.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
+                       help=f"learning rate of the fine-tuning, Adam (default {DEFAULT_LEARNING_RATE:g})")
+    adapt.add_argument("--adapt-bn", action="store_true",
+                       help="first recompute the BatchNorm statistics on all the data's images (labels unread)")
+    adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
+    adapt.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    adapt.set_defaults(func=cmd_adapt)
 
     audit = sub.add_parser("audit", help="find duplicates, near duplicates, label conflicts, blank/corrupt images and outliers",
                            description="Audit a dataset: exact and near duplicates (re-encoded, brightened, shifted, cropped), "

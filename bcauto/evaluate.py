@@ -44,7 +44,7 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
-def label_map(data_classes, model_classes) -> np.ndarray:
+def label_map(data_classes, model_classes, what: str = "the evaluation data") -> np.ndarray:
     """For each class of the data (by index), the index of the model's class of the same name.
 
     Names match ignoring case and the difference between spaces, hyphens and underscores. A data class the model
@@ -53,7 +53,7 @@ def label_map(data_classes, model_classes) -> np.ndarray:
     index = {_key(name): i for i, name in enumerate(model_classes)}
     unknown = [name for name in data_classes if _key(name) not in index]
     if unknown:
-        raise BcautoError(f"the evaluation data has classes the model does not know: {', '.join(map(repr, unknown))}; "
+        raise BcautoError(f"{what} has classes the model does not know: {', '.join(map(repr, unknown))}; "
                           f"the model's classes are {', '.join(model_classes)} (classes are matched by name)")
     return np.array([index[_key(name)] for name in data_classes], np.int64)
 

@@ -10,7 +10,7 @@ import csv
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -112,8 +112,13 @@ def count_inputs(images: list[Path], archives: list[Path]) -> int:
     return total
 
 
-def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None) -> int:
-    """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows."""
+def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None,
+                   prepare: Callable[[np.ndarray], None] | None = None) -> int:
+    """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows.
+
+    ``prepare``, when given, is called once with every input image (decoded first, all held in memory) before any is
+    predicted: ``--adapt-bn`` recomputes the model's BatchNorm statistics on them.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bcauto.evaluate import predict_probs
@@ -125,6 +130,10 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
     classes = bundle.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    parts: Iterable[tuple[list[Source], np.ndarray]] = chunks(images, archives, bundle.image_size)
+    if prepare is not None:
+        parts = list(parts)
+        prepare(np.concatenate([batch for _, batch in parts]))
     rows = 0
     progress = Progress(TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, transient=True)
@@ -132,7 +141,7 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
         writer = csv.writer(handle)
         writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
         task = progress.add_task("predict", total=total)
-        for sources, batch in chunks(images, archives, bundle.image_size):
+        for sources, batch in parts:
             probs = predict_probs(bundle.model, batch, tta)
             for source, p in zip(sources, probs):
                 writer.writerow([str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())],

@@ -1,0 +1,294 @@
+"""Adapting a saved model to another lab: BatchNorm statistics recomputed on target images (``--adapt-bn``) and
+few-shot fine-tuning (``bcauto adapt``), on small Keras models saved as model directories and tiny blob data."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from helpers import CLASSES, blob_data
+from keras import layers
+from mlflow.tracking import MlflowClient
+
+from bcauto.cli import main
+
+SIZE = 32
+
+
+def backbone(name="features", batchnorm=True):
+    """A nested feature extractor with its own preprocessing, like bcauto's backbones (BatchNorm after each conv)."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
+    x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
+    for i, width in enumerate((8, 16), start=1):
+        x = layers.Conv2D(width, 3, padding="same", name=f"conv{i}")(x)
+        if batchnorm:
+            x = layers.BatchNormalization(momentum=0.8, name=f"bn{i}")(x)
+        x = layers.ReLU(name=f"relu{i}")(x)
+        if i == 1:
+            x = layers.MaxPooling2D(2, name="pool1")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def classifier(features, num_classes=len(CLASSES), frozen_inference=True, noise=40.0):
+    """Augmentation (noise, active in training only) -> backbone (called with training=False, as bcauto calls a
+    pretrained one) -> global average pooling -> softmax."""
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    from bcauto_builtin.layers import PixelNoise
+
+    x = PixelNoise(noise, seed=1, name="augment_noise")(inputs)
+    x = features(x, training=False) if frozen_inference else features(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x), name="classifier")
+
+
+def save(model, path, **info):
+    from bcauto.bundle import save_bundle
+
+    return save_bundle(model, {"class_names": list(CLASSES), "image_size": SIZE, **info}, path)
+
+
+def inverted(data):
+    """The same cells photographed in another lab, as far as the model can tell: every colour inverted."""
+    from bcauto.data import Dataset
+
+    return Dataset(255 - data.images, data.labels, data.class_names, "other-lab")
+
+
+def save_npz(path, data, order=None):
+    """``data`` as an .npz file, its classes listed in ``order`` (labels renumbered to match)."""
+    order = list(order or data.class_names)
+    remap = np.array([order.index(name) for name in data.class_names])
+    np.savez(path, images=data.images, labels=remap[data.labels], class_names=np.array(order))
+    return path
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    """A classifier trained on blob data (BatchNorm statistics learned, as a pretrained backbone's are), saved as a
+    model directory whose info names a refit run."""
+    root = tmp_path_factory.mktemp("adapt")
+    keras.utils.set_random_seed(0)
+    features = backbone()
+    train = classifier(features, frozen_inference=False, noise=5.0)
+    train.compile(optimizer=keras.optimizers.Adam(3e-3), loss="categorical_crossentropy", metrics=["accuracy"])
+    data = blob_data(240, SIZE, seed=0)
+    train.fit(data.images.astype(np.float32), np.eye(4)[data.labels], batch_size=32, epochs=3, verbose=0)
+    model = classifier(features, noise=5.0)  # the same backbone, called in inference mode, and the trained head
+    model.get_layer("out").set_weights(train.get_layer("out").get_weights())
+    accuracy = float((model.predict(data.images.astype(np.float32), verbose=0).argmax(1) == data.labels).mean())
+    assert accuracy > 0.9, accuracy
+    path = save(model, root / "model", study="blobs", mlflow={"run_id": "refit-run-0"})
+    return root, path
+
+
+@pytest.fixture(scope="module")
+def lab(parent):
+    """A new lab's labelled images (colours inverted), its classes listed in another order than the model's."""
+    root, _ = parent
+    return save_npz(root / "lab.npz", inverted(blob_data(96, SIZE, seed=7)), order=list(reversed(CLASSES)))
+
+
+@pytest.fixture(scope="module")
+def adapted(parent, lab):
+    """``bcauto adapt`` with 4 shots per class, BatchNorm recomputed first."""
+    root, model = parent
+    out = root / "adapted"
+    uri = f"sqlite:///{root}/mlflow.db"
+    assert main(["adapt", str(model), "--data", str(lab), "--shots", "4", "--per-class", "--seed", "3", "--adapt-bn",
+                 "--lr", "1e-3", "--epochs", "80",
+                 "--out", str(out), "--tracking-uri", uri]) == 0
+    return out, uri
+
+
+def bn_inputs(features, images, upto):
+    """What the backbone's BatchNorm layer after ``upto`` sees for ``images``, in inference mode (NumPy)."""
+    probe = keras.Model(features.input, features.get_layer(upto).output)
+    return probe.predict(images.astype(np.float32), verbose=0).astype(np.float64)
+
+
+def variables(model):
+    return {v.path: np.array(v.numpy()) for v in model.variables}
+
+
+@pytest.mark.parametrize("batch_size", [16, 256])
+def test_recompute_batchnorm_sets_only_moving_statistics_to_those_of_the_target_images(batch_size):
+    from bcauto.adapt import recompute_batchnorm
+
+    keras.utils.set_random_seed(1)
+    features = backbone()
+    model = classifier(features)
+    images = inverted(blob_data(40, SIZE, seed=3)).images
+    before = variables(model)
+    assert recompute_batchnorm(model, images, batch_size=batch_size) == 2
+    after = variables(model)
+    moving = {p for p in before if p.endswith(("moving_mean", "moving_variance"))}
+    assert len(moving) == 4 and set(after) == set(before)
+    assert all(not np.allclose(before[p], after[p]) for p in moving)  # the nested backbone's layers were reached
+    assert all(np.array_equal(before[p], after[p]) for p in set(before) - moving)  # nothing else moved (noise seed too)
+    # bn1 sees the first conv's output: its statistics are exact whatever the batch size (and no noise was added)
+    x = bn_inputs(features, images, "conv1")
+    np.testing.assert_allclose(features.get_layer("bn1").moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(features.get_layer("bn1").moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    # bn2 sees what comes through bn1: in one batch the statistics the adapted model computes at inference
+    x = bn_inputs(features, images, "conv2")
+    tolerance = 1e-4 if batch_size >= len(images) else 0.1
+    np.testing.assert_allclose(features.get_layer("bn2").moving_mean.numpy(), x.mean(axis=(0, 1, 2)), rtol=tolerance, atol=1e-4)
+    np.testing.assert_allclose(features.get_layer("bn2").moving_variance.numpy(), x.var(axis=(0, 1, 2)), rtol=tolerance, atol=1e-4)
+
+
+def test_recompute_batchnorm_reaches_every_member_of_an_ensemble():
+    from bcauto.adapt import batchnorm_layers, recompute_batchnorm
+    from bcauto.bundle import ensemble
+
+    keras.utils.set_random_seed(2)
+    model = ensemble([classifier(backbone("a")), classifier(backbone("b"))])
+    images = blob_data(24, SIZE, seed=4).images
+    layers_found = batchnorm_layers(model)
+    before = [layer.moving_variance.numpy().copy() for layer in layers_found]
+    assert recompute_batchnorm(model, images) == 4 == len(layers_found)
+    assert all(not np.allclose(b, layer.moving_variance.numpy()) for b, layer in zip(before, layers_found))
+
+
+def test_adapt_bn_on_a_model_without_batchnorm_says_so_and_changes_nothing(tmp_path, capsys):
+    from bcauto.adapt import recompute_batchnorm
+
+    keras.utils.set_random_seed(3)
+    model = classifier(backbone(batchnorm=False))
+    images = blob_data(16, SIZE, seed=5).images
+    before = variables(model)
+    assert recompute_batchnorm(model, images) == 0
+    assert all(np.array_equal(v, variables(model)[p]) for p, v in before.items())
+    path = save(model, tmp_path / "plain")
+    data = save_npz(tmp_path / "data.npz", blob_data(16, SIZE, seed=5))
+    capsys.readouterr()
+    assert main(["evaluate", str(path), "--data", str(data), "--adapt-bn", "--out", str(tmp_path / "e")]) == 0
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert "no BatchNorm layer" in printed and "unchanged" in printed
+    result = json.loads((tmp_path / "e" / "evaluation.json").read_text())
+    assert result["adapt_bn"]["layers"] == 0 and result["adapt_bn"]["images"] == 16
+
+
+def test_evaluate_and_predict_with_adapt_bn_say_what_they_did_and_evaluate_records_it(parent, lab, tmp_path, capsys):
+    import csv
+
+    _, model = parent
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--data", str(lab), "--json", "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert "adapt_bn" not in plain
+    assert main(["evaluate", str(model), "--data", str(lab), "--adapt-bn", "--json", "--out", str(tmp_path / "bn")]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # the notice goes to stderr, the JSON stays parseable
+    assert result["adapt_bn"] == {"images": 96, "layers": 2}
+    assert f"BatchNorm statistics recomputed on 96 images of {lab} (2 layers)" in captured.err.replace("\n", "")
+    assert result["macro_f1"] != plain["macro_f1"] or result["per_class"] != plain["per_class"]
+    assert json.loads((tmp_path / "bn" / "evaluation.json").read_text())["adapt_bn"]["layers"] == 2
+
+    with np.load(lab) as npz:
+        np.savez(tmp_path / "unlabelled.npz", images=npz["images"][:30])
+    rows = {}
+    for flag in ((), ("--adapt-bn",)):
+        out = tmp_path / f"preds{len(flag)}.csv"
+        assert main(["predict", str(model), str(tmp_path / "unlabelled.npz"), "--out", str(out), *flag]) == 0
+        with out.open() as handle:
+            rows[flag] = [[float(row[f"prob_{c}"]) for c in CLASSES] for row in csv.DictReader(handle)]
+    assert "BatchNorm statistics recomputed on 30 images" in capsys.readouterr().out.replace("\n", "")
+    assert len(rows[()]) == len(rows[("--adapt-bn",)]) == 30
+    assert not np.allclose(rows[()], rows[("--adapt-bn",)], atol=1e-3)
+
+
+def test_choose_shots_counts_strata_and_seeds():
+    from bcauto.adapt import choose_shots
+
+    labels = np.repeat([0, 2, 3, 5], [30, 10, 4, 2])  # four classes present, imbalanced; 1 and 4 absent
+    for shots in (4, 7, 12, 40):
+        chosen = choose_shots(labels, shots, False, seed=0)
+        assert len(chosen) == len(set(chosen.tolist())) == shots
+        taken = np.bincount(labels[chosen], minlength=6)
+        assert all(taken[c] >= 1 for c in (0, 2, 3, 5))  # one per class present first
+        assert all(taken[c] < (labels == c).sum() for c in (0, 2, 3, 5))  # every class keeps an image to score
+        assert taken[1] == taken[4] == 0
+    assert np.bincount(labels[choose_shots(labels, 12, False, 0)], minlength=6)[0] > 4  # the rest goes by class size
+    per_class = choose_shots(labels[labels != 5], 3, True, seed=1)
+    assert np.bincount(labels[per_class], minlength=6).tolist() == [3, 0, 3, 3, 0, 0]
+    assert len(set(labels[choose_shots(labels, 2, False, 0)].tolist())) == 2  # fewer shots than classes: distinct ones
+    assert np.array_equal(choose_shots(labels, 7, False, seed=4), choose_shots(labels, 7, False, seed=4))
+    assert not np.array_equal(choose_shots(labels, 7, False, seed=4), choose_shots(labels, 7, False, seed=5))
+
+
+def test_adapt_keeps_shots_apart_from_scored_images_and_records_them(parent, lab, adapted):
+    from bcauto.adapt import choose_shots
+    from bcauto.bundle import load_bundle
+    from bcauto.evaluate import label_map
+
+    _, model = parent
+    out, _ = adapted
+    info = load_bundle(out).info["adapted"]  # loads with safe_mode=True
+    with np.load(lab) as npz:
+        labels = label_map([str(c) for c in npz["class_names"]], CLASSES)[npz["labels"]]
+    shots = np.array(info["shot_indices"])
+    assert len(shots) == 16 and np.bincount(labels[shots], minlength=4).tolist() == [4, 4, 4, 4]
+    assert info["shot_counts"] == {c: 4 for c in CLASSES}
+    scored = np.setdiff1d(np.arange(len(labels)), shots)
+    assert info["scored_images"] == len(scored) == 96 - 16 == info["before"]["images"] == info["after"]["images"]
+    assert np.array_equal(shots, choose_shots(labels, 4, True, seed=3))  # the seeded choice, on the model's labels
+    assert info["seed"] == 3 and info["shots"] == 4 and info["per_class"] is True
+
+
+def test_adapted_bundle_has_its_lineage_and_an_adapt_run(parent, lab, adapted):
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    _, model = parent
+    out, uri = adapted
+    bundle = load_bundle(out)
+    info = bundle.info
+    assert bundle.class_names == CLASSES and info["study"] == "blobs"
+    lineage = info["adapted"]
+    assert lineage["parent"] == str(model) and lineage["parent_mlflow"] == {"run_id": "refit-run-0"}
+    assert lineage["data"] == str(lab) and lineage["fingerprint"] == load_data(str(lab), SIZE, components()).fingerprint()
+    assert lineage["recipe"]["adapt_bn"] == {"images": 96, "layers": 2} and lineage["recipe"]["epochs"] > 0
+    assert "after_batchnorm_only" in lineage
+    run = MlflowClient(tracking_uri=uri).get_run(info["mlflow"]["run_id"])
+    assert run.data.tags["bcauto.role"] == "adapt" and run.data.tags["bcauto.parent_run_id"] == "refit-run-0"
+    assert run.data.params["shots"] == "4" and run.data.params["data.fingerprint"] == lineage["fingerprint"]
+    assert run.data.metrics["after_macro_f1"] == pytest.approx(lineage["after"]["macro_f1"])
+    assert run.data.metrics["before_accuracy"] == pytest.approx(lineage["before"]["accuracy"])
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id, "bundle")}
+    assert artifacts == {"bundle/model.keras", "bundle/bcauto-model.json"}
+    assert not load_bundle(model).info.get("adapted")  # the parent is untouched
+
+
+def test_the_adapted_model_beats_its_parent_in_the_new_lab(adapted):
+    lineage = json.loads((adapted[0] / "bcauto-model.json").read_text())["adapted"]
+    before, after = lineage["before"], lineage["after"]
+    assert before["accuracy"] < 0.6  # the parent is clearly wrong on inverted colours
+    assert after["macro_f1"] > before["macro_f1"] + 0.3 and after["accuracy"] > before["accuracy"] + 0.3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shots", "0"], "--shots must be 1 or more"),
+    (["--shots", "93"], "more than the data allows"),
+    (["--shots", "24", "--per-class"], "leaves no image to score"),
+])
+def test_adapt_refuses_shots_the_data_cannot_give_in_one_line(parent, lab, tmp_path, capsys, args, message):
+    _, model = parent
+    capsys.readouterr()
+    assert main(["adapt", str(model), "--data", str(lab), *args, "--out", str(tmp_path / "a"),
+                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err.replace("\n", " ") and not (tmp_path / "a").exists()
+    assert len(err.splitlines()) <= 3  # one message (the terminal may wrap it)
+
+
+def test_adapt_refuses_a_class_the_model_does_not_know(parent, tmp_path, capsys):
+    from bcauto.data import Dataset
+
+    _, model = parent
+    data = blob_data(24, SIZE, seed=2)
+    odd = save_npz(tmp_path / "odd.npz", Dataset(data.images, data.labels, ("round", "square", "bright", "blast"), "odd"))
+    capsys.readouterr()
+    assert main(["adapt", str(model), "--data", str(odd), "--shots", "4", "--out", str(tmp_path / "a")]) == 2
+    assert "the adaptation data has classes the model does not know: 'blast'" in capsys.readouterr().err.replace("\n", "")
