@@ -83,6 +83,8 @@ def main(argv=None) -> None:
     parser.add_argument("--index", type=int, default=0, help="which image of each class (default: the first)")
     parser.add_argument("--image-size", type=int, default=96, help="the size the images are loaded at")
     parser.add_argument("--tile", type=int, default=96, help="the size each image is drawn at")
+    parser.add_argument("--colors", type=int, default=160,
+                        help="palette size the PNG is quantised to, dithered, to keep it small (0: full colour)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     registry = components()
@@ -93,6 +95,8 @@ def main(argv=None) -> None:
     images, names = pick_examples(data, classes, args.index)
     sheet = render(images, names, registry.shifts, args.tile, args.seed)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.colors:
+        sheet = sheet.quantize(args.colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
     sheet.save(args.out, optimize=True)
     print(f"wrote {args.out}: {sheet.width}x{sheet.height}, {Path(args.out).stat().st_size / 1e6:.2f} MB")
 
