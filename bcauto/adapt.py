@@ -180,6 +180,8 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
                 take[c] = 1
             while sum(take.values()) < shots:  # the rest in proportion to class sizes, within each class's spare images
                 room = [c for c in counts if take[c] < spare[c]]
+                if not room:  # cannot happen after the check above; never loop forever
+                    raise BcautoError(f"--shots {shots}: not enough images to choose from")
                 left = shots - sum(take.values())
                 size = sum(counts[c] for c in room)
                 quota = {c: left * counts[c] / size for c in room}
