@@ -107,8 +107,17 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
             "mean_macro_f1": float(np.mean(values)),
             "by_corruption": {name: float(np.mean(list(row.values()))) for name, row in table.items()},
             "by_severity": {s: float(np.mean([row[s] for row in table.values() if s in row])) for s in severities},
+            "by_group": group_means(table, shifts),
         }
     return result, scores, labels
+
+
+def group_means(table: dict[str, dict[str, float]], shifts) -> dict[str, float]:
+    """Mean macro-F1 over every shift and severity of each shift group (``corruption``, ``lab``, ...)."""
+    groups: dict[str, list[float]] = {}
+    for name, row in table.items():
+        groups.setdefault(shifts.get(name).group, []).extend(row.values())
+    return {group: float(np.mean(values)) for group, values in sorted(groups.items())}
 
 
 def shift_steps(shifts) -> int:
@@ -152,3 +161,4 @@ def render(result: dict[str, Any], console) -> None:
             grid.add_row(name, *(f"{row[s]:.3f}" if s in row else "" for s in severities), f"{shift['by_corruption'][name]:.3f}")
         grid.add_row("[bold]mean[/]", *(f"{shift['by_severity'][s]:.3f}" for s in severities), f"{shift['mean_macro_f1']:.3f}")
         console.print(grid)
+        console.print("mean macro F1 by shift group: " + ", ".join(f"{g} {v:.4f}" for g, v in shift["by_group"].items()))

@@ -313,6 +313,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             "input": "RGB images, pixel values 0-255 (uint8 or float), N x S x S x 3; the model scales them itself",
             "output": "class probabilities (softmax" + (", mean of the members'" if len(loaded) > 1 else "") + ")",
             "preprocessing": sorted({m["params"]["preprocessing"] for m in members}),
+            "canonicalization": sorted({m["params"]["canonicalization"] for m in members}),
             "backbones": [m["params"]["backbone"] for m in members],
             "study": study.study_name, "study_file": str(study_file), "metric": cfg.study["metric"],
             "trials": [m["trial"] for m in members], "ensemble": len(members) > 1, "members": members,

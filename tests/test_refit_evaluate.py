@@ -126,6 +126,7 @@ def test_refit_writes_the_model_directory_logs_a_refit_run_and_registers_a_versi
     best = load(root).best_trial
     assert info["trials"] == [best.number] and info["study"] == "tiny" and info["image_size"] == 32
     assert len(info["class_names"]) == 8 and info["preprocessing"] == ["unit"]
+    assert info["canonicalization"] == [info["members"][0]["params"]["canonicalization"]]
     assert info["data"]["fingerprint"] == best.user_attrs["params"]["data.fingerprint"]
     assert info["data"]["images"] == 240  # training and validation split together
     assert info["members"][0]["epochs"]["head"] <= best.user_attrs["phase_epochs"]["head"]
@@ -253,6 +254,9 @@ def test_evaluate_shift_json_has_every_corruption_and_severity(refitted, tmp_pat
         assert set(shift["macro_f1"][name]) == {str(s) for s in shifts.get(name).severities}
         assert all(0.0 <= v <= 1.0 for v in shift["macro_f1"][name].values())
     assert 0.0 <= shift["mean_macro_f1"] <= 1.0 and set(shift["by_severity"]) == {"1", "2", "3", "4", "5"}
+    assert set(shift["by_group"]) == {"corruption", "lab"}
+    lab = [v for name in shifts.names() if shifts.get(name).group == "lab" for v in shift["macro_f1"][name].values()]
+    assert shift["by_group"]["lab"] == pytest.approx(sum(lab) / len(lab))
 
 
 def test_tta_changes_the_probabilities_but_not_their_shape(refitted):

@@ -1,0 +1,188 @@
+"""Cross-lab benchmark: does the lab-robust study give models that keep working on another lab's images?
+
+For each seed, a stratified held-out part of the training lab's images (pbc96) is set aside; each study searches
+the rest with the same number of trials (`bcauto search`), its best trial is refitted (`bcauto refit`), and the
+model is scored, through the same commands a user runs, on:
+
+- the held-out pbc96 images: clean, and under every registered shift at every severity, averaged per group
+  (``corruption``: damage within a lab; ``lab``: magnification, framing, stain style, white balance, optics);
+- another lab's white cells (``--otherlab``, default ``../shared/data/otherlab_dev/chula_wbc``): as is, with
+  ``--adapt-bn`` (BatchNorm statistics from that lab's unlabelled images), and after ``bcauto adapt`` with 10 and
+  with 50 labelled cells of that lab (scored on the cells that were not shots).
+
+The other lab's images are only scored: nothing is trained, selected or tuned on them, except inside ``bcauto
+adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
+one row per study and seed and the mean and spread over seeds.
+
+    python bench/cross_lab.py --seeds 0,1,2                      # both studies at their own trial budget
+    python bench/cross_lab.py --seeds 0 --trials 2 --pool 1500 --holdout-max 300   # smoke run
+    python bench/cross_lab.py --report WORK/cross_lab.json       # print a saved run again
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA, machine, quiet, save_npz  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
+DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
+SHOTS = (10, 50)
+
+
+def bcauto(*args: str, work: Path, log: Path) -> str:
+    """Run one bcauto command in ``work`` (its stores live there); its output is appended to ``log``."""
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "bcauto.cli", *args], cwd=work, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    with log.open("a") as handle:
+        handle.write(f"$ bcauto {' '.join(args)}  ({time.perf_counter() - started:.0f} s, rc {result.returncode})\n")
+        handle.write(result.stdout + result.stderr + "\n")
+    if result.returncode != 0:
+        raise SystemExit(f"bcauto {' '.join(args)} failed (rc {result.returncode}); see {log}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def split_holdout(data, holdout: float, pool: int, holdout_max: int, seed: int):
+    """(search pool, held-out set): a stratified ``holdout`` share set aside first, then both subsampled (stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(data.labels))
+    rest, held = train_test_split(index, test_size=holdout, stratify=data.labels, random_state=seed)
+    if pool and pool < len(rest):
+        rest, _ = train_test_split(rest, train_size=pool, stratify=data.labels[rest], random_state=seed)
+    if holdout_max and holdout_max < len(held):
+        held, _ = train_test_split(held, train_size=holdout_max, stratify=data.labels[held], random_state=seed)
+    return data.subset(np.sort(rest)), data.subset(np.sort(held))
+
+
+def evaluate(model: Path, data: str, work: Path, log: Path, *extra: str) -> dict:
+    out = work / "evaluations" / f"{model.name}-{Path(data).stem}{''.join(extra).replace('-', '_')}"
+    bcauto("evaluate", str(model), "--data", data, "--json", "--out", str(out), *extra, work=work, log=log)
+    return json.loads((out / "evaluation.json").read_text())
+
+
+def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_npz: Path) -> dict:
+    name = f"{Path(study).stem}-s{seed}"
+    log = work / f"{name}.log"
+    common = ["--storage", f"sqlite:///{work / 'optuna.db'}", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
+    started = time.perf_counter()
+    search = ["search", "--study", str(ROOT / study), "--data", str(search_npz), "--name", name, "--seed", str(seed),
+              "--work-dir", str(work / ".bcauto"), *common]
+    if args.trials:
+        search += ["--trials", str(args.trials)]
+    bcauto(*search, work=work, log=log)
+    search_s = time.perf_counter() - started
+    model = work / "models" / name
+    bcauto("refit", "--name", name, "--out", str(model), *common[:4], work=work, log=log)
+    refit_s = time.perf_counter() - started - search_s
+    best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
+    held = evaluate(model, str(held_npz), work, log, "--shift", "--seed", str(seed))
+    other = evaluate(model, args.otherlab, work, log)
+    adapted_bn = evaluate(model, args.otherlab, work, log, "--adapt-bn")
+    row = {
+        "study": study, "seed": seed, "search_s": search_s, "refit_s": refit_s, "best_trial": best.get("number"),
+        "best_value": best.get("value"), "best_params": best.get("params"),
+        "heldout_clean_macro_f1": held["macro_f1"], **{f"heldout_{g}_macro_f1": v for g, v in held["shift"]["by_group"].items()},
+        "otherlab_accuracy": other["accuracy"], "otherlab_macro_f1": other["macro_f1"],
+        "otherlab_adapt_bn_accuracy": adapted_bn["accuracy"], "otherlab_adapt_bn_macro_f1": adapted_bn["macro_f1"],
+        "otherlab_adapt_bn": adapted_bn.get("adapt_bn"),
+    }
+    for shots in SHOTS:
+        out = work / "models" / f"{name}-adapt{shots}"
+        bcauto("adapt", str(model), "--data", args.otherlab, "--shots", str(shots), "--seed", str(seed), "--out", str(out),
+               "--tracking-uri", common[3], work=work, log=log)
+        adapted = json.loads((out / "bcauto-model.json").read_text())["adapted"]
+        row[f"adapt{shots}_before_accuracy"] = adapted["before"]["accuracy"]
+        row[f"adapt{shots}_accuracy"] = adapted["after"]["accuracy"]
+        row[f"adapt{shots}_macro_f1"] = adapted["after"]["macro_f1"]
+        row[f"adapt{shots}_scored"] = adapted["scored_images"]
+    row["total_s"] = time.perf_counter() - started
+    return row
+
+
+COLUMNS = (("heldout_clean_macro_f1", "held-out F1"), ("heldout_corruption_macro_f1", "corrupt. F1"),
+           ("heldout_lab_macro_f1", "lab-shift F1"), ("otherlab_accuracy", "other acc"), ("otherlab_macro_f1", "other F1"),
+           ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"), ("adapt10_accuracy", "adapt 10 acc"),
+           ("adapt50_accuracy", "adapt 50 acc"))
+
+
+def report(saved: dict, console) -> None:
+    from rich.table import Table
+
+    rows = saved["rows"]
+    table = Table(title=f"cross-lab benchmark ({saved['machine']}, {saved['date']})")
+    for column in ("study", "seed", "search min", *(label for _, label in COLUMNS)):
+        table.add_column(column, justify="left" if column == "study" else "right")
+    for row in rows:
+        table.add_row(Path(row["study"]).stem, str(row["seed"]), f"{row['search_s'] / 60:.1f}",
+                      *(f"{row[key]:.3f}" if row.get(key) is not None else "-" for key, _ in COLUMNS))
+    for study in dict.fromkeys(row["study"] for row in rows):
+        mine = [row for row in rows if row["study"] == study]
+        cells = []
+        for key, _ in COLUMNS:
+            values = [row[key] for row in mine if row.get(key) is not None]
+            cells.append(f"{np.mean(values):.3f}±{np.std(values):.3f}" if values else "-")
+        table.add_row(f"[bold]{Path(study).stem} mean±sd[/]", str(len(mine)),
+                      f"{np.mean([r['search_s'] for r in mine]) / 60:.1f}", *cells)
+    console.print(table)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training lab's image folder (default {DEFAULT_DATA})")
+    parser.add_argument("--otherlab", default=DEFAULT_OTHERLAB, help="another lab's labelled images, scored only")
+    parser.add_argument("--studies", default=DEFAULT_STUDIES, help=f"comma-separated study files (default {DEFAULT_STUDIES})")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--trials", type=int, default=0, help="trials per study (default: each study file's own)")
+    parser.add_argument("--holdout", type=float, default=0.1, help="stratified share of --data kept aside (default 0.1)")
+    parser.add_argument("--holdout-max", type=int, default=1500, help="score on at most this many held-out images (default 1500)")
+    parser.add_argument("--pool", type=int, default=0, help="images the searches use, drawn from the rest (default 0: all)")
+    parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
+    parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")
+    args = parser.parse_args(argv)
+    quiet()
+    from rich.console import Console
+
+    console = Console()
+    if args.report:
+        report(json.loads(Path(args.report).read_text()), console)
+        return 0
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    results = work / "cross_lab.json"
+    saved = json.loads(results.read_text()) if results.exists() else {"rows": []}
+    saved.update({"machine": machine(), "date": time.strftime("%Y-%m-%d"), "args": vars(args)})
+    data = load_data(args.data, 96, components(), {"on_bad_image": "skip"})
+    for seed in (int(s) for s in args.seeds.split(",")):
+        pool, held = split_holdout(data, args.holdout, args.pool, args.holdout_max, seed)
+        search_npz, held_npz = work / f"search-s{seed}.npz", work / f"heldout-s{seed}.npz"
+        save_npz(pool, search_npz)
+        save_npz(held, held_npz)
+        console.print(f"seed {seed}: {len(pool.labels)} images to search, {len(held.labels)} held out")
+        for study in args.studies.split(","):
+            if any(r["study"] == study and r["seed"] == seed for r in saved["rows"]):
+                continue  # finished in an earlier run of the same --work
+            row = run_study(study, seed, args, work, search_npz, held_npz)
+            saved["rows"].append(row)
+            results.write_text(json.dumps(saved, indent=2) + "\n")
+            console.print({k: v for k, v in row.items() if k != "best_params"})
+    report(saved, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
