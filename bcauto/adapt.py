@@ -136,10 +136,10 @@ def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -
 def adapt_bn_summary(model, images: np.ndarray, source: str) -> tuple[dict[str, Any], str]:
     """Recompute the BatchNorm statistics of ``model`` on ``images``; returns (the record for JSON, the line to print)."""
     layers = recompute_batchnorm(model, images)
-    record: dict[str, Any] = {"images": int(len(images)), "layers": layers}
+    record: dict[str, Any] = {"images": len(images), "layers": layers}
     if layers == 0:
         record["note"] = "the model has no BatchNorm layer; nothing was changed"
-        return record, f"--adapt-bn: the model has no BatchNorm layer, so there are no statistics to recompute; the model is unchanged"
+        return record, "--adapt-bn: the model has no BatchNorm layer, so there are no statistics to recompute; the model is unchanged"
     return record, f"BatchNorm statistics recomputed on {len(images)} images of {source} ({layers} layers)"
 
 
@@ -351,8 +351,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     parent_mlflow = parent.info.get("mlflow")
     adapted: dict[str, Any] = {
         "parent": str(parent.path), "parent_mlflow": parent_mlflow, "data": data.source, "fingerprint": data.fingerprint(),
-        "images": int(len(labels)), "shots": int(request.shots), "per_class": bool(request.per_class), "seed": int(request.seed),
-        "shot_indices": shots.tolist(), "shot_counts": counts, "scored_images": int(len(rest)),
+        "images": len(labels), "shots": int(request.shots), "per_class": bool(request.per_class), "seed": int(request.seed),
+        "shot_indices": shots.tolist(), "shot_counts": counts, "scored_images": len(rest),
         "before": rows[0][1], "after": after, "recipe": recipe,
     }
     if len(rows) == 3:

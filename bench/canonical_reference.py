@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from bcauto_builtin.canonical import nucleus_centre_and_spread
 from skimage.color import rgb2lab
 
 from bcauto.data.sources import load_data
 from bcauto.plugins import components
-from bcauto_builtin.canonical import nucleus_centre_and_spread
 
 WHITE_CELLS = {"basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil"}
 

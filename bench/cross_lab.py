@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet, save_npz  # noqa: E402
+from common import DEFAULT_DATA, machine, quiet, save_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")

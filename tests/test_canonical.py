@@ -4,12 +4,6 @@ look, and the same transform runs in training and in a saved and reloaded model.
 import keras
 import numpy as np
 import pytest
-from skimage.color import lab2rgb, rgb2lab
-
-from bcauto.bundle import load_bundle, save_bundle
-from bcauto.model import HeadParams
-from bcauto.plugins import components
-from bcauto.training import TrainSettings, TrialPlan, build_parts
 from bcauto_builtin.canonical import (
     CANONICAL_NUCLEUS_SPREAD,
     REFERENCE_LAB_MEAN,
@@ -21,6 +15,12 @@ from bcauto_builtin.canonical import (
     rgb_to_lab,
 )
 from helpers import blob_data
+from skimage.color import lab2rgb, rgb2lab
+
+from bcauto.bundle import load_bundle, save_bundle
+from bcauto.model import HeadParams
+from bcauto.plugins import components
+from bcauto.training import TrainSettings, TrialPlan, build_parts
 
 CANONICALIZERS = components().canonicalizers.names()
 SIZE = 64
