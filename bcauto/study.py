@@ -55,6 +55,16 @@ def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=cfg.study["startup_trials"])
 
 
+# far apart, so that the seeds of one run's workers (seed + 1000 * restarts + slot) never meet the next run's
+RESUME_SEED_STRIDE = 100_003
+
+
+def continue_sampling(study: optuna.Study, cfg: StudyConfig, seed: int) -> None:
+    """Seed the study's sampler from ``seed`` and the number of trials the study already holds, so a resumed
+    study draws configurations it has not tried instead of replaying its first ones."""
+    study.sampler = make_sampler(cfg, seed + RESUME_SEED_STRIDE * len(study.get_trials(deepcopy=False)))
+
+
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
     name, warmup = cfg.study["pruner"], cfg.study["pruner_warmup_epochs"]
     if len(cfg.directions) > 1:  # Optuna prunes single-objective studies only
@@ -182,6 +192,7 @@ def open_study(request: SearchRequest) -> optuna.Study:
     if len(study.directions) != len(cfg.directions):
         raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
                           f"but {cfg.path} [study] metric = {cfg.study['metric']!r} needs {len(cfg.directions)}; use another --name")
+    continue_sampling(study, cfg, request.seed)
     return study
 
 

@@ -132,7 +132,7 @@ def run(job: WorkerJob) -> int:
     from bcauto.config import load_study
     from bcauto.objective import Objective, SearchContext
     from bcauto.plugins import components
-    from bcauto.study import FINISHED, FailureLimit, make_pruner, make_sampler, make_storage
+    from bcauto.study import FINISHED, FailureLimit, continue_sampling, make_pruner, make_storage
     from bcauto.tracking import Tracker
     from bcauto.training import TrainSettings
 
@@ -141,8 +141,8 @@ def run(job: WorkerJob) -> int:
     keras.mixed_precision.set_global_policy(job.precision)
     cfg = load_study(job.study_file)
     train_data, val_data, shifted_val, shift_tags = load_split_data(job.data_dir)
-    study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage),
-                              sampler=make_sampler(cfg, job.sampler_seed), pruner=make_pruner(cfg))
+    study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage), pruner=make_pruner(cfg))
+    continue_sampling(study, cfg, job.sampler_seed)
     context = SearchContext(
         cfg=cfg, components=components(), train_data=train_data, val_data=val_data, settings=TrainSettings(**job.settings),
         tracker=Tracker(job.tracking_uri, experiment=job.study_name), parent_run_id=job.parent_run_id,

@@ -132,6 +132,19 @@ def test_rerun_resumes_the_same_study_and_parent_run(searched):
     assert len(trial_runs(client, experiment.experiment_id)) == 4
 
 
+def test_a_resumed_search_proposes_configurations_it_has_not_tried(tmp_path):
+    study = tmp_path / "random_start.toml"
+    study.write_text(TINY_STUDY.replace("startup_trials = 2", "startup_trials = 10"))  # every trial from the seeded random start-up
+    args = ["search", "--study", str(study), "--data", "synthetic:160", "--storage", f"sqlite:///{tmp_path}/optuna.db",
+            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main([*args, "--trials", "3"]) == 0
+    assert main([*args, "--trials", "6"]) == 0
+    trials = optuna.load_study(study_name="random_start", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert len(trials) == 6
+    configurations = [tuple(sorted(t.params.items())) for t in trials]
+    assert len(set(configurations)) == 6, f"the second run repeated the first run's configurations: {configurations}"
+
+
 def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[search]\nbackbone = ['resnet5O']\n")
