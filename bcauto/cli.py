@@ -296,6 +296,17 @@ def cmd_audit(args, console) -> int:
     return run_audit_command(args, console)
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (0 or a negative count is a usage error, not "the default")."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
@@ -304,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="run or resume an Optuna study, every trial logged to MLflow",
                             description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
     search.add_argument("--study", help="study file (TOML); default studies/default.toml with a GPU, studies/cpu.toml without")
-    search.add_argument("--trials", type=int, help="finished trials the study should hold (default: the study file's)")
+    search.add_argument("--trials", type=positive_int, help="finished trials the study should hold (default: the study file's)")
     search.add_argument("--data", help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] source)")
     search.add_argument("--name", help="study name (default: the study file's name)")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)")

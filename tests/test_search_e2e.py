@@ -145,6 +145,16 @@ def test_a_resumed_search_proposes_configurations_it_has_not_tried(tmp_path):
     assert len(set(configurations)) == 6, f"the second run repeated the first run's configurations: {configurations}"
 
 
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_trials_must_be_a_positive_count(value, capsys):
+    from bcauto.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["search", "--trials", value])
+    assert exited.value.code == 2
+    assert "argument --trials:" in capsys.readouterr().err
+
+
 def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[search]\nbackbone = ['resnet5O']\n")
