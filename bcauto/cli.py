@@ -128,8 +128,11 @@ def cmd_search(args, console) -> int:
 def load_existing_study(name: str | None, storage: str):
     import optuna
 
-    from bcauto.study import make_storage
+    from bcauto.study import make_storage, storage_file
 
+    missing = storage_file(storage)
+    if missing is not None and not missing.is_file():  # opening it would create an empty store
+        raise BcautoError(f"no Optuna storage at {missing}; run `bcauto search` first, or pass --storage")
     store = make_storage(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(store)]
     if not names:

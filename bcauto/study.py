@@ -46,6 +46,18 @@ def make_storage(url: str):
         raise BcautoError(f"cannot open the Optuna storage {redact_uri(url)}: {exc}") from None
 
 
+def storage_file(url: str) -> Path | None:
+    """The file a SQLite or journal storage URL names (None for a database server or an in-memory SQLite)."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):])
+    if url.startswith("sqlite:"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(url).database
+        return Path(database) if database and database != ":memory:" else None
+    return None
+
+
 def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
     name = cfg.study["sampler"]
     if name == "random":

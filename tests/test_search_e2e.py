@@ -166,6 +166,15 @@ def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("command", [["best"], ["refit"]])
+@pytest.mark.parametrize("store", ["sqlite:///{}/optuna.db", "journal:{}/optuna.journal"])
+def test_commands_that_read_a_study_never_create_a_store(command, store, tmp_path, capsys):
+    url = store.format(tmp_path)
+    assert main([*command, "--storage", url]) == 2
+    assert "no Optuna storage at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_every_command_has_help():
     for command in ([], ["search"], ["best"], ["plugins"], ["ui"]):
         result = subprocess.run([sys.executable, "-m", "bcauto.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
