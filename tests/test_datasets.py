@@ -369,3 +369,17 @@ def test_a_source_breaking_the_contract_is_reported(tmp_path):
             load_data("broken", 8, plugins.components(), {})
     finally:
         plugins.unregister_plugin("tests:broken")
+
+
+def test_a_folder_with_one_class_is_refused_before_any_store_or_training(tmp_path, capsys):
+    from bcauto.cli import main
+
+    for i in range(12):
+        _image_file(tmp_path / "cells" / "neutrophil" / f"{i}.png", (16, 16))
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    code = main(["search", "--data", str(tmp_path / "cells"), "--trials", "1", "--storage", f"sqlite:///{stores}/optuna.db",
+                 "--tracking-uri", f"sqlite:///{stores}/mlflow.db", "--work-dir", str(stores / ".bcauto")])
+    assert code == 2
+    assert "only one class has images (neutrophil); a classifier needs at least two" in " ".join(capsys.readouterr().err.split())
+    assert not (stores / "optuna.db").exists()

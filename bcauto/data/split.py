@@ -49,6 +49,10 @@ def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.n
     near copy of a validation image is in training.
     """
     counts = data.class_counts()
+    present = [data.class_names[c] for c, n in enumerate(counts) if n > 0]
+    if len(present) < 2:
+        raise BcautoError(f"{data.source}: only one class has images ({', '.join(present) or 'none'}); a classifier needs "
+                          "at least two (an image folder needs one subfolder per class)")
     n_splits = max(2, int(round(1 / val_fraction)))
     small = [(data.class_names[c], int(n)) for c, n in enumerate(counts) if 0 < n < n_splits]
     if small:
