@@ -313,7 +313,7 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcauto", description="AutoML experiment runner for blood-cell image classification.")
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     search = sub.add_parser("search", help="run or resume an Optuna study, every trial logged to MLflow",
                             description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
@@ -452,7 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `bcauto`: the commands, not only "arguments are required"
+        parser.print_help(sys.stderr)
+        return 2
     if args.command != "ui":
         quiet_frameworks()
     from rich.console import Console

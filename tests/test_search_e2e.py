@@ -175,6 +175,12 @@ def test_commands_that_read_a_study_never_create_a_store(command, store, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_bare_bcauto_lists_the_commands(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: bcauto" in err and all(command in err for command in ("search", "refit", "evaluate", "adapt", "predict"))
+
+
 def test_every_command_has_help():
     for command in ([], ["search"], ["best"], ["plugins"], ["ui"]):
         result = subprocess.run([sys.executable, "-m", "bcauto.cli", *command, "--help"], capture_output=True, text=True, timeout=60)
