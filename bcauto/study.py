@@ -208,6 +208,26 @@ def open_study(request: SearchRequest) -> optuna.Study:
     return study
 
 
+def check_same_data(study: optuna.Study, request: SearchRequest, prepared: PreparedData) -> None:
+    """Refuse to resume a study on other data or another split than it searched on: its trials would be ranked
+    together with the new ones as if they were comparable."""
+    searched = study.user_attrs.get("data")
+    if not searched:  # a new study, or one from before the data was recorded: the trials' own record
+        logged = [t.user_attrs.get("params", {}) for t in study.get_trials(deepcopy=False)]
+        logged = [p for p in logged if "data.fingerprint" in p]
+        if not logged:
+            return
+        searched = {"source": logged[0].get("data.source"), "fingerprint": logged[0]["data.fingerprint"],
+                    "split": logged[0].get("split.fingerprint")}
+    now = {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
+    if searched["fingerprint"] != now["fingerprint"] or searched.get("split") not in (None, now["split"]):
+        what = "other data" if searched["fingerprint"] != now["fingerprint"] else "another split (another --seed or val_fraction)"
+        raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} was searched on {what}: "
+                          f"{searched['source']} (fingerprint {searched['fingerprint']}, split {searched.get('split')}), "
+                          f"not {now['source']} (fingerprint {now['fingerprint']}, split {now['split']}); its trials would be "
+                          "ranked with the new ones. Pass --name NEW_NAME to start a new study on this data")
+
+
 def describe_run(request: SearchRequest, prepared: PreparedData, settings: TrainSettings, precision: str,
                  components: Components) -> tuple[dict[str, Any], dict[str, str]]:
     """Study-wide params and tags, logged on the parent run and on every trial: enough to reproduce one."""
@@ -239,6 +259,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
     precision = configure_precision(cfg, request.has_gpu)
     study = open_study(request)
+    check_same_data(study, request, prepared)
     tracker = Tracker(request.tracking_uri, experiment=request.study_name)
     failed, retried = recover(study, tracker)
     if failed or retried:
@@ -255,6 +276,8 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         console.print(f"{escape('[data]')} clean: {len(prepared.removed)} flagged images removed before the split (cleaned_images.json on the parent run)")
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
+    study.set_user_attr("data", {"source": request.data.source, "fingerprint": prepared.data_fingerprint,
+                                 "split": prepared.split_fingerprint})
     context = SearchContext(cfg=cfg, components=components, train_data=prepared.train, val_data=prepared.val, settings=settings,
                             tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=params,
                             shifted_val=prepared.shifted, shift_tags=prepared.shift_tags)

@@ -155,6 +155,18 @@ def test_trials_must_be_a_positive_count(value, capsys):
     assert "argument --trials:" in capsys.readouterr().err
 
 
+def test_resuming_on_other_data_is_refused_and_adds_no_trial(tmp_path, capsys):
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY_STUDY)
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(["search", "--study", str(study), "--data", "synthetic:160", "--trials", "1", *stores]) == 0
+    capsys.readouterr()
+    assert main(["search", "--study", str(study), "--data", "synthetic:200", "--trials", "2", *stores]) == 2
+    assert "was searched on other data" in " ".join(capsys.readouterr().err.split())
+    assert len(optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path}/optuna.db").trials) == 1
+    assert main(["search", "--study", str(study), "--data", "synthetic:200", "--trials", "1", "--name", "tiny-200", *stores]) == 0
+
+
 def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[search]\nbackbone = ['resnet5O']\n")
