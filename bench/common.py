@@ -129,3 +129,16 @@ def epoch_timer():
             self.times.append(time.perf_counter() - self.start)
 
     return EpochTimer()
+
+
+def split_holdout(data, fraction: float, pool: int, holdout_max: int, seed: int):
+    """(search pool, held-out set): a stratified ``fraction`` kept aside first, then both subsampled (stratified)."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(data.labels))
+    rest, held = train_test_split(index, test_size=fraction, stratify=data.labels, random_state=seed)
+    if pool and pool < len(rest):
+        rest, _ = train_test_split(rest, train_size=pool, stratify=data.labels[rest], random_state=seed)
+    if holdout_max and holdout_max < len(held):
+        held, _ = train_test_split(held, train_size=holdout_max, stratify=data.labels[held], random_state=seed)
+    return data.subset(np.sort(rest)), data.subset(np.sort(held))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet, save_npz
+from common import DEFAULT_DATA, machine, quiet, save_npz, split_holdout
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
@@ -51,19 +51,6 @@ def bcauto(*args: str, work: Path, log: Path) -> str:
     if result.returncode != 0:
         raise SystemExit(f"bcauto {' '.join(args)} failed (rc {result.returncode}); see {log}\n{result.stderr[-2000:]}")
     return result.stdout
-
-
-def split_holdout(data, holdout: float, pool: int, holdout_max: int, seed: int):
-    """(search pool, held-out set): a stratified ``holdout`` share set aside first, then both subsampled (stratified)."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(data.labels))
-    rest, held = train_test_split(index, test_size=holdout, stratify=data.labels, random_state=seed)
-    if pool and pool < len(rest):
-        rest, _ = train_test_split(rest, train_size=pool, stratify=data.labels[rest], random_state=seed)
-    if holdout_max and holdout_max < len(held):
-        held, _ = train_test_split(held, train_size=holdout_max, stratify=data.labels[held], random_state=seed)
-    return data.subset(np.sort(rest)), data.subset(np.sort(held))
 
 
 def evaluate(model: Path, data: str, work: Path, log: Path, *extra: str) -> dict:

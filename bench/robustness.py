@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet, save_npz  # noqa: E402
+from common import DEFAULT_DATA, machine, quiet, save_npz, split_holdout  # noqa: E402
 
 STUDY = """
 [study]
@@ -83,19 +83,6 @@ METRICS = {"clean": "val_macro_f1", "shifted": "val_shift_macro_f1"}
 # shifts that no searched augmentation policy imitates (stain and corruption train on colour, blur, noise and
 # erasing; all but "none" turn and flip): the held-out score on these is robustness to shifts nobody trained for
 UNTRAINED_SHIFTS = ("jpeg", "pixelate", "stain_deposits", "bubbles")
-
-
-def split_holdout(data, fraction: float, pool: int, holdout_max: int, seed: int):
-    """(search pool, held-out set): a stratified ``fraction`` kept aside first, then both subsampled (stratified)."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(data.labels))
-    rest, held = train_test_split(index, test_size=fraction, stratify=data.labels, random_state=seed)
-    if pool and pool < len(rest):
-        rest, _ = train_test_split(rest, train_size=pool, stratify=data.labels[rest], random_state=seed)
-    if holdout_max and holdout_max < len(held):
-        held, _ = train_test_split(held, train_size=holdout_max, stratify=data.labels[held], random_state=seed)
-    return data.subset(np.sort(rest)), data.subset(np.sort(held))
 
 
 def main(argv=None) -> int:
