@@ -275,8 +275,12 @@ def cmd_predict(args, console) -> int:
         def prepare(images):
             console.print(escape(adapt_bn_summary(bundle.model, images, ", ".join(args.inputs))[1]))
 
-    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare)
+    skipped: list[str] | None = [] if args.on_bad_image == "skip" else None
+    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped)
     console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} undecodable image file{'s' if len(skipped) > 1 else ''}:[/] "
+                      + escape("; ".join(skipped)))
     return 0
 
 
@@ -406,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image file, folder of images, or .npz file (an 'images' array)")
     predict.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
     predict.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views")
+    predict.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop",
+                         help="an undecodable image file stops the run (default) or is left out and listed")
     predict.add_argument("--adapt-bn", action="store_true",
                          help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
                               "adaptation to another lab; the images are all decoded before predicting)")

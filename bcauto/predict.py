@@ -76,22 +76,29 @@ def npz_images(path: Path, image_size: int) -> np.ndarray:
     return resize_images(images, image_size)
 
 
-def decode_images(paths: list[Path], image_size: int) -> np.ndarray:
+def decode_images(paths: list[Path], image_size: int, skipped: list[str] | None = None) -> tuple[list[Path], np.ndarray]:
+    """(the paths decoded, their images). An undecodable file stops with an error naming it, or, when ``skipped``
+    is a list, is left out and described there (``--on-bad-image skip``)."""
     from bcauto_builtin.sources.folder import _decode  # the image-folder source's decoding, so pixels match training
 
-    out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
-    for i, path in enumerate(paths):
+    kept, out = [], np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for path in paths:
         try:
-            out[i], _ = _decode(path, image_size)
+            out[len(kept)], _ = _decode(path, image_size)
         except Exception as exc:
-            raise BcautoError(f"{path}: cannot decode this image ({exc})") from None
-    return out
+            if skipped is None:
+                raise BcautoError(f"{path}: cannot decode this image ({exc}); --on-bad-image skip leaves such files out") from None
+            skipped.append(f"{path} ({exc})")
+            continue
+        kept.append(path)
+    return kept, out[:len(kept)]
 
 
-def chunks(images: list[Path], archives: list[Path], image_size: int) -> Iterator[tuple[list[Source], np.ndarray]]:
+def chunks(images: list[Path], archives: list[Path], image_size: int,
+           skipped: list[str] | None = None) -> Iterator[tuple[list[Source], np.ndarray]]:
     for start in range(0, len(images), CHUNK):
-        part = images[start:start + CHUNK]
-        yield [Source(p) for p in part], decode_images(part, image_size)
+        kept, batch = decode_images(images[start:start + CHUNK], image_size, skipped)
+        yield [Source(p) for p in kept], batch
     for archive in archives:
         array = npz_images(archive, image_size)
         for start in range(0, len(array), CHUNK):
@@ -113,8 +120,11 @@ def count_inputs(images: list[Path], archives: list[Path]) -> int:
 
 
 def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None,
-                   prepare: Callable[[np.ndarray], None] | None = None) -> int:
+                   prepare: Callable[[np.ndarray], None] | None = None, skipped: list[str] | None = None) -> int:
     """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows.
+
+    ``skipped``: None stops at the first undecodable image file with an error naming it; a list leaves such files
+    out and describes each there.
 
     ``prepare``, when given, is called once with every input image (decoded first, all held in memory) before any is
     predicted: ``--adapt-bn`` recomputes the model's BatchNorm statistics on them.
@@ -130,7 +140,7 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
     classes = bundle.class_names
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    parts: Iterable[tuple[list[Source], np.ndarray]] = chunks(images, archives, bundle.image_size)
+    parts: Iterable[tuple[list[Source], np.ndarray]] = chunks(images, archives, bundle.image_size, skipped)
     if prepare is not None:
         parts = list(parts)
         prepare(np.concatenate([batch for _, batch in parts]))

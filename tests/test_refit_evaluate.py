@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -260,9 +261,10 @@ def test_evaluate_shift_json_has_every_corruption_and_severity(refitted, tmp_pat
 
 
 def test_tta_changes_the_probabilities_but_not_their_shape(refitted):
+    from bcauto_builtin.sources.synthetic import generate
+
     from bcauto.bundle import load_bundle
     from bcauto.evaluate import dihedral_view, predict_probs
-    from bcauto_builtin.sources.synthetic import generate
 
     images, _ = generate(12, 32, 2)
     model = load_bundle(refitted).model
@@ -295,6 +297,25 @@ def test_predict_writes_one_row_per_image_with_probabilities_summing_to_one(refi
         assert sum(probs) == pytest.approx(1.0, abs=1e-4)
         assert row["predicted"] == classes[int(np.argmax(probs))]
     assert [row["index"] for row in rows[-2:]] == ["0", "1"] and rows[0]["index"] == ""
+
+
+def test_predict_stops_at_an_undecodable_file_or_skips_and_lists_it(refitted, tmp_path, capsys):
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, _ = generate(3, 40, 4)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"cell{i}.png")
+    (folder / "cell1b.png").write_bytes(b"\x89PNG truncated")
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(refitted), str(folder), "--out", str(out)]) == 2
+    assert "cell1b.png: cannot decode this image" in capsys.readouterr().err
+    assert main(["predict", str(refitted), str(folder), "--out", str(out), "--on-bad-image", "skip"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "3 predictions written" in printed and "skipped 1 undecodable image file:" in printed and "cell1b.png" in printed
+    with out.open() as handle:
+        assert [Path(row["path"]).name for row in csv.DictReader(handle)] == ["cell0.png", "cell1.png", "cell2.png"]
 
 
 def test_label_smoothing_and_focal_loss_change_the_compiled_loss():
