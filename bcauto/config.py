@@ -210,10 +210,16 @@ def parse_study(text: str, path: Path) -> StudyConfig:
             for key, (expected, default, allowed) in fields.items()
         }
     search_given = raw.get("search", {})
-    for key in search_given:
-        if key not in SEARCH_DEFAULTS:
-            raise _unknown(path, "search", key, SEARCH_DEFAULTS)
+    component_params: dict[str, dict[str, Any]] = {}
+    for key, value in search_given.items():
+        if key in SEARCH_DEFAULTS:
+            continue
+        if isinstance(value, dict) and not {"low", "high"} & set(value):  # [search.COMPONENT]: its own parameters
+            component_params[key] = {name: _check_search_value(path, f"{key}.{name}", space) for name, space in value.items()}
+            continue
+        raise _unknown(path, "search", key, SEARCH_DEFAULTS)
     search = {key: _check_search_value(path, key, search_given.get(key, default)) for key, default in SEARCH_DEFAULTS.items()}
+    search["component_params"] = component_params
     for key in COMPONENT_FIELDS:
         if any(not isinstance(v, str) for v in (search[key] if isinstance(search[key], list) else [search[key]])):
             raise BcautoError(f"{_where(path, 'search', key)}: expected a name or a list of names, got {search[key]!r}")
@@ -237,6 +243,13 @@ def load_study(path: str | Path) -> StudyConfig:
 def check_components(cfg: StudyConfig, components) -> None:
     """Fail before any trial when a study names a component no plugin registered."""
     registries = components.by_kind()
+    known = {name for kind in COMPONENT_FIELDS.values() for name in registries[kind].names()}
+    for name in cfg.search.get("component_params", {}):
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise BcautoError(f"{_where(cfg.path, f'search.{name}')}: no backbone, augmentation, imbalance strategy or "
+                              f"canonicalizer is called {name!r}{hint}")
     for key, kind in COMPONENT_FIELDS.items():
         registry = registries[kind]
         for name in cfg.choices(key):

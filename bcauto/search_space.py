@@ -18,15 +18,23 @@ class PrefixedTrial:
     ``randaugment.strength`` and ``stain.strength`` and keeps their distributions apart.
     """
 
-    def __init__(self, trial: optuna.Trial, prefix: str):
+    def __init__(self, trial: optuna.Trial, prefix: str, overrides: dict[str, Any] | None = None):
         self._trial = trial
         self._prefix = prefix
+        self._overrides = overrides or {}
 
     def __getattr__(self, attr):
         method = getattr(self._trial, attr)
         if not attr.startswith("suggest_"):
             return method
-        return lambda name, *args, **kwargs: method(f"{self._prefix}{name}", *args, **kwargs)
+
+        def suggest_one(name, *args, **kwargs):
+            # the study file's [search.COMPONENT] table narrows or fixes a component's own parameter
+            if name in self._overrides:
+                return suggest(self._trial, f"{self._prefix}{name}", self._overrides[name])
+            return method(f"{self._prefix}{name}", *args, **kwargs)
+
+        return suggest_one
 
 
 def suggest(trial: optuna.Trial, name: str, space: Any) -> Any:
@@ -51,13 +59,14 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
     for field, spec in (("backbone", backbone), ("augmentation", augmentation), ("imbalance", imbalance),
                         ("canonicalization", canonicalizer)):
         trial.set_user_attr(field, spec.name)
-    backbone_params = backbone.search_space(PrefixedTrial(trial, f"{backbone.name}."))
+    own = s.get("component_params", {})
+    backbone_params = backbone.search_space(PrefixedTrial(trial, f"{backbone.name}.", own.get(backbone.name)))
     if backbone.normalizations:
         norm = suggest(trial, "normalization", s["normalization"])
         if norm != "default":
             backbone_params = {**backbone_params, "norm": norm}
-    augmentation_params = augmentation.search_space(PrefixedTrial(trial, f"{augmentation.name}."))
-    canonicalizer_params = canonicalizer.search_space(PrefixedTrial(trial, f"{canonicalizer.name}."))
+    augmentation_params = augmentation.search_space(PrefixedTrial(trial, f"{augmentation.name}.", own.get(augmentation.name)))
+    canonicalizer_params = canonicalizer.search_space(PrefixedTrial(trial, f"{canonicalizer.name}.", own.get(canonicalizer.name)))
     head = HeadParams(
         units1=int(suggest(trial, "head_units1", s["head_units1"])),
         units2=int(suggest(trial, "head_units2", s["head_units2"])),

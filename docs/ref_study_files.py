@@ -183,7 +183,9 @@ def study_files_page() -> str:
         "parameter (`backbone = [\"resnet50\", \"xception\"]`; a list of one is fixed); or a numeric range "
         "`{ low = ..., high = ..., log = true|false }`, searched as an integer when both ends are integers and as "
         "a float otherwise. A log range needs `low > 0`. Components also add their own parameters (for example "
-        "`mini_cnn.base_filters`), searched in the ranges the plugin defines.",
+        "`mini_cnn.base_filters`), searched in the ranges the plugin defines unless a table named after the "
+        "component narrows or fixes them, in the same three forms: `[search.mini_cnn]` with `base_filters = 16` "
+        "(fixed) or `base_filters = [8, 16]` (choices). A study can so keep a component's cost within its budget.",
         "",
         *_search_rows(),
         "",

@@ -108,3 +108,37 @@ def test_backbone_larger_than_image_size_is_an_incompatible_combination():
 def test_missing_study_file_is_a_clear_error(tmp_path):
     with pytest.raises(BcautoError, match=r"study file .*nope.toml does not exist"):
         load_study(tmp_path / "nope.toml")
+
+
+def test_a_component_table_narrows_or_fixes_that_components_own_parameters():
+    import optuna
+
+    from bcauto.search_space import suggest_plan
+    from bcauto.study import settings_from
+
+    text = """
+[train]
+weights = "none"
+[search]
+backbone = ["mini_cnn", "resnet_cnn"]
+[search.mini_cnn]
+base_filters = 16
+[search.resnet_cnn]
+base_filters = [8, 16]
+"""
+    cfg = parse_study(text, Path("narrow.toml"))
+    check_components(cfg, components())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen: dict[str, set] = {"mini_cnn": set(), "resnet_cnn": set()}
+    for _ in range(30):
+        trial = study.ask()
+        plan = suggest_plan(trial, cfg, components(), settings_from(cfg, 0, has_gpu=False))
+        seen[plan.backbone.name].add(plan.backbone_params["base_filters"])
+        study.tell(trial, 0.5)
+    assert seen == {"mini_cnn": {16}, "resnet_cnn": {8, 16}}  # the plugins' own choices are 16 or 32
+
+
+def test_a_component_table_must_name_a_registered_component():
+    cfg = parse_study("[search.mini_cn]\nbase_filters = 16\n", Path("typo.toml"))
+    with pytest.raises(BcautoError, match=r"typo.toml: \[search.mini_cn\]: no backbone.*called 'mini_cn' \(did you mean 'mini_cnn'\?\)"):
+        check_components(cfg, components())
