@@ -120,7 +120,7 @@ def report(saved: dict, console) -> None:
         for key, _ in COLUMNS:
             values = [row[key] for row in mine if row.get(key) is not None]
             cells.append(f"{np.mean(values):.3f}±{np.std(values):.3f}" if values else "-")
-        table.add_row(f"[bold]{Path(study).stem} mean±sd[/]", str(len(mine)),
+        table.add_row(f"[bold]{Path(study).stem} mean±sd[/]", f"n={len(mine)}",
                       f"{np.mean([r['search_s'] for r in mine]) / 60:.1f}", *cells)
     console.print(table)
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     quiet()
     from rich.console import Console
 
-    console = Console()
+    console = Console(width=200)  # the table is as wide as its columns, in a terminal or in a log file
     if args.report:
         report(json.loads(Path(args.report).read_text()), console)
         return 0
