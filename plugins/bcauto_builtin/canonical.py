@@ -94,10 +94,10 @@ class StainNormalization(keras.layers.Layer):
 def nucleus_centre_and_spread(images, prior_width: float = 0.3):
     """Where the white cell's nucleus is and how large, per image: (row, column, spread) in pixels.
 
-    Nucleus pixels are those that are both dark and blue for their image: the sum of the standardised
-    (per image) CIELAB lightness and blue-yellow values, negated, stands more than NUCLEUS_THRESHOLD above its mean. Being
-    relative, it holds across stain strengths and colour casts, where an absolute haematoxylin threshold (colour
-    deconvolution) also fires on the dark rims of red cells under another lab's optics. The centre is found
+    Nucleus pixels are those that are both dark and blue for their image: the sum of the standardised (per
+    image) CIELAB lightness and blue-yellow values, negated, stands more than ``NUCLEUS_THRESHOLD`` above its
+    mean. Being relative, it holds across stain strengths and colour casts, where an absolute haematoxylin
+    threshold (colour deconvolution) also fires on the dark rims of red cells under another lab's optics. The centre is found
     twice, each time weighted by a Gaussian prior (first around the image centre, then around the first
     estimate), so a neighbouring cell at the edge pulls the estimate little. The spread is the weighted
     root-mean-square distance from that centre.
@@ -107,18 +107,15 @@ def nucleus_centre_and_spread(images, prior_width: float = 0.3):
     mask = ops.relu(-(standardised[..., 0] + standardised[..., 2]) - NUCLEUS_THRESHOLD)
     size = ops.shape(mask)[1]
     side = ops.cast(size, "float32")
-    mean = ops.mean(mask, axis=(1, 2), keepdims=True)
     coords = ops.cast(ops.arange(size), "float32")
     rows, cols = coords[None, :, None], coords[None, None, :]
-    centre_row = centre_col = (side - 1.0) / 2.0
-    centre_row = ops.ones_like(mean[:, 0, 0]) * centre_row
-    centre_col = ops.ones_like(mean[:, 0, 0]) * centre_col
+    centre_row = centre_col = ops.ones_like(mask[:, 0, 0]) * (side - 1.0) / 2.0
     for width in (prior_width, prior_width * 2 / 3):
         sigma = width * side
         d2 = (rows - centre_row[:, None, None]) ** 2 + (cols - centre_col[:, None, None]) ** 2
         weights = mask * ops.exp(-d2 / (2.0 * sigma * sigma))
-        total = ops.sum(weights, axis=(1, 2)) + EPSILON
-        found = ops.sum(weights, axis=(1, 2)) > 1e-3
+        mass = ops.sum(weights, axis=(1, 2))
+        total, found = mass + EPSILON, mass > 1e-3
         centre_row = ops.where(found, ops.sum(weights * rows, axis=(1, 2)) / total, centre_row)
         centre_col = ops.where(found, ops.sum(weights * cols, axis=(1, 2)) / total, centre_col)
     # the spread under the first, wider prior: the narrow one would shrink a large nucleus
