@@ -18,6 +18,8 @@ from bcauto.uris import redact_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
+CLASSES_HELP = ("predict only among these of the model's classes, comma-separated (the ones your slides can show, "
+                "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them")
 
 
 @contextlib.contextmanager
@@ -227,10 +229,11 @@ def cmd_evaluate(args, console) -> int:
 
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
-    from bcauto.evaluate import confusion_png, evaluate, render, shift_steps
+    from bcauto.evaluate import class_subset, confusion_png, evaluate, render, shift_steps
     from bcauto.plugins import components
 
     bundle = load_bundle(args.model)
+    allowed = class_subset(args.classes, bundle.class_names)
     comps = components()
     data = load_data(args.data, bundle.image_size, comps, {"seed": args.seed})
     adapted = None
@@ -244,7 +247,8 @@ def cmd_evaluate(args, console) -> int:
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("evaluating", total=steps)
         result, scores, labels = evaluate(bundle, data, shifts, args.tta, args.seed,
-                                          on_step=lambda what: progress.update(task, advance=1, description=what))
+                                          on_step=lambda what: progress.update(task, advance=1, description=what),
+                                          allowed=allowed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
@@ -265,9 +269,11 @@ def cmd_predict(args, console) -> int:
     from rich.console import Console
 
     from bcauto.bundle import load_bundle
+    from bcauto.evaluate import class_subset
     from bcauto.predict import predict_to_csv
 
     bundle = load_bundle(args.model)
+    allowed = class_subset(args.classes, bundle.class_names)
     prepare = None
     if args.adapt_bn:
         from bcauto.adapt import adapt_bn_summary
@@ -276,7 +282,8 @@ def cmd_predict(args, console) -> int:
             console.print(escape(adapt_bn_summary(bundle.model, images, ", ".join(args.inputs))[1]))
 
     skipped: list[str] | None = [] if args.on_bad_image == "skip" else None
-    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped)
+    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped,
+                          allowed=allowed)
     console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
     if skipped:
         console.print(f"[yellow]skipped {len(skipped)} undecodable image file{'s' if len(skipped) > 1 else ''}:[/] "
@@ -399,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--adapt-bn", action="store_true",
                           help="first recompute every BatchNorm layer's statistics on the evaluation images (labels unread; "
                                "test-time adaptation to another lab)")
+    evaluate.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and confusion_matrix.png (default evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
@@ -415,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--adapt-bn", action="store_true",
                          help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
                               "adaptation to another lab; the images are all decoded before predicting)")
+    predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
     from bcauto.adapt import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE

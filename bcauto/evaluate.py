@@ -58,6 +58,27 @@ def label_map(data_classes, model_classes, what: str = "the evaluation data") ->
     return np.array([index[_key(name)] for name in data_classes], np.int64)
 
 
+def class_subset(names: str | None, model_classes, what: str = "--classes") -> np.ndarray | None:
+    """The indices of the model's classes named in ``names`` (comma-separated, matched as :func:`label_map`
+    matches), or None when ``names`` is empty."""
+    if not names:
+        return None
+    wanted = [name for name in (part.strip() for part in names.split(",")) if name]
+    if not wanted:
+        raise BcautoError(f"{what}: no class names given (expected a comma-separated list of the model's classes)")
+    return np.unique(label_map(wanted, model_classes, what))
+
+
+def restrict(probs: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+    """``probs`` with every class outside ``allowed`` set to 0 and each row renormalised to sum to 1, so the
+    prediction is the most likely class a lab's slides can show (white cells only, say); unchanged for None."""
+    if allowed is None:
+        return probs
+    kept = np.zeros_like(probs)
+    kept[:, allowed] = probs[:, allowed]
+    return kept / np.maximum(kept.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+
+
 def per_class(scores: Scores, class_names, present: np.ndarray) -> list[dict[str, Any]]:
     rows = []
     for c in present:
@@ -68,9 +89,10 @@ def per_class(scores: Scores, class_names, present: np.ndarray) -> list[dict[str
 
 
 def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 0,
-             on_step: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Scores, np.ndarray]:
+             on_step: Callable[[str], None] | None = None, allowed: np.ndarray | None = None) -> tuple[dict[str, Any], Scores, np.ndarray]:
     """Scores of ``bundle`` on ``data`` (and on every shift of ``shifts``, a registry, when given).
 
+    ``allowed`` (model class indices, see :func:`class_subset`) restricts the predictions to those classes.
     Returns the result as plain data (for JSON), the clean :class:`Scores` over the model's classes (macro averages
     over the classes present), and the labels mapped to the model's classes.
     """
@@ -81,7 +103,7 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
         raise BcautoError(f"the data is {data.image_size}x{data.image_size}, the model takes {bundle.image_size}x{bundle.image_size}")
     labels = label_map(data.class_names, classes)[data.labels]
     present = np.unique(labels)
-    probs = predict_probs(bundle.model, data.images, tta)
+    probs = restrict(predict_probs(bundle.model, data.images, tta), allowed)
     scores = score(labels, probs.argmax(axis=1), classes, present_only=True)
     if on_step:
         on_step("clean")
@@ -89,6 +111,7 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
         "model": str(bundle.path), "data": data.source, "images": int(len(labels)),
         "tta": TTA_DESCRIPTION if tta else "none",
         "classes_present": [classes[c] for c in present], "classes_absent": [c for i, c in enumerate(classes) if i not in set(present)],
+        "predicted_among": "all the model's classes" if allowed is None else [classes[c] for c in allowed],
         **scores.metrics(), "averaged_over": "classes present in the data",
         "per_class": per_class(scores, classes, present),
     }
@@ -96,7 +119,7 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
         mapped = Dataset(data.images, labels, classes, data.source)
         table: dict[str, dict[str, float]] = {}
         for name, severity, images in every_shift(mapped, shifts, seed):
-            predicted = predict_probs(bundle.model, images, tta).argmax(axis=1)
+            predicted = restrict(predict_probs(bundle.model, images, tta), allowed).argmax(axis=1)
             table.setdefault(name, {})[str(severity)] = score(labels, predicted, classes, present_only=True).macro_f1
             if on_step:
                 on_step(f"{name} {severity}")
@@ -139,6 +162,8 @@ def render(result: dict[str, Any], console) -> None:
     from rich.table import Table
 
     console.print(f"[bold]{result['model']}[/] on {result['data']}: {result['images']} images, TTA: {result['tta']}")
+    if result["predicted_among"] != "all the model's classes":
+        console.print(f"predictions restricted to: {', '.join(result['predicted_among'])}")
     if result["classes_absent"]:
         console.print(f"classes not in the data (left out of the macro averages): {', '.join(result['classes_absent'])}")
     console.print(f"accuracy {result['accuracy']:.4f}  macro precision {result['macro_precision']:.4f}  "

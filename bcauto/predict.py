@@ -120,7 +120,8 @@ def count_inputs(images: list[Path], archives: list[Path]) -> int:
 
 
 def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None,
-                   prepare: Callable[[np.ndarray], None] | None = None, skipped: list[str] | None = None) -> int:
+                   prepare: Callable[[np.ndarray], None] | None = None, skipped: list[str] | None = None,
+                   allowed: np.ndarray | None = None) -> int:
     """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows.
 
     ``skipped``: None stops at the first undecodable image file with an error naming it; a list leaves such files
@@ -128,10 +129,13 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
 
     ``prepare``, when given, is called once with every input image (decoded first, all held in memory) before any is
     predicted: ``--adapt-bn`` recomputes the model's BatchNorm statistics on them.
+
+    ``allowed`` (model class indices) restricts the predictions to those classes (``--classes``): the others'
+    probabilities are written as 0 and the rest renormalised.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bcauto.evaluate import predict_probs
+    from bcauto.evaluate import predict_probs, restrict
 
     images, archives = collect_inputs(inputs)
     total = count_inputs(images, archives)
@@ -152,7 +156,7 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
         writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
         task = progress.add_task("predict", total=total)
         for sources, batch in parts:
-            probs = predict_probs(bundle.model, batch, tta)
+            probs = restrict(predict_probs(bundle.model, batch, tta), allowed)
             for source, p in zip(sources, probs):
                 writer.writerow([str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())],
                                  *(f"{v:.6f}" for v in p)])

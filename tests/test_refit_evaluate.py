@@ -242,6 +242,40 @@ def test_evaluate_refuses_class_names_the_model_does_not_know(refitted, tmp_path
     assert "'blast'" in capsys.readouterr().err
 
 
+def test_classes_restricts_predictions_to_the_named_classes_in_evaluate_and_predict(refitted, tmp_path, capsys):
+    from bcauto.bundle import load_bundle
+    from bcauto.evaluate import predict_probs
+
+    subset = ["platelet", "lymphocyte", "neutrophil"]
+    data = synthetic_npz(tmp_path / "subset.npz", subset)
+    allowed = "Neutrophil, lymphocyte,platelet"  # matched by name, as the data's classes are
+    capsys.readouterr()
+    assert main(["evaluate", str(refitted), "--data", str(data), "--json", "--out", str(tmp_path / "e"),
+                 "--classes", allowed]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result["predicted_among"]) == sorted(subset)
+    # what the unrestricted model says, restricted by hand: the argmax over the three named classes
+    bundle = load_bundle(refitted)
+    names = list(bundle.class_names)
+    keep = [names.index(c) for c in subset]
+    with np.load(data) as npz:
+        images, labels = npz["images"], npz["labels"]
+    expected = np.array(keep)[predict_probs(bundle.model, images)[:, keep].argmax(axis=1)]
+    truth = np.array([names.index(subset[y]) for y in labels])
+    assert result["accuracy"] == pytest.approx(float(np.mean(expected == truth)))
+    np.savez(tmp_path / "plain.npz", images=images)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(refitted), str(tmp_path / "plain.npz"), "--out", str(out), "--classes", allowed]) == 0
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["predicted"] for row in rows] == [names[i] for i in expected]
+    for row in rows:
+        assert all(float(row[f"prob_{c}"]) == 0.0 for c in names if c not in subset)
+        assert sum(float(row[f"prob_{c}"]) for c in subset) == pytest.approx(1.0, abs=1e-4)
+    assert main(["predict", str(refitted), str(tmp_path / "plain.npz"), "--out", str(out), "--classes", "neutrophil,blast"]) == 2
+    assert "'blast'" in capsys.readouterr().err
+
+
 def test_evaluate_shift_json_has_every_corruption_and_severity(refitted, tmp_path, capsys):
     from bcauto.plugins import components
 
