@@ -73,9 +73,10 @@ def quiet_frameworks() -> None:
 
 
 def studies_dir() -> Path:
-    """``studies/`` of the current folder if it has one, else the one shipped beside the package."""
-    local = Path("studies")
-    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "studies"
+    """The shipped study files: the package ``bcauto.studies`` (a checkout's studies/ folder, or a wheel's copy)."""
+    from importlib.resources import files
+
+    return Path(str(files("bcauto.studies")))
 
 
 def has_gpu() -> bool:
