@@ -150,25 +150,27 @@ def load_existing_study(name: str | None, storage: str):
 
 
 def cmd_best(args, console) -> int:
-    from bcauto.progress import ranked_trials
+    from bcauto.leaderboard import Leaderboard, all_params, leaderboard_json, metric_names, ranked_trials
 
     study = load_existing_study(args.name, args.storage)
     ranked = ranked_trials(study)
     if not ranked:
         raise BcautoError(f"study {study.study_name!r} has no completed trial yet")
-    best = ranked[0]
+    best, names = ranked[0], metric_names(study)
     info = {
-        "study": study.study_name, "number": best.number, "value": best.values[0], "values": best.values,
-        "params": best.user_attrs.get("params", best.params), "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
+        "study": study.study_name, "metric": names[0] if len(names) == 1 else list(names), "number": best.number,
+        "value": best.values[0], "values": best.values, "params": all_params(best),
+        "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
     }
     if len(study.directions) > 1:
         info["pareto_front"] = [{"number": t.number, "values": t.values} for t in ranked]
+    info["leaderboard"] = leaderboard_json(study, args.top)
     if args.json:
         print(json.dumps(info, indent=2, default=str))
-    else:
-        console.print(f"best trial of {info['study']!r}: #{info['number']} value {info['value']:.4f} (MLflow run {info['mlflow_run_id']})")
-        for key, value in info["params"].items():
-            console.print(f"  {key} = {value}")
+        return 0
+    console.print(Leaderboard(study, args.top))
+    console.print(f"best: trial {best.number}, {names[0]} {best.values[0]:.4f}, MLflow run {info['mlflow_run_id'] or '-'} "
+                  "(every parameter in full: `bcauto best --json`)", soft_wrap=True, highlight=False)
     return 0
 
 
@@ -347,10 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
     search.set_defaults(func=cmd_search)
 
-    best = sub.add_parser("best", help="the best trial: number, value, params, MLflow run id", description="Show a study's best trial.")
+    best = sub.add_parser("best", help="the leaderboard and the best trial: number, value, params, MLflow run id",
+                          description="Show a study's leaderboard and best trial. The table has a column per parameter "
+                                      "that differs between trials when they fit the terminal's width, else one "
+                                      "name=value column; parameters equal in all trials are named once under it.")
     best.add_argument("--name", help="study name (needed when the storage holds several)")
     best.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    best.add_argument("--json", action="store_true", help="print JSON")
+    best.add_argument("--top", type=positive_int, default=10, help="trials in the leaderboard (default 10)")
+    best.add_argument("--json", action="store_true", help="print JSON: the best trial and the leaderboard, every parameter in full")
     best.set_defaults(func=cmd_best)
 
     plugins = sub.add_parser("plugins", help="list registered components and the plugins providing them",

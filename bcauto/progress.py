@@ -6,11 +6,40 @@ import keras
 import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+
+from bcauto.leaderboard import Leaderboard, ranked_trials  # noqa: F401  (ranked_trials: imported from here)
+
+
+def ending(state: str, epochs: int, planned: int, stopped_early: bool) -> str:
+    """Why a trial's epochs bar ended where it did, for the bar's last words."""
+    of = f"epoch {epochs} of {planned}"
+    if state == "pruned":
+        return f"pruned at {of}" if epochs else "pruned before its first epoch"
+    if state == "failed":
+        return f"failed at {of}" if epochs else "failed before its first epoch"
+    if epochs >= planned:
+        return f"done, {epochs} epochs"
+    # a pretrained backbone with unfreeze_blocks = 0 has no fine-tuning phase: its planned epochs are not all run
+    return f"stopped early at {of}" if stopped_early else f"done at {of} (no fine-tuning phase)"
+
+
+def planned_phases(trial: optuna.trial.FrozenTrial) -> tuple[bool, bool]:
+    """(whether early stopping shortened a phase, whether the trial had a fine-tuning phase) from its records."""
+    params, phases = trial.user_attrs.get("params") or {}, trial.user_attrs.get("phase_epochs") or {}
+    head, finetune = int(params.get("head_epochs", 0)), int(params.get("finetune_epochs", 0))
+    done_head, done_finetune = int(phases.get("head", 0)), int(phases.get("finetune", 0))
+    if trial.user_attrs.get("unfreeze_blocks") == "all" and not done_finetune:  # trained from scratch, in one phase
+        return done_head < head + finetune, True
+    finetuned = trial.user_attrs.get("unfreeze_blocks") not in (0, None) and finetune > 0
+    return done_head < head or (finetuned and done_finetune < finetune), finetuned
 
 
 class SearchProgress:
-    """Two bars: trials of the study, epochs of the current trial."""
+    """Two bars: trials of the study, epochs of the current trial.
+
+    A trial that ends before its planned epochs (pruned, stopped early, failed) completes its epochs bar at the
+    epoch it reached and says why, so the bar never sits part-way as if the search had stalled.
+    """
 
     def __init__(self, console: Console, total_trials: int, done: int = 0, epochs_per_trial: int = 1):
         self.console = console
@@ -22,6 +51,8 @@ class SearchProgress:
         self.epochs = self.progress.add_task("epochs", total=1, info="")
         self.best: float | None = None
         self.epochs_per_trial = epochs_per_trial
+        self.label, self.planned, self.reached, self.stopped_early = "", 1, 0, False
+        self.shown: int | None = None  # the trial on the epochs bar, when refreshed from the storage
 
     def __enter__(self):
         self.progress.__enter__()
@@ -31,20 +62,30 @@ class SearchProgress:
         self.progress.__exit__(*exc)
 
     def trial_started(self, number: int, label: str, total_epochs: int) -> None:
-        self.progress.reset(self.epochs, total=max(total_epochs, 1), info=f"trial {number}: {label}")
+        self.label, self.planned, self.reached, self.stopped_early = f"trial {number}: {label}", max(total_epochs, 1), 0, False
+        self.progress.reset(self.epochs, total=self.planned, info=self.label)
 
     def epoch_done(self, epoch: int, logs: dict) -> None:
+        self.reached = epoch + 1
         metric = logs.get("val_macro_f1")
-        info = f"val_macro_f1={metric:.3f}" if metric is not None else ""
-        self.progress.update(self.epochs, completed=epoch + 1, info=info)
+        info = f"{self.label} val_macro_f1={metric:.3f}" if metric is not None else self.label
+        self.progress.update(self.epochs, completed=self.reached, info=info)
+
+    def phase_done(self, stopped_early: bool) -> None:
+        self.stopped_early = self.stopped_early or stopped_early
 
     def trial_done(self, value: float | None, state: str, maximize: bool = True) -> None:
-        if value is not None and state == "complete":
-            if self.best is None or (value > self.best if maximize else value < self.best):
-                self.best = value
+        if value is not None and state == "complete" and (
+                self.best is None or (value > self.best if maximize else value < self.best)):
+            self.best = value
         best = f"best {self.best:.4f}" if self.best is not None else ""
         self.progress.update(self.trials, advance=1 if state in ("complete", "pruned") else 0, info=best)
+        self.end_epochs(self.label, state, self.reached, self.planned, self.stopped_early)
 
+    def end_epochs(self, label: str, state: str, reached: int, planned: int, stopped_early: bool) -> None:
+        """Complete the epochs bar at the epoch the trial reached, with why it ended there."""
+        bar = {"total": reached, "completed": reached} if reached else {}
+        self.progress.update(self.epochs, **bar, info=f"{label} {ending(state, reached, planned, stopped_early)}")
 
     def show(self, study: optuna.Study) -> None:
         """Refresh both bars from the study's storage (for trials running in worker processes)."""
@@ -54,18 +95,31 @@ class SearchProgress:
         self.best = max(values) if values else self.best
         finished = sum(t.state in (State.COMPLETE, State.PRUNED) for t in trials)
         self.progress.update(self.trials, completed=finished, info=f"best {self.best:.4f}" if self.best is not None else "")
+        shown = next((t for t in trials if t.number == self.shown), None)
+        if shown is not None and shown.state.is_finished():
+            self.shown = None
+            state = {State.COMPLETE: "complete", State.PRUNED: "pruned"}.get(shown.state, "failed")
+            reached = shown.user_attrs.get("epochs", len(shown.intermediate_values))
+            self.end_epochs(trial_label(shown), state, reached, self.epochs_per_trial, planned_phases(shown)[0])
         running = [t for t in trials if t.state == State.RUNNING]
         if running:
             t = running[-1]
-            p = t.user_attrs.get("params", {})
-            label = f"trial {t.number}: {p.get('backbone', '')} {p.get('augmentation', '')} {p.get('imbalance', '')}"
+            if t.number != self.shown:
+                self.shown = t.number
+                self.progress.reset(self.epochs, total=self.epochs_per_trial)
+            label = trial_label(t)
             last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
             self.progress.update(self.epochs, total=self.epochs_per_trial, completed=len(t.intermediate_values),
                                  description="epochs", info=f"{label} val={last:.3f}" if last is not None else label)
 
 
+def trial_label(trial: optuna.trial.FrozenTrial) -> str:
+    p = trial.user_attrs.get("params", {})
+    return f"trial {trial.number}: {p.get('backbone', '')} {p.get('augmentation', '')} {p.get('imbalance', '')}"
+
+
 class EpochProgress(keras.callbacks.Callback):
-    """Feeds epoch ends to the progress display."""
+    """Feeds epoch ends, and phases ended by early stopping, to the progress display."""
 
     def __init__(self, progress: SearchProgress | None):
         super().__init__()
@@ -75,28 +129,11 @@ class EpochProgress(keras.callbacks.Callback):
         if self.display is not None:
             self.display.epoch_done(epoch, logs or {})
 
-
-def ranked_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Completed trials best first; for two objectives, the Pareto front ordered by the first."""
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.values[0], reverse=True)
-    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.values]
-    return sorted(finished, key=lambda t: t.values[0], reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    def on_train_end(self, logs=None):
+        if self.display is not None:  # EarlyStopping ends a phase by setting stop_training
+            self.display.phase_done(bool(getattr(self.model, "stop_training", False)))
 
 
-def leaderboard(study: optuna.Study, top: int = 10) -> Table:
-    """The best finished trials as a table (the Pareto front for two objectives)."""
-    ranked = ranked_trials(study)
-    multi = len(study.directions) > 1
-    title = "Pareto front (clean, shifted macro-F1)" if multi else f"top {min(top, len(ranked))}"
-    table = Table(title=f"study {study.study_name}: {title} of {len(study.trials)} trials")
-    for column in ("#", "values" if multi else "value", "backbone", "augmentation", "imbalance", "unfreeze", "lr_head", "epochs"):
-        table.add_column(column)
-    for t in ranked[:top]:
-        p = t.user_attrs.get("params", {})
-        table.add_row(
-            str(t.number), " / ".join(f"{v:.4f}" for v in t.values), str(p.get("backbone", "")), str(p.get("augmentation", "")),
-            str(p.get("imbalance", "")), str(t.user_attrs.get("unfreeze_blocks", "")),
-            f"{p['lr_head']:.2e}" if "lr_head" in p else "", str(t.user_attrs.get("epochs", "")),
-        )
-    return table
+def leaderboard(study: optuna.Study, top: int = 10) -> Leaderboard:
+    """The best finished trials (the Pareto front for two objectives), laid out for the console's width."""
+    return Leaderboard(study, top)

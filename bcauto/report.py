@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import optuna
 
+from bcauto.leaderboard import OBJECTIVES_OF_METRIC, ranked_trials
 from bcauto.tracking import Tracker
 
 log = logging.getLogger("bcauto")
@@ -24,7 +25,6 @@ IMPORTANCES_PNG = "param_importances.png"
 HISTORY_PNG = "optimization_history.png"
 # a CSV, not mlflow's log_table: log_table appends to an existing table, and a resumed study reuses its parent run
 LEADERBOARD_CSV = "leaderboard.csv"
-OBJECTIVES_OF_METRIC = {"both": ("val_macro_f1", "val_shift_macro_f1")}  # see StudyConfig.directions
 
 
 def log_study_report(study: optuna.Study, tracker: Tracker, parent_run_id: str | None) -> None:
@@ -80,8 +80,6 @@ def objective_names(study: optuna.Study, tracker: Tracker, run_id: str) -> tuple
 
 def leaderboard_rows(study: optuna.Study, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """Complete trials, best first (the Pareto front first for several objectives), one flat row each."""
-    from bcauto.progress import ranked_trials
-
     ranked = ranked_trials(study)
     ranked_numbers = {t.number for t in ranked}
     # trials off the Pareto front follow it, still ordered by the first objective (maximized in bcauto)
