@@ -174,6 +174,19 @@ def cmd_best(args, console) -> int:
     return 0
 
 
+# A component kind is named in the singular everywhere a user types or reads it (`bcauto plugins`, `bcauto new-plugin`).
+PLUGIN_KINDS = {"backbones": "backbone", "augmentations": "augmentation", "imbalance": "imbalance", "datasets": "dataset",
+                "shifts": "shift", "canonicalizers": "canonicalizer"}
+PLUGIN_COLUMNS = ("kind", "name", "package", "version", "description")
+
+
+def plugin_lines(rows: list[dict]) -> list[str]:
+    """One line per component, columns aligned with spaces and the description last, in full (for pipes and files)."""
+    widths = [max(len(column), *(len(row[column]) for row in rows)) for column in PLUGIN_COLUMNS[:-1]]
+    return ["  ".join([*(str(row[c]).ljust(w) for c, w in zip(PLUGIN_COLUMNS, widths)), row["description"]]).rstrip()
+            for row in [dict(zip(PLUGIN_COLUMNS, PLUGIN_COLUMNS)), *rows]]
+
+
 def cmd_plugins(args, console) -> int:
     from rich.table import Table
 
@@ -181,21 +194,26 @@ def cmd_plugins(args, console) -> int:
 
     comps = components()
     rows = [
-        {"kind": kind, "name": name, "package": p.package, "version": p.version, "plugin": p.plugin, "description": getattr(spec, "description", "")}
+        {"kind": PLUGIN_KINDS.get(kind, kind), "name": name, "package": p.package, "version": p.version, "plugin": p.plugin,
+         "description": getattr(spec, "description", "")}
         for kind, registry in comps.by_kind().items() for name, spec, p in registry
     ]
     failures = [vars(f) for f in comps.failures]
     if args.json:
         print(json.dumps({"components": rows, "failures": failures}, indent=2))
         return 0
-    table = Table(title="bcauto components")
-    for column in ("kind", "name", "package", "version", "description"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["package"], row["version"], row["description"])
-    console.print(table)
+    if console.is_terminal:  # descriptions wrap inside their column; names and packages are never cut
+        table = Table(title="bcauto components")
+        for column in PLUGIN_COLUMNS:
+            table.add_column(column, overflow="fold", no_wrap=column != "description")
+        for row in rows:
+            table.add_row(*(row[c] for c in PLUGIN_COLUMNS))
+        console.print(table)
+    else:
+        for line in plugin_lines(rows):
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
     for f in failures:
-        console.print(f"[red]failed to load[/] {f['package']} ({f['entry_point']}): {f['error']}")
+        console.print(f"[red]failed to load[/] {escape(f['package'])} ({escape(f['entry_point'])}): {escape(f['error'])}", soft_wrap=True)
     return 0
 
 
@@ -360,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     best.set_defaults(func=cmd_best)
 
     plugins = sub.add_parser("plugins", help="list registered components and the plugins providing them",
-                             description="List every backbone, augmentation, imbalance strategy, dataset and shift, with its package.")
+                             description="List every component (backbone, augmentation, imbalance, dataset, shift, canonicalizer) "
+                                         "with its package: a table in a terminal, one line per component otherwise.")
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
 

@@ -1,4 +1,5 @@
-"""What the terminal shows: the leaderboard at any width and the epochs bar of a trial that ends early."""
+"""What the terminal shows: the leaderboard at any width, `bcauto plugins` in a pipe, the epochs bar of a trial
+that ends early, and tidy wording."""
 
 import io
 import json
@@ -124,6 +125,41 @@ def test_best_prints_the_leaderboard_and_json_has_every_parameter_in_full(tmp_pa
     assert info["params"]["lr_head"] == 0.000123456789 * 6 and info["params"]["study_file"] == SETTINGS["study_file"]
     assert [row["trial"] for row in info["leaderboard"]] == [5, 4, 3]
     assert info["leaderboard"][0]["params"] == source.trials[5].user_attrs["params"]
+
+
+def plugin_listing(capsys, *args) -> str:
+    assert main(["plugins", *args]) == 0
+    return capsys.readouterr().out
+
+
+def test_plugins_in_a_pipe_prints_one_whole_line_per_component(capsys):
+    rows = json.loads(plugin_listing(capsys, "--json"))["components"]
+    lines = plugin_listing(capsys).splitlines()
+    assert len(lines) == len(rows) + 1, "a header, then one line per component"
+    for row in rows:
+        [line] = [line for line in lines if re.match(rf"{row['kind']}\s+{row['name']}\s", line)]
+        assert line.endswith(row["description"]) and row["package"] in line
+
+
+def test_plugins_and_new_plugin_name_kinds_alike():
+    from bcauto.cli import PLUGIN_KINDS
+    from bcauto.plugins import components
+    from bcauto.scaffold import KINDS
+
+    assert set(PLUGIN_KINDS) == set(components().by_kind()), "every registry has a kind name"
+    for kind, registry in KINDS.items():
+        assert PLUGIN_KINDS[registry] == kind, f"`bcauto new-plugin {kind}` and `bcauto plugins` agree"
+
+
+def test_plugins_json_names_kinds_like_new_plugin(capsys):
+    kinds = {row["kind"] for row in json.loads(plugin_listing(capsys, "--json"))["components"]}
+    assert {"backbone", "augmentation", "imbalance", "dataset", "shift", "canonicalizer"} == kinds
+
+
+def test_builtin_descriptions_speak_to_users_not_of_report_sections(capsys):
+    rows = json.loads(plugin_listing(capsys, "--json"))["components"]
+    for row in rows:
+        assert not re.search(r"\bseed \d|seed report|§", row["description"]), row
 
 
 def epochs_bar(progress: SearchProgress):

@@ -60,7 +60,7 @@ def test_listed_with_this_package(capsys):
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["components"]
     row = next(r for r in rows if r["name"] == "$name")
-    assert (row["kind"], row["package"]) == ("$registry", "$package")
+    assert (row["kind"], row["package"]) == ("$kind", "$package")
 
 
 $test'''

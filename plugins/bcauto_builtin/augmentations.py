@@ -288,7 +288,7 @@ def build_lab(params: dict, image_size: int, seed: Optional[int]) -> keras.Seque
 def register_augmentations(register):
     register(AugmentationSpec("none", build_none, description="no augmentation"))
     register(AugmentationSpec("seed", build_seed, seed_space,
-                              description="the seed report's flips, rotation, zoom, brightness and Gaussian noise"))
+                              description="flips, rotation, zoom, brightness and Gaussian noise (the policy of studies/seed.toml)"))
     register(AugmentationSpec("randaugment", build_randaugment, randaugment_space,
                               description="flips/quarter turns + RandAugment without translate, posterize, solarize"))
     register(AugmentationSpec("augmix", build_augmix, augmix_space,

@@ -126,7 +126,7 @@ BUILTIN_BACKBONES = (
         name="resnet50", build=keras_application(A.ResNet50), preprocessing="caffe",
         blocks=("pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
         pretrained=("imagenet",), min_input_size=32, default_input_size=224,
-        description="ResNet50 (seed report's final model), 5 stages",
+        description="ResNet50, 5 stages",
     ),
     BackboneSpec(
         name="xception", build=keras_application(A.Xception), preprocessing="tf",
@@ -177,19 +177,19 @@ BUILTIN_BACKBONES = (
         name="mini_cnn", build=build_mini_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 6)), min_input_size=32, default_input_size=96,
         search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
-        description="seed 6.2: 5 conv/max-pool blocks, trained from scratch",
+        description="small CNN: 5 conv/max-pool blocks, filters doubling from base_filters, trained from scratch",
     ),
     BackboneSpec(
         name="resnet_cnn", build=build_resnet_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 4)), min_input_size=8, default_input_size=96,
         search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
-        description="seed 6.2: 3 ResNet blocks 32->128 filters, from scratch",
+        description="small ResNet: 3 residual blocks, filters doubling from base_filters, trained from scratch",
     ),
     BackboneSpec(
         name="inception_cnn", build=build_inception_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 5)), min_input_size=16, default_input_size=96,
         search_space=_filters(8, 16), normalizations=NORMALIZATIONS,
-        description="seed 6.2: 4 inception blocks, from scratch",
+        description="small Inception net: 4 inception blocks, filters doubling from base_filters, trained from scratch",
     ),
 )
 

@@ -25,7 +25,7 @@ def test_listed_by_bcauto_plugins_with_package_and_version(capsys):
     assert main(["plugins", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     row = next(r for r in listed["components"] if r["name"] == "densenet121")
-    assert (row["kind"], row["package"], row["version"]) == ("backbones", "bcauto-densenet", "0.1.0")
+    assert (row["kind"], row["package"], row["version"]) == ("backbone", "bcauto-densenet", "0.1.0")
     assert row["plugin"] == "bcauto_densenet"
     assert not [f for f in listed["failures"] if f["package"] == "bcauto-densenet"]
 
