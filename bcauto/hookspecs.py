@@ -41,8 +41,9 @@ def register_augmentations(register):
     """Register augmentation policies.
 
     Call ``register(AugmentationSpec(...))`` once per policy. ``search_space(trial)`` suggests the policy's
-    own hyperparameters through the Optuna trial (use plain names, such as ``"strength"``: bcauto
-    prefixes them with ``augmentation.``) and returns them as a dict; ``build(params, image_size, seed)``
+    own hyperparameters through the Optuna trial (use plain names, such as ``"strength"``: Optuna sees
+    ``POLICY.strength``, which a study file narrows in a ``[search.POLICY]`` table, and MLflow and the
+    leaderboard show ``augmentation.strength``) and returns them as a dict; ``build(params, image_size, seed)``
     returns a Keras layer that maps a batch of float images in [0, 255] to augmented images in [0, 255].
     The layer runs inside the model graph and only in training. A policy that mixes labels (MixUp, CutMix)
     sets ``mixes_labels=True`` and instead provides ``build_batch(params, num_classes, seed)``, a function

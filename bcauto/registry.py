@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Generic, Iterator, TypeVar
+from typing import Generic, TypeVar
 
 from bcauto.errors import BcautoError
 
 Spec = TypeVar("Spec")
+
+
+def missing_plugin_hint(name: object) -> str:
+    """The second guess after a typo: the component comes from a plugin package that is not installed."""
+    return (f"if a plugin package provides {str(name)!r}, it may not be installed (pip install it, then "
+            "`bcauto plugins` lists it, or says why it failed to load)")
 
 
 @dataclass(frozen=True)
@@ -58,7 +65,8 @@ class Registry(Generic[Spec]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._entries, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}"
+        return (f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}; "
+                f"{missing_plugin_hint(name)}")
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -16,7 +16,8 @@ from bcauto import templates
 from bcauto.errors import BcautoError
 
 # kind -> the registry (key of Components.by_kind()) its components land in
-KINDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance", "dataset": "datasets"}
+KINDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance", "dataset": "datasets",
+         "shift": "shifts"}
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
@@ -57,9 +58,37 @@ def render(kind: str, name: str) -> dict[str, str]:
     }
 
 
+def check_free(name: str) -> None:
+    """A BcautoError when an installed plugin already uses ``name`` or its package's names."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from bcauto.plugins import components
+
+    # any kind: a study's [search.NAME] table is keyed by the name alone, and two components of one kind
+    # with one name stop every command that loads the plugins
+    for registry in components().by_kind().values():
+        if name in registry:
+            provider = registry.provider(name)
+            raise BcautoError(
+                f"plugin name {name!r} is taken: {provider.package} ({provider.plugin}) registers the {registry.kind} "
+                f"{name!r}; choose another NAME (`bcauto plugins` lists the names in use)"
+            )
+    package = package_names(name)[0]
+    try:
+        distribution(package)
+    except PackageNotFoundError:
+        return
+    raise BcautoError(f"plugin name {name!r}: the package {package} is already installed and installing the new one "
+                      "would replace it; choose another NAME")
+
+
 def new_plugin(kind: str, name: str, parent: str | Path = ".") -> Path:
-    """Write the plugin package for a ``kind`` component ``name`` into ``parent``; returns its folder."""
+    """Write the plugin package for a ``kind`` component ``name`` into ``parent``; returns its folder.
+
+    The name must be free: no installed plugin registers a component of that name, of any kind.
+    """
     files = render(kind, name)
+    check_free(name)
     target = Path(parent) / package_names(name)[0]
     if target.exists():
         raise BcautoError(f"{target} already exists; choose another NAME or --dir, or remove it first")

@@ -13,7 +13,12 @@ from bcauto.specs import AugmentationSpec
 
 
 def search_space(trial):
-    """The policy's own hyperparameters (the study records them as ``$name.brightness``)."""
+    """The policy's own hyperparameters, suggested under plain names.
+
+    bcauto prefixes them with the component's name in Optuna (``$name.brightness``, which a study file narrows
+    or fixes in a ``[search.$name]`` table) and with its kind in the trial's record (``augmentation.brightness``
+    in MLflow, the leaderboard and ``bcauto best``).
+    """
     return {"brightness": trial.suggest_float("brightness", 0.0, 0.3)}
 
 

@@ -23,7 +23,12 @@ def build(input_shape, weights=None, width=16):
 
 
 def search_space(trial):
-    """The backbone's own hyperparameters (the study records them as ``$name.width``)."""
+    """The backbone's own hyperparameters, suggested under plain names.
+
+    bcauto prefixes them with the component's name in Optuna (``$name.width``, which a study file narrows or
+    fixes in a ``[search.$name]`` table) and with its kind in the trial's record (``backbone.width`` in
+    MLflow, the leaderboard and ``bcauto best``).
+    """
     return {"width": trial.suggest_categorical("width", [8, 16])}
 
 
