@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -65,8 +66,9 @@ class Registry(Generic[Spec]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(str(name), self._entries, n=1, cutoff=0.5)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return (f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}; "
-                f"{missing_plugin_hint(name)}")
+        message = f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}"
+        # a name with a dot or a slash is more likely a path (--data cells.h5) than an uninstalled component
+        return f"{message}; {missing_plugin_hint(name)}" if re.fullmatch(r"[\w-]+", str(name)) else message
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -38,3 +38,10 @@ def test_duplicate_name_names_both_packages():
 
 def test_provider_is_recorded():
     assert make("none").provider("none") == P
+
+
+def test_unknown_name_says_a_plugin_package_may_be_missing_unless_it_is_a_path():
+    registry = make("class_weights")
+    assert "(did you mean 'class_weights'?)" in registry.unknown_message("class_weight")
+    assert "if a plugin package provides 'focal_weights', it may not be installed" in registry.unknown_message("focal_weights")
+    assert "plugin package" not in registry.unknown_message("data/cells.h5")
