@@ -7,8 +7,10 @@ model is scored, through the same commands a user runs, on:
 - the held-out pbc96 images: clean, and under every registered shift at every severity, averaged per group
   (``corruption``: damage within a lab; ``lab``: magnification, framing, stain style, white balance, optics);
 - another lab's white cells (``--otherlab``, default ``../shared/data/otherlab_dev/chula_wbc``): as is, with
-  ``--adapt-bn`` (BatchNorm statistics from that lab's unlabelled images), and after ``bcauto adapt`` with 10 and
-  with 50 labelled cells of that lab (scored on the cells that were not shots).
+  ``--adapt-bn`` (BatchNorm statistics from that lab's unlabelled images), both again with the predictions
+  restricted to the classes that lab's slides show (``--classes``: the lab's list of white-cell types, known
+  without labelling a single image), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
+  (scored on the cells that were not shots).
 
 The other lab's images are only scored: nothing is trained, selected or tuned on them, except inside ``bcauto
 adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
 SHOTS = (10, 50)
+OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 
 
 def bcauto(*args: str, work: Path, log: Path) -> str:
@@ -77,6 +80,9 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     held = evaluate(model, str(held_npz), work, log, "--shift", "--seed", str(seed))
     other = evaluate(model, args.otherlab, work, log)
     adapted_bn = evaluate(model, args.otherlab, work, log, "--adapt-bn")
+    among = ("--classes", args.otherlab_classes)
+    other_among = evaluate(model, args.otherlab, work, log, *among)
+    adapted_bn_among = evaluate(model, args.otherlab, work, log, "--adapt-bn", *among)
     row = {
         "study": study, "seed": seed, "search_s": search_s, "refit_s": refit_s, "best_trial": best.get("number"),
         "best_value": best.get("value"), "best_params": best.get("params"),
@@ -84,6 +90,10 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
         "otherlab_accuracy": other["accuracy"], "otherlab_macro_f1": other["macro_f1"],
         "otherlab_adapt_bn_accuracy": adapted_bn["accuracy"], "otherlab_adapt_bn_macro_f1": adapted_bn["macro_f1"],
         "otherlab_adapt_bn": adapted_bn.get("adapt_bn"),
+        "otherlab_classes": other_among["predicted_among"],
+        "otherlab_among_accuracy": other_among["accuracy"], "otherlab_among_macro_f1": other_among["macro_f1"],
+        "otherlab_adapt_bn_among_accuracy": adapted_bn_among["accuracy"],
+        "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
     }
     for shots in SHOTS:
         out = work / "models" / f"{name}-adapt{shots}"
@@ -100,7 +110,8 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
 
 COLUMNS = (("heldout_clean_macro_f1", "held-out F1"), ("heldout_corruption_macro_f1", "corrupt. F1"),
            ("heldout_lab_macro_f1", "lab-shift F1"), ("otherlab_accuracy", "other acc"), ("otherlab_macro_f1", "other F1"),
-           ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"), ("adapt10_accuracy", "adapt 10 acc"),
+           ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"), ("otherlab_among_accuracy", "5-cls acc"),
+           ("otherlab_adapt_bn_among_accuracy", "5-cls+bn acc"), ("adapt10_accuracy", "adapt 10 acc"),
            ("adapt50_accuracy", "adapt 50 acc"))
 
 
@@ -129,6 +140,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training lab's image folder (default {DEFAULT_DATA})")
     parser.add_argument("--otherlab", default=DEFAULT_OTHERLAB, help="another lab's labelled images, scored only")
+    parser.add_argument("--otherlab-classes", default=OTHERLAB_CLASSES,
+                        help=f"the classes the other lab's slides show, for --classes (default {OTHERLAB_CLASSES})")
     parser.add_argument("--studies", default=DEFAULT_STUDIES, help=f"comma-separated study files (default {DEFAULT_STUDIES})")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--trials", type=int, default=0, help="trials per study (default: each study file's own)")
