@@ -268,3 +268,93 @@ def test_cli_error_messages(tmp_path, capsys):
     with pytest.raises(BcautoError, match="folder .* does not exist"):
         write_clean_npz(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s"), audit(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s")),
                         tmp_path / "nowhere" / "clean.npz")
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A class-folder dataset with a copy, a blank image, a text file and an undecodable file; returns its root."""
+    root = tmp_path / "cells"
+    images, labels = generate(60, 32, seed=5)
+    for i, (image, label) in enumerate(zip(images, labels)):
+        folder = root / BLOOD_CELL_CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"cell_{i:03d}.png")
+    first = BLOOD_CELL_CLASSES[labels[0]]
+    Image.fromarray(images[0]).save(root / first / "zz_copy_of_000.png")
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(root / first / "zz_blank.png")
+    (root / first / "readme.txt").write_text("not an image")
+    (root / first / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return root
+
+
+def _entries(report: dict):
+    for kind in report["kinds"].values():
+        for group in kind.get("groups", []):
+            yield from group
+        yield from kind.get("flagged_images", [])
+
+
+def test_json_names_every_flagged_image_by_its_path_and_keeps_what_was_left_out(image_folder, tmp_path, capsys):
+    from rich.console import Console
+
+    args = _cli_args("--data", str(image_folder), "--image-size", "32", "--out", str(tmp_path / "a"), "--json",
+                     "--on-bad-image", "skip")
+    assert run_audit_command(args, Console(file=io.StringIO())) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((tmp_path / "a" / "report.json").read_text())
+    entries = list(_entries(report))
+    assert entries and all((image_folder / entry["path"]).is_file() for entry in entries)
+    first = BLOOD_CELL_CLASSES[generate(60, 32, seed=5)[1][0]]
+    [copies] = report["kinds"]["exact_duplicates"]["groups"]
+    assert [entry["path"] for entry in copies] == [f"{first}/cell_000.png", f"{first}/zz_copy_of_000.png"]
+    assert {entry["path"] for entry in report["kinds"]["blank_or_corrupt"]["flagged_images"]} == {f"{first}/zz_blank.png"}
+    # what loading left out is in the report, not only on the terminal
+    assert any("skipped 1 undecodable image(s)" in note for note in report["notes"])
+    assert any("ignored 1 " in note and "readme.txt" in note for note in report["notes"])
+    assert {entry["path"]: entry["why"].split(" (")[0] for entry in report["left_out"]} == {
+        f"{first}/readme.txt": "not an image file", f"{first}/zz_broken.png": "cannot be decoded"}
+
+
+def test_terminal_prints_each_note_once(image_folder, tmp_path):
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=300)
+    args = _cli_args("--data", str(image_folder), "--image-size", "32", "--out", str(tmp_path / "a"), "--on-bad-image", "skip")
+    assert run_audit_command(args, console) == 0
+    printed = console.file.getvalue()
+    assert printed.count("skipped 1 undecodable") == 1 and printed.count("readme.txt") == 1
+
+
+def test_npz_images_are_named_by_array_and_index(tmp_path):
+    images, labels = generate(30, 32, seed=2)
+    images[7] = images[3]
+    path = tmp_path / "m.npz"
+    np.savez(path, train_images=images[:20], train_labels=labels[:20], val_images=images[20:], val_labels=labels[20:])
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    report = audit(load_data(str(path), 32, components(), {})).to_dict()
+    [copies] = report["kinds"]["exact_duplicates"]["groups"]
+    assert [(entry["index"], entry["path"]) for entry in copies] == [(3, "train_images[3]"), (7, "train_images[7]")]
+    images[25] = images[3]
+    np.savez(path, train_images=images[:20], train_labels=labels[:20], val_images=images[20:], val_labels=labels[20:])
+    report = audit(load_data(str(path), 32, components(), {})).to_dict()
+    assert [entry["path"] for entry in report["kinds"]["exact_duplicates"]["groups"][0]] == [
+        "train_images[3]", "train_images[7]", "val_images[5]"]
+
+
+def test_contact_sheet_captions_name_the_file(image_folder):
+    from bcauto.audit.render import _rows, contact_sheet
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    data = load_data(str(image_folder), 32, components(), {"on_bad_image": "skip"})
+    report = audit(data)
+    rows = _rows(report, "exact_duplicates")
+    first = BLOOD_CELL_CLASSES[generate(60, 32, seed=5)[1][0]]
+    assert [text.split("\n")[1] for _, text in rows[0]] == [f"{first}/cell_000.png", f"{first}/zz_copy_of_000.png"]
+    named = contact_sheet(data.images, rows, "t")
+    unnamed = contact_sheet(data.images, [[(i, text.split("\n")[0]) for i, text in row] for row in rows], "t")
+    assert named.height > unnamed.height  # room for the file line under each tile
+    _, removed = clean_dataset(data, report, kinds=["exact_duplicates"])
+    assert [entry["path"] for entry in removed] == [f"{first}/zz_copy_of_000.png"]

@@ -15,9 +15,10 @@ from bcauto.errors import BcautoError
 def clean_dataset(data: Dataset, report: AuditReport, kinds=None) -> tuple[Dataset, list[dict]]:
     """``data`` without the images ``report`` flags (by ``kinds``, default all), and one dict per removed image.
 
-    Each removed entry: ``index`` (in ``data``), ``label`` (class name), ``label_index``, ``kinds`` (what
-    flagged it), ``reasons`` and ``group`` (its near-duplicate group id, shared with its copies). The report
-    must come from this very dataset (same fingerprint), else a BcautoError. Classes left empty raise too.
+    Each removed entry: ``index`` (in ``data``), ``path`` (where it is in the source, when the source names its
+    images), ``label`` (class name), ``label_index``, ``kinds`` (what flagged it), ``reasons`` and ``group`` (its
+    near-duplicate group id, shared with its copies). The report must come from this very dataset (same
+    fingerprint), else a BcautoError. Classes left empty raise too.
     """
     if report.n_images != len(data.labels) or (report.fingerprint and report.fingerprint != data.fingerprint()):
         raise BcautoError(f"{data.source}: the audit report is of other data ({report.n_images} images, fingerprint "
@@ -34,8 +35,11 @@ def clean_dataset(data: Dataset, report: AuditReport, kinds=None) -> tuple[Datas
     near_group = report.scores.get("near_group")
     removed = []
     for i, kinds_of_i in flags.items():
+        entry = {"index": int(i)}
+        if data.item_names:
+            entry["path"] = data.item_names[i]
         removed.append({
-            "index": int(i), "label": data.class_names[data.labels[i]], "label_index": int(data.labels[i]),
+            **entry, "label": data.class_names[data.labels[i]], "label_index": int(data.labels[i]),
             "kinds": kinds_of_i, "reasons": report.reasons.get(i, []),
             "group": int(near_group[i]) if near_group is not None else None,
         })

@@ -42,7 +42,7 @@ def run_audit_command(args, console) -> int:
     if quiet:
         sys.stdout.write(report.to_json() + "\n")
         return 0
-    for note in report.notes:
+    for note in report.notes[len(data.notes):]:  # the data's own notes were printed after loading
         console.print(f"[cyan]note:[/] {escape(note)}")
     print_summary(report, console)
     sheets = [str(p) for kind, p in paths.items() if kind != "report"]

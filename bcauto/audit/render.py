@@ -14,7 +14,7 @@ from bcauto.errors import BcautoError
 TILE = 96  # pixels a side of each image on a sheet (images are scaled to it)
 COLUMNS = 10
 MAX_ROWS = 25  # rows per sheet; the rest is counted in the header (and listed in report.json)
-CAPTION = 26
+LINE = 12  # pixels per caption line
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 SHORT = {
@@ -48,7 +48,8 @@ def write_outputs(report: AuditReport, data: Dataset, out_dir: str | Path) -> di
 def _title(report: AuditReport, kind: str) -> str:
     counts = report.summary()[kind]
     found = f"{counts['groups']} groups, {counts['images']} images" if kind in GROUP_KINDS else f"{counts['images']} images"
-    return f"{kind}: {found}, {counts['flagged']} flagged. {DESCRIPTIONS[kind]}"
+    named = f"; under each: #index, class, file within {report.source}" if report.item_names else "; under each: #index, class"
+    return f"{kind}: {found}, {counts['flagged']} flagged. {DESCRIPTIONS[kind]}{named}"
 
 
 def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
@@ -57,6 +58,8 @@ def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
 
     def caption(i: int) -> str:
         text = f"#{i} {names[report.labels[i]]}"
+        if report.item_names:
+            text += f"\n{report.item_names[i]}"
         if kind == "outliers" and "colour" in report.scores:
             text += f"\nz {report.scores['colour'][i]:.1f} / {report.scores['learned'][i]:.1f}"
         return text
@@ -72,12 +75,17 @@ def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
 
 
 def contact_sheet(images: np.ndarray, rows: list[list[tuple[int, str]]], title: str) -> Image.Image:
-    """A grid of ``images[index]`` with captions, one list of (index, caption) per row, under ``title``."""
+    """A grid of ``images[index]`` with captions, one list of (index, caption) per row, under ``title``.
+
+    A caption line too wide for its tile is cut with an ellipsis: the first line (index and class) at its end,
+    later lines (a file name, scores) at their start, so a file name keeps its end, where names differ.
+    """
     import textwrap
 
     shown = rows[:MAX_ROWS]
     columns = min(COLUMNS, max(len(row) for row in shown))
-    cell_w, cell_h = TILE + 6, TILE + CAPTION
+    lines_per_caption = max(text.count("\n") + 1 for row in shown for _, text in row)
+    cell_w, cell_h = TILE + 6, TILE + 2 + LINE * lines_per_caption
     width = max(columns * cell_w, 600)
     font = _font()
     hidden = len(rows) - len(shown)
@@ -93,17 +101,21 @@ def contact_sheet(images: np.ndarray, rows: list[list[tuple[int, str]]], title: 
         for c, (index, text) in enumerate(row[:COLUMNS]):
             x, y = c * cell_w + 3, header + r * cell_h
             sheet.paste(Image.fromarray(images[index]).resize((TILE, TILE), resample), (x, y))
-            caption = "\n".join(_fit(line, font, TILE + 4) for line in text.split("\n"))
+            caption = "\n".join(_fit(line, font, TILE + 4, keep_end=k > 0) for k, line in enumerate(text.split("\n")))
             draw.multiline_text((x, y + TILE + 1), caption, fill=INK, font=font, spacing=1)
         if len(row) > COLUMNS:
             draw.text((width - 40, header + r * cell_h + TILE // 2), f"+{len(row) - COLUMNS}", fill=INK, font=font)
     return sheet
 
 
-def _fit(text: str, font, width: int) -> str:
-    """``text`` cut (with an ellipsis) to ``width`` pixels."""
+def _fit(text: str, font, width: int, keep_end: bool = False) -> str:
+    """``text`` cut (with an ellipsis) to ``width`` pixels: its end dropped, or its start with ``keep_end``."""
     if draw_length(text, font) <= width:
         return text
+    if keep_end:
+        while text and draw_length("…" + text, font) > width:
+            text = text[1:]
+        return "…" + text
     while text and draw_length(text + "…", font) > width:
         text = text[:-1]
     return text + "…"

@@ -26,6 +26,9 @@ class AuditReport:
     ``groups[kind]`` (for GROUP_KINDS) lists groups of image indices, first image first; ``flagged[kind]``
     (blank_or_corrupt, outliers) lists image indices; ``reasons`` says why each of those was flagged.
     ``scores`` holds per-image arrays (``colour`` and ``learned`` outlier z-scores, ``near_group`` ids).
+    ``item_names`` names each image within ``source`` (a path relative to a folder, ``images[17]`` in an
+    .npz; empty for generated data); ``left_out`` lists ``(name, why)`` for each file the source did not load.
+    ``notes`` holds the data source's notes (conversions, skipped and ignored files), then the audit's own.
     """
 
     source: str
@@ -42,8 +45,14 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fingerprint: str = ""
+    item_names: tuple[str, ...] = ()
+    left_out: tuple[tuple[str, str], ...] = ()
 
     # ---- queries -------------------------------------------------------------------------------------------
+
+    def item_name(self, index: int) -> str | None:
+        """Where image ``index`` is within the source (a relative path, ``images[17]``), or None without names."""
+        return self.item_names[index] if self.item_names else None
 
     def flagged_indices(self, kinds=None) -> np.ndarray:
         """Sorted indices of the images the given kinds (default: all) flag for removal.
@@ -113,7 +122,10 @@ class AuditReport:
     def to_dict(self, include_scores: bool = False) -> dict:
         """A JSON-ready dict: counts, class distribution, groups and flagged images with labels and reasons."""
         def item(i: int) -> dict:
-            entry = {"index": int(i), "label": self.class_names[self.labels[i]]}
+            entry = {"index": int(i)}
+            if self.item_names:
+                entry["path"] = self.item_names[i]
+            entry["label"] = self.class_names[self.labels[i]]
             if i in self.reasons:
                 entry["reasons"] = self.reasons[i]
             if "colour" in self.scores:
@@ -134,7 +146,7 @@ class AuditReport:
             "class_names": list(self.class_names), "class_distribution": self.class_distribution(),
             "flagged": len(self.flagged_indices()), "kept": self.n_images - len(self.flagged_indices()),
             "kinds": kinds, "thresholds": self.thresholds, "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
-            "notes": self.notes,
+            "notes": self.notes, "left_out": [{"path": name, "why": why} for name, why in self.left_out],
         }
         if include_scores:
             out["scores"] = {k: np.round(v, 3).tolist() for k, v in self.scores.items()}

@@ -67,7 +67,8 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
     """Look for exact and near duplicates, label conflicts, blank/corrupt images and outliers in ``data``.
 
     ``options``: AuditOptions, a dict of its fields, or None for the defaults. ``progress``: an optional
-    callable taking a message, called as each step starts. Indices in the report are positions in ``data``.
+    callable taking a message, called as each step starts. Indices in the report are positions in ``data``;
+    the report also names each image (``data.item_names``) and carries the source's notes and left-out files.
     """
     if not isinstance(options, AuditOptions):
         options = AuditOptions.from_mapping(options)
@@ -75,7 +76,7 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
     say = progress or (lambda message: None)
     images, labels, n = data.images, data.labels, len(data.labels)
     timings: dict[str, float] = {}
-    notes: list[str] = []
+    notes: list[str] = list(data.notes)  # what loading skipped or ignored belongs in the report, not only on screen
     checks = set(options.checks)
     groups: dict[str, list[list[int]]] = {}
     flagged: dict[str, list[int]] = {}
@@ -138,7 +139,7 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
         source=data.source, n_images=n, image_size=data.image_size, class_names=tuple(data.class_names), labels=labels,
         groups=groups, flagged=flagged, reasons=reasons, scores=scores, checks=tuple(k for k in KINDS if k in checks),
         thresholds={k: v for k, v in asdict(options).items() if k.endswith("threshold")}, timings=timings, notes=notes,
-        fingerprint=data.fingerprint(),
+        fingerprint=data.fingerprint(), item_names=tuple(data.item_names), left_out=tuple(data.left_out),
     )
 
 

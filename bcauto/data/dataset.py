@@ -20,6 +20,9 @@ class Dataset:
         class_names: one name per class, in label order.
         source: where the data came from, for messages and logs (a path, ``synthetic``, ...).
         notes: notices produced while loading (conversions, skipped files), shown to the user and logged.
+        item_names: one per image, where it is within ``source``: a path relative to a folder's root, an
+            array and index of an .npz (``train_images[17]``); empty when the source has none (generated images).
+        left_out: ``(name, why)`` for every file the source found but did not load (not an image, undecodable).
     """
 
     images: np.ndarray
@@ -27,6 +30,8 @@ class Dataset:
     class_names: tuple[str, ...]
     source: str
     notes: tuple[str, ...] = field(default=())
+    item_names: tuple[str, ...] = field(default=())
+    left_out: tuple[tuple[str, str], ...] = field(default=())
 
     @property
     def num_classes(self) -> int:
@@ -47,8 +52,15 @@ class Dataset:
         digest.update(self.labels.astype(np.int64).tobytes())
         return digest.hexdigest()[:16]
 
-    def subset(self, indices: np.ndarray) -> "Dataset":
-        return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes)
+    def item_name(self, index: int) -> str | None:
+        """Where image ``index`` is within the source (see ``item_names``), or None when the source has no names."""
+        return self.item_names[index] if self.item_names else None
+
+    def subset(self, indices: np.ndarray) -> Dataset:
+        positions = np.arange(len(self.labels))[indices].tolist()  # integer indices or a boolean mask alike
+        names = tuple(self.item_names[i] for i in positions) if self.item_names else ()
+        return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes,
+                       names, self.left_out)
 
 
 def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -7,6 +7,7 @@ by the npz source, so only the train and val splits are used: the official test 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import urllib.request
 from pathlib import Path
@@ -56,7 +57,7 @@ def bloodmnist_reachable(timeout: float = 3.0) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             return True
-    except Exception:  # offline, DNS failure, proxy, HTTP error: all mean "do not count on it"
+    except Exception:  # noqa: BLE001 - offline, DNS failure, proxy, HTTP error: all mean "do not count on it"
         return False
 
 
@@ -70,7 +71,7 @@ def download(size: int, cache_dir=None) -> Path:
         root.mkdir(parents=True, exist_ok=True)  # get_file would use /tmp/.keras for a missing folder
         return Path(keras.utils.get_file(fname, url(size), file_hash=md5, cache_dir=str(root),
                                          cache_subdir=CACHE_SUBDIR))
-    except Exception as exc:  # get_file raises bare Exception for network errors, ValueError for bad hashes
+    except Exception as exc:  # noqa: BLE001 - get_file raises bare Exception for network errors, ValueError for bad hashes
         raise BcautoError(
             f"BloodMNIST {size}px could not be downloaded from {url(size)} ({exc}); check the network, or use "
             "--data synthetic, or pass local data with --data PATH (an .npz file or an image folder)"
@@ -82,7 +83,7 @@ def load(arg, image_size: int, options: dict) -> Dataset:
     size = _size(arg) if arg else variant_for(image_size)
     path = download(size, options.get("cache_dir"))
     data = npz.load_npz(path, image_size, class_names=BLOOD_CELL_CLASSES)
-    return Dataset(data.images, data.labels, data.class_names, f"bloodmnist:{size}", data.notes)
+    return dataclasses.replace(data, source=f"bloodmnist:{size}")
 
 
 def _size(arg: str) -> int:

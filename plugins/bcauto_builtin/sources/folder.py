@@ -39,18 +39,20 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
     """Every image under ``root/<class>/``, as RGB uint8 ``image_size`` squares.
 
     ``on_bad_image``: ``"stop"`` raises on the first file that cannot be decoded, ``"skip"`` leaves such
-    files out and counts them in the notes.
+    files out and counts them in the notes. Every image is named by its path relative to ``root``
+    (``Dataset.item_names``); ``Dataset.left_out`` lists each file found but not loaded, and why.
     """
     if on_bad_image not in ("stop", "skip"):
         raise BcautoError(f"on_bad_image must be 'stop' or 'skip', got {on_bad_image!r}")
-    class_names, files, labels, notes = list_images(root)
+    class_names, files, labels, ignored = _scan(root)
+    notes = _ignored_notes(root, ignored)
     images = np.empty((len(files), image_size, image_size, 3), np.uint8)
 
     def decode(i: int):
         try:
             images[i], mode = _decode(files[i], image_size)
             return mode, None
-        except Exception as exc:  # Pillow raises many types for broken files; all mean "cannot decode"
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files; all mean "cannot decode"
             return None, exc
 
     pool = ThreadPoolExecutor(min(MAX_THREADS, os.cpu_count() or 1))
@@ -68,17 +70,27 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
     if converted:
         count = sum(mode not in (None, "RGB") for mode, _ in results)
         notes.append(f"{root}: {count} image(s) converted to RGB from {', '.join(converted)}")
+    left_out = [(_relative(path, root), "a folder, not an image" if path.is_dir() else "not an image file") for path in ignored]
     if bad:
         images, labels = _drop(images, labels, bad)
         notes.append(f"{root}: skipped {len(bad)} undecodable image(s): {_names(files[i] for i in bad)}")
+        left_out += [(_relative(files[i], root), f"cannot be decoded ({results[i][1]})") for i in bad]
         emptied = np.flatnonzero(np.bincount(labels, minlength=len(class_names)) == 0)
         if len(emptied):
             raise BcautoError(f"{root / class_names[emptied[0]]}: none of its images could be decoded")
-    return Dataset(images, labels, class_names, str(root), tuple(notes))
+    dropped = set(bad)
+    names = tuple(_relative(path, root) for i, path in enumerate(files) if i not in dropped)
+    return Dataset(images, labels, class_names, str(root), tuple(notes), names, tuple(left_out))
 
 
 def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[str]]:
     """Class names (sorted subfolders), image files, their int64 labels and notices about ignored files."""
+    class_names, files, labels, ignored = _scan(root)
+    return class_names, files, labels, _ignored_notes(root, ignored)
+
+
+def _scan(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[Path]]:
+    """Class names (sorted subfolders), image files, their int64 labels, and the entries of class folders ignored."""
     if not root.exists():
         raise BcautoError(f"{root}: folder not found")
     if not root.is_dir():
@@ -99,8 +111,12 @@ def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, li
         ignored += sorted(set(members) - set(images))
         files += images
         labels += [label] * len(images)
-    notes = [f"{root}: ignored {len(ignored)} entries that are not images: {_names(ignored)}"] if ignored else []
-    return tuple(d.name for d in class_dirs), files, np.asarray(labels, np.int64), notes
+    return tuple(d.name for d in class_dirs), files, np.asarray(labels, np.int64), ignored
+
+
+def _ignored_notes(root: Path, ignored: list[Path]) -> list[str]:
+    stray = "entry that is not an image" if len(ignored) == 1 else "entries that are not images"
+    return [f"{root}: ignored {len(ignored)} {stray}: {_names(ignored)}"] if ignored else []
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray, str]:
@@ -128,6 +144,10 @@ def _drop(images: np.ndarray, labels: np.ndarray, bad: list[int]) -> tuple[np.nd
         if target != source:
             images[target] = images[source]
     return images[:len(keep)], labels[keep]
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
 
 
 def _names(paths) -> str:

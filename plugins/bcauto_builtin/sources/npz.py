@@ -36,24 +36,26 @@ def load(arg, image_size: int, options: dict) -> Dataset:
 def load_npz(path: Path, image_size: int, class_names: tuple[str, ...] | None = None) -> Dataset:
     """Images and labels of an .npz file, checked, converted to RGB uint8 and resized to ``image_size``.
 
-    Class names come from the file's ``class_names`` array, else ``class_names``, else are made up.
+    Class names come from the file's ``class_names`` array, else ``class_names``, else are made up. Each image
+    is named by its array and index in the file (``images[17]``, ``val_images[3]``).
     """
     with _open(path) as npz:
         pairs, notes = _layout(npz, path)
         given_names = _given_class_names(npz, path) or class_names
-        parts, labels = [], []
+        parts, labels, names = [], [], []
         for images_key, labels_key in pairs:
             where = f"{path} [{images_key}, {labels_key}]" if len(pairs) > 1 else str(path)
             images, split_labels, split_notes = validate_arrays(
                 _array(npz, images_key, path), _array(npz, labels_key, path), where, given_names)
             parts.append(resize_images(images, image_size))
             labels.append(split_labels)
+            names += [f"{images_key}[{i}]" for i in range(len(split_labels))]
             notes += split_notes
             del images  # frees a full-size split (when it was resized) before the next one is read
     labels = np.concatenate(labels)
     images = parts[0] if len(parts) == 1 else np.concatenate(parts)
     class_names, name_notes = _class_names(given_names, labels, path)
-    return Dataset(images, labels, class_names, str(path), tuple(notes + name_notes))
+    return Dataset(images, labels, class_names, str(path), tuple(notes + name_notes), item_names=tuple(names))
 
 
 def _open(path: Path):
@@ -122,6 +124,6 @@ def _class_names(given, labels: np.ndarray, path: Path) -> tuple[tuple[str, ...]
         return given, []
     count = int(labels.max()) + 1
     if count == len(BLOOD_CELL_CLASSES):
-        return BLOOD_CELL_CLASSES, [f"{path}: 8 classes and no 'class_names' array: named as the BloodMNIST classes "
-                                    f"({', '.join(BLOOD_CELL_CLASSES)})"]
+        return BLOOD_CELL_CLASSES, [(f"{path}: 8 classes and no 'class_names' array: named as the BloodMNIST classes "
+                                     f"({', '.join(BLOOD_CELL_CLASSES)})")]
     return tuple(f"class_{i}" for i in range(count)), []
