@@ -310,7 +310,7 @@ def optimize_in_workers(study: optuna.Study, context: SearchContext, request: Se
     data_dir = save_split_data(prepared.train, prepared.val, work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
                                prepared.shifted, prepared.shift_tags)
     job = WorkerJob(
-        study_file=str(request.cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
+        config=request.cfg.model_dump_json(), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
         data_dir=str(data_dir), settings=asdict(context.settings), sampler_seed=request.seed, trials=request.trials,
         max_failures=request.cfg.study.max_failures, parent_run_id=context.parent_run_id, run_params=context.run_params,
         run_tags=context.run_tags, precision=precision, deadline=time.time() + request.timeout if request.timeout else None,

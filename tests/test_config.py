@@ -227,3 +227,55 @@ def test_the_json_workers_receive_gives_back_the_same_config(text):
     for field in ("lr_head", "head_units1", "head_dropout"):
         assert type(getattr(again.search, field)) is type(getattr(cfg.search, field))
 
+
+def test_workers_search_the_space_the_search_started_with_when_the_file_is_edited(tmp_path, monkeypatch):
+    """The search hands its validated config to the workers; editing the study file after the start changes
+    nothing for them (they used to read the file again)."""
+    import optuna
+    from helpers import blob_data
+
+    from bcauto import objective, tracking, worker
+    from bcauto import study as study_module
+    from bcauto.search_space import suggest_plan
+    from bcauto.study import (
+        PreparedData,
+        SearchRequest,
+        optimize_in_workers,
+        settings_from,
+    )
+
+    study_file = tmp_path / "edited.toml"
+    study_file.write_text(NARROWED)
+    cfg = load_study(study_file, components())
+    jobs = []
+    monkeypatch.setattr(study_module, "Supervisor", lambda job, *args, **kwargs: jobs.append(job) or type("S", (), {"run": lambda *a: None})())
+    data = blob_data(40, 16)
+    request = SearchRequest(cfg=cfg, data=data, study_name="edited", trials=4, storage=f"sqlite:///{tmp_path}/optuna.db",
+                            tracking_uri="", seed=0, timeout=None, work_dir=str(tmp_path / "work"))
+    settings = settings_from(cfg, 0, has_gpu=False)
+    context = objective.SearchContext(cfg=cfg, components=components(), train_data=data.subset(range(30)),
+                                      val_data=data.subset(range(30, 40)), settings=settings, tracker=None,
+                                      parent_run_id=None, run_tags={}, run_params={})
+    prepared = PreparedData(context.train_data, context.val_data, "split", "data")
+    optimize_in_workers(None, context, request, prepared, "float32", None)
+    job_file = jobs[0].write(tmp_path / "worker-0.json")
+
+    study_file.write_text(NARROWED.replace("head_units1 = [16, 32]", "head_units1 = [64, 128]").replace(
+        'backbone = ["mini_cnn", "resnet_cnn"]', 'backbone = ["inception_cnn"]'))
+
+    class DrawOnly:  # the worker's objective, minus the training: the plan it would train
+        def __init__(self, context):
+            self.ctx = context
+
+        def __call__(self, trial):
+            plan = suggest_plan(trial, self.ctx.cfg, self.ctx.components, self.ctx.settings)
+            trial.set_user_attr("drawn", [plan.backbone.name, plan.head.units1])
+            return 0.5
+
+    monkeypatch.setattr(objective, "Objective", DrawOnly)
+    monkeypatch.setattr(tracking, "Tracker", lambda *args, **kwargs: None)
+    optuna.create_study(study_name="edited", storage=request.storage, direction="maximize")
+    assert worker.run(worker.WorkerJob.read(job_file)) == 0
+    drawn = [t.user_attrs["drawn"] for t in optuna.load_study(study_name="edited", storage=request.storage).trials]
+    assert len(drawn) == 4
+    assert all(backbone in ("mini_cnn", "resnet_cnn") and units in (16, 32) for backbone, units in drawn), drawn
