@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
 DEFAULT_EPOCHS = 40
@@ -140,7 +141,7 @@ def adapt_bn_summary(model, images: np.ndarray, source: str) -> tuple[dict[str, 
     if layers == 0:
         record["note"] = "the model has no BatchNorm layer; nothing was changed"
         return record, "--adapt-bn: the model has no BatchNorm layer, so there are no statistics to recompute; the model is unchanged"
-    return record, f"BatchNorm statistics recomputed on {len(images)} images of {source} ({layers} layers)"
+    return record, f"BatchNorm statistics recomputed on {plural(len(images), 'image')} of {source} ({plural(layers, 'layer')})"
 
 
 # --- few-shot fine-tuning ------------------------------------------------------------------------------------------
@@ -168,7 +169,7 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
     else:
         spare = {c: n - 1 for c, n in counts.items()}
         if shots > sum(spare.values()):
-            raise BcautoError(f"--shots {shots} is more than the data allows: {len(labels)} images in {len(counts)} classes, "
+            raise BcautoError(f"--shots {shots} is more than the data allows: {plural(len(labels), 'image')} in {plural(len(counts), 'class')}, "
                               f"and each class keeps at least one image to score (at most {sum(spare.values())} shots)")
         take = {c: 0 for c in counts}
         eligible = [c for c in counts if spare[c] > 0]
@@ -289,7 +290,7 @@ def fine_tune(model, images: np.ndarray, labels: np.ndarray, num_classes: int, e
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings
             layer.trainable = trainable
     return {"optimizer": "Adam", "learning_rate": learning_rate, "epochs": epochs, "batch_size": batch,
-            "batchnorm": f"frozen during fine-tuning ({len(norms)} layers, inference mode)",
+            "batchnorm": f"frozen during fine-tuning ({plural(len(norms), 'layer')}, inference mode)",
             "augmentation": "the model's own layers, active", "trainable": "every layer but BatchNorm",
             "loss": "categorical crossentropy",
             "class_weight": {str(k): round(v, 4) for k, v in weights.items()} if weights else None,
@@ -329,7 +330,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         raise BcautoError(f"class(es) {', '.join(classes[c] for c in unscored)} have no image left to score")
     scored = Dataset(data.images[rest], labels[rest], classes, data.source)
     counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels)}
-    console.print(f"data: {data.source}: {len(labels)} images; {len(shots)} shots to fine-tune on "
+    console.print(f"data: {data.source}: {plural(len(labels), 'image')}; {plural(len(shots), 'shot')} to fine-tune on "
                   f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on")
 
     model = parent.model
@@ -340,7 +341,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(line)
         if bn_record["layers"]:
             rows.append(("BatchNorm recomputed", _scores(Bundle(parent.path, model, parent.info), scored)))
-    with console.status(f"fine-tuning on {len(shots)} images for {request.epochs} epochs"):
+    with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(request.epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), request.epochs, request.learning_rate,
                            request.seed)
     recipe["adapt_bn"] = bn_record or False

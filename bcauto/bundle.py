@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "bcauto-model.json"
@@ -103,5 +104,6 @@ def load_bundle(path: str | Path) -> Bundle:
                           "that is not installed here, or a file from a newer Keras") from None
     classes = model.output_shape[-1]
     if classes != len(info.get("class_names", ())):
-        raise BcautoError(f"{path}: the model has {classes} outputs but {INFO_FILE} names {len(info.get('class_names', ()))} classes")
+        raise BcautoError(f"{path}: the model has {plural(classes, 'output')} but {INFO_FILE} names "
+                          f"{plural(len(info.get('class_names', ())), 'class')}")
     return Bundle(path=path, model=model, info=info)

@@ -16,6 +16,7 @@ import numpy as np
 from bcauto.data import Dataset
 from bcauto.errors import BcautoError
 from bcauto.evaluation import Scores, predict_batches, score
+from bcauto.text import plural
 
 TTA_VIEWS = 8
 TTA_DESCRIPTION = "mean over the 8 dihedral views (4 quarter-turn rotations, each also mirrored)"
@@ -161,7 +162,7 @@ def render(result: dict[str, Any], console) -> None:
     """The result as rich tables: summary, per class, and the corruption x severity grid."""
     from rich.table import Table
 
-    console.print(f"[bold]{result['model']}[/] on {result['data']}: {result['images']} images, TTA: {result['tta']}")
+    console.print(f"[bold]{result['model']}[/] on {result['data']}: {plural(result['images'], 'image')}, TTA: {result['tta']}")
     if result["predicted_among"] != "all the model's classes":
         console.print(f"predictions restricted to: {', '.join(result['predicted_among'])}")
     if result["classes_absent"]:

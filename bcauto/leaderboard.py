@@ -23,6 +23,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from bcauto.text import plural
+
 COMPLETE = optuna.trial.TrialState.COMPLETE
 OBJECTIVES_OF_METRIC = {"both": ("val_macro_f1", "val_shift_macro_f1")}  # see StudyConfig.directions
 # Logged with every trial (bcauto.study.describe_run) but set by the study file or the command line, not searched.
@@ -111,7 +113,7 @@ class Leaderboard:
         self.complete, self.total = len(complete), len(study.trials)
         metric = " and ".join(self.names)
         what = f"Pareto front by {metric}" if self.multi else f"top {len(self.rows)} by {metric}"
-        self.title = f"study {study.study_name}: {what} ({self.complete} of {self.total} trials complete)"
+        self.title = f"study {study.study_name}: {what} ({self.complete} of {plural(self.total, 'trial')} complete)"
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         table = self.wide()

@@ -133,9 +133,10 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
     ``allowed`` (model class indices) restricts the predictions to those classes (``--classes``): the others'
     probabilities are written as 0 and the rest renormalised.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from bcauto.evaluate import predict_probs, restrict
+    from bcauto.progress import transient_progress
 
     images, archives = collect_inputs(inputs)
     total = count_inputs(images, archives)
@@ -149,8 +150,8 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
         parts = list(parts)
         prepare(np.concatenate([batch for _, batch in parts]))
     rows = 0
-    progress = Progress(TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True)
+    progress = transient_progress(console, TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn())
     with out.open("w", newline="", encoding="utf-8") as handle, progress:
         writer = csv.writer(handle)
         writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])

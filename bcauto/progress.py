@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bcauto.leaderboard import Leaderboard, ranked_trials  # noqa: F401  (ranked_trials: imported from here)
+from bcauto.text import plural
 
 
 def ending(state: str, epochs: int, planned: int, stopped_early: bool) -> str:
@@ -18,7 +19,7 @@ def ending(state: str, epochs: int, planned: int, stopped_early: bool) -> str:
     if state == "failed":
         return f"failed at {of}" if epochs else "failed before its first epoch"
     if epochs >= planned:
-        return f"done, {epochs} epochs"
+        return f"done, {plural(epochs, 'epoch')}"
     # a pretrained backbone with unfreeze_blocks = 0 has no fine-tuning phase: its planned epochs are not all run
     return f"stopped early at {of}" if stopped_early else f"done at {of} (no fine-tuning phase)"
 
@@ -137,3 +138,9 @@ class EpochProgress(keras.callbacks.Callback):
 def leaderboard(study: optuna.Study, top: int = 10) -> Leaderboard:
     """The best finished trials (the Pareto front for two objectives), laid out for the console's width."""
     return Leaderboard(study, top)
+
+
+def transient_progress(console: Console, *columns) -> Progress:
+    """A progress display that disappears when done, and prints nothing where the console is not a terminal
+    (there a transient display would leave an empty line behind: rich ends it with a newline it cannot erase)."""
+    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)

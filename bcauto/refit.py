@@ -13,6 +13,7 @@ trial trained (its ``phase_epochs``) at a constant learning rate.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,7 @@ def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, component
     if settings is None:
         from bcauto.study import settings_from
 
-        settings = settings_from(cfg, cfg.study.seed, has_gpu=False)
+        settings = settings_from(cfg, cfg.study["seed"], has_gpu=False)
     fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
     where = f"trial {trial.number}: {cfg.path}"
     try:
@@ -126,6 +127,26 @@ def phase_schedule(trial: optuna.trial.FrozenTrial, curves: dict[str, dict[int, 
     rates = {"head": [None] + [lrs[s] for s in range(best_head - 1)],
              "finetune": [None] + [lrs[head + s] for s in range(best_finetune - 1)]}
     return PhaseSchedule(epochs, rates, "best val_loss epoch, learning rates replayed")
+
+
+def describe_schedule(schedule: PhaseSchedule) -> str:
+    """The epochs a member trains, in words: "epochs: head 12, fine-tuning 3 (best val_loss epoch, ...)"."""
+    source = "as the trial trained" if schedule.source == "phase_epochs" else schedule.source
+    return f"epochs: head {schedule.epochs.get('head', 0)}, fine-tuning {schedule.epochs.get('finetune', 0)} ({source})"
+
+
+@contextlib.contextmanager
+def mlflow_messages_silenced():
+    """MLflow prints "Successfully registered model ..." and "Created version ..." to its own stream, beside bcauto's
+    output; bcauto says what it registered in one line of its own. The stream is off only for this call."""
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    before = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = before
 
 
 def trial_curves(client, run_id: str | None) -> dict[str, dict[int, float]] | None:
@@ -238,12 +259,12 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
     source = spec or params.get("data.source")
     if not source:
         raise BcautoError(f"study {study_name!r} logged no data source; pass --data")
-    image_size = int(params.get("image_size", cfg.data.image_size))
-    seed = int(params.get("study_seed", cfg.study.seed))
+    image_size = int(params.get("image_size", cfg.data["image_size"]))
+    seed = int(params.get("study_seed", cfg.study["seed"]))
     # "skip" reproduces either setting of the search: with "stop" every image decoded, with "skip" the same ones are left out
-    options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": "skip"}
+    options = {"seed": seed, "synthetic_size": cfg.data["synthetic_size"], "on_bad_image": "skip"}
     data = load_data(source, image_size, components, options)
-    if str(params.get("data.clean", cfg.data.clean)) == "True":  # the search removed the audit's flags; so does the refit
+    if str(params.get("data.clean", cfg.data["clean"])) == "True":  # the search removed the audit's flags; so does the refit
         from bcauto.audit import audit_and_clean
 
         data, _, _ = audit_and_clean(data)
@@ -277,8 +298,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     console.print(f"refit data: {data.source}: {len(data.labels)} images (training and validation split together), "
                   f"fingerprint {data.fingerprint()}")
     logged_batch = params.get("batch_size")
-    if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
-        raise BcautoError(f"{study_file}: [train] batch_size = {cfg.train.batch_size}, but the search ran with {logged_batch}; "
+    if logged_batch is not None and int(logged_batch) != cfg.train["batch_size"]:
+        raise BcautoError(f"{study_file}: [train] batch_size = {cfg.train['batch_size']}, but the search ran with {logged_batch}; "
                           "pass the study file the search ran with (--study)")
     precision = configure_precision(cfg, request.has_gpu)
     register_layers()
@@ -286,13 +307,13 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     members, member_files = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, trial in enumerate(chosen, start=1):
-            seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
+            seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study["seed"] + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
             schedule = phase_schedule(trial, trial_curves(client, trial.user_attrs.get("mlflow_run_id")), request.epochs)
             total = sum(schedule.epochs.values())
             console.print(f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
-                          f"{plan.imbalance.name}, epochs {schedule.epochs} ({schedule.source})")
+                          f"{plan.imbalance.name}, {describe_schedule(schedule)}")
             start_fresh()
             with EpochBar(console, f"trial {trial.number}", total) as bar:
                 trainer = RefitTrainer(plan, settings, data, [bar])
@@ -315,7 +336,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             "preprocessing": sorted({m["params"]["preprocessing"] for m in members}),
             "canonicalization": sorted({m["params"]["canonicalization"] for m in members}),
             "backbones": [m["params"]["backbone"] for m in members],
-            "study": study.study_name, "study_file": str(study_file), "metric": cfg.study.metric,
+            "study": study.study_name, "study_file": str(study_file), "metric": cfg.study["metric"],
             "trials": [m["trial"] for m in members], "ensemble": len(members) > 1, "members": members,
             "data": {"source": data.source, "fingerprint": data.fingerprint(), "images": int(len(data.labels)),
                      "class_counts": dict(zip(data.class_names, map(int, data.class_counts())))},
@@ -390,7 +411,7 @@ def log_refit(tracker, study: optuna.Study, model, out: Path, info: dict, regist
         import mlflow.keras
 
         mlflow.set_tracking_uri(tracker.tracking_uri)
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), mlflow_messages_silenced():
             logged = mlflow.keras.log_model(model, name="model", pip_requirements=requirements,
                                             registered_model_name=name if register else None)
         return getattr(logged, "registered_model_version", None)
@@ -404,10 +425,12 @@ class EpochBar:
     """A rich progress bar over one member's epochs (a Keras callback)."""
 
     def __init__(self, console, label: str, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True)
+        from bcauto.progress import transient_progress
+
+        self.progress = transient_progress(console, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                           TextColumn("{task.fields[info]}"), TimeElapsedColumn())
         self.task = self.progress.add_task(label, total=max(total, 1), info="")
         self.callback = _bar_callback(self)
 

@@ -213,3 +213,84 @@ def test_the_bar_refreshed_from_storage_ends_with_the_trial(progress):
     study.tell(stopped, 0.7)
     progress.show(study)
     assert epochs_bar(progress) == (9, 9, "trial 1: mini_cnn none none stopped early at epoch 9 of 20")
+
+
+def test_plural_counts_one_thing_in_the_singular():
+    from bcauto.text import plural
+
+    assert [plural(1, "class"), plural(2, "class"), plural(1, "entry"), plural(3, "entry"), plural(0, "image"),
+            plural(1, "epoch"), plural(4, "index")] == ["1 class", "2 classes", "1 entry", "3 entries", "0 images",
+                                                        "1 epoch", "4 indices"]
+
+
+def test_an_image_folder_with_one_stray_file_says_one_entry(tmp_path):
+    from bcauto_builtin.sources.folder import list_images
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / name / "cell.png")
+    (tmp_path / "a" / "notes.txt").write_text("not an image")
+    [note] = list_images(tmp_path)[3]
+    assert "ignored 1 entry that is not an image: " in note
+
+
+def test_search_data_line_counts_one_class_in_the_singular(tmp_path, monkeypatch, capsys):
+    """The data line of `bcauto search`, before anything else can refuse one class."""
+    from bcauto import cli
+    from bcauto.errors import BcautoError
+
+    def stop(*args, **kwargs):
+        raise BcautoError("stop here")
+
+    data = SimpleNamespace(source="one-class", labels=[0, 0, 0], image_size=32, num_classes=1, class_names=("blast",),
+                           notes=[], class_counts=lambda: [3])
+    monkeypatch.setattr("bcauto.data.sources.load_data", lambda *args, **kwargs: data)
+    monkeypatch.setattr("bcauto.study.run_search", stop)
+    monkeypatch.setattr(cli, "has_gpu", lambda: False)
+    assert main(["search", "--data", "one-class", "--storage", f"sqlite:///{tmp_path}/o.db",
+                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert "3 images 32x32, 1 class (blast=3)" in capsys.readouterr().out
+
+
+TINY_STUDY = """
+[study]
+trials = 1
+seed = 3
+pruner = "none"
+
+[data]
+image_size = 32
+val_fraction = 0.25
+
+[train]
+weights = "none"
+batch_size = 32
+head_epochs = 2
+finetune_epochs = 0
+patience = 5
+
+[search]
+backbone = ["mini_cnn"]
+augmentation = ["none"]
+imbalance = ["none"]
+lr_head = { low = 1e-3, high = 3e-3, log = true }
+head_units1 = 16
+head_units2 = 0
+"""
+
+
+def test_refit_and_evaluate_print_bcauto_lines_only(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(TINY_STUDY)
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(["search", "--study", str(tmp_path / "tiny.toml"), "--data", "synthetic:160", "--workers", "0", *stores]) == 0
+    capsys.readouterr()
+    assert main(["refit", "--name", "tiny", *stores, "--out", str(tmp_path / "model")]) == 0
+    out, err = capsys.readouterr()
+    out = " ".join(out.split())  # rich wraps at 80 columns
+    assert "Successfully registered" not in out + err and "Created version" not in out + err, "MLflow's own lines"
+    assert "registered as bcauto-tiny version 1" in out, "bcauto's line says it once"
+    assert "{'head'" not in out and "epochs: head 2, fine-tuning 0" in out, "the epochs in words, not a dict"
+    assert main(["evaluate", str(tmp_path / "model"), "--data", "synthetic:48", "--out", str(tmp_path / "ev")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{tmp_path / 'model'} on") and not err.startswith("\n"), "no empty first line"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.nd
             raise BcautoError(f"{where}: 'labels' must be integer class indices, got dtype {labels.dtype}")
     labels = labels.astype(np.int64)
     if len(labels) != len(images):
-        raise BcautoError(f"{where}: {len(images)} images but {len(labels)} labels; they must match one to one")
+        raise BcautoError(f"{where}: {plural(len(images), 'image')} but {plural(len(labels), 'label')}; they must match one to one")
     num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
     if labels.min() < 0 or labels.max() >= num_classes:
         raise BcautoError(

@@ -10,6 +10,7 @@ import numpy as np
 
 from bcauto.data.dataset import Dataset
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 AUTO = "auto"
 
@@ -72,7 +73,7 @@ def _checked(data, image_size: int, name: str) -> Dataset:
         raise BcautoError(f"{where} returned {labels.dtype} labels of shape {labels.shape}; "
                           f"expected int64 with one label per image ({len(images)})")
     if len(labels) and (labels.min() < 0 or labels.max() >= len(data.class_names)):
-        raise BcautoError(f"{where} returned labels {labels.min()}..{labels.max()} for {len(data.class_names)} classes")
+        raise BcautoError(f"{where} returned labels {labels.min()}..{labels.max()} for {plural(len(data.class_names), 'class')}")
     return data
 
 

@@ -14,6 +14,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from bcauto.data.dataset import Dataset
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.n
     if groups is None:
         groups = copy_groups(data.images)
     elif len(groups) != len(data.labels):
-        raise BcautoError(f"{data.source}: {len(groups)} group ids for {len(data.labels)} images")
+        raise BcautoError(f"{data.source}: {plural(len(groups), 'group id')} for {plural(len(data.labels), 'image')}")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train, val = next(splitter.split(np.zeros(len(data.labels)), data.labels, groups))
     return Split(train=np.sort(train), val=np.sort(val))
