@@ -108,21 +108,21 @@ def cmd_search(args, console) -> int:
         raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
     cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
     if args.max_failures is not None:
-        cfg.study["max_failures"] = args.max_failures
+        cfg = cfg.with_option("--max-failures", "study", max_failures=args.max_failures)
     check_components(cfg, comps)
-    seed = args.seed if args.seed is not None else cfg.study["seed"]
-    spec = args.data or cfg.data["source"]
-    options = {"seed": seed, "synthetic_size": cfg.data["synthetic_size"], "on_bad_image": args.on_bad_image}
+    seed = args.seed if args.seed is not None else cfg.study.seed
+    spec = args.data or cfg.data.source
+    options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": args.on_bad_image}
     with console.status(f"loading data {spec!r}"):
-        data = load_data(spec, cfg.data["image_size"], comps, options)
+        data = load_data(spec, cfg.data.image_size, comps, options)
     for note in data.notes:
         console.print(f"[cyan]note:[/] {escape(note)}")
     counts = ", ".join(f"{n}={c}" for n, c in zip(data.class_names, data.class_counts()))
     console.print(f"data: {data.source}: {plural(len(data.labels), 'image')} {data.image_size}x{data.image_size}, "
                   f"{plural(data.num_classes, 'class')} ({counts})")
     request = SearchRequest(
-        cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study["trials"], storage=args.storage,
-        tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study["timeout"], has_gpu=gpu,
+        cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study.trials, storage=args.storage,
+        tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study.timeout, has_gpu=gpu,
         work_dir=args.work_dir, workers=args.workers, worker_memory_gb=args.worker_memory_gb, gpus=args.gpus.split(",") if args.gpus else None,
     )
     study = run_search(request, comps, console)

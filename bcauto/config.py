@@ -1,100 +1,243 @@
-"""Study files: TOML data (never code), validated field by field with errors that name file and field."""
+"""Study files: TOML data (never code) validated by typed, frozen models; a mistake is one line naming the file,
+the table, the field, the value and what was expected.
+
+The validated :class:`StudyConfig` is also what workers receive (``model_dump_json``), so a study file edited
+during a search does not change the space under the running study.
+"""
 
 from __future__ import annotations
 
 import difflib
-import tomllib
-from dataclasses import dataclass, field
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+
+import tomllib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from bcauto.errors import BcautoError
 
 METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1", "both")
+SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1", "both")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
 SWITCHES = ("auto", "on", "off")
-
-# section -> field -> (expected type(s), default, allowed values or None)
-SCHEMA: dict[str, dict[str, tuple]] = {
-    "study": {
-        "description": (str, "", None),
-        "metric": (str, "val_macro_f1", METRICS),
-        "trials": (int, 20, None),
-        "timeout": ((int, float), 0, None),
-        "seed": (int, 42, None),
-        "sampler": (str, "tpe", SAMPLERS),
-        "startup_trials": (int, 10, None),
-        "pruner": (str, "median", PRUNERS),
-        "pruner_warmup_epochs": (int, 2, None),
-        "max_failures": (int, 10, None),
-        "shift_validation": (bool, True, None),
-    },
-    "data": {
-        "source": (str, "auto", None),
-        "image_size": (int, 96, None),
-        "val_fraction": (float, 0.2, None),
-        "synthetic_size": (int, 4000, None),
-        "clean": (bool, False, None),
-    },
-    "train": {
-        "weights": (str, "imagenet", None),
-        "batch_size": (int, 64, None),
-        "head_epochs": (int, 30, None),
-        "finetune_epochs": (int, 70, None),
-        "patience": (int, 15, None),
-        "lr_patience": (int, 5, None),
-        "lr_factor": (float, 0.5, None),
-        "mixed_precision": (str, "auto", SWITCHES),
-        "xla": (str, "auto", SWITCHES),
-        "feature_cache": (bool, True, None),
-        "augmented_views": (int, 0, None),
-        "activation_cache_gb": ((int, float), 4.0, None),
-    },
-}
-
-# search-space fields: name -> default (a fixed value, a list of choices, or a {low, high, log} range)
-SEARCH_DEFAULTS: dict[str, Any] = {
-    "backbone": ["resnet50"],
-    "augmentation": ["seed"],
-    "canonicalization": ["none"],
-    "normalization": ["default"],
-    "imbalance": ["class_weights", "downsample"],
-    "unfreeze_blocks": [1],
-    "lr_head": {"low": 3e-5, "high": 3e-4, "log": True},
-    "lr_finetune": {"low": 3e-6, "high": 3e-5, "log": True},
-    "head_units1": 512,
-    "head_units2": 256,
-    "head_dropout": 0.5,
-    "head_l2": 1e-4,
-    "loss": "crossentropy",
-    "label_smoothing": 0.0,
-}
 LOSSES = ("crossentropy", "focal")
-COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance",
-                    "canonicalization": "canonicalizers"}
 # "default": each backbone keeps the normalization it was written with
 NORMALIZATIONS = ("default", "batch", "group", "layer", "none")
+COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance",
+                    "canonicalization": "canonicalizers"}
+
+# error types whose message is complete after "FILE: " (the others are phrased from their location and input)
+MESSAGE = "study_message"
+PROBLEM = "study_problem"
 
 
-@dataclass(frozen=True)
-class Range:
+def _message(text: str) -> PydanticCustomError:
+    return PydanticCustomError(MESSAGE, "{message}", {"message": text})
+
+
+def _problem(text: str) -> PydanticCustomError:
+    return PydanticCustomError(PROBLEM, "{message}", {"message": text})
+
+
+class _Model(BaseModel):
+    # strict: TOML has typed values, so "32" is not a batch size and 1 is not true
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+N = TypeVar("N")
+
+
+class Range(_Model, Generic[N]):
     """A numeric search range; integer when both ends are integers."""
 
-    low: float
-    high: float
+    low: N
+    high: N
     log: bool = False
 
+    def __repr_name__(self) -> str:  # "Range", not the parametrized "Range[Annotated[float, ...]]"
+        return "Range"
 
-@dataclass
-class StudyConfig:
-    """A validated study file."""
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, value: Any) -> Any:
+        if isinstance(value, dict) and (set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value)):
+            raise _problem("a range is { low = ..., high = ..., log = true|false }")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low < self.high:
+            raise _problem("a range needs low < high")
+        if self.log and self.low <= 0:
+            raise _problem("a log range needs low > 0")
+        return self
+
+
+def _number(value: Any) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _problem("expected a number")
+    return value
+
+
+def _scalar(value: Any) -> Any:
+    if not isinstance(value, (int, float, str, bool)):
+        raise _problem("expected a number, a string, true or false")
+    return value
+
+
+def _block_count(value: Any) -> int | str:
+    if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise _problem('not a block count (0, 1, 2, ... or "all")')
+    return value
+
+
+def _space_kind(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "choices"
+    return "range" if isinstance(value, (dict, Range)) else "fixed"
+
+
+SPACE_TAGS = ("fixed", "choices", "range")
+
+
+def space(item: Any, range_item: Any = None, ranges: bool = True) -> Any:
+    """A search field over ``item`` values: a fixed value, a non-empty list of choices or a {low, high, log} range."""
+    members = [Annotated[item, Tag("fixed")], Annotated[tuple[item, ...], Field(min_length=1, strict=False), Tag("choices")]]
+    if ranges:
+        members.append(Annotated[Range[range_item or item], Tag("range")])
+    return Annotated[Union[tuple(members)], Discriminator(_space_kind)]  # noqa: UP007 (members chosen at run time)
+
+
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Number = Annotated[int | float, PlainValidator(_number)]
+Scalar = Annotated[Any, PlainValidator(_scalar)]
+BlockCount = Annotated[int | str, PlainValidator(_block_count), Field(description='0, 1, 2, ... or `"all"`')]
+
+Names = space(str, ranges=False)
+UnitsSpace = space(NonNegInt)
+RateSpace = space(PosFloat)
+FractionSpace = space(Fraction)
+FactorSpace = space(NonNegFloat)
+ComponentSpace = space(Scalar, range_item=Number)
+NormalizationSpace = space(Literal[NORMALIZATIONS], ranges=False)
+LossSpace = space(Literal[LOSSES], ranges=False)
+BlocksSpace = space(BlockCount, ranges=False)
+
+
+class StudyTable(_Model):
+    description: str = ""
+    metric: Literal[METRICS] = "val_macro_f1"
+    trials: int = Field(20, gt=0)
+    timeout: float = Field(0, ge=0)
+    seed: int = Field(42, ge=0)
+    sampler: Literal[SAMPLERS] = "tpe"
+    startup_trials: int = Field(10, ge=0)
+    pruner: Literal[PRUNERS] = "median"
+    pruner_warmup_epochs: int = Field(2, ge=0)
+    max_failures: int = Field(10, ge=0)
+    shift_validation: bool = True
+
+    @model_validator(mode="after")
+    def _shifted_metric_needs_shift_validation(self) -> StudyTable:
+        if self.metric in SHIFTED_METRICS and not self.shift_validation:
+            raise _message(f"[study] metric = {self.metric!r}: needs [study] shift_validation = true")
+        return self
+
+
+class DataTable(_Model):
+    source: str = "auto"
+    image_size: int = Field(96, gt=0)
+    val_fraction: float = Field(0.2, gt=0, lt=0.5)
+    synthetic_size: int = Field(4000, gt=0)
+    clean: bool = False
+
+
+class TrainTable(_Model):
+    weights: str = "imagenet"
+    batch_size: int = Field(64, gt=0)
+    head_epochs: int = Field(30, ge=1)
+    finetune_epochs: int = Field(70, ge=0)
+    patience: int = Field(15, ge=0)
+    lr_patience: int = Field(5, ge=0)
+    lr_factor: float = Field(0.5, gt=0, lt=1)
+    mixed_precision: Literal[SWITCHES] = "auto"
+    xla: Literal[SWITCHES] = "auto"
+    feature_cache: bool = True
+    augmented_views: int = Field(0, ge=0)
+    activation_cache_gb: float = Field(4.0, ge=0)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str) -> str:
+        if value not in ("imagenet", "none") and not value.endswith(".h5"):
+            raise _problem('expected "imagenet", "none" or a weights file such as "weights/{backbone}.weights.h5"')
+        return value
+
+
+class SearchTable(_Model):
+    """The search space; tables named after a component (``[search.mini_cnn]``) narrow or fix its own parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, dict[str, ComponentSpace]] = Field(init=False)
+
+    backbone: Names = ("resnet50",)
+    augmentation: Names = ("seed",)
+    canonicalization: Names = ("none",)
+    normalization: NormalizationSpace = ("default",)
+    imbalance: Names = ("class_weights", "downsample")
+    unfreeze_blocks: BlocksSpace = (1,)
+    lr_head: RateSpace = Range[PosFloat](low=3e-5, high=3e-4, log=True)
+    lr_finetune: RateSpace = Range[PosFloat](low=3e-6, high=3e-5, log=True)
+    head_units1: UnitsSpace = 512
+    head_units2: UnitsSpace = 256
+    head_dropout: FractionSpace = 0.5
+    head_l2: FactorSpace = 1e-4
+    loss: LossSpace = "crossentropy"
+    label_smoothing: FractionSpace = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_component_tables_besides_fields(cls, values: Any) -> Any:
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if key not in cls.model_fields and not (isinstance(value, dict) and not {"low", "high"} & set(value)):
+                raise _message(_unknown("search", key))
+        return values
+
+    @property
+    def component_params(self) -> dict[str, dict[str, Any]]:
+        """The ``[search.COMPONENT]`` tables: component name -> parameter -> space."""
+        return dict(self.model_extra or {})
+
+
+TABLES: dict[str, type[_Model]] = {"study": StudyTable, "data": DataTable, "train": TrainTable, "search": SearchTable}
+SEARCH_DEFAULTS: dict[str, Any] = {name: info.default for name, info in SearchTable.model_fields.items()}
+
+
+class StudyConfig(_Model):
+    """A validated study file. Frozen: a changed value is a new config (:meth:`with_option`)."""
 
     path: Path
-    study: dict[str, Any]
-    data: dict[str, Any]
-    train: dict[str, Any]
-    search: dict[str, Any] = field(default_factory=dict)
+    study: StudyTable = Field(default_factory=StudyTable)
+    data: DataTable = Field(default_factory=DataTable)
+    train: TrainTable = Field(default_factory=TrainTable)
+    search: SearchTable = Field(default_factory=SearchTable)
 
     @property
     def name(self) -> str:
@@ -103,132 +246,144 @@ class StudyConfig:
     @property
     def directions(self) -> list[str]:
         """Optuna directions: two objectives (clean and shifted macro-F1) for metric "both", else one."""
-        return ["maximize", "maximize"] if self.study["metric"] == "both" else ["maximize"]
+        return ["maximize", "maximize"] if self.study.metric == "both" else ["maximize"]
 
     def choices(self, field_name: str) -> list:
         """The candidate values of a search field, as a list (a fixed value is a list of one)."""
-        value = self.search[field_name]
-        return list(value) if isinstance(value, list) else [value]
+        value = getattr(self.search, field_name)
+        return list(value) if isinstance(value, tuple) else [value]
+
+    def with_option(self, option: str, table: str, **values: Any) -> StudyConfig:
+        """A copy with ``values`` of ``table`` given by command-line ``option``, validated like the file's."""
+        data = self.model_dump()
+        data[table] = {**data[table], **values}
+        try:
+            return StudyConfig.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            raise BcautoError(f"{option} {error['input']!r}: {_phrase(error)}") from None
+
+    @model_validator(mode="after")
+    def _components_are_registered(self, info: ValidationInfo) -> StudyConfig:
+        components = (info.context or {}).get("components")
+        if components is not None:
+            _check_registry(self, components)
+        return self
 
 
-def _where(path: Path, section: str, key: str | None = None) -> str:
-    return f"{path}: [{section}]" + (f" {key}" if key else "")
+def _check_registry(cfg: StudyConfig, components) -> None:
+    """Names of components and their ``[search.COMPONENT]`` tables against the plugins installed."""
+    registries = components.by_kind()
+    known = {name for kind in COMPONENT_FIELDS.values() for name in registries[kind].names()}
+    for name in cfg.search.component_params:
+        if name not in known:
+            raise _message(f"[search.{name}]: no backbone, augmentation, imbalance strategy or canonicalizer is called "
+                           f"{name!r}{_did_you_mean(name, sorted(known))}")
+    for key, kind in COMPONENT_FIELDS.items():
+        registry = registries[kind]
+        for name in cfg.choices(key):
+            if name not in registry:
+                raise _message(f"[search] {key}: {registry.unknown_message(name)}")
+    for name in cfg.choices("backbone"):
+        spec = registries["backbones"].get(name)
+        weights_file = spec.resolve_weights(cfg.train.weights)
+        if weights_file and weights_file.endswith(".h5") and not Path(weights_file).is_file():
+            raise _message(f"[train] weights: weights file {weights_file} for {name!r} does not exist")
+        if cfg.data.image_size < spec.min_input_size:
+            raise _message(f"[search] backbone: {name!r} needs images of at least {spec.min_input_size} pixels, but [data] "
+                           f"image_size = {cfg.data.image_size}; raise image_size or drop {name!r}")
+        unsupported = [n for n in cfg.choices("normalization") if n != "default" and n not in spec.normalizations]
+        if spec.normalizations and unsupported:
+            raise _message(f"[search] normalization: {name!r} cannot use {', '.join(map(repr, unsupported))}; "
+                           f"it offers {', '.join(map(repr, spec.normalizations))}")
 
 
-def _unknown(path: Path, section: str, key: str, known) -> BcautoError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return BcautoError(f"{_where(path, section)}: unknown field {key!r}{hint}; known fields: {', '.join(known)}")
+def _did_you_mean(word: str, known) -> str:
+    close = difflib.get_close_matches(str(word), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_scalar(path, section, key, value, expected, allowed):
-    types = expected if isinstance(expected, tuple) else (expected,)
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if bool not in types and isinstance(value, bool) or not isinstance(value, types):
-        names = " or ".join(t.__name__ for t in types)
-        raise BcautoError(f"{_where(path, section, key)} = {value!r}: expected {names}")
-    if allowed and value not in allowed:
-        raise BcautoError(f"{_where(path, section, key)} = {value!r}: expected one of {', '.join(map(repr, allowed))}")
-    return value
+def _unknown(table: str, key: str) -> str:
+    known = list(TABLES) if table == "<top level>" else list(TABLES[table].model_fields)
+    hint = _did_you_mean(key, known)
+    if not hint:
+        elsewhere = [name for name, model in TABLES.items() if name != table and key in model.model_fields]
+        hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else ""
+    return f"[{table}]: unknown field {key!r}{hint}; known fields: {', '.join(known)}"
 
 
-def _check_search_value(path, key, value):
-    where = _where(path, "search", key)
-    if isinstance(value, dict):
-        extra = set(value) - {"low", "high", "log"}
-        if extra or not {"low", "high"} <= set(value):
-            raise BcautoError(f"{where}: a range is {{low = ..., high = ..., log = true|false}}, got {value!r}")
-        low, high = value["low"], value["high"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low >= high:
-            raise BcautoError(f"{where}: low and high must be numbers with low < high, got {low!r}, {high!r}")
-        if value.get("log") and low <= 0:
-            raise BcautoError(f"{where}: a log range needs low > 0, got {low!r}")
-        return Range(low, high, bool(value.get("log", False)))
-    if isinstance(value, list):
-        if not value:
-            raise BcautoError(f"{where}: the list of choices is empty")
-        return value
-    return value
+def _bound(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _check_ranges(path: Path, cfg: StudyConfig) -> None:
-    positive = [("study", "trials"), ("data", "image_size"), ("train", "batch_size"), ("data", "synthetic_size")]
-    for section, key in positive:
-        if getattr(cfg, section)[key] <= 0:
-            raise BcautoError(f"{_where(path, section, key)} must be > 0, got {getattr(cfg, section)[key]!r}")
-    for section, key in [("train", "head_epochs"), ("train", "finetune_epochs"), ("train", "patience"), ("study", "timeout"),
-                         ("train", "augmented_views"), ("train", "activation_cache_gb"),
-                         ("study", "startup_trials")]:
-        if getattr(cfg, section)[key] < 0:
-            raise BcautoError(f"{_where(path, section, key)} must be >= 0, got {getattr(cfg, section)[key]!r}")
-    if not 0.0 < cfg.data["val_fraction"] < 0.5:
-        raise BcautoError(f"{_where(path, 'data', 'val_fraction')} must be between 0 and 0.5, got {cfg.data['val_fraction']!r}")
-    if cfg.study["metric"] in ("val_shift_macro_f1", "val_mean_macro_f1", "both") and not cfg.study["shift_validation"]:
-        raise BcautoError(f"{_where(path, 'study', 'metric')} = {cfg.study['metric']!r} needs [study] shift_validation = true")
-    if cfg.train["head_epochs"] == 0:
-        raise BcautoError(f"{_where(path, 'train', 'head_epochs')} must be at least 1")
-    weights = cfg.train["weights"]
-    if weights not in ("imagenet", "none") and not weights.endswith(".h5"):
-        raise BcautoError(f"{_where(path, 'train', 'weights')} = {weights!r}: expected \"imagenet\", \"none\" or a weights file "
-                          "such as \"weights/{backbone}.weights.h5\"")
-    for value in cfg.choices("unfreeze_blocks"):
-        if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            raise BcautoError(f"{_where(path, 'search', 'unfreeze_blocks')}: {value!r} is not a block count (0, 1, 2, ... or \"all\")")
-    for value in cfg.choices("normalization"):
-        if value not in NORMALIZATIONS:
-            raise BcautoError(f"{_where(path, 'search', 'normalization')}: {value!r} is not a normalization; "
-                              f"expected one of {', '.join(map(repr, NORMALIZATIONS))}")
-    for value in cfg.choices("loss"):
-        if value not in LOSSES:
-            raise BcautoError(f"{_where(path, 'search', 'loss')}: {value!r} is not a loss; expected {' or '.join(map(repr, LOSSES))}")
-    for value in cfg.choices("label_smoothing"):
-        ends = (value.low, value.high) if isinstance(value, Range) else (value,)
-        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1 for v in ends):
-            raise BcautoError(f"{_where(path, 'search', 'label_smoothing')}: {value!r} must be a number from 0 up to (not including) 1")
+BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+          "less_than_equal": ("le", "<=")}
+EXPECTED = {"int_type": "expected an integer", "float_type": "expected a number", "bool_type": "expected true or false",
+            "string_type": "expected a string", "finite_number": "expected a finite number",
+            "too_short": "the list of choices is empty", "model_type": "must be a table", "dict_type": "must be a table",
+            "union_tag_invalid": "expected a value or a list of choices, not a range"}
 
 
-def parse_study(text: str, path: Path) -> StudyConfig:
-    """Validate the TOML ``text`` of study file ``path``."""
+def _phrase(error: dict) -> str:
+    """What is wrong with the value, in a few words."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in (PROBLEM, MESSAGE):
+        return ctx["message"]
+    if kind in BOUNDS:
+        key, sign = BOUNDS[kind]
+        return f"must be {sign} {_bound(ctx[key])}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx["expected"])
+        return f"expected one of {ctx['expected']}{_did_you_mean(error['input'], choices)}"
+    return EXPECTED.get(kind, error["msg"])
+
+
+def _where(loc: tuple) -> tuple[str, str]:
+    """The table and the field (``lr_head.low``, ``unfreeze_blocks[1]``) of an error location."""
+    parts = list(loc)
+    table = str(parts.pop(0)) if parts else "<top level>"
+    if not parts:
+        return table, ""
+    field = str(parts.pop(0))
+    if table == "search" and field not in SearchTable.model_fields and parts:  # a [search.COMPONENT] table
+        table, field = f"search.{field}", str(parts.pop(0))
+    if parts and parts[0] in SPACE_TAGS:
+        parts.pop(0)
+    for part in parts:
+        field += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return table, field
+
+
+def _describe(error: dict, path: Path) -> str:
+    if error["type"] == MESSAGE:
+        return f"{path}: {error['ctx']['message']}"
+    table, field = _where(error["loc"])
+    if error["type"] == "extra_forbidden":
+        return f"{path}: {_unknown(table if field else '<top level>', field or table)}"
+    if not field:
+        return f"{path}: [{table}] {_phrase(error)}"
+    return f"{path}: [{table}] {field} = {error['input']!r}: {_phrase(error)}"
+
+
+def _validate(data: dict, path: Path, components=None) -> StudyConfig:
+    try:
+        return StudyConfig.model_validate(data, context={"components": components})
+    except ValidationError as exc:
+        raise BcautoError(_describe(exc.errors(include_url=False)[0], path)) from None
+
+
+def parse_study(text: str, path: Path, components=None) -> StudyConfig:
+    """Validate the TOML ``text`` of study file ``path``; with ``components``, also the names of plugins it uses."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BcautoError(f"{path}: not valid TOML: {exc}") from None
-    for section in raw:
-        if section not in SCHEMA and section != "search":
-            raise _unknown(path, "<top level>", section, [*SCHEMA, "search"])
-    values: dict[str, dict[str, Any]] = {}
-    for section, fields in SCHEMA.items():
-        given = raw.get(section, {})
-        if not isinstance(given, dict):
-            raise BcautoError(f"{path}: [{section}] must be a table")
-        for key in given:
-            if key not in fields:
-                raise _unknown(path, section, key, fields)
-        values[section] = {
-            key: _check_scalar(path, section, key, given[key], expected, allowed) if key in given else default
-            for key, (expected, default, allowed) in fields.items()
-        }
-    search_given = raw.get("search", {})
-    component_params: dict[str, dict[str, Any]] = {}
-    for key, value in search_given.items():
-        if key in SEARCH_DEFAULTS:
-            continue
-        if isinstance(value, dict) and not {"low", "high"} & set(value):  # [search.COMPONENT]: its own parameters
-            component_params[key] = {name: _check_search_value(path, f"{key}.{name}", space) for name, space in value.items()}
-            continue
-        raise _unknown(path, "search", key, SEARCH_DEFAULTS)
-    search = {key: _check_search_value(path, key, search_given.get(key, default)) for key, default in SEARCH_DEFAULTS.items()}
-    search["component_params"] = component_params
-    for key in COMPONENT_FIELDS:
-        if any(not isinstance(v, str) for v in (search[key] if isinstance(search[key], list) else [search[key]])):
-            raise BcautoError(f"{_where(path, 'search', key)}: expected a name or a list of names, got {search[key]!r}")
-    cfg = StudyConfig(path=path, study=values["study"], data=values["data"], train=values["train"], search=search)
-    _check_ranges(path, cfg)
-    return cfg
+    if "path" in raw:
+        raise BcautoError(f"{path}: {_unknown('<top level>', 'path')}")
+    return _validate({**raw, "path": Path(path)}, Path(path), components)
 
 
-def load_study(path: str | Path) -> StudyConfig:
+def load_study(path: str | Path, components=None) -> StudyConfig:
     """Read and validate a study file."""
     path = Path(path)
     try:
@@ -237,38 +392,10 @@ def load_study(path: str | Path) -> StudyConfig:
         raise BcautoError(f"study file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BcautoError(f"study file {path} cannot be read: {exc}") from None
-    return parse_study(text, path)
+    return parse_study(text, path, components)
 
 
 def check_components(cfg: StudyConfig, components) -> None:
-    """Fail before any trial when a study names a component no plugin registered."""
-    registries = components.by_kind()
-    known = {name for kind in COMPONENT_FIELDS.values() for name in registries[kind].names()}
-    for name in cfg.search.get("component_params", {}):
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise BcautoError(f"{_where(cfg.path, f'search.{name}')}: no backbone, augmentation, imbalance strategy or "
-                              f"canonicalizer is called {name!r}{hint}")
-    for key, kind in COMPONENT_FIELDS.items():
-        registry = registries[kind]
-        for name in cfg.choices(key):
-            if name not in registry:
-                raise BcautoError(f"{_where(cfg.path, 'search', key)}: {registry.unknown_message(name)}")
-    image_size = cfg.data["image_size"]
-    for name in cfg.choices("backbone"):
-        spec = registries["backbones"].get(name)
-        weights_file = spec.resolve_weights(cfg.train["weights"])
-        if weights_file and weights_file.endswith(".h5") and not Path(weights_file).is_file():
-            raise BcautoError(f"{_where(cfg.path, 'train', 'weights')}: weights file {weights_file} for {name!r} does not exist")
-        if image_size < spec.min_input_size:
-            raise BcautoError(
-                f"{_where(cfg.path, 'search', 'backbone')}: {name!r} needs images of at least {spec.min_input_size} pixels, "
-                f"but [data] image_size = {image_size}; raise image_size or drop {name!r}"
-            )
-        unsupported = [n for n in cfg.choices("normalization") if n != "default" and n not in spec.normalizations]
-        if spec.normalizations and unsupported:
-            raise BcautoError(
-                f"{_where(cfg.path, 'search', 'normalization')}: {name!r} cannot use {', '.join(map(repr, unsupported))}; "
-                f"it offers {', '.join(map(repr, spec.normalizations))}"
-            )
+    """Fail before any trial when a study names a component no plugin registered, or one its images or weights
+    do not suit."""
+    _validate(cfg.model_dump(), cfg.path, components)

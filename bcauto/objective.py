@@ -146,7 +146,7 @@ class Objective:
         val = ctx.val_data
         scores = score(val.labels, result.probabilities(val).argmax(axis=1), val.class_names)
         shift_metrics = shifted_scores(result, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
-        return objective_value(ctx.cfg.study["metric"], scores, shift_metrics), scores, shift_metrics
+        return objective_value(ctx.cfg.study.metric, scores, shift_metrics), scores, shift_metrics
 
 
     def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value) -> None:

@@ -43,7 +43,7 @@ def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, component
     if settings is None:
         from bcauto.study import settings_from
 
-        settings = settings_from(cfg, cfg.study["seed"], has_gpu=False)
+        settings = settings_from(cfg, cfg.study.seed, has_gpu=False)
     fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
     where = f"trial {trial.number}: {cfg.path}"
     try:
@@ -259,12 +259,12 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
     source = spec or params.get("data.source")
     if not source:
         raise BcautoError(f"study {study_name!r} logged no data source; pass --data")
-    image_size = int(params.get("image_size", cfg.data["image_size"]))
-    seed = int(params.get("study_seed", cfg.study["seed"]))
+    image_size = int(params.get("image_size", cfg.data.image_size))
+    seed = int(params.get("study_seed", cfg.study.seed))
     # "skip" reproduces either setting of the search: with "stop" every image decoded, with "skip" the same ones are left out
-    options = {"seed": seed, "synthetic_size": cfg.data["synthetic_size"], "on_bad_image": "skip"}
+    options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": "skip"}
     data = load_data(source, image_size, components, options)
-    if str(params.get("data.clean", cfg.data["clean"])) == "True":  # the search removed the audit's flags; so does the refit
+    if str(params.get("data.clean", cfg.data.clean)) == "True":  # the search removed the audit's flags; so does the refit
         from bcauto.audit import audit_and_clean
 
         data, _, _ = audit_and_clean(data)
@@ -298,8 +298,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     console.print(f"refit data: {data.source}: {len(data.labels)} images (training and validation split together), "
                   f"fingerprint {data.fingerprint()}")
     logged_batch = params.get("batch_size")
-    if logged_batch is not None and int(logged_batch) != cfg.train["batch_size"]:
-        raise BcautoError(f"{study_file}: [train] batch_size = {cfg.train['batch_size']}, but the search ran with {logged_batch}; "
+    if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
+        raise BcautoError(f"{study_file}: [train] batch_size = {cfg.train.batch_size}, but the search ran with {logged_batch}; "
                           "pass the study file the search ran with (--study)")
     precision = configure_precision(cfg, request.has_gpu)
     register_layers()
@@ -307,7 +307,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     members, member_files = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for k, trial in enumerate(chosen, start=1):
-            seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study["seed"] + trial.number))
+            seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
             schedule = phase_schedule(trial, trial_curves(client, trial.user_attrs.get("mlflow_run_id")), request.epochs)
@@ -336,7 +336,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             "preprocessing": sorted({m["params"]["preprocessing"] for m in members}),
             "canonicalization": sorted({m["params"]["canonicalization"] for m in members}),
             "backbones": [m["params"]["backbone"] for m in members],
-            "study": study.study_name, "study_file": str(study_file), "metric": cfg.study["metric"],
+            "study": study.study_name, "study_file": str(study_file), "metric": cfg.study.metric,
             "trials": [m["trial"] for m in members], "ensemble": len(members) > 1, "members": members,
             "data": {"source": data.source, "fingerprint": data.fingerprint(), "images": int(len(data.labels)),
                      "class_counts": dict(zip(data.class_names, map(int, data.class_counts())))},

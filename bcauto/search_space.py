@@ -43,7 +43,7 @@ def suggest(trial: optuna.Trial, name: str, space: Any) -> Any:
         if isinstance(space.low, int) and isinstance(space.high, int):
             return trial.suggest_int(name, space.low, space.high, log=space.log)
         return trial.suggest_float(name, float(space.low), float(space.high), log=space.log)
-    if isinstance(space, list):
+    if isinstance(space, (list, tuple)):
         return space[0] if len(space) == 1 else trial.suggest_categorical(name, space)
     return space
 
@@ -51,35 +51,35 @@ def suggest(trial: optuna.Trial, name: str, space: Any) -> Any:
 def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: TrainSettings) -> TrialPlan:
     """Every decision of one trial, each component suggesting its own hyperparameters."""
     s = cfg.search
-    backbone = components.backbones.get(suggest(trial, "backbone", s["backbone"]))
-    augmentation = components.augmentations.get(suggest(trial, "augmentation", s["augmentation"]))
-    imbalance = components.imbalance.get(suggest(trial, "imbalance", s["imbalance"]))
-    canonicalizer = components.canonicalizers.get(suggest(trial, "canonicalization", s["canonicalization"]))
+    backbone = components.backbones.get(suggest(trial, "backbone", s.backbone))
+    augmentation = components.augmentations.get(suggest(trial, "augmentation", s.augmentation))
+    imbalance = components.imbalance.get(suggest(trial, "imbalance", s.imbalance))
+    canonicalizer = components.canonicalizers.get(suggest(trial, "canonicalization", s.canonicalization))
     # record fixed choices too, so every trial's params name its components
     for field, spec in (("backbone", backbone), ("augmentation", augmentation), ("imbalance", imbalance),
                         ("canonicalization", canonicalizer)):
         trial.set_user_attr(field, spec.name)
-    own = s.get("component_params", {})
+    own = s.component_params
     backbone_params = backbone.search_space(PrefixedTrial(trial, f"{backbone.name}.", own.get(backbone.name)))
     if backbone.normalizations:
-        norm = suggest(trial, "normalization", s["normalization"])
+        norm = suggest(trial, "normalization", s.normalization)
         if norm != "default":
             backbone_params = {**backbone_params, "norm": norm}
     augmentation_params = augmentation.search_space(PrefixedTrial(trial, f"{augmentation.name}.", own.get(augmentation.name)))
     canonicalizer_params = canonicalizer.search_space(PrefixedTrial(trial, f"{canonicalizer.name}.", own.get(canonicalizer.name)))
     head = HeadParams(
-        units1=int(suggest(trial, "head_units1", s["head_units1"])),
-        units2=int(suggest(trial, "head_units2", s["head_units2"])),
-        dropout=float(suggest(trial, "head_dropout", s["head_dropout"])),
-        l2=float(suggest(trial, "head_l2", s["head_l2"])),
+        units1=int(suggest(trial, "head_units1", s.head_units1)),
+        units2=int(suggest(trial, "head_units2", s.head_units2)),
+        dropout=float(suggest(trial, "head_dropout", s.head_dropout)),
+        l2=float(suggest(trial, "head_l2", s.head_l2)),
     )
-    lr_head = float(suggest(trial, "lr_head", s["lr_head"]))
+    lr_head = float(suggest(trial, "lr_head", s.lr_head))
     pretrained = backbone.resolve_weights(settings.weights) is not None
     # without pretrained weights the whole net trains from the start: no unfreeze depth, no second rate
-    unfreeze = suggest(trial, "unfreeze_blocks", s["unfreeze_blocks"]) if pretrained and settings.finetune_epochs else "all"
-    lr_finetune = float(suggest(trial, "lr_finetune", s["lr_finetune"])) if pretrained and unfreeze != 0 else 0.0
-    loss = suggest(trial, "loss", s["loss"])
-    label_smoothing = float(suggest(trial, "label_smoothing", s["label_smoothing"]))
+    unfreeze = suggest(trial, "unfreeze_blocks", s.unfreeze_blocks) if pretrained and settings.finetune_epochs else "all"
+    lr_finetune = float(suggest(trial, "lr_finetune", s.lr_finetune)) if pretrained and unfreeze != 0 else 0.0
+    loss = suggest(trial, "loss", s.loss)
+    label_smoothing = float(suggest(trial, "label_smoothing", s.label_smoothing))
     return TrialPlan(
         backbone=backbone, augmentation=augmentation, imbalance=imbalance, head=head, lr_head=lr_head,
         lr_finetune=lr_finetune, unfreeze_blocks=unfreeze, backbone_params=backbone_params,

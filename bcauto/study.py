@@ -59,12 +59,12 @@ def storage_file(url: str) -> Path | None:
 
 
 def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:
-    name = cfg.study["sampler"]
+    name = cfg.study.sampler
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2" or len(cfg.directions) > 1:
         return optuna.samplers.NSGAIISampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=cfg.study["startup_trials"])
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=cfg.study.startup_trials)
 
 
 # far apart, so that the seeds of one run's workers (seed + 1000 * restarts + slot) never meet the next run's
@@ -78,7 +78,7 @@ def continue_sampling(study: optuna.Study, cfg: StudyConfig, seed: int) -> None:
 
 
 def make_pruner(cfg: StudyConfig) -> optuna.pruners.BasePruner:
-    name, warmup = cfg.study["pruner"], cfg.study["pruner_warmup_epochs"]
+    name, warmup = cfg.study.pruner, cfg.study.pruner_warmup_epochs
     if len(cfg.directions) > 1:  # Optuna prunes single-objective studies only
         return optuna.pruners.NopPruner()
     if name == "median":
@@ -99,20 +99,20 @@ def configure_precision(cfg: StudyConfig, has_gpu: bool) -> str:
     """Mixed float16 where it pays (GPU tensor cores), float32 elsewhere; returns the policy name."""
     import keras
 
-    policy = "mixed_float16" if switch(cfg.train["mixed_precision"], has_gpu) else "float32"
+    policy = "mixed_float16" if switch(cfg.train.mixed_precision, has_gpu) else "float32"
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
 
 def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool, cache_dir: str | None = None) -> TrainSettings:
     t = cfg.train
-    jit = switch(t["xla"], has_gpu)
+    jit = switch(t.xla, has_gpu)
     return TrainSettings(
-        cache_dir=cache_dir if t["feature_cache"] else None, augmented_views=t["augmented_views"],
-        activation_cache_gb=float(t["activation_cache_gb"]),
-        batch_size=t["batch_size"], head_epochs=t["head_epochs"], finetune_epochs=t["finetune_epochs"],
-        patience=t["patience"], lr_patience=t["lr_patience"], lr_factor=t["lr_factor"],
-        weights=None if t["weights"] == "none" else t["weights"], seed=seed, jit_compile=jit,
+        cache_dir=cache_dir if t.feature_cache else None, augmented_views=t.augmented_views,
+        activation_cache_gb=float(t.activation_cache_gb),
+        batch_size=t.batch_size, head_epochs=t.head_epochs, finetune_epochs=t.finetune_epochs,
+        patience=t.patience, lr_patience=t.lr_patience, lr_factor=t.lr_factor,
+        weights=None if t.weights == "none" else t.weights, seed=seed, jit_compile=jit,
     )
 
 
@@ -152,7 +152,7 @@ class SearchRequest:
 
     @property
     def cache_dir(self) -> str | None:
-        return str(Path(self.work_dir) / "cache") if self.cfg.train["feature_cache"] else None
+        return str(Path(self.work_dir) / "cache") if self.cfg.train.feature_cache else None
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -184,13 +184,13 @@ def prepare_data(request: SearchRequest, components: Components) -> PreparedData
     """Split the data (duplicates on one side) and corrupt a copy of the validation part, once per study."""
     cfg, data = request.cfg, request.data
     removed: list[dict] = []
-    if cfg.data["clean"]:  # the audit's flagged images never reach the split
+    if cfg.data.clean:  # the audit's flagged images never reach the split
         from bcauto.audit import audit_and_clean
 
         data, removed, _ = audit_and_clean(data)
-    split = stratified_split(data, cfg.data["val_fraction"], request.seed)
+    split = stratified_split(data, cfg.data.val_fraction, request.seed)
     train, val = data.subset(split.train), data.subset(split.val)
-    shifted, tags = shifted_copy(val, components.shifts, request.seed) if cfg.study["shift_validation"] else (None, None)
+    shifted, tags = shifted_copy(val, components.shifts, request.seed) if cfg.study.shift_validation else (None, None)
     return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags, removed)
 
 
@@ -203,7 +203,7 @@ def open_study(request: SearchRequest) -> optuna.Study:
     )
     if len(study.directions) != len(cfg.directions):
         raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
-                          f"but {cfg.path} [study] metric = {cfg.study['metric']!r} needs {len(cfg.directions)}; use another --name")
+                          f"but {cfg.path} [study] metric = {cfg.study.metric!r} needs {len(cfg.directions)}; use another --name")
     continue_sampling(study, cfg, request.seed)
     return study
 
@@ -235,12 +235,12 @@ def describe_run(request: SearchRequest, prepared: PreparedData, settings: Train
     params = {
         "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
         "data.fingerprint": prepared.data_fingerprint, "split.fingerprint": prepared.split_fingerprint,
-        "image_size": request.data.image_size, "val_fraction": cfg.data["val_fraction"], "batch_size": settings.batch_size,
+        "image_size": request.data.image_size, "val_fraction": cfg.data.val_fraction, "batch_size": settings.batch_size,
         "head_epochs": settings.head_epochs, "finetune_epochs": settings.finetune_epochs, "patience": settings.patience,
-        "sampler": cfg.study["sampler"], "startup_trials": cfg.study["startup_trials"], "pruner": cfg.study["pruner"],
-        "study_seed": request.seed, "metric": cfg.study["metric"],
+        "sampler": cfg.study.sampler, "startup_trials": cfg.study.startup_trials, "pruner": cfg.study.pruner,
+        "study_seed": request.seed, "metric": cfg.study.metric,
         "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
-        "data.clean": request.cfg.data["clean"], "data.removed": len(prepared.removed or []),
+        "data.clean": request.cfg.data.clean, "data.removed": len(prepared.removed or []),
     }
     tags = {
         "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": prepared.data_fingerprint,
@@ -298,7 +298,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
 
 def optimize_here(study: optuna.Study, context: SearchContext, request: SearchRequest) -> None:
     """Trials in this process: no isolation, for debugging and notebooks (``--workers 0``)."""
-    callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(request.cfg.study["max_failures"])]
+    callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(request.cfg.study.max_failures)]
     study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
                    catch=(Exception,), gc_after_trial=True)
 
@@ -310,9 +310,9 @@ def optimize_in_workers(study: optuna.Study, context: SearchContext, request: Se
     data_dir = save_split_data(prepared.train, prepared.val, work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
                                prepared.shifted, prepared.shift_tags)
     job = WorkerJob(
-        study_file=str(request.cfg.path), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
+        config=request.cfg.model_dump_json(), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
         data_dir=str(data_dir), settings=asdict(context.settings), sampler_seed=request.seed, trials=request.trials,
-        max_failures=request.cfg.study["max_failures"], parent_run_id=context.parent_run_id, run_params=context.run_params,
+        max_failures=request.cfg.study.max_failures, parent_run_id=context.parent_run_id, run_params=context.run_params,
         run_tags=context.run_tags, precision=precision, deadline=time.time() + request.timeout if request.timeout else None,
     )
     supervisor = Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, context.tracker,

@@ -22,7 +22,7 @@ from bcauto.data import Dataset
 class WorkerJob:
     """Everything a worker needs, as JSON."""
 
-    study_file: str
+    config: str  # the validated study file (StudyConfig JSON): the file may change while the search runs
     study_name: str
     storage: str
     tracking_uri: str
@@ -129,7 +129,7 @@ class Recycle:
 def run(job: WorkerJob) -> int:
     import optuna
 
-    from bcauto.config import load_study
+    from bcauto.config import StudyConfig
     from bcauto.objective import Objective, SearchContext
     from bcauto.plugins import components
     from bcauto.study import FINISHED, FailureLimit, continue_sampling, make_pruner, make_storage
@@ -139,7 +139,7 @@ def run(job: WorkerJob) -> int:
     import keras
 
     keras.mixed_precision.set_global_policy(job.precision)
-    cfg = load_study(job.study_file)
+    cfg = StudyConfig.model_validate_json(job.config)
     train_data, val_data, shifted_val, shift_tags = load_split_data(job.data_dir)
     study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage), pruner=make_pruner(cfg))
     continue_sampling(study, cfg, job.sampler_seed)

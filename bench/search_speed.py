@@ -51,9 +51,9 @@ def main() -> None:
         return
     (tmp / "speed.toml").write_text(study_text.replace("{weights}", str(weights)))
     cfg = load_study(tmp / "speed.toml")
-    epochs, patience, seed = cfg.train["head_epochs"], cfg.train["patience"], cfg.study["seed"]
+    epochs, patience, seed = cfg.train.head_epochs, cfg.train.patience, cfg.study.seed
     npz = save_npz(data, tmp / "subset.npz")
-    split = stratified_split(data, cfg.data["val_fraction"], seed)
+    split = stratified_split(data, cfg.data.val_fraction, seed)
     print(f"machine: {machine()}")
     print(f"data: {len(data.labels)} images {size}x{size} from {args.data}; {len(split.train)} train / {len(split.val)} val; "
           f"{args.trials} trials x {epochs} epochs")

@@ -1,14 +1,17 @@
-"""docs/study-files.md from bcauto.config: types, defaults and allowed values come from SCHEMA and
-SEARCH_DEFAULTS, ranges from probing the validator itself; only the one-line meanings are written here, and a
+"""docs/study-files.md from bcauto.config: types, defaults, choices and bounds come from the study file's models
+(TABLES), what a text field accepts from probing its validator; only the one-line meanings are written here, and a
 field without one (or a meaning for a field that is gone) stops the generator.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
 
-from bcauto.config import SCHEMA, SEARCH_DEFAULTS, parse_study
+import annotated_types
+from pydantic import BaseModel
+
+from bcauto.config import TABLES, Range, parse_study
 from bcauto.errors import BcautoError
 
 MEANINGS = {
@@ -75,9 +78,10 @@ MEANINGS = {
                               "targets are mixed with a uniform distribution by this share",
 }
 
-TYPE_NAMES = {str: "string", int: "integer", float: "float", bool: "boolean"}
-INT_PROBES = (-1, 0, 1)
-FLOAT_PROBES = (-1.0, 0.0, 0.25, 0.5, 1.0)
+TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+BOUNDS = {annotated_types.Gt: ("gt", ">"), annotated_types.Ge: ("ge", ">="), annotated_types.Lt: ("lt", "<"),
+          annotated_types.Le: ("le", "<=")}
+SCALAR_TABLES = [name for name in TABLES if name != "search"]
 
 
 def toml_value(value) -> str:
@@ -86,8 +90,10 @@ def toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return repr(value)
@@ -98,31 +104,44 @@ def _rejection(section: str, key: str, value) -> str | None:
     try:
         parse_study(f"[{section}]\n{key} = {toml_value(value)}\n", Path("study.toml"))
     except BcautoError as exc:
-        found = re.search(rf"\[{section}\] {key} (?:= .+?: )?(?:must be )?(.*?)(?:, got .*)?$", str(exc))
-        return found.group(1) if found else str(exc)
+        return str(exc).split(": ", 2)[-1]
     return None
 
 
-def numeric_range(section: str, key: str, types: tuple) -> str:
-    """The range the validator enforces, found by trying values around the boundaries."""
-    probes = FLOAT_PROBES if types == (float,) else INT_PROBES
-    results = [(value, _rejection(section, key, value)) for value in probes]
-    accepted = [i for i, (_, problem) in enumerate(results) if problem is None]
-    if not accepted:
-        raise ValueError(f"[{section}] {key}: no probe value is accepted; extend the probes in {__file__}")
-    below = [results[accepted[0] - 1][1]] if accepted[0] > 0 else []  # the tightest lower bound
-    above = [problem for _, problem in results[accepted[0]:] if problem]
-    phrases = list(dict.fromkeys(below + above))
-    return "; ".join(phrases) or "any"
+def _bounds(metadata) -> str:
+    """``> 0 and < 0.5`` from a field's constraints."""
+    phrases = []
+    for constraint in metadata:
+        for kind, (attr, sign) in BOUNDS.items():
+            if isinstance(constraint, kind):
+                value = getattr(constraint, attr)
+                phrases.append(f"{sign} {value:g}" if isinstance(value, float) else f"{sign} {value}")
+    return " and ".join(phrases)
 
 
-def _allowed(section: str, key: str, types: tuple, allowed) -> str:
-    if allowed:
-        return ", ".join(f"`{toml_value(v)}`" for v in allowed)
-    if set(types) <= {int, float}:
-        return numeric_range(section, key, types)
-    if bool in types:
+def _unpack(annotation) -> tuple[Any, list]:
+    """The bare type and the constraints of an ``Annotated`` type."""
+    metadata: list = []
+    while get_args(annotation) and hasattr(annotation, "__metadata__"):
+        annotation, *more = get_args(annotation)
+        for item in more:
+            metadata += getattr(item, "metadata", [item])
+            if getattr(item, "description", None):
+                metadata.append(item.description)
+    return annotation, metadata
+
+
+def _type_name(annotation) -> str:
+    return "string" if get_origin(annotation) is Literal else TYPE_NAMES[annotation]
+
+
+def _allowed(section: str, key: str, annotation, metadata) -> str:
+    if get_origin(annotation) is Literal:
+        return ", ".join(f"`{toml_value(v)}`" for v in get_args(annotation))
+    if annotation is bool:
         return "true, false"
+    if annotation in (int, float):
+        return _bounds(metadata) or "any"
     problem = _rejection(section, key, "no such value")  # a text field the validator still restricts
     return problem.removeprefix("expected ") if problem else "any text"
 
@@ -136,23 +155,40 @@ def _meaning(key: str) -> str:
 
 def _table_rows(section: str) -> list[str]:
     rows = ["| field | type | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
-    for key, (expected, default, allowed) in SCHEMA[section].items():
-        types = expected if isinstance(expected, tuple) else (expected,)
-        type_name = " or ".join(TYPE_NAMES[t] for t in types)
-        rows.append(f"| `{key}` | {type_name} | `{toml_value(default)}` | {_allowed(section, key, types, allowed)} "
-                    f"| {_meaning(f'{section}.{key}')} |")
+    for key, info in TABLES[section].model_fields.items():
+        annotation, metadata = info.annotation, list(info.metadata)
+        rows.append(f"| `{key}` | {_type_name(annotation)} | `{toml_value(info.default)}` | "
+                    f"{_allowed(section, key, annotation, metadata)} | {_meaning(f'{section}.{key}')} |")
     return rows
 
 
+def _search_values(annotation) -> tuple[str, bool]:
+    """What one value of a search field may be, and whether the field takes a range."""
+    union, _ = _unpack(annotation)
+    members = [_unpack(member)[0] for member in get_args(union)] if get_origin(union) is Union else [union]
+    item, metadata = _unpack(get_args(union)[0])
+    ranges = any(isinstance(member, type) and issubclass(member, Range) for member in members)
+    if get_origin(item) is Literal:
+        return ", ".join(f"`{toml_value(v)}`" for v in get_args(item)), ranges
+    described = [m for m in metadata if isinstance(m, str)]
+    if described:
+        return described[0], ranges
+    if item is str:
+        return "a name", ranges
+    return " ".join(filter(None, [TYPE_NAMES[item], _bounds(metadata)])), ranges
+
+
 def _search_rows() -> list[str]:
-    rows = ["| field | default | meaning |", "| --- | --- | --- |"]
-    for key, default in SEARCH_DEFAULTS.items():
-        rows.append(f"| `{key}` | `{toml_value(default)}` | {_meaning(f'search.{key}')} |")
+    rows = ["| field | default | each value | range | meaning |", "| --- | --- | --- | --- | --- |"]
+    for key, info in TABLES["search"].model_fields.items():
+        values, ranges = _search_values(info.rebuild_annotation())
+        rows.append(f"| `{key}` | `{toml_value(info.default)}` | {values} | {'yes' if ranges else 'no'} | "
+                    f"{_meaning(f'search.{key}')} |")
     return rows
 
 
 def _check_meanings() -> None:
-    known = {f"{s}.{k}" for s, fields in SCHEMA.items() for k in fields} | {f"search.{k}" for k in SEARCH_DEFAULTS}
+    known = {f"{s}.{k}" for s, model in TABLES.items() for k in model.model_fields}
     gone = sorted(set(MEANINGS) - known)
     if gone:
         raise ValueError(f"{__file__} describes fields that no longer exist: {', '.join(gone)}")
@@ -164,33 +200,39 @@ def study_files_page() -> str:
     parts = [
         "# Study files",
         "",
-        "<!-- generated by docs/gen_reference.py from bcauto/config.py (SCHEMA, SEARCH_DEFAULTS); do not edit by hand -->",
+        "<!-- generated by docs/gen_reference.py from bcauto/config.py (the models in TABLES); do not edit by hand -->",
         "",
-        "A study file is a TOML file (data, never code) with up to four tables: `[study]`, `[data]`, `[train]` and "
-        "`[search]`. Every field is optional and takes the default below. An unknown table or field, a wrong type or "
-        "a value out of range stops `bcauto search` before any trial, with the file, the table, the field and what "
-        "was expected (and the closest known name for a typo). The study's name is the file name without `.toml`. "
-        "The files shipped in `studies/` are `cpu.toml` (small, offline), `default.toml` (GPU) and `seed.toml` "
-        "(the seed report, see [Reproduce the seed report](reproduce-seed.md)).",
+        ("A study file is a TOML file (data, never code) with up to four tables: `[study]`, `[data]`, `[train]` and "
+         "`[search]`. Every field is optional and takes the default below. An unknown table or field, a wrong type or "
+         "a value out of range stops `bcauto search` before any trial, in one line with the file, the table, the field, "
+         "the value and what was expected (and the closest known name for a typo), for example "
+         "`studies/x.toml: [train] lr_factor = 7.0: must be < 1`. The study's name is the file name without `.toml`. "
+         "The files shipped in `studies/` are `cpu.toml` (small, offline), `default.toml` (GPU) and `seed.toml` "
+         "(the seed report, see [Reproduce the seed report](reproduce-seed.md))."),
+        "",
+        ("A running search keeps the study file as it was read at the start: its workers receive the validated "
+         "values, not the file, so editing the file changes only the next search."),
         "",
     ]
-    for section in SCHEMA:
+    for section in SCALAR_TABLES:
         parts += [f"## `[{section}]`", "", *_table_rows(section), ""]
     parts += [
         "## `[search]`",
         "",
-        "Each field is one of: a fixed value (`lr_head = 1e-4`); a list of choices, searched as a categorical "
-        "parameter (`backbone = [\"resnet50\", \"xception\"]`; a list of one is fixed); or a numeric range "
-        "`{ low = ..., high = ..., log = true|false }`, searched as an integer when both ends are integers and as "
-        "a float otherwise. A log range needs `low > 0`. Components also add their own parameters (for example "
-        "`mini_cnn.base_filters`), searched in the ranges the plugin defines unless a table named after the "
-        "component narrows or fixes them, in the same three forms: `[search.mini_cnn]` with `base_filters = 16` "
-        "(fixed) or `base_filters = [8, 16]` (choices). A study can so keep a component's cost within its budget.",
+        ("Each field is one of: a fixed value (`lr_head = 1e-4`); a list of choices, searched as a categorical "
+         "parameter (`backbone = [\"resnet50\", \"xception\"]`; a list of one is fixed); or, where the table below "
+         "says so, a numeric range `{ low = ..., high = ..., log = true|false }`, searched as an integer for an "
+         "integer field and as a float for a number field. A range needs `low < high` and a log range `low > 0`; "
+         "every value of a list and both ends of a range must be allowed values of the field. Components also add "
+         "their own parameters (for example `mini_cnn.base_filters`), searched in the ranges the plugin defines "
+         "unless a table named after the component narrows or fixes them, in the same three forms (a range is "
+         "searched as an integer when both ends are integers): `[search.mini_cnn]` with `base_filters = 16` "
+         "(fixed) or `base_filters = [8, 16]` (choices). A study can so keep a component's cost within its budget."),
         "",
         *_search_rows(),
         "",
-        "`unfreeze_blocks` and `lr_finetune` only apply to backbones loaded with pretrained weights: a backbone "
-        "trained from scratch trains every layer from the first epoch.",
+        ("`unfreeze_blocks` and `lr_finetune` only apply to backbones loaded with pretrained weights: a backbone "
+         "trained from scratch trains every layer from the first epoch."),
         "",
     ]
     return "\n".join(parts)

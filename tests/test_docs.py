@@ -40,15 +40,13 @@ def test_robustness_page_shift_example_keeps_the_shift_contract():
 
 
 def test_study_file_reference_has_every_field():
-    from bcauto.config import SCHEMA, SEARCH_DEFAULTS
+    from bcauto.config import TABLES
 
     page = (ROOT / "docs" / "study-files.md").read_text()
-    for section, fields in SCHEMA.items():
+    for section, model in TABLES.items():
         assert f"## `[{section}]`" in page
-        for key in fields:
+        for key in model.model_fields:
             assert f"| `{key}` |" in page, f"[{section}] {key} is missing from docs/study-files.md"
-    for key in SEARCH_DEFAULTS:
-        assert f"| `{key}` |" in page
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install -e '.[docs]')")

@@ -374,8 +374,8 @@ def test_study_files_check_loss_and_label_smoothing(tmp_path):
     from bcauto.errors import BcautoError
 
     cfg = parse_study('[search]\nloss = ["crossentropy", "focal"]\nlabel_smoothing = { low = 0.0, high = 0.2 }\n', tmp_path / "s.toml")
-    assert cfg.search["loss"] == ["crossentropy", "focal"]
-    with pytest.raises(BcautoError, match=r"\[search\] loss: 'mse' is not a loss"):
+    assert cfg.search.loss == ("crossentropy", "focal")
+    with pytest.raises(BcautoError, match=r"\[search\] loss = 'mse': expected one of 'crossentropy' or 'focal'"):
         parse_study('[search]\nloss = "mse"\n', tmp_path / "s.toml")
     with pytest.raises(BcautoError, match=r"\[search\] label_smoothing"):
         parse_study("[search]\nlabel_smoothing = [0.0, 1.0]\n", tmp_path / "s.toml")

@@ -49,6 +49,9 @@ def _title(report: AuditReport, kind: str) -> str:
     counts = report.summary()[kind]
     found = f"{counts['groups']} groups, {counts['images']} images" if kind in GROUP_KINDS else f"{counts['images']} images"
     named = f"; under each: #index, class, file within {report.source}" if report.item_names else "; under each: #index, class"
+    if report.item_names and all(name.startswith(f"{report.class_names[label]}/")
+                                 for name, label in zip(report.item_names, report.labels.tolist())):
+        named = f"; under each: #index, class, file within {report.source}/CLASS"
     return f"{kind}: {found}, {counts['flagged']} flagged. {DESCRIPTIONS[kind]}{named}"
 
 
@@ -59,7 +62,8 @@ def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
     def caption(i: int) -> str:
         text = f"#{i} {names[report.labels[i]]}"
         if report.item_names:
-            text += f"\n{report.item_names[i]}"
+            # a folder's class subfolder is the class on the line above: the tile's width goes to the file name
+            text += f"\n{report.item_names[i].removeprefix(names[report.labels[i]] + '/')}"
         if kind == "outliers" and "colour" in report.scores:
             text += f"\nz {report.scores['colour'][i]:.1f} / {report.scores['learned'][i]:.1f}"
         return text
