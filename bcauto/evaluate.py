@@ -7,13 +7,13 @@ The evaluation set's labels are matched to the model's classes by name, so a set
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from bcauto.data import Dataset
+from bcauto.data.domains import class_key
 from bcauto.errors import BcautoError
 from bcauto.evaluation import Scores, predict_batches, score
 from bcauto.text import plural
@@ -41,22 +41,18 @@ def predict_probs(model, images: np.ndarray, tta: bool = False, batch_size: int 
     return total / TTA_VIEWS
 
 
-def _key(name: str) -> str:
-    return re.sub(r"[\s_-]+", "_", name.strip().lower())
-
-
 def label_map(data_classes, model_classes, what: str = "the evaluation data") -> np.ndarray:
     """For each class of the data (by index), the index of the model's class of the same name.
 
     Names match ignoring case and the difference between spaces, hyphens and underscores. A data class the model
     does not know is refused.
     """
-    index = {_key(name): i for i, name in enumerate(model_classes)}
-    unknown = [name for name in data_classes if _key(name) not in index]
+    index = {class_key(name): i for i, name in enumerate(model_classes)}
+    unknown = [name for name in data_classes if class_key(name) not in index]
     if unknown:
         raise BcautoError(f"{what} has classes the model does not know: {', '.join(map(repr, unknown))}; "
                           f"the model's classes are {', '.join(model_classes)} (classes are matched by name)")
-    return np.array([index[_key(name)] for name in data_classes], np.int64)
+    return np.array([index[class_key(name)] for name in data_classes], np.int64)
 
 
 def class_subset(names: str | None, model_classes, what: str = "--classes") -> np.ndarray | None:

@@ -24,6 +24,9 @@ class Dataset:
         item_names: one per image, where it is within ``source``: a path relative to a folder's root, an
             array and index of an .npz (``train_images[17]``); empty when the source has none (generated images).
         left_out: ``(name, why)`` for every file the source found but did not load (not an image, undecodable).
+        domains: for data from several sources (labs, scanners), the index into ``domain_names`` of each image's
+            source; None for data from one source.
+        domain_names: one name per source, in ``--data`` order.
     """
 
     images: np.ndarray
@@ -33,6 +36,8 @@ class Dataset:
     notes: tuple[str, ...] = field(default=())
     item_names: tuple[str, ...] = field(default=())
     left_out: tuple[tuple[str, str], ...] = field(default=())
+    domains: np.ndarray | None = None
+    domain_names: tuple[str, ...] = field(default=())
 
     @property
     def num_classes(self) -> int:
@@ -51,6 +56,8 @@ class Dataset:
         digest.update(repr((self.images.shape, self.class_names)).encode())
         digest.update(np.ascontiguousarray(self.images).data)
         digest.update(self.labels.astype(np.int64).tobytes())
+        if self.domains is not None:  # the same images cut into other domains are other data for a domain split
+            digest.update(repr(self.domain_names).encode() + self.domains.astype(np.int64).tobytes())
         return digest.hexdigest()[:16]
 
     def item_name(self, index: int) -> str | None:
@@ -60,8 +67,9 @@ class Dataset:
     def subset(self, indices: np.ndarray) -> Dataset:
         positions = np.arange(len(self.labels))[indices].tolist()  # integer indices or a boolean mask alike
         names = tuple(self.item_names[i] for i in positions) if self.item_names else ()
+        domains = self.domains[indices] if self.domains is not None else None
         return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes,
-                       names, self.left_out)
+                       names, self.left_out, domains, self.domain_names)
 
 
 def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.ndarray, np.ndarray, list[str]]:

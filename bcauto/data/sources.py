@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bcauto.data.dataset import Dataset
+from bcauto.data.domains import domain_name, merge_domains, split_spec
 from bcauto.errors import BcautoError
 from bcauto.text import plural
 
@@ -19,12 +20,17 @@ def load_data(spec: str, image_size: int, components, options: dict | None = Non
     """The dataset ``spec`` names, with uint8 images ``image_size`` pixels square.
 
     ``spec`` is ``auto``, a registered source's name with an optional argument (``synthetic:2000``,
-    ``bloodmnist:64``), or a path that a source claims (an .npz file, an image folder). ``components`` is
-    :func:`bcauto.plugins.components`; ``options`` go to the source (``seed``, ``synthetic_size``,
+    ``bloodmnist:64``), or a path that a source claims (an .npz file, an image folder); several of these joined
+    by ``" + "`` are loaded as one dataset with a domain per source (:mod:`bcauto.data.domains`). ``components``
+    is :func:`bcauto.plugins.components`; ``options`` go to the source (``seed``, ``synthetic_size``,
     ``on_bad_image``, ``cache_dir``).
     """
     options = dict(options or {})
     spec = spec.strip()
+    parts = split_spec(spec)
+    if len(parts) > 1:
+        return merge_domains([load_data(part, image_size, components, options) for part in parts],
+                             [domain_name(part) for part in parts])
     registry = components.datasets
     if spec == AUTO:
         return _auto(image_size, registry, options)

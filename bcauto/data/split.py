@@ -69,3 +69,22 @@ def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.n
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     train, val = next(splitter.split(np.zeros(len(data.labels)), data.labels, groups))
     return Split(train=np.sort(train), val=np.sort(val))
+
+
+def hold_out_domain(data: Dataset, name: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """(indices of the other domains, indices of the held-out domain, its name) for data from several sources.
+
+    ``name`` picks the domain to hold out (default: the last source given), so a study validates on a lab it
+    never trains on.
+    """
+    if data.domains is None or len(data.domain_names) < 2:
+        raise BcautoError(f"{data.source}: a held-out domain needs data from several sources "
+                          "(--data 'LAB_A + LAB_B', or --data LAB_A --data LAB_B in bcauto search)")
+    chosen = name or data.domain_names[-1]
+    if chosen not in data.domain_names:
+        raise BcautoError(f"[data] validation_domain = {chosen!r} is none of the sources' domains: "
+                          f"{', '.join(data.domain_names)}")
+    held = data.domains == data.domain_names.index(chosen)
+    if not held.any():
+        raise BcautoError(f"{data.source}: the domain {chosen!r} has no images")
+    return np.flatnonzero(~held), np.flatnonzero(held), chosen
