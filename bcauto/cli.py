@@ -15,7 +15,7 @@ from rich.markup import escape
 from bcauto import __version__
 from bcauto.errors import BcautoError
 from bcauto.text import plural
-from bcauto.uris import redact_uri
+from bcauto.uris import check_stores, redact_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
@@ -107,6 +107,7 @@ def cmd_search(args, console) -> int:
     if args.workers < 0:
         raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
     cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
+    check_stores(args.storage, args.tracking_uri)  # before the data is read: nothing is created on a bad URI
     if args.max_failures is not None:
         cfg = cfg.with_option("--max-failures", "study", max_failures=args.max_failures)
     check_components(cfg, comps)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gc
 import math
-import os
-import socket
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +16,7 @@ import optuna
 from bcauto.data import Dataset
 from bcauto.evaluation import save_confusion_matrix, score
 from bcauto.progress import EpochProgress, SearchProgress
+from bcauto.recovery import INTERRUPTED, worker_identity
 from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
@@ -76,14 +75,6 @@ class SearchContext:
     shift_tags: np.ndarray | None = None
 
 
-INTERRUPTED = "interrupted"
-
-
-def worker_id() -> str:
-    """Which process runs a trial: host and pid, so a resumed study can tell a dead worker's trials."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 def run_name(number: int, plan: TrialPlan) -> str:
     return f"trial-{number:03d} {plan.backbone.name} {plan.augmentation.name} {plan.imbalance.name}"
 
@@ -97,7 +88,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         start_fresh()
-        trial.set_user_attr("worker", worker_id())
+        for key, value in worker_identity().items():  # so a resumed study can tell a dead worker's trial
+            trial.set_user_attr(key, value)
         settings = replace(ctx.settings, seed=ctx.settings.seed + trial.number)
         plan = suggest_plan(trial, ctx.cfg, ctx.components, settings)
         params = {**ctx.run_params, **plan_params(plan, settings), "seed": settings.seed, "trial": trial.number}

@@ -22,12 +22,12 @@ from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard, ranked_trials
-from bcauto.recovery import failure_streak, recover
+from bcauto.recovery import close_runs_of_failed_trials, failure_streak, heartbeat_options, recover
 from bcauto.report import log_study_report
 from bcauto.shift import shifted_copy
 from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker
-from bcauto.uris import redact_uri
+from bcauto.uris import check_stores, redact_uri
 from bcauto.training import TrainSettings
 from bcauto.worker import WorkerJob, save_split_data
 
@@ -35,13 +35,14 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def make_storage(url: str):
-    """An Optuna storage for a URL: RDB (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file."""
+    """An Optuna storage for a URL: RDB (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file (one host:
+    its dead workers' trials are found by process, see :mod:`bcauto.recovery`)."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
+        return optuna.storages.RDBStorage(url, **heartbeat_options())
     except Exception as exc:
         raise BcautoError(f"cannot open the Optuna storage {redact_uri(url)}: {exc}") from None
 
@@ -255,6 +256,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     cfg = request.cfg
     check_components(cfg, components)
     check_storage_for_workers(request)
+    check_stores(request.storage, request.tracking_uri)
     prepared = prepare_data(request, components)
     settings = settings_from(cfg, request.seed, request.has_gpu, request.cache_dir)
     precision = configure_precision(cfg, request.has_gpu)
@@ -335,6 +337,7 @@ class FailureLimit:
 
 def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console: Console) -> None:
     """Leaderboard in the terminal, study summary on the parent run."""
+    close_runs_of_failed_trials(study, tracker)  # trials Optuna failed on a stopped heartbeat during this run
     ranked = ranked_trials(study)
     console.print(leaderboard(study) if ranked else f"study {study.study_name}: no completed trial among {len(study.trials)}")
     if study.user_attrs.get("stopped_because"):

@@ -19,9 +19,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import optuna
+import psutil
 
 from bcauto.progress import SearchProgress
-from bcauto.recovery import fail_trials_of_dead_workers, failure_streak
+from bcauto.recovery import INTERRUPTED, fail_trials_of, failure_streak
 from bcauto.tracking import Tracker
 from bcauto.worker import WorkerJob
 
@@ -31,7 +32,10 @@ POLL_SECONDS = 1.0
 
 def describe_exit(code: int) -> str:
     if code < 0:
-        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
         hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
         return f"worker process died from signal {name}{hint}"
     return f"worker process exited with code {code}"
@@ -40,12 +44,9 @@ def describe_exit(code: int) -> str:
 def process_memory_mb(pid: int) -> float:
     """Resident memory of a process in MiB (0 when it cannot be read)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return 0.0
 
 
 @contextlib.contextmanager
@@ -109,7 +110,7 @@ class Supervisor:
             del self.running[slot]
             if code != 0:
                 worker = {f"{socket.gethostname()}:{process.pid}"}
-                fail_trials_of_dead_workers(study, self.tracker, worker, reason=reason or describe_exit(code))
+                fail_trials_of(study, self.tracker, worker, reason or describe_exit(code))
                 self.check_failure_limit(study)
 
     def check_failure_limit(self, study: optuna.Study) -> None:
@@ -148,5 +149,5 @@ class Supervisor:
                 process.kill()
                 process.wait()
         workers = {f"{socket.gethostname()}:{p.pid}" for p, _ in self.running.values()}
-        fail_trials_of_dead_workers(study, self.tracker, workers, reason="interrupted: Ctrl-C")
+        fail_trials_of(study, self.tracker, workers, f"{INTERRUPTED}: Ctrl-C")
         self.running.clear()

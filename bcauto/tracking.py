@@ -103,6 +103,18 @@ class Tracker:
 
         return self._guard("create the trial's run", create)
 
+    def running_trial_runs(self) -> dict[int, str]:
+        """Trial number -> run id of this experiment's trial runs still marked RUNNING."""
+        if not self.available:
+            return {}
+
+        def search():
+            query = f"tags.`bcauto.role` = '{TRIAL_ROLE}' and attributes.status = 'RUNNING'"
+            runs = self.client.search_runs([self.experiment_id], query, max_results=1000)
+            return {int(r.data.tags["bcauto.trial"]): r.info.run_id for r in runs if r.data.tags.get("bcauto.trial", "").isdigit()}
+
+        return self._guard("list the running trial runs", search) or {}
+
     def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
         if run_id:
             items = [Param(k, v) for k, v in flat_params(params).items()]

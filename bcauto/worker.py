@@ -88,16 +88,10 @@ def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset, Dataset | Non
 
 
 def resident_memory_mb() -> float:
-    """This process's resident set size in MiB (Linux /proc; peak RSS elsewhere)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
+    """This process's resident set size in MiB."""
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return psutil.Process().memory_info().rss / 2**20
 
 
 def die_with_parent() -> None:

@@ -1,5 +1,6 @@
 """Crashing trials, a killed study, parallel workers: real stores, real processes, no mocks."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+
+from bcauto.recovery import failure_reason
 
 FAULT_PLUGIN = Path(__file__).parent / "fault_plugin"
 State = optuna.trial.TrialState
@@ -65,13 +68,14 @@ def test_each_fault_fails_only_its_own_trial(tmp_path):
     result = bcauto(tmp_path, "search", "--study", "faults.toml", "--trials", "2", "--data", "synthetic:160",
                     "--worker-memory-gb", "2.5", *stores(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db").trials
-    by_backbone = {t.user_attrs["params"]["backbone"]: t for t in trials}
+    study = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db")
+    trials = study.trials
+    reason = {t.user_attrs["params"]["backbone"]: failure_reason(study, t) for t in trials}
     assert [t.state for t in trials] == [State.FAIL, State.FAIL, State.PRUNED, State.FAIL, State.COMPLETE]
-    assert "RuntimeError: this backbone always fails to build" in by_backbone["fault_raises"].user_attrs["reason"]
-    assert "signal SIGKILL" in by_backbone["fault_kills"].user_attrs["reason"]
-    assert "non-finite training loss" in by_backbone["fault_nan"].user_attrs["reason"]
-    assert "memory limit of 2560 MiB" in by_backbone["fault_hog"].user_attrs["reason"]
+    assert "RuntimeError: this backbone always fails to build" in reason["fault_raises"]
+    assert "signal SIGKILL" in reason["fault_kills"]
+    assert "non-finite training loss" in reason["fault_nan"]
+    assert "memory limit of 2560 MiB" in reason["fault_hog"]
     runs = {r.data.params["backbone"]: r for r in mlflow_runs(tmp_path, "faults")}
     assert len(runs) == 5 and all(r.info.status != "RUNNING" for r in runs.values())
     assert runs["fault_kills"].info.status == "FAILED" and "SIGKILL" in runs["fault_kills"].data.tags["bcauto.reason"]
@@ -96,7 +100,7 @@ def test_kill_minus_nine_then_resume_keeps_finished_trials_and_retries_the_inter
     process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    deadline = time.time() + 300
+    deadline, trials = time.time() + 300, []
     try:
         while time.time() < deadline:  # wait until the second trial is mid-way
             time.sleep(1)
@@ -108,22 +112,27 @@ def test_kill_minus_nine_then_resume_keeps_finished_trials_and_retries_the_inter
                 break
         else:
             pytest.fail("the study never reached its second trial")
-    finally:
+    finally:  # supervisor and worker, as `kill -9` of both does; the same command again at once, no waiting
         process.send_signal(signal.SIGKILL)
+        worker = trials[1].user_attrs.get("worker", "") if len(trials) >= 2 else ""
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(worker.rpartition(":")[2]), signal.SIGKILL)
         process.wait()
-    time.sleep(1)  # the worker follows its supervisor (PR_SET_PDEATHSIG)
 
     result = bcauto(tmp_path, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    trials = optuna.load_study(study_name="long", storage=storage).trials
+    study = optuna.load_study(study_name="long", storage=storage)
+    trials = study.trials
     states = [t.state for t in trials]
     assert states.count(State.RUNNING) == 0
     assert sum(s in (State.COMPLETE, State.PRUNED) for s in states) == 2
-    assert trials[1].state == State.FAIL and trials[1].user_attrs["reason"].startswith("interrupted")
+    assert trials[1].state == State.FAIL and failure_reason(study, trials[1]).startswith("interrupted")
     retry = [t for t in trials if t.user_attrs.get("retry_of") == 1]
     assert len(retry) == 1 and retry[0].params == trials[1].params and retry[0].state == State.COMPLETE
     runs = mlflow_runs(tmp_path, "long")
     assert len(runs) == len(trials) and all(r.info.status != "RUNNING" for r in runs)
+    killed = [r for r in runs if r.data.tags["bcauto.trial"] == "1"]
+    assert killed[0].info.status == "FAILED" and killed[0].data.tags["bcauto.reason"].startswith("interrupted")
     assert sorted(int(r.data.tags["bcauto.trial"]) for r in runs) == [t.number for t in trials]
 
 
@@ -178,15 +187,43 @@ def test_sqlite_is_refused_for_several_workers(tmp_path):
     assert "--workers 2 needs a storage several processes can share" in flat(result.stderr)
 
 
-def test_unreachable_tracking_store_loses_no_trial_and_says_so(tmp_path):
+@contextlib.contextmanager
+def failing_tracking_server():
+    """An HTTP server on loopback that answers every request with 503: a tracking server that is up but failing."""
+    import http.server
+    import threading
+
+    class Unavailable(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failing_tracking_store_loses_no_trial_and_says_so(tmp_path):
     (tmp_path / "offline.toml").write_text(STUDY.format(epochs=1, backbones='"mini_cnn"'))
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
-    result = bcauto(tmp_path, "search", "--study", "offline.toml", "--trials", "2", "--data", "synthetic:160",
-                    "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", "http://127.0.0.1:9", extra_env=env)
+    with failing_tracking_server() as uri:
+        result = bcauto(tmp_path, "search", "--study", "offline.toml", "--trials", "2", "--data", "synthetic:160",
+                        "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", uri, extra_env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="offline", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE] and all(t.value is not None for t in trials)
-    assert "MLflow (http://127.0.0.1:9): could not open the experiment" in flat(result.stdout + result.stderr)
+    assert f"MLflow ({uri}): could not open the experiment" in flat(result.stdout + result.stderr)
 
 
 def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_path):
@@ -209,10 +246,11 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
             break
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
     out, err = process.communicate(timeout=120)
+    study = optuna.load_study(study_name="stop", storage=storage)
     assert "interrupted" in out and "run the same command to resume" in flat(out), (process.returncode, out[-2000:], err[-3000:])
     assert "study stop" in out, "the leaderboard is printed"
-    trials = optuna.load_study(study_name="stop", storage=storage).trials
-    assert trials[-1].state == State.FAIL and trials[-1].user_attrs["reason"].startswith("interrupted")
+    trials = study.trials
+    assert trials[-1].state == State.FAIL and failure_reason(study, trials[-1]).startswith("interrupted")
     assert all(r.info.status != "RUNNING" for r in mlflow_runs(tmp_path, "stop"))
     assert bcauto(tmp_path, *args).returncode == 0
     trials = optuna.load_study(study_name="stop", storage=storage).trials
@@ -258,3 +296,125 @@ def test_a_worker_is_recycled_when_its_memory_grew_past_the_limit_or_after_its_t
     assert study.stopped == 0
     quota(study, None)
     assert study.stopped == 1
+
+
+def dead_trial_study(tmp_path, worker: str, started: float | None):
+    """A study holding one RUNNING trial, with an MLflow run, 'run' by ``worker``: what a killed search leaves."""
+    from bcauto.study import make_storage
+    from bcauto.tracking import Tracker
+
+    study = optuna.create_study(study_name="s", storage=make_storage(f"sqlite:///{tmp_path}/optuna.db"), direction="maximize")
+    trial = study.ask()
+    trial.suggest_float("lr_head", 1e-4, 1e-2, log=True)
+    trial.suggest_categorical("backbone", ["mini_cnn", "resnet_cnn"])
+    tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", experiment="s")
+    run_id = tracker.start_trial(None, "trial-000", {"bcauto.study": "s", "bcauto.trial": "0"})
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr("worker", worker)
+    if started is not None:
+        trial.set_user_attr("worker_started", started)
+    return study, tracker, run_id
+
+
+def assert_failed_and_retried(study, tracker, run_id, reason_start="interrupted"):
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [State.FAIL, State.WAITING]
+    assert failure_reason(study, trials[0]).startswith(reason_start)
+    assert trials[1].params == trials[0].params and trials[1].user_attrs == {"retry_of": 0}
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.tags["bcauto.reason"].startswith(reason_start)
+
+
+def test_a_trial_whose_worker_is_a_zombie_is_failed_and_retried_at_once(tmp_path):
+    """kill -9 leaves the worker a zombie until someone reaps it, and `os.kill(pid, 0)` still succeeds on a
+    zombie: the trial must not stay RUNNING, whatever the time since the kill."""
+    import socket
+
+    from bcauto.recovery import recover
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: a zombie, without a sleep
+    try:
+        study, tracker, run_id = dead_trial_study(tmp_path, f"{socket.gethostname()}:{child.pid}", None)
+        failed, retried = recover(study, tracker)
+    finally:
+        child.wait()
+    assert (failed, retried) == ([0], [0])
+    assert_failed_and_retried(study, tracker, run_id)
+    assert recover(study, tracker) == ([], []), "a trial is retried once, not at every resume"
+
+
+def test_a_trial_whose_pid_now_belongs_to_another_process_is_failed(tmp_path):
+    import socket
+
+    from bcauto.recovery import recover
+
+    worker = f"{socket.gethostname()}:{os.getpid()}"  # alive, but started long after the trial's worker
+    study, tracker, run_id = dead_trial_study(tmp_path, worker, started=1.0)
+    assert recover(study, tracker) == ([0], [0])
+    assert_failed_and_retried(study, tracker, run_id)
+
+
+def test_a_trial_of_another_host_is_failed_once_its_heartbeat_is_stale(tmp_path):
+    """Another host's worker cannot be looked up; Optuna's heartbeat tells. A stale heartbeat is written
+    directly, so the test waits on no clock."""
+    import datetime
+
+    from sqlalchemy import create_engine, text
+
+    from bcauto.recovery import GRACE_PERIOD_S, recover
+
+    study, tracker, run_id = dead_trial_study(tmp_path, "another-host:4242", started=1.0)
+    assert recover(study, tracker) == ([], []), "a fresh trial of another host is left alone"
+    old = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_PERIOD_S + 60)
+    with create_engine(f"sqlite:///{tmp_path}/optuna.db").begin() as db:
+        db.execute(text("insert into trial_heartbeats (trial_id, heartbeat) select trial_id, :old from trials where number = 0"),
+                    {"old": old})
+    failed, _ = recover(study, tracker)
+    assert failed == [0]
+    assert_failed_and_retried(study, tracker, run_id)
+
+
+def write_check_is_enforced(folder: Path) -> bool:
+    """Whether a read-only folder refuses this process (root writes anywhere the mount allows)."""
+    try:
+        (folder / ".probe").touch()
+    except OSError:
+        return True
+    (folder / ".probe").unlink()
+    return False
+
+
+@pytest.mark.parametrize("case", ["storage in a read-only folder", "storage under a file", "storage in a missing folder",
+                                  "tracking under a file", "tracking in a missing folder", "unreachable postgres",
+                                  "unreachable tracking server"])
+def test_a_store_that_cannot_be_written_is_refused_before_anything_is_created(case, tmp_path, monkeypatch, capsys):
+    from bcauto.cli import main
+
+    (tmp_path / "a-file").write_text("not a folder")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    if case == "storage in a read-only folder" and not write_check_is_enforced(readonly):
+        readonly.chmod(0o755)
+        pytest.skip("this user writes into read-only folders (root); 'storage under a file' covers the refusal")
+    storage, tracking = f"journal:{tmp_path}/optuna.journal", f"sqlite:///{tmp_path}/mlflow.db"
+    storage, tracking, expected = {
+        "storage in a read-only folder": (f"journal:{readonly}/optuna.journal", tracking, f"cannot write in the folder {readonly}"),
+        "storage under a file": (f"journal:{tmp_path}/a-file/optuna.journal", tracking, f"{tmp_path}/a-file is a file, not a folder"),
+        "storage in a missing folder": (f"sqlite:///{tmp_path}/missing/optuna.db", tracking, f"the folder {tmp_path}/missing does not exist"),
+        "tracking under a file": (storage, f"{tmp_path}/a-file/mlruns", f"{tmp_path}/a-file is a file, not a folder"),
+        "tracking in a missing folder": (storage, f"file://{tmp_path}/missing/mlruns", f"the folder {tmp_path}/missing (where mlruns"),
+        "unreachable postgres": ("postgresql://u:secret@127.0.0.1:1/db", tracking, "cannot connect to 127.0.0.1:1"),
+        "unreachable tracking server": (storage, "http://127.0.0.1:9", "no MLflow server answers at http://127.0.0.1:9"),
+    }[case]
+    monkeypatch.chdir(tmp_path)  # the default stores, and MLflow's ./mlruns, would land here
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main(["search", "--data", "synthetic:160", "--trials", "1", "--storage", storage, "--tracking-uri", tracking])
+    err = flat(capsys.readouterr().err)
+    readonly.chmod(0o755)
+    assert code == 2
+    assert expected in err and "Traceback" not in err and "secret" not in err
+    assert ("--storage" if case.startswith(("storage", "unreachable postgres")) else "--tracking-uri") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing was created"
+    assert list(readonly.iterdir()) == []
