@@ -21,11 +21,30 @@ from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
 
-EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "lr")
+EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "val_shift_macro_f1", "lr")
+SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1")
+
+
+def epoch_metric(metric: str, shifted: bool) -> str:
+    """What trials report to Optuna each epoch for ``[study] metric``: the metric the study optimizes, so that the
+    pruner compares trials on it (clean macro-F1 for ``both``, which is never pruned)."""
+    if metric in SHIFTED_METRICS and shifted:
+        return metric
+    return "val_accuracy" if metric == "val_accuracy" else "val_macro_f1"
+
+
+def epoch_value(metric: str, logs: dict) -> float | None:
+    """``metric`` from one epoch's logs (the mean of clean and shifted macro-F1 for ``val_mean_macro_f1``)."""
+    if metric == "val_mean_macro_f1":
+        clean, shifted = logs.get("val_macro_f1"), logs.get("val_shift_macro_f1")
+        return None if clean is None or shifted is None else (float(clean) + float(shifted)) / 2
+    value = logs.get(metric)
+    return None if value is None else float(value)
 
 
 class OptunaReporter(keras.callbacks.Callback):
-    """Reports the validation metric to Optuna each (global) epoch and stops a trial the pruner rejects."""
+    """Reports ``monitor`` (see :func:`epoch_value`) to Optuna each (global) epoch and stops a trial the pruner
+    rejects."""
 
     def __init__(self, trial: optuna.Trial, monitor: str, prunable: bool):
         super().__init__()
@@ -35,10 +54,10 @@ class OptunaReporter(keras.callbacks.Callback):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
             raise optuna.TrialPruned(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
-        value = (logs or {}).get(self.monitor)
+        value = epoch_value(self.monitor, logs or {})
         if value is None or not self.prunable:
             return
-        self.trial.report(float(value), step=epoch)
+        self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}: {self.monitor} = {float(value):.4f}")
 
@@ -70,7 +89,6 @@ class SearchContext:
     run_tags: dict[str, str]
     run_params: dict[str, Any]
     progress: SearchProgress | None = None
-    per_epoch_metric: str = "val_macro_f1"
     shifted_val: Dataset | None = None
     shift_tags: np.ndarray | None = None
 
@@ -97,9 +115,12 @@ class Objective:
         run_id = self.open_run(trial, plan, params)
         logger = MlflowEpochLogger(ctx.tracker, run_id)
         try:
-            result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger))
+            result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger),
+                           epoch_sets=self.epoch_sets())
             value, scores, shift_metrics = self.evaluate(result)
-            ctx.tracker.log_metrics(run_id, shift_metrics)
+            # one step past the last epoch: the kept model's score ends the per-epoch val_shift_macro_f1 curve and is
+            # the run's latest value, as readers of the run expect
+            ctx.tracker.log_metrics(run_id, shift_metrics, step=len(result.history))
             self.record(trial, run_id, result, scores, value)
             return value
         except optuna.TrialPruned as pruned:
@@ -127,10 +148,20 @@ class Objective:
             trial.set_user_attr("mlflow_run_id", run_id)
         return run_id
 
+    @property
+    def monitor(self) -> str:
+        return epoch_metric(self.ctx.cfg.study.metric, self.ctx.shifted_val is not None)
+
+    def epoch_sets(self) -> dict[str, Dataset] | None:
+        """The shifted validation copy, scored every epoch where the study's metric needs it (one prediction pass
+        over a copy of the validation split per epoch, through the trial's cached inputs where it has them)."""
+        return {"val_shift": self.ctx.shifted_val} if self.monitor in SHIFTED_METRICS else None
+
     def callbacks(self, trial: optuna.Trial, logger: MlflowEpochLogger) -> list:
         ctx = self.ctx
         prunable = len(trial.study.directions) == 1
-        return [logger, OptunaReporter(trial, ctx.per_epoch_metric, prunable), EpochProgress(ctx.progress)]
+        trial.set_user_attr("reported_metric", self.monitor)  # what the intermediate values (and a pruned trial's) are
+        return [logger, OptunaReporter(trial, self.monitor, prunable), EpochProgress(ctx.progress)]
 
     def evaluate(self, result: TrainResult) -> tuple[Any, Any, dict[str, float]]:
         """The objective value(s), the clean scores, and the shifted-validation metrics of a trained trial."""

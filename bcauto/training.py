@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from bcauto.data import Dataset
-from bcauto.evaluation import predict_batches
+from bcauto.evaluation import predict_batches, score
 from bcauto.features import FeatureCache, pooled_features
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
 from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, ImbalanceSpec
@@ -175,6 +175,22 @@ class HistoryRecorder(keras.callbacks.Callback):
         self.epochs.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
+class EpochScores(keras.callbacks.Callback):
+    """Adds ``NAME_macro_f1`` to each epoch's logs: the model as trained so far, scored on more labelled sets (the
+    shifted validation copy), so that the pruner and the curves follow the metric a study optimizes."""
+
+    def __init__(self, trainer: Trainer, sets: dict[str, Dataset]):
+        super().__init__()
+        self.trainer, self.sets = trainer, sets
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        for name, data in self.sets.items():
+            predicted = self.trainer.current_probabilities(data).argmax(axis=1)
+            logs[f"{name}_macro_f1"] = score(data.labels, predicted, data.class_names).macro_f1
+
+
 def phase_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
     """The seed's callbacks, fresh for each phase."""
     return [
@@ -204,7 +220,8 @@ def weights_identity(weights: str | None) -> str | None:
 class Trainer:
     """Runs the phases of one plan, sharing the epoch counter, history and callbacks between them."""
 
-    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset, callbacks):
+    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset, callbacks,
+                 epoch_sets: dict[str, Dataset] | None = None):
         self.plan, self.settings = plan, settings
         self.train_data, self.val_data = train_data, val_data
         self.num_classes = train_data.num_classes
@@ -213,7 +230,11 @@ class Trainer:
         self.imbalance = plan.imbalance.apply(train_data.labels, settings.seed)
         self.train_index = self.imbalance.indices
         self.recorder = HistoryRecorder()
-        self.callbacks = [LearningRateLogger(), self.recorder, *callbacks]
+        scorers = [EpochScores(self, epoch_sets)] if epoch_sets else []
+        self.callbacks = [LearningRateLogger(), *scorers, self.recorder, *callbacks]
+        # the model being fitted, as probabilities of a data set (per phase: through cached inputs where it can)
+        self.current_probabilities: Callable[[Dataset], np.ndarray] = self.predict_full
+        self.inputs: dict[tuple[str, int], tuple[Dataset, np.ndarray]] = {}
         self.modes: dict[str, str] = {}
         self.backbone_trained = False
         self.val_features: np.ndarray | None = None
@@ -238,7 +259,18 @@ class Trainer:
         return train_ds, val_ds
 
     def fit_full(self, learning_rate: float, epochs: int) -> None:
+        self.current_probabilities = self.predict_full
         self.fit(self.parts.model, learning_rate, epochs, *self.image_batches())
+
+    def predict_full(self, data: Dataset) -> np.ndarray:
+        return predict_batches(self.parts.model, data.images)
+
+    def memo(self, kind: str, data: Dataset, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Inputs computed once per data set and kind (frozen features, frozen-prefix activations)."""
+        key = (kind, id(data))
+        if key not in self.inputs:
+            self.inputs[key] = (data, compute())  # the data set is kept, so its id is not reused
+        return self.inputs[key][1]
 
     def head_phase(self, epochs: int) -> None:
         mode = head_feature_mode(self.plan, self.settings, self.parts)
@@ -247,6 +279,7 @@ class Trainer:
             self.fit_full(self.plan.lr_head, epochs)
             return
         views, val_features = self.cached_features(mode)
+        self.current_probabilities = self.predict_frozen
         s, labels = self.settings, self.train_data.labels[self.train_index]
         val_ds = batches(val_features, self.val_data.labels, self.num_classes, s.batch_size).cache()
         if len(views) == 1:  # the same pipeline as on images, so the same seed gives the same batches
@@ -292,10 +325,12 @@ class Trainer:
         if data is self.val_data:
             features = self.val_features
         else:
-            parts = {**self.feature_parts(), "images": data.fingerprint()}
-            arrays, _ = FeatureCache(s.cache_dir).get_or_compute(
-                parts, lambda: {"features": pooled_features(self.parts.backbone, data.images, s.batch_size)})
-            features = arrays["features"]
+            def compute():
+                parts = {**self.feature_parts(), "images": data.fingerprint()}
+                return FeatureCache(s.cache_dir).get_or_compute(
+                    parts, lambda: {"features": pooled_features(self.parts.backbone, data.images, s.batch_size)})[0]["features"]
+
+            features = self.memo("features", data, compute)
         return self.parts.head.predict(features, batch_size=256, verbose=0)
 
     def _view_augmenter(self, view: int):
@@ -333,6 +368,9 @@ class Trainer:
         outputs = self.parts.head(keras.layers.GlobalAveragePooling2D()(tail(activations, training=False)))
         model = keras.Model(activations, outputs, name="finetune_tail")
         train_x, val_x = (predict_batches(prefix, data.images, s.batch_size) for data in (self.train_data, self.val_data))
+        self.current_probabilities = lambda data: model.predict(
+            val_x if data is self.val_data else self.memo("prefix", data, lambda: predict_batches(prefix, data.images, s.batch_size)),
+            batch_size=256, verbose=0)
         idx = self.train_index
         train_ds = batches(train_x[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed)
         val_ds = batches(val_x, self.val_data.labels, self.num_classes, s.batch_size).cache()
@@ -340,9 +378,10 @@ class Trainer:
 
 
 def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset,
-          callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
-    """Train one plan. ``callbacks`` (reporting, pruning) see both phases with one epoch counter."""
-    trainer = Trainer(plan, settings, train_data, val_data, callbacks)
+          callbacks: list[keras.callbacks.Callback] = (), epoch_sets: dict[str, Dataset] | None = None) -> TrainResult:
+    """Train one plan. ``callbacks`` (reporting, pruning) see both phases with one epoch counter, and the macro-F1 on
+    each of ``epoch_sets`` in the epoch's logs (``NAME_macro_f1``)."""
+    trainer = Trainer(plan, settings, train_data, val_data, callbacks, epoch_sets)
     pretrained = plan.weights_for(settings) is not None
     if pretrained:
         trainer.parts.backbone.trainable = False

@@ -214,3 +214,65 @@ def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept(cap
     tf_logger.warning("a tensorflow warning")
     assert [r.getMessage() for r in caplog.records if r.name == "tensorflow"] == ["a tensorflow warning"]
     assert sum(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters) == 1
+
+
+SHIFTED_STUDY = TINY_STUDY.replace('pruner = "median"', 'pruner = "median"\nmetric = "val_shift_macro_f1"\nshift_validation = true')
+
+
+def test_trials_of_a_shifted_study_report_the_shifted_score_each_epoch(tmp_path):
+    """The pruner compares trials on what the study optimizes, not on clean validation macro-F1."""
+    study_file = tmp_path / "shifted.toml"
+    study_file.write_text(SHIFTED_STUDY)
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(["search", "--study", str(study_file), "--data", "synthetic:160", "--trials", "2", "--workers", "0", *stores]) == 0
+    trials = optuna.load_study(study_name="shifted", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    for trial in trials:
+        assert trial.user_attrs["reported_metric"] == "val_shift_macro_f1"
+        run = trial.user_attrs["mlflow_run_id"]
+        curve = {m.step: m.value for m in client.get_metric_history(run, "val_shift_macro_f1")}
+        clean = {m.step: m.value for m in client.get_metric_history(run, "val_macro_f1")}
+        assert sorted(curve) == [0, 1, 2], "two epochs, then the kept model's score"
+        assert trial.intermediate_values == pytest.approx({step: curve[step] for step in (0, 1)})
+        assert trial.intermediate_values != pytest.approx(clean)
+        assert client.get_run(run).data.metrics["val_shift_macro_f1"] == pytest.approx(trial.value)
+
+
+def test_the_mean_metric_is_reported_as_the_mean_of_clean_and_shifted_each_epoch():
+    from bcauto.objective import epoch_metric, epoch_value
+
+    assert epoch_metric("val_mean_macro_f1", shifted=True) == "val_mean_macro_f1"
+    assert epoch_metric("val_shift_macro_f1", shifted=False) == "val_macro_f1"  # no shifted copy: the study scores clean
+    assert epoch_metric("val_accuracy", shifted=True) == "val_accuracy"
+    assert epoch_value("val_mean_macro_f1", {"val_macro_f1": 0.8, "val_shift_macro_f1": 0.4}) == pytest.approx(0.6)
+    assert epoch_value("val_mean_macro_f1", {"val_macro_f1": 0.8}) is None
+
+
+@pytest.mark.parametrize("mode", ["online", "cached head", "cached fine-tune"])
+def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mode, tmp_path, tiny_plugin):
+    from helpers import blob_data
+
+    from bcauto.data.split import stratified_split
+    from bcauto.evaluation import predict_batches, score
+    from bcauto.model import HeadParams
+    from bcauto.shift import shifted_copy
+    from bcauto.training import TrainSettings, TrialPlan, train
+
+    full = blob_data(160, 32, seed=1)
+    split = stratified_split(full, 0.25, seed=0)
+    train_data, val_data = full.subset(split.train), full.subset(split.val)
+    shifted, _ = shifted_copy(val_data, tiny_plugin.shifts, 0)
+    backbone = "mini_cnn" if mode == "online" else "tiny_pretrained"
+    plan = TrialPlan(backbone=tiny_plugin.backbones.get(backbone), augmentation=tiny_plugin.augmentations.get("none"),
+                     imbalance=tiny_plugin.imbalance.get("none"), head=HeadParams(32, 16, 0.1, 1e-5), lr_head=3e-3,
+                     lr_finetune=1e-3, unfreeze_blocks=1)
+    settings = TrainSettings(batch_size=32, head_epochs=1, finetune_epochs=1 if mode == "cached fine-tune" else 0, patience=5,
+                             weights=None if mode == "online" else "imagenet", seed=0, cache_dir=str(tmp_path / "cache"))
+    result = train(plan, settings, train_data, val_data, epoch_sets={"val_shift": shifted})
+    expected_modes = {"online": {"head": "online"}, "cached head": {"head": "cached"},
+                      "cached fine-tune": {"head": "cached", "finetune": "cached_activations"}}[mode]
+    assert expected_modes.items() <= result.modes.items()
+    kept = len(result.history) - 1 if result.predict is None or mode == "cached head" else 0  # a fine-tune never kept
+    now = score(shifted.labels, predict_batches(result.model, shifted.images).argmax(axis=1), shifted.class_names).macro_f1
+    assert all("val_shift_macro_f1" in epoch for epoch in result.history)
+    assert result.history[kept]["val_shift_macro_f1"] == pytest.approx(now, abs=1e-6)
