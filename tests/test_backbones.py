@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
+from plugins_under_test import keras_application_error_builder
 
 from bcauto.errors import BcautoError
 from bcauto.model import build_backbone, core_of, set_trainable_blocks
 from bcauto.plugins import components
-from plugins_under_test import keras_application_error_builder
 
 BACKBONES = components().backbones.names()
 
@@ -39,9 +39,15 @@ def test_unfreezing_counts_blocks_and_keeps_batchnorm_frozen(name):
     assert trainable_counts[0] == 0
     assert trainable_counts == sorted(trainable_counts) and trainable_counts[-1] > trainable_counts[1] > 0
     assert set_trainable_blocks(spec, model, "all") == len(spec.blocks)
-    last_block_layer = core_of(model).get_layer(spec.blocks[-1])
-    set_trainable_blocks(spec, model, 1)
-    assert last_block_layer.trainable or not last_block_layer.weights
+    core = core_of(model)
+    names = [layer.name for layer in core.layers]
+    for k in (1, 2):
+        set_trainable_blocks(spec, model, k)
+        # the last k blocks are every layer after the end of the block before them
+        tail = core.layers[names.index(spec.blocks[-k - 1]) + 1:]
+        expected = {layer.name for layer in tail if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
+        unfrozen = {layer.name for layer in core.layers if layer.weights and layer.trainable}
+        assert expected and unfrozen == expected, f"unfreezing {k} blocks"
 
 
 def test_too_small_images_are_refused_before_building():
