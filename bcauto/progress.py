@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import optuna
 from rich.console import Console
+from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bcauto.leaderboard import Leaderboard, ranked_trials  # noqa: F401  (ranked_trials: imported from here)
@@ -45,8 +46,9 @@ class SearchProgress:
     def __init__(self, console: Console, total_trials: int, done: int = 0, epochs_per_trial: int = 1):
         self.console = console
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-            TimeElapsedColumn(), console=console, transient=False,
+            # the trial's label and state last, wrapping rather than cut at a narrow width
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")), console=console, transient=False,
         )
         self.trials = self.progress.add_task("trials", total=total_trials, completed=done, info="")
         self.epochs = self.progress.add_task("epochs", total=1, info="")

@@ -294,3 +294,16 @@ def test_refit_and_evaluate_print_bcauto_lines_only(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "model"), "--data", "synthetic:48", "--out", str(tmp_path / "ev")]) == 0
     out, err = capsys.readouterr()
     assert out.startswith(f"{tmp_path / 'model'} on") and not err.startswith("\n"), "no empty first line"
+
+
+def test_the_bars_fit_80_columns_without_cutting_the_trial_or_its_time():
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, record=True)
+    with SearchProgress(console, total_trials=3, epochs_per_trial=20) as progress:
+        progress.trial_started(1, "inception_resnet_v2 mixup_cutmix class_weights", 20)
+        for epoch in range(7):
+            progress.epoch_done(epoch, {})
+        progress.phase_done(stopped_early=True)
+        progress.trial_done(0.6, "complete")
+    text = console.export_text()
+    assert "…" not in text
+    assert "trial 1: inception_resnet_v2 mixup_cutmix class_weights stopped early at epoch 7 of 20" in " ".join(text.split())
