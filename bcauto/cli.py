@@ -192,7 +192,9 @@ def plugin_lines(rows: list[dict]) -> list[str]:
 
 def cmd_plugins(args, console) -> int:
     from rich.table import Table
+    from rich.padding import Padding
 
+    from rich.text import Text
     from bcauto.plugins import components
 
     comps = components()
@@ -205,13 +207,18 @@ def cmd_plugins(args, console) -> int:
     if args.json:
         print(json.dumps({"components": rows, "failures": failures}, indent=2))
         return 0
-    if console.is_terminal:  # descriptions wrap inside their column; names and packages are never cut
-        table = Table(title="bcauto components")
-        for column in PLUGIN_COLUMNS:
-            table.add_column(column, overflow="fold", no_wrap=column != "description")
-        for row in rows:
-            table.add_row(*(row[c] for c in PLUGIN_COLUMNS))
-        console.print(table)
+    if console.is_terminal:  # a heading per kind; descriptions wrap in their column, names and packages never cut
+        name_width = max((len(row["name"]) for row in rows), default=0)
+        package_width = max((len(f"{row['package']} {row['version']}") for row in rows), default=0)
+        for kind in dict.fromkeys(row["kind"] for row in rows):
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(min_width=name_width, no_wrap=True)
+            grid.add_column(min_width=package_width, no_wrap=True)
+            grid.add_column(overflow="fold")
+            for row in (row for row in rows if row["kind"] == kind):
+                grid.add_row(row["name"], f"{row['package']} {row['version']}", row["description"])
+            console.print(Text(kind, style="bold"))
+            console.print(Padding(grid, (0, 0, 0, 2)))
     else:
         for line in plugin_lines(rows):
             console.print(line, soft_wrap=True, markup=False, highlight=False)

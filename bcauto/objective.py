@@ -17,6 +17,7 @@ from bcauto.data import Dataset
 from bcauto.evaluation import save_confusion_matrix, score
 from bcauto.progress import EpochProgress, SearchProgress
 from bcauto.recovery import INTERRUPTED, worker_identity
+from bcauto.sanity import likely_causes, prediction_problem
 from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
@@ -121,6 +122,7 @@ class Objective:
             # one step past the last epoch: the kept model's score ends the per-epoch val_shift_macro_f1 curve and is
             # the run's latest value, as readers of the run expect
             ctx.tracker.log_metrics(run_id, shift_metrics, step=len(result.history))
+            self.check_predictions(trial, run_id, scores, len(result.history), plan.lr_head)
             self.record(trial, run_id, result, scores, value)
             return value
         except optuna.TrialPruned as pruned:
@@ -171,6 +173,15 @@ class Objective:
         shift_metrics = shifted_scores(result, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
         return objective_value(ctx.cfg.study.metric, scores, shift_metrics), scores, shift_metrics
 
+
+    def check_predictions(self, trial: optuna.Trial, run_id: str | None, scores, epochs: int, lr: float) -> None:
+        """Record, in words, a trial whose model predicts (nearly) one class or guesses: its score says little."""
+        train = self.ctx.train_data
+        problem = prediction_problem(scores.confusion, train.class_names)
+        if problem:
+            problem += ". " + likely_causes(len(train.labels), int(train.class_counts().min()), epochs, lr)
+            trial.set_user_attr("prediction_problem", problem)
+            self.ctx.tracker.set_tags(run_id, {"bcauto.warning": problem})
 
     def record(self, trial: optuna.Trial, run_id: str | None, result, scores, value) -> None:
         ctx = self.ctx

@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 import optuna
+from rich.markup import escape
 
 from bcauto.config import StudyConfig
 from bcauto.data import Dataset
@@ -343,6 +344,11 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             "precision": precision, "bcauto": _bcauto_version(), "environment": environment_versions(),
             "plugins": plugin_versions(components),
         }
+        # a member that learned nothing in the search is trained the same way here: say so in the model's info
+        useless = [f"trial {t.number} of the search {t.user_attrs['prediction_problem']} This model is trained the same way."
+                   for t in chosen if t.user_attrs.get("prediction_problem")]
+        if useless:
+            info["warnings"] = useless
         save_bundle(model, info, out)
     load_bundle(out)  # what was written must load with safe_mode=True
     run_id, name, version = log_refit(tracker, study, model, out, info, request.register, model_requirements())
@@ -351,6 +357,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         _update_info(out, info)
     for problem in tracker.problems:
         console.print(f"[yellow]warning:[/] {problem}")
+    for warning in info.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     return RefitResult(out, run_id, name, version, info)
 
 

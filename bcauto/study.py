@@ -342,6 +342,9 @@ def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console
     console.print(leaderboard(study) if ranked else f"study {study.study_name}: no completed trial among {len(study.trials)}")
     if study.user_attrs.get("stopped_because"):
         console.print(f"[red]study stopped:[/] {escape(study.user_attrs['stopped_because'])}")
+    if ranked and ranked[0].user_attrs.get("prediction_problem"):
+        console.print(f"[yellow]warning:[/] the best trial (#{ranked[0].number}) "
+                      f"{escape(ranked[0].user_attrs['prediction_problem'])}")
     counts = {state.name.lower(): sum(t.state == state for t in study.trials) for state in optuna.trial.TrialState}
     tracker.log_metrics(parent, {f"trials_{k}": v for k, v in counts.items()})
     if ranked:

@@ -2,16 +2,20 @@
 
 import json
 import logging
+import re
 import subprocess
 import sys
 
+import keras
 import mlflow
 import numpy as np
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from bcauto import hookimpl
 from bcauto.cli import main
+from bcauto.specs import BackboneSpec
 
 TINY_STUDY = """
 [study]
@@ -276,3 +280,62 @@ def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mod
     now = score(shifted.labels, predict_batches(result.model, shifted.images).argmax(axis=1), shifted.class_names).macro_f1
     assert all("val_shift_macro_f1" in epoch for epoch in result.history)
     assert result.history[kept]["val_shift_macro_f1"] == pytest.approx(now, abs=1e-6)
+
+
+@pytest.mark.parametrize("confusion, expected", [
+    ([[10, 0, 0], [9, 1, 0], [10, 0, 0]], "predicts 'a' for 97% of the images (they hold 33% of them)"),
+    ([[4, 3, 3], [3, 4, 3], [3, 3, 4]], "scores at chance level on the images: balanced accuracy 0.40, where guessing among 3"),
+    ([[9, 1, 0], [1, 8, 1], [0, 1, 9]], None),
+    ([[28, 0, 0], [1, 1, 0], [0, 0, 0]], None),  # one class is nearly all the data, and it is right to predict it
+    ([[5, 5, 0], [0, 0, 0], [0, 0, 0]], None),  # one class among the labels: nothing to tell apart
+])
+def test_a_model_that_predicts_one_class_or_guesses_is_named(confusion, expected):
+    from bcauto.sanity import prediction_problem
+
+    problem = prediction_problem(np.array(confusion), ("a", "b", "c"), "the images")
+    assert problem == expected if expected is None else expected in problem
+
+
+def build_blind(input_shape, weights=None):
+    """A backbone that sees nothing (every image scaled to zero): its classifier can only predict one class."""
+    from keras import layers
+
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Rescaling(0.0, name="blind")(inputs)
+    x = layers.Conv2D(4, 3, padding="same", name="b1_out")(x)
+    return keras.Model(inputs, x, name="blind")
+
+
+class BlindPlugin:
+    @hookimpl
+    def register_backbones(self, register):
+        register(BackboneSpec(name="blind_cnn", build=build_blind, preprocessing="unit", blocks=("b1_out",), min_input_size=8,
+                              description="test backbone that sees nothing"))
+
+
+@pytest.fixture
+def blind_plugin():
+    from bcauto import plugins
+
+    plugins.register_plugin(BlindPlugin(), "tests:blind")
+    try:
+        yield
+    finally:
+        plugins.unregister_plugin("tests:blind")
+
+
+def test_search_refit_and_evaluate_say_when_the_model_predicts_one_class(blind_plugin, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "blind.toml").write_text(TINY_STUDY.replace('backbone = ["mini_cnn", "resnet_cnn"]', 'backbone = "blind_cnn"'))
+    stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    assert main(["search", "--study", "blind.toml", "--data", "synthetic:160", "--trials", "1", "--workers", "0", *stores]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "warning: the best trial (#0) predicts" in out and "the model hardly tells the classes apart" in out
+    assert re.search(r"Likely causes: too few images \(120, \d+ in the smallest class\), too few epochs \(2\)", out)
+    assert main(["refit", "--name", "blind", *stores, "--out", "model"]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "warning: trial 0 of the search predicts" in out and "This model is trained the same way." in out
+    assert main(["evaluate", "model", "--data", "synthetic:160", "--out", "evaluation"]) == 0
+    out = flat(capsys.readouterr().out)
+    assert "warning: the model predicts" in out and "of the evaluation images" in out and "Likely causes: too few images (160" in out
+    assert json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["warning"].startswith("the model predicts")
