@@ -263,6 +263,7 @@ def cmd_evaluate(args, console) -> int:
     from bcauto.plugins import components
     from bcauto.progress import transient_progress
 
+    from bcauto.sanity import model_info_causes, prediction_problem
     bundle = load_bundle(args.model)
     allowed = class_subset(args.classes, bundle.class_names)
     comps = components()
@@ -281,6 +282,9 @@ def cmd_evaluate(args, console) -> int:
                                           on_step=lambda what: progress.update(task, advance=1, description=what),
                                           allowed=allowed)
     out = Path(args.out)
+    problem = prediction_problem(scores.confusion, bundle.class_names, "the evaluation images")
+    if problem:  # a model that learned nothing: its scores alone do not say so
+        result["warning"] = f"the model {problem}. {model_info_causes(bundle.info)}"
     out.mkdir(parents=True, exist_ok=True)
     image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
                           title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}")
@@ -294,6 +298,8 @@ def cmd_evaluate(args, console) -> int:
         render(result, console)
         console.print(f"written: {escape(str(out / 'evaluation.json'))}, {escape(str(image))}")
     return 0
+    if problem:
+        (Console(stderr=True) if args.json else console).print(f"[yellow]warning:[/] {escape(result['warning'])}")
 
 
 def cmd_predict(args, console) -> int:
