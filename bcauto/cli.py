@@ -191,7 +191,9 @@ def plugin_lines(rows: list[dict]) -> list[str]:
 
 
 def cmd_plugins(args, console) -> int:
+    from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
     from rich.padding import Padding
 
     from rich.text import Text

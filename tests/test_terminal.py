@@ -307,3 +307,16 @@ def test_the_bars_fit_80_columns_without_cutting_the_trial_or_its_time():
     text = console.export_text()
     assert "…" not in text
     assert "trial 1: inception_resnet_v2 mixup_cutmix class_weights stopped early at epoch 7 of 20" in " ".join(text.split())
+
+
+def test_plugins_in_an_80_column_terminal_cut_no_name_and_no_word(capsys):
+    from bcauto.cli import cmd_plugins
+
+    rows = json.loads(plugin_listing(capsys, "--json"))["components"]
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, record=True)
+    assert cmd_plugins(SimpleNamespace(json=False), console) == 0
+    text = console.export_text()
+    assert "…" not in text and max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    words = set(text.split())
+    for row in rows:
+        assert row["name"] in words and set(row["description"].split()) <= words, row

@@ -177,19 +177,19 @@ BUILTIN_BACKBONES = (
         name="mini_cnn", build=build_mini_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 6)), min_input_size=32, default_input_size=96,
         search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
-        description="small CNN: 5 conv/max-pool blocks, filters doubling from base_filters, trained from scratch",
+        description="small CNN: 5 conv/max-pool blocks, trained from scratch",
     ),
     BackboneSpec(
         name="resnet_cnn", build=build_resnet_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 4)), min_input_size=8, default_input_size=96,
         search_space=_filters(16, 32), normalizations=NORMALIZATIONS,
-        description="small ResNet: 3 residual blocks, filters doubling from base_filters, trained from scratch",
+        description="small ResNet: 3 residual blocks, trained from scratch",
     ),
     BackboneSpec(
         name="inception_cnn", build=build_inception_cnn, preprocessing="unit",
         blocks=tuple(f"block{i}_out" for i in range(1, 5)), min_input_size=16, default_input_size=96,
         search_space=_filters(8, 16), normalizations=NORMALIZATIONS,
-        description="small Inception net: 4 inception blocks, filters doubling from base_filters, trained from scratch",
+        description="small Inception net: 4 inception blocks, trained from scratch",
     ),
 )
 
