@@ -194,9 +194,7 @@ def cmd_plugins(args, console) -> int:
     from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
-    from rich.padding import Padding
 
-    from rich.text import Text
     from bcauto.plugins import components
 
     comps = components()
