@@ -2,15 +2,16 @@
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
+from helpers import blob_data
 
 from bcauto.data import Dataset
 from bcauto.data.split import stratified_split
 from bcauto.features import FeatureCache, cache_key
 from bcauto.model import HeadParams
 from bcauto.training import TrainSettings, TrialPlan, train
-from helpers import blob_data
 
 TOLERANCE = 2e-3  # absolute, on per-epoch losses: the features differ only by float rounding
 
@@ -96,11 +97,42 @@ def test_augmented_views_are_cached_per_view_and_named_in_the_mode(tiny_plugin, 
     assert train(plan_for(tiny_plugin, augmentation="stain"), settings(str(tmp_path)), *data).modes["head"] == "online"
 
 
-def test_cache_key_depends_on_every_part():
-    base = {"backbone": "b", "weights": "imagenet", "image_size": 32, "train": "x", "val": "y"}
-    assert cache_key(base) == cache_key(dict(base))
-    for key in base:
-        assert cache_key({**base, key: "other"}) != cache_key(base)
+def test_cached_features_are_shared_by_trials_and_recomputed_when_anything_they_depend_on_changes(tiny_plugin, tmp_path):
+    """Through train(): the head cache hits when only what the features do not depend on differs (the head, its
+    learning rate), and misses when the backbone's parameters, its weights file (or that file's contents), the
+    canonicalizer, the mixed-precision policy, the validation images or the augmented views' parameters differ."""
+    full = blob_data(48, 16, seed=4)
+    split = stratified_split(full, 0.25, seed=0)
+    train_data, val_data = full.subset(split.train), full.subset(split.val)
+    base = dataclasses.replace(plan_for(tiny_plugin), head=HeadParams(8, 0, 0.0, 0.0))
+    one_epoch = dataclasses.replace(settings(str(tmp_path / "cache")), head_epochs=1)
+
+    def head_cache(plan=base, settings=one_epoch, val=val_data):
+        return train(plan, settings, train_data, val).modes["head_cache"]
+
+    assert head_cache() == "miss"
+    assert head_cache() == "hit"
+    assert head_cache(dataclasses.replace(base, head=HeadParams(16, 8, 0.1, 1e-4), lr_head=1e-4)) == "hit"
+    assert head_cache(dataclasses.replace(base, backbone_params={"width": 4})) == "miss"
+    stain = tiny_plugin.canonicalizers.get("stain_norm")
+    assert head_cache(dataclasses.replace(base, canonicalizer=stain)) == "miss"
+    weights_file = tmp_path / "tiny.weights.h5"
+    weights_file.write_bytes(b"first")
+    from_file = dataclasses.replace(one_epoch, weights=str(weights_file))
+    assert head_cache(settings=from_file) == "miss"
+    weights_file.write_bytes(b"retrained")
+    assert head_cache(settings=from_file) == "miss", "a rewritten weights file is new weights"
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        assert head_cache() == "miss"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    other_val = Dataset(val_data.images[::-1].copy(), val_data.labels[::-1].copy(), val_data.class_names, "reversed")
+    assert head_cache(val=other_val) == "miss"
+    views = dataclasses.replace(one_epoch, augmented_views=1)
+    assert head_cache(plan_for(tiny_plugin, "stain"), views) == "miss"
+    stronger = dataclasses.replace(plan_for(tiny_plugin, "stain"), augmentation_params={"strength": 0.9})
+    assert head_cache(stronger, views) == "miss"
 
 
 def test_damaged_cache_file_is_recomputed(tmp_path):
