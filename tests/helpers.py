@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 from keras import layers
@@ -57,3 +59,30 @@ class TinyPlugin:
     @hookimpl
     def register_backbones(self, register):
         register(TINY_PRETRAINED)
+
+
+# two epochs per trial on 32x32 images, no pretrained weights: the study the end-to-end tests share
+TINY_STUDY = {
+    "study": {"trials": 3, "seed": 3, "pruner": "none"},
+    "data": {"image_size": 32, "val_fraction": 0.25},
+    "train": {"weights": "none", "batch_size": 32, "head_epochs": 2, "finetune_epochs": 0, "patience": 5},
+    "search": {"backbone": ["mini_cnn", "resnet_cnn"], "augmentation": ["none", "seed"], "imbalance": ["none"],
+               "lr_head": {"low": 1e-3, "high": 3e-3, "log": True}, "head_units1": 32, "head_units2": 0},
+}
+
+
+def tiny_study_toml(**changes: dict) -> str:
+    """:data:`TINY_STUDY` as a study file, with ``changes`` ({table: {key: value}}) applied: a value of None
+    leaves the key out, so the study's default applies."""
+    tables = {name: dict(TINY_STUDY.get(name, {})) for name in {**TINY_STUDY, **changes}}
+    for name, keys in changes.items():
+        tables[name].update(keys)
+    return "".join(f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in keys.items() if value is not None)
+                   for name, keys in tables.items())
+
+
+def toml_value(value) -> str:
+    """A TOML value: JSON's spelling of strings, numbers, booleans and lists is TOML's; tables are written inline."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
+    return json.dumps(value)

@@ -8,38 +8,13 @@ import keras
 import numpy as np
 import optuna
 import pytest
+from helpers import tiny_study_toml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from bcauto.cli import main
 
-TINY_STUDY = """
-[study]
-trials = 3
-seed = 3
-pruner = "none"
-
-[data]
-image_size = 32
-val_fraction = 0.25
-
-[train]
-weights = "none"
-batch_size = 32
-head_epochs = 2
-finetune_epochs = 0
-patience = 5
-
-[search]
-backbone = ["mini_cnn", "resnet_cnn"]
-augmentation = ["none", "seed"]
-imbalance = ["none"]
-lr_head = { low = 1e-3, high = 3e-3, log = true }
-head_units1 = 32
-head_units2 = 0
-loss = ["crossentropy", "focal"]
-label_smoothing = { low = 0.0, high = 0.2 }
-"""
+TINY_STUDY = tiny_study_toml(search={"loss": ["crossentropy", "focal"], "label_smoothing": {"low": 0.0, "high": 0.2}})
 
 
 @pytest.fixture(scope="module")

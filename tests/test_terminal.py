@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import optuna
 import pytest
+from helpers import tiny_study_toml
 from rich.console import Console
 
 from bcauto.cli import main
@@ -253,31 +254,7 @@ def test_search_data_line_counts_one_class_in_the_singular(tmp_path, monkeypatch
     assert "3 images 32x32, 1 class (blast=3)" in capsys.readouterr().out
 
 
-TINY_STUDY = """
-[study]
-trials = 1
-seed = 3
-pruner = "none"
-
-[data]
-image_size = 32
-val_fraction = 0.25
-
-[train]
-weights = "none"
-batch_size = 32
-head_epochs = 2
-finetune_epochs = 0
-patience = 5
-
-[search]
-backbone = ["mini_cnn"]
-augmentation = ["none"]
-imbalance = ["none"]
-lr_head = { low = 1e-3, high = 3e-3, log = true }
-head_units1 = 16
-head_units2 = 0
-"""
+TINY_STUDY = tiny_study_toml(study={"trials": 1}, search={"backbone": ["mini_cnn"], "augmentation": ["none"], "head_units1": 16})
 
 
 def test_refit_and_evaluate_print_bcauto_lines_only(tmp_path, capsys):

@@ -22,6 +22,7 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+from helpers import tiny_study_toml
 from mlflow.tracking import MlflowClient
 
 from bcauto.cli import main
@@ -39,24 +40,11 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=(
     "headless Chromium is not installed: apt-get install chromium chromium-driver (or run .ci/browser.sh)"))
 
 # two quick trials: one epoch each on 32x32 images
-STUDY = """
-[study]
-seed = 9  # its first two trials differ in backbone and augmentation
-[data]
-image_size = 32
-val_fraction = 0.25
-[train]
-weights = "none"
-batch_size = 32
-head_epochs = 1
-finetune_epochs = 0
-[search]
-backbone = ["mini_cnn", "resnet_cnn"]
-augmentation = ["none", "seed"]
-imbalance = ["none", "class_weights"]
-head_units1 = 32
-head_units2 = 16
-"""
+STUDY = tiny_study_toml(
+    study={"trials": None, "seed": 9, "pruner": None},  # seed 9: its first two trials differ in backbone and augmentation
+    train={"head_epochs": 1, "patience": None},
+    search={"imbalance": ["none", "class_weights"], "lr_head": None, "head_units2": 16},
+)
 
 
 @pytest.fixture(scope="module")
