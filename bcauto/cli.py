@@ -46,6 +46,7 @@ class RetracingNoticeFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+    from bcauto.data.domains import SEPARATOR
         return "triggered tf.function retracing" not in record.getMessage()
 
 
@@ -71,6 +72,10 @@ def quiet_frameworks() -> None:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if data.domain_names:
+        sizes = [int((data.domains == i).sum()) for i in range(len(data.domain_names))]
+        console.print("domains: " + ", ".join(f"{escape(name)} ({plural(n, 'image')})" for name, n in zip(data.domain_names, sizes))
+                      + f"; the search validates on {escape(cfg.data.validation_domain or data.domain_names[-1])}, which it never trains on")
 
 
 def studies_dir() -> Path:
@@ -112,7 +117,7 @@ def cmd_search(args, console) -> int:
         cfg = cfg.with_option("--max-failures", "study", max_failures=args.max_failures)
     check_components(cfg, comps)
     seed = args.seed if args.seed is not None else cfg.study.seed
-    spec = args.data or cfg.data.source
+    spec = SEPARATOR.join(args.data) if args.data else cfg.data.source
     options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": args.on_bad_image}
     with console.status(f"loading data {spec!r}"):
         data = load_data(spec, cfg.data.image_size, comps, options)
@@ -367,7 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
     search.add_argument("--study", help="study file (TOML); default studies/default.toml with a GPU, studies/cpu.toml without")
     search.add_argument("--trials", type=positive_int, help="finished trials the study should hold (default: the study file's)")
-    search.add_argument("--data", help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] source)")
+    search.add_argument("--data", action="append",
+                        help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] "
+                             "source); give it once per lab to search on several labs, each a domain ('A + B' also works)")
     search.add_argument("--name", help="study name (default: the study file's name)")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)")
     search.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")

@@ -29,7 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from bcauto.errors import BcautoError
 
-METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1", "both")
+METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1", "val_domain_macro_f1", "both")
 SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1", "both")
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "hyperband", "successive_halving", "none")
@@ -167,6 +167,7 @@ class DataTable(_Model):
     val_fraction: float = Field(0.2, gt=0, lt=0.5)
     synthetic_size: int = Field(4000, gt=0)
     clean: bool = False
+    validation_domain: str = ""
 
 
 class TrainTable(_Model):

@@ -22,14 +22,15 @@ from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
 
-EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "val_shift_macro_f1", "lr")
+EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "val_shift_macro_f1",
+                 "val_domain_macro_f1", "lr")
 SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1")
 
 
-def epoch_metric(metric: str, shifted: bool) -> str:
+def epoch_metric(metric: str, shifted: bool, domain: bool = False) -> str:
     """What trials report to Optuna each epoch for ``[study] metric``: the metric the study optimizes, so that the
     pruner compares trials on it (clean macro-F1 for ``both``, which is never pruned)."""
-    if metric in SHIFTED_METRICS and shifted:
+    if (metric in SHIFTED_METRICS and shifted) or (metric == "val_domain_macro_f1" and domain):
         return metric
     return "val_accuracy" if metric == "val_accuracy" else "val_macro_f1"
 
@@ -92,6 +93,7 @@ class SearchContext:
     progress: SearchProgress | None = None
     shifted_val: Dataset | None = None
     shift_tags: np.ndarray | None = None
+    domain_val: Dataset | None = None
 
 
 def run_name(number: int, plan: TrialPlan) -> str:
@@ -152,12 +154,15 @@ class Objective:
 
     @property
     def monitor(self) -> str:
-        return epoch_metric(self.ctx.cfg.study.metric, self.ctx.shifted_val is not None)
+        return epoch_metric(self.ctx.cfg.study.metric, self.ctx.shifted_val is not None, self.ctx.domain_val is not None)
 
     def epoch_sets(self) -> dict[str, Dataset] | None:
         """The shifted validation copy, scored every epoch where the study's metric needs it (one prediction pass
         over a copy of the validation split per epoch, through the trial's cached inputs where it has them)."""
-        return {"val_shift": self.ctx.shifted_val} if self.monitor in SHIFTED_METRICS else None
+        sets = {"val_shift": self.ctx.shifted_val} if self.monitor in SHIFTED_METRICS else {}
+        if self.ctx.domain_val is not None:  # the held-out lab's curve, whatever the study optimizes
+            sets["val_domain"] = self.ctx.domain_val
+        return sets or None
 
     def callbacks(self, trial: optuna.Trial, logger: MlflowEpochLogger) -> list:
         ctx = self.ctx
@@ -171,6 +176,8 @@ class Objective:
         val = ctx.val_data
         scores = score(val.labels, result.probabilities(val).argmax(axis=1), val.class_names)
         shift_metrics = shifted_scores(result, ctx.shifted_val, ctx.shift_tags) if ctx.shifted_val is not None else {}
+        if ctx.domain_val is not None:
+            shift_metrics.update(domain_scores(result, ctx.domain_val))
         return objective_value(ctx.cfg.study.metric, scores, shift_metrics), scores, shift_metrics
 
 
@@ -230,9 +237,17 @@ def shifted_scores(result: TrainResult, shifted: Dataset, tags: np.ndarray) -> d
     return metrics
 
 
+def domain_scores(result: TrainResult, domain: Dataset) -> dict[str, float]:
+    """Macro-F1 (over the classes it has) and accuracy on the held-out domain."""
+    scores = score(domain.labels, result.probabilities(domain).argmax(axis=1), domain.class_names, present_only=True)
+    return {"val_domain_macro_f1": scores.macro_f1, "val_domain_accuracy": scores.accuracy}
+
+
 def objective_value(metric: str, scores, shift_metrics: dict[str, float]):
     """What Optuna maximises for ``[study] metric``: one number, or (clean, shifted) macro-F1 for ``both``."""
     clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
+    if metric == "val_domain_macro_f1":
+        return shift_metrics["val_domain_macro_f1"]
     return {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
             "val_mean_macro_f1": (clean + shifted) / 2, "both": (clean, shifted)}[metric]
 

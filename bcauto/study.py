@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from importlib.metadata import version as dist_version
 
+import numpy as np
 import optuna
 from rich.console import Console
 from rich.markup import escape
@@ -17,7 +18,7 @@ from rich.markup import escape
 from bcauto import __version__
 from bcauto.config import StudyConfig, check_components
 from bcauto.data.dataset import Dataset
-from bcauto.data.split import stratified_split
+from bcauto.data.split import Split, hold_out_domain, stratified_split
 from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
@@ -156,6 +157,8 @@ class SearchRequest:
         return str(Path(self.work_dir) / "cache") if self.cfg.train.feature_cache else None
 
 
+    domain_val: Dataset | None = None
+    domain: str | None = None
 def finished_count(study: optuna.Study) -> int:
     return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
 
@@ -170,7 +173,8 @@ def check_storage_for_workers(request: SearchRequest) -> None:
 
 @dataclass
 class PreparedData:
-    """The study's data after the split, and the shifted copy of its validation part."""
+    """The study's data after the split, the shifted copy of its validation part, and, for data from several
+    sources, the domain held out of training (``domain_val``, named ``domain``)."""
 
     train: Dataset
     val: Dataset
@@ -189,10 +193,30 @@ def prepare_data(request: SearchRequest, components: Components) -> PreparedData
         from bcauto.audit import audit_and_clean
 
         data, removed, _ = audit_and_clean(data)
-    split = stratified_split(data, cfg.data.val_fraction, request.seed)
+    split, held, domain = split_by_domain(data, cfg, request.seed)
     train, val = data.subset(split.train), data.subset(split.val)
     shifted, tags = shifted_copy(val, components.shifts, request.seed) if cfg.study.shift_validation else (None, None)
-    return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags, removed)
+    domain_val = data.subset(held) if held is not None else None
+    return PreparedData(train, val, split.fingerprint(), data.fingerprint(), shifted, tags, removed, domain_val, domain)
+
+
+def split_by_domain(data: Dataset, cfg: StudyConfig, seed: int) -> tuple[Split, np.ndarray | None, str | None]:
+    """The train/validation split, and for data from several sources the held-out domain's indices and name.
+
+    With several domains, one (``[data] validation_domain``, default the last source) never reaches training: the
+    split is drawn from the others, and the held-out domain is a second validation set (``val_domain_macro_f1``),
+    as another lab would be.
+    """
+    if data.domains is None or len(data.domain_names) < 2:
+        if cfg.study.metric == "val_domain_macro_f1" or cfg.data.validation_domain:
+            what = ("[study] metric = 'val_domain_macro_f1'" if cfg.study.metric == "val_domain_macro_f1"
+                    else f"[data] validation_domain = {cfg.data.validation_domain!r}")
+            raise BcautoError(f"{cfg.path}: {what} needs data from several sources, one per lab "
+                              f"(--data LAB_A --data LAB_B); {data.source} is one")
+        return stratified_split(data, cfg.data.val_fraction, seed), None, None
+    rest, held, domain = hold_out_domain(data, cfg.data.validation_domain or None)
+    inner = stratified_split(data.subset(rest), cfg.data.val_fraction, seed)
+    return Split(train=rest[inner.train], val=rest[inner.val]), held, domain
 
 
 def open_study(request: SearchRequest) -> optuna.Study:
@@ -218,6 +242,7 @@ def check_same_data(study: optuna.Study, request: SearchRequest, prepared: Prepa
         logged = [p for p in logged if "data.fingerprint" in p]
         if not logged:
             return
+        "data.domains": ",".join(request.data.domain_names), "validation_domain": prepared.domain or "",
         searched = {"source": logged[0].get("data.source"), "fingerprint": logged[0]["data.fingerprint"],
                     "split": logged[0].get("split.fingerprint")}
     now = {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
@@ -282,7 +307,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
                                  "split": prepared.split_fingerprint})
     context = SearchContext(cfg=cfg, components=components, train_data=prepared.train, val_data=prepared.val, settings=settings,
                             tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=params,
-                            shifted_val=prepared.shifted, shift_tags=prepared.shift_tags)
+                            shifted_val=prepared.shifted, shift_tags=prepared.shift_tags, domain_val=prepared.domain_val)
     epochs = settings.head_epochs + settings.finetune_epochs
     with SearchProgress(console, request.trials, done=finished_count(study), epochs_per_trial=epochs) as progress:
         try:
@@ -310,7 +335,7 @@ def optimize_in_workers(study: optuna.Study, context: SearchContext, request: Se
     """Trials in supervised worker processes that map the prepared data from disk."""
     work = Path(request.work_dir)
     data_dir = save_split_data(prepared.train, prepared.val, work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
-                               prepared.shifted, prepared.shift_tags)
+                               prepared.shifted, prepared.shift_tags, prepared.domain_val)
     job = WorkerJob(
         config=request.cfg.model_dump_json(), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
         data_dir=str(data_dir), settings=asdict(context.settings), sampler_seed=request.seed, trials=request.trials,

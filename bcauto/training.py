@@ -188,7 +188,8 @@ class EpochScores(keras.callbacks.Callback):
             return
         for name, data in self.sets.items():
             predicted = self.trainer.current_probabilities(data).argmax(axis=1)
-            logs[f"{name}_macro_f1"] = score(data.labels, predicted, data.class_names).macro_f1
+            # over the classes the set has: another lab's images may lack some of the training classes
+            logs[f"{name}_macro_f1"] = score(data.labels, predicted, data.class_names, present_only=True).macro_f1
 
 
 def phase_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:

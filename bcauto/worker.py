@@ -56,10 +56,11 @@ class WorkerJob:
 
 
 def save_split_data(train: Dataset, val: Dataset, folder: Path, shifted: Dataset | None = None,
-                    shift_tags: np.ndarray | None = None) -> Path:
+                    shift_tags: np.ndarray | None = None, domain_val: Dataset | None = None) -> Path:
     """Write the split data once, for workers to memory-map instead of loading and decoding again."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = [("train", train), ("val", val)] + ([("shifted", shifted)] if shifted is not None else [])
+    parts = [("train", train), ("val", val)] + ([("shifted", shifted)] if shifted is not None else []) \
+        + ([("domain_val", domain_val)] if domain_val is not None else [])
     if shift_tags is not None:
         np.save(folder / "shift_tags.npy", shift_tags.astype(str))
     for name, data in parts:
@@ -71,12 +72,13 @@ def save_split_data(train: Dataset, val: Dataset, folder: Path, shifted: Dataset
     return folder
 
 
-def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset, Dataset | None, np.ndarray | None]:
-    """Train, validation, shifted validation (or None) and the shift of each shifted image."""
+def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset, Dataset | None, np.ndarray | None, Dataset | None]:
+    """Train, validation, shifted validation (or None), the shift of each shifted image, and the held-out domain
+    (or None)."""
     folder = Path(folder)
     meta = json.loads((folder / "meta.json").read_text())
     parts = []
-    for name in ("train", "val", "shifted"):
+    for name in ("train", "val", "shifted", "domain_val"):
         if not (folder / f"{name}_images.npy").exists():
             parts.append(None)
             continue
@@ -134,13 +136,14 @@ def run(job: WorkerJob) -> int:
 
     keras.mixed_precision.set_global_policy(job.precision)
     cfg = StudyConfig.model_validate_json(job.config)
-    train_data, val_data, shifted_val, shift_tags = load_split_data(job.data_dir)
+    train_data, val_data, shifted_val, shift_tags, domain_val = load_split_data(job.data_dir)
     study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage), pruner=make_pruner(cfg))
     continue_sampling(study, cfg, job.sampler_seed)
     context = SearchContext(
         cfg=cfg, components=components(), train_data=train_data, val_data=val_data, settings=TrainSettings(**job.settings),
         tracker=Tracker(job.tracking_uri, experiment=job.study_name), parent_run_id=job.parent_run_id,
         run_tags=job.run_tags, run_params=job.run_params, shifted_val=shifted_val, shift_tags=shift_tags,
+        domain_val=domain_val,
     )
     timeout = None if job.deadline is None else max(1.0, job.deadline - __import__("time").time())
     callbacks = [optuna.study.MaxTrialsCallback(job.trials, states=FINISHED), FailureLimit(job.max_failures),

@@ -18,8 +18,9 @@ MEANINGS = {
     "study.description": "free text, shown in logs and on the MLflow parent run",
     "study.metric": "what Optuna maximises: `val_macro_f1` (macro F1 on the validation split, every class alike), "
                     "`val_accuracy`, `val_shift_macro_f1` (macro F1 on a corrupted copy of the validation split), "
-                    "`val_mean_macro_f1` (the mean of the two F1s), or `both` (clean and shifted F1 as two objectives: "
-                    "NSGA-II, a Pareto front, no pruning)",
+                    "`val_mean_macro_f1` (the mean of the two F1s), `val_domain_macro_f1` (macro F1 on a lab the "
+                    "search never trains on: needs data from several sources, see `data.validation_domain`), or "
+                    "`both` (clean and shifted F1 as two objectives: NSGA-II, a Pareto front, no pruning)",
     "study.shift_validation": "also score each trial on a copy of the validation split with one registered shift "
                               "(blur, stain, noise, ...) per image, logging per-shift macro F1; the shifted metrics "
                               "need it",
@@ -34,6 +35,10 @@ MEANINGS = {
     "study.max_failures": "the study stops after this many failed trials in a row, with their reasons; 0 never stops",
     "data.source": "the data when `--data` is not given: `auto`, `synthetic[:N]`, `bloodmnist[:SIZE]`, a `.npz` file "
                    "or an image folder (see [Quickstart](quickstart.md#data))",
+    "data.validation_domain": "with data from several sources (`--data A --data B`, or `source = \"A + B\"`), the "
+                              "domain (source) held out of the search's training and scored as `val_domain_macro_f1`: "
+                              "its name (the file or folder name without suffix); empty: the last source. The "
+                              "validation split is drawn from the other domains; `bcauto refit` trains on all of them",
     "data.image_size": "side in pixels that every image is resized to; must reach each backbone's minimum input size",
     "data.val_fraction": "share of the images in the stratified validation split",
     "data.synthetic_size": "number of images the `synthetic` source generates",
