@@ -13,7 +13,15 @@ def strategy(name):
 def test_class_weights_are_inverse_frequency():
     plan = strategy("class_weights").apply(LABELS, 0)
     assert plan.indices.tolist() == list(range(75))
-    assert plan.class_weight == pytest.approx({0: 75 / 150, 1: 75 / 60, 2: 75 / 15})
+    assert plan.class_weight == {0: 75 / 150, 1: 75 / 60, 2: 75 / 15}  # exactly: n / (classes x count)
+    assert all(type(c) is int and type(w) is float for c, w in plan.class_weight.items()), "plain types, for Keras and JSON"
+
+
+def test_class_weights_cover_only_the_classes_present_and_average_one_per_sample():
+    labels = np.array([2] * 3 + [0] * 4 + [5] * 7)
+    weights = strategy("class_weights").apply(labels, 0).class_weight
+    assert weights == {0: 14 / (3 * 4), 2: 14 / (3 * 3), 5: 14 / (3 * 7)}
+    assert np.mean([weights[int(c)] for c in labels]) == pytest.approx(1.0)
 
 
 def test_downsample_cuts_every_class_to_the_smallest_without_repeats():

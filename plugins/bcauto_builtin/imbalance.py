@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from bcauto import hookimpl
 from bcauto.specs import ImbalancePlan, ImbalanceSpec
@@ -13,11 +14,11 @@ def keep_all(labels: np.ndarray, seed: int) -> ImbalancePlan:
 
 
 def class_weights(labels: np.ndarray, seed: int) -> ImbalancePlan:
-    """Loss weights inversely proportional to class frequency, scaled so the mean weight per sample is 1."""
-    counts = np.bincount(labels)
-    present = np.flatnonzero(counts)
-    weights = {int(c): float(len(labels) / (len(present) * counts[c])) for c in present}
-    return ImbalancePlan(indices=np.arange(len(labels)), class_weight=weights)
+    """Loss weights inversely proportional to class frequency, scaled so the mean weight per sample is 1:
+    scikit-learn's "balanced" weights, n / (classes x count), over the classes present."""
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    return ImbalancePlan(indices=np.arange(len(labels)), class_weight=dict(zip(present.tolist(), weights.tolist())))
 
 
 def _resample_each_class(labels: np.ndarray, seed: int, target: int) -> np.ndarray:
