@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from bcauto.errors import BcautoError
 from bcauto.text import plural
@@ -197,11 +198,12 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float] | None:
-    """Balanced weights (n / (classes x count)) over the classes in ``labels``; None when they are balanced."""
+    """Balanced weights (n / (classes x count), scikit-learn's "balanced") over the classes in ``labels``; None
+    when the classes are already balanced."""
     present, counts = np.unique(labels, return_counts=True)
     if counts.min() == counts.max():
         return None
-    return {int(c): float(len(labels) / (len(present) * n)) for c, n in zip(present, counts)}
+    return dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=labels).tolist()))
 
 
 def source_paths(data) -> list[str] | None:

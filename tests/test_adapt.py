@@ -216,6 +216,15 @@ def test_choose_shots_counts_strata_and_seeds():
     assert not np.array_equal(choose_shots(labels, 7, False, seed=4), choose_shots(labels, 7, False, seed=5))
 
 
+def test_shot_class_weights_are_balanced_over_the_classes_present_and_none_when_already_balanced():
+    from bcauto.adapt import class_weights
+
+    weights = class_weights(np.repeat([0, 2, 5], [6, 3, 1]))
+    assert weights == {0: 10 / (3 * 6), 2: 10 / (3 * 3), 5: 10 / (3 * 1)}  # exactly: n / (classes x count)
+    assert all(type(c) is int and type(w) is float for c, w in weights.items()), "plain types, for Keras and JSON"
+    assert class_weights(np.repeat([1, 3], [4, 4])) is None
+
+
 def test_adapt_keeps_shots_apart_from_scored_images_and_records_them(parent, lab, adapted):
     from bcauto.adapt import choose_shots
     from bcauto.bundle import load_bundle
