@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
+from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle
+from bcauto.data import Dataset
+from bcauto.data.images import list_images
+from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
 from bcauto.text import plural
 
@@ -212,8 +216,6 @@ def source_paths(data) -> list[str] | None:
     if not root.is_dir():
         return None
     try:
-        from bcauto_builtin.sources.folder import list_images
-
         names, files, labels, _ = list_images(root)
     except Exception:
         return None
@@ -306,9 +308,6 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
     import keras
 
-    from bcauto.bundle import Bundle, load_bundle, save_bundle
-    from bcauto.data import Dataset
-    from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
 
     if request.epochs < 1:
@@ -400,7 +399,6 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
     """A run (tag ``bcauto.role = adapt``, ``bcauto.parent_run_id``) in the parent's study's experiment (else
     ``bcauto-adapt``) with the parameters, the scores before and after, and the model directory as artifacts.
     Returns (run id or None, warnings); a tracking store that fails costs the run, never the model."""
-    from bcauto.bundle import INFO_FILE, MODEL_FILE
     from bcauto.tracking import Tracker
 
     adapted = info["adapted"]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bcauto.errors import BcautoError
+from bcauto.plugins import load_keras_objects
 from bcauto.text import plural
 
 MODEL_FILE = "model.keras"
@@ -38,13 +39,11 @@ class Bundle:
 
 
 def register_layers() -> None:
-    """Import every module that registers serializable layers: bcauto's own, the built-in plugins', and those of
-    any installed plugin (loading the plugins imports their modules)."""
+    """Import every module that registers serializable layers: bcauto's own, and those of every enabled plugin
+    (its modules, and what its ``load_keras_objects`` hook imports)."""
     import bcauto.model  # noqa: F401  (ReverseChannels)
-    import bcauto_builtin.layers  # noqa: F401  (augmentation layers)
-    from bcauto.plugins import components
 
-    components()
+    load_keras_objects()
 
 
 def ensemble(members: list, name: str = "ensemble"):

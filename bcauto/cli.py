@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -14,68 +11,16 @@ from rich.markup import escape
 
 from bcauto import __version__
 from bcauto.errors import BcautoError
+from bcauto.frameworks import quiet_frameworks
 from bcauto.text import plural
 from bcauto.uris import check_stores, redact_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
+# commands that neither train nor track: they start without TensorFlow and MLflow (seconds each)
+LIGHT_COMMANDS = frozenset({"best", "plugins", "new-plugin"})
 CLASSES_HELP = ("predict only among these of the model's classes, comma-separated (the ones your slides can show, "
                 "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them")
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Silence C++ start-up logging (oneDNN, CUDA probing) that ignores Python's logging settings."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-class RetracingNoticeFilter(logging.Filter):
-    """Drops TensorFlow's "triggered tf.function retracing" warning.
-
-    Every trial builds new models, and Keras traces a predict function for each (once more for a last, smaller
-    batch); TensorFlow counts these traces of the same code across models as retraces and warns, although a few
-    traces per trial are what new models need and cost little beside their training.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-    from bcauto.data.domains import SEPARATOR
-        return "triggered tf.function retracing" not in record.getMessage()
-
-
-def quiet_frameworks() -> None:
-    """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_stderr_silenced():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices("GPU")
-    import warnings
-
-    import mlflow  # noqa: F401  (mlflow sets its own log level on import; override it afterwards)
-
-    for name in ("alembic", "absl", "tensorflow"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters):
-        tf_logger.addFilter(RetracingNoticeFilter())
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="optuna")
-    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if data.domain_names:
-        sizes = [int((data.domains == i).sum()) for i in range(len(data.domain_names))]
-        console.print("domains: " + ", ".join(f"{escape(name)} ({plural(n, 'image')})" for name, n in zip(data.domain_names, sizes))
-                      + f"; the search validates on {escape(cfg.data.validation_domain or data.domain_names[-1])}, which it never trains on")
 
 
 def studies_dir() -> Path:
@@ -136,29 +81,9 @@ def cmd_search(args, console) -> int:
     return 0 if not study.user_attrs.get("stopped_because") else 3
 
 
-def load_existing_study(name: str | None, storage: str):
-    import optuna
-
-    from bcauto.study import make_storage, storage_file
-
-    missing = storage_file(storage)
-    if missing is not None and not missing.is_file():  # opening it would create an empty store
-        raise BcautoError(f"no Optuna storage at {missing}; run `bcauto search` first, or pass --storage")
-    store = make_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
-    if not names:
-        raise BcautoError(f"no study in {storage}; run `bcauto search` first")
-    if name is None:
-        if len(names) > 1:
-            raise BcautoError(f"{storage} holds several studies ({', '.join(names)}); pass --name")
-        name = names[0]
-    if name not in names:
-        raise BcautoError(f"no study named {name!r} in {storage}; studies there: {', '.join(names)}")
-    return optuna.load_study(study_name=name, storage=store)
-
-
 def cmd_best(args, console) -> int:
     from bcauto.leaderboard import Leaderboard, all_params, leaderboard_json, metric_names, ranked_trials
+    from bcauto.stores import load_existing_study
 
     study = load_existing_study(args.name, args.storage)
     ranked = ranked_trials(study)
@@ -522,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.command != "ui":
-        quiet_frameworks()
+        quiet_frameworks(tensorflow=args.command not in LIGHT_COMMANDS)
     from rich.console import Console
 
     console = Console(stderr=False)

@@ -96,3 +96,19 @@ def register_shifts(register):
     batch N x H x W x 3 and a NumPy random generator and returns a corrupted uint8 batch of the same shape;
     ``severities`` lists the levels it supports (1 is mild).
     """
+
+
+@hookspec
+def load_keras_objects():
+    """Import the modules that define your Keras-serializable classes (custom layers), before a model is loaded.
+
+    bcauto calls it before it loads a saved model (``refit``'s ensembles, ``evaluate``, ``predict``, ``adapt``),
+    so that ``keras.saving`` finds every class registered with ``keras.saving.register_keras_serializable``.
+    Implement it when those classes live in a module your plugin imports only when it builds a model (keeping
+    TensorFlow out of commands such as ``bcauto plugins``); classes defined in the plugin module itself need
+    nothing, since loading the plugins imports it. Example::
+
+        @hookimpl
+        def load_keras_objects():
+            from my_plugin import layers  # noqa: F401  (registers MyLayer)
+    """

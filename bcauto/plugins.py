@@ -160,6 +160,13 @@ def collect(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: 
     )
 
 
+def load_keras_objects() -> None:
+    """Let every enabled plugin import its Keras-serializable classes (hook ``load_keras_objects``), so that a
+    saved model holding them loads; plugins that fail to load are skipped, as in :func:`components`."""
+    pm, _, _ = make_manager()
+    pm.hook.load_keras_objects()
+
+
 @functools.lru_cache(maxsize=1)
 def components() -> Components:
     """All components of the installed, enabled plugins (loaded once per process)."""

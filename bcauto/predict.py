@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from bcauto.data import validate_arrays
+from bcauto.data.images import IMAGE_SUFFIXES, decode_image, resize_images
 from bcauto.errors import BcautoError
 
 CHUNK = 256  # images decoded and predicted at a time
@@ -27,16 +29,10 @@ class Source:
     index: int | None = None
 
 
-def image_suffixes() -> tuple[str, ...]:
-    from bcauto_builtin.sources.folder import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
-
-
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     """(image files, .npz files) named by ``inputs``: files, and folders searched recursively (sorted)."""
     images, archives = [], []
-    suffixes = image_suffixes()
+    suffixes = IMAGE_SUFFIXES
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
@@ -58,9 +54,6 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
 
 def npz_images(path: Path, image_size: int) -> np.ndarray:
     """The images of an .npz file as uint8 RGB at ``image_size`` (pickled arrays refused)."""
-    from bcauto.data import validate_arrays
-    from bcauto.data.images import resize_images
-
     if not zipfile.is_zipfile(path):
         raise BcautoError(f"{path}: not an .npz archive")
     with np.load(path, allow_pickle=False) as npz:
@@ -79,12 +72,10 @@ def npz_images(path: Path, image_size: int) -> np.ndarray:
 def decode_images(paths: list[Path], image_size: int, skipped: list[str] | None = None) -> tuple[list[Path], np.ndarray]:
     """(the paths decoded, their images). An undecodable file stops with an error naming it, or, when ``skipped``
     is a list, is left out and described there (``--on-bad-image skip``)."""
-    from bcauto_builtin.sources.folder import _decode  # the image-folder source's decoding, so pixels match training
-
     kept, out = [], np.empty((len(paths), image_size, image_size, 3), np.uint8)
     for path in paths:
         try:
-            out[len(kept)], _ = _decode(path, image_size)
+            out[len(kept)], _ = decode_image(path, image_size)
         except Exception as exc:
             if skipped is None:
                 raise BcautoError(f"{path}: cannot decode this image ({exc}); --on-bad-image skip leaves such files out") from None

@@ -16,11 +16,13 @@ import inspect
 import os
 import socket
 import warnings
+from typing import TYPE_CHECKING
 
 import optuna
 import psutil
 
-from bcauto.tracking import Tracker
+if TYPE_CHECKING:  # annotations only: importing MLflow takes seconds
+    from bcauto.tracking import Tracker
 
 State = optuna.trial.TrialState
 INTERRUPTED = "interrupted"

@@ -235,7 +235,7 @@ class RefitResult:
 
 
 def _load_study(name: str | None, storage: str) -> optuna.Study:
-    from bcauto.cli import load_existing_study
+    from bcauto.stores import load_existing_study
 
     return load_existing_study(name, storage)
 

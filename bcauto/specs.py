@@ -125,12 +125,16 @@ class DatasetSpec:
 
     Attributes:
         claims: ``claims(spec)`` -> True when a ``--data`` string (such as a path) belongs to this source.
+        available: ``available(image_size, options)`` -> the argument to ``load`` with when the source's data can
+            be had now (cached, or its server answers), else None; ``--data auto`` asks it. None: always available,
+            loaded without an argument.
     """
 
     name: str
     load: Callable[..., Any]
     claims: Callable[[str], bool] = field(default=lambda spec: False)
     description: str = ""
+    available: Optional[Callable[[int, dict], Optional[str]]] = None
 
 
 SHIFT_GROUPS = ("corruption", "lab")

@@ -23,9 +23,10 @@ from bcauto.errors import BcautoError
 from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard, ranked_trials
-from bcauto.recovery import close_runs_of_failed_trials, failure_streak, heartbeat_options, recover
+from bcauto.recovery import close_runs_of_failed_trials, failure_streak, recover
 from bcauto.report import log_study_report
 from bcauto.shift import shifted_copy
+from bcauto.stores import make_storage
 from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker
 from bcauto.uris import check_stores, redact_uri
@@ -33,31 +34,6 @@ from bcauto.training import TrainSettings
 from bcauto.worker import WorkerJob, save_split_data
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-
-def make_storage(url: str):
-    """An Optuna storage for a URL: RDB (SQLite, PostgreSQL, MySQL) with heartbeats, or a journal file (one host:
-    its dead workers' trials are found by process, see :mod:`bcauto.recovery`)."""
-    if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    try:
-        return optuna.storages.RDBStorage(url, **heartbeat_options())
-    except Exception as exc:
-        raise BcautoError(f"cannot open the Optuna storage {redact_uri(url)}: {exc}") from None
-
-
-def storage_file(url: str) -> Path | None:
-    """The file a SQLite or journal storage URL names (None for a database server or an in-memory SQLite)."""
-    if url.startswith("journal:"):
-        return Path(url[len("journal:"):])
-    if url.startswith("sqlite:"):
-        from sqlalchemy.engine import make_url
-
-        database = make_url(url).database
-        return Path(database) if database and database != ":memory:" else None
-    return None
 
 
 def make_sampler(cfg: StudyConfig, seed: int) -> optuna.samplers.BaseSampler:

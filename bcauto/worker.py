@@ -155,7 +155,7 @@ def run(job: WorkerJob) -> int:
 def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else argv
     die_with_parent()
-    from bcauto.cli import quiet_frameworks
+    from bcauto.frameworks import quiet_frameworks
 
     quiet_frameworks()
     try:

@@ -14,7 +14,7 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "pb
 
 def quiet():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from bcauto.cli import quiet_frameworks
+    from bcauto.frameworks import quiet_frameworks
 
     quiet_frameworks()
 

@@ -32,7 +32,7 @@ def hooks_page() -> str:
         "",
     ]
     for name, function in inspect.getmembers(hookspecs, inspect.isfunction):
-        if not name.startswith("register_"):
+        if not hasattr(function, "bcauto_spec"):  # the markers, not the module's helpers
             continue
         parts += [f"## `{name}{inspect.signature(function)}`", "", inspect.cleandoc(function.__doc__), ""]
     return "\n".join(parts)

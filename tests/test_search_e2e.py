@@ -207,7 +207,7 @@ def test_tensorflows_retracing_notice_is_dropped_and_its_other_warnings_kept(cap
     """A search builds a new model per trial; TensorFlow calls each new predict trace a retrace and warns."""
     import keras
 
-    from bcauto.cli import RetracingNoticeFilter, quiet_frameworks
+    from bcauto.frameworks import RetracingNoticeFilter, quiet_frameworks
 
     quiet_frameworks()
     quiet_frameworks()  # twice, as every main() call in one process does: one filter, not two

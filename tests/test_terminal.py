@@ -225,8 +225,9 @@ def test_plural_counts_one_thing_in_the_singular():
 
 
 def test_an_image_folder_with_one_stray_file_says_one_entry(tmp_path):
-    from bcauto_builtin.sources.folder import list_images
     from PIL import Image
+
+    from bcauto.data.images import list_images
 
     for name in ("a", "b"):
         (tmp_path / name).mkdir()

@@ -1,11 +1,22 @@
-"""Bring images of any size to the study's square size: centre crop to a square, then resize (Lanczos)."""
+"""Image files and arrays brought to the study's square size (centre crop to a square, then resize, Lanczos), and
+the layout of an image folder: one subfolder per class (label order = sorted folder names).
+
+Data sources, ``predict`` and ``adapt`` all read image files through this module, so pixels match everywhere.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bcauto.errors import BcautoError
+
 RESAMPLE = Image.Resampling.LANCZOS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "F")  # more than 8 bits per pixel
+_LISTED = 5  # file names shown in a notice before "..."
 
 
 def square_box(width: int, height: int) -> tuple[int, int, int, int]:
@@ -42,3 +53,69 @@ def resize_images(images: np.ndarray, size: int, out: np.ndarray | None = None) 
     for i in range(n):
         out[i] = np.asarray(fit_square(Image.fromarray(images[i]), size))
     return out
+
+
+def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[str]]:
+    """Class names (sorted subfolders), image files, their int64 labels and notices about ignored files."""
+    class_names, files, labels, ignored = scan_class_folders(root)
+    return class_names, files, labels, ignored_notes(root, ignored)
+
+
+def scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[Path]]:
+    """Class names (sorted subfolders), image files, their int64 labels, and the entries of class folders ignored."""
+    if not root.exists():
+        raise BcautoError(f"{root}: folder not found")
+    if not root.is_dir():
+        raise BcautoError(f"{root}: not a folder; expected one subfolder per class holding images")
+    entries = [entry for entry in root.iterdir() if not entry.name.startswith(".")]
+    class_dirs = sorted((entry for entry in entries if entry.is_dir()), key=lambda entry: entry.name)
+    if not class_dirs:
+        what = "is empty" if not entries else "has no class subfolders"
+        raise BcautoError(f"{root}: {what}; expected one subfolder per class holding its images "
+                          f"({root}/<class>/<image>.png)")
+    files, labels, ignored = [], [], []
+    for label, class_dir in enumerate(class_dirs):
+        members = sorted(entry for entry in class_dir.iterdir() if not entry.name.startswith("."))
+        images = [entry for entry in members if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES]
+        if not images:
+            raise BcautoError(f"{class_dir}: class folder without images; expected files ending in "
+                              f"{', '.join(IMAGE_SUFFIXES)} (any case)")
+        ignored += sorted(set(members) - set(images))
+        files += images
+        labels += [label] * len(images)
+    return tuple(d.name for d in class_dirs), files, np.asarray(labels, np.int64), ignored
+
+
+def ignored_notes(root: Path, ignored: list[Path]) -> list[str]:
+    """A notice naming the entries of class folders that are not images (none when ``ignored`` is empty)."""
+    stray = "entry that is not an image" if len(ignored) == 1 else "entries that are not images"
+    return [f"{root}: ignored {len(ignored)} {stray}: {file_names(ignored)}"] if ignored else []
+
+
+def decode_image(path: Path, size: int) -> tuple[np.ndarray, str]:
+    """The image file at ``path`` as an RGB uint8 ``size`` square (centre crop, resize), and its original mode.
+
+    Every command that reads image files decodes them here, so training and prediction see the same pixels.
+    """
+    with Image.open(path) as image:
+        mode = image.mode
+        image.draft("RGB", (size, size))  # JPEG: let the decoder shrink large images by up to 8x first
+        if image.mode in WIDE_MODES:
+            image = to_8bit(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        return np.asarray(fit_square(image, size)), mode
+
+
+def to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit or float grayscale (microscopy TIFF, PNG) scaled to 8 bits; Pillow's own conversion would clip."""
+    pixels = np.asarray(image, np.float32)
+    top = 1.0 if pixels.max() <= 1.0 else 255.0 if pixels.max() <= 255 else 65535.0
+    return Image.fromarray(np.clip(pixels * (255.0 / top), 0, 255).astype(np.uint8))
+
+
+def file_names(paths) -> str:
+    """The names of the first few ``paths``, and how many there are when there are more."""
+    paths = list(paths)
+    shown = ", ".join(path.name for path in paths[:_LISTED])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > _LISTED else "")

@@ -45,15 +45,15 @@ def load_data(spec: str, image_size: int, components, options: dict | None = Non
 
 
 def _auto(image_size: int, registry, options: dict) -> Dataset:
-    """BloodMNIST when it is cached or its server answers, otherwise synthetic images (with a notice)."""
+    """BloodMNIST when its source says the data can be had now (cached, or its server answers), otherwise
+    synthetic images (with a notice)."""
     if "bloodmnist" in registry:
-        from bcauto_builtin.sources import bloodmnist  # the built-in source knows its cache and server
-
-        size = bloodmnist.variant_for(image_size)
-        cached = bloodmnist.bloodmnist_cached(size, options.get("cache_dir"))
-        if cached or bloodmnist.bloodmnist_reachable():
-            data = _checked(registry.get("bloodmnist").load(str(size), image_size, options), image_size, "bloodmnist")
-            return _with_note(data, f"--data auto: using BloodMNIST {size}px; pass --data PATH to use your own images")
+        source = registry.get("bloodmnist")
+        arg = source.available(image_size, options) if source.available else None
+        if arg is not None or source.available is None:
+            data = _checked(source.load(arg, image_size, options), image_size, "bloodmnist")
+            what = f"BloodMNIST {arg}px" if arg else data.source
+            return _with_note(data, f"--data auto: using {what}; pass --data PATH to use your own images")
     if "synthetic" not in registry:
         raise BcautoError("--data auto: neither the 'bloodmnist' nor the 'synthetic' source is enabled; "
                           "pass --data PATH (an .npz file or an image folder)")

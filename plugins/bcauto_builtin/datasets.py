@@ -13,5 +13,5 @@ def register_datasets(register):
                          description="an .npz file: images + labels, or MedMNIST train/val splits (PATH.npz)"))
     register(DatasetSpec("folder", folder.load, claims=folder.claims,
                          description="an image folder with one subfolder per class (PATH)"))
-    register(DatasetSpec("bloodmnist", bloodmnist.load,
+    register(DatasetSpec("bloodmnist", bloodmnist.load, available=bloodmnist.available,
                          description="MedMNIST BloodMNIST, downloaded once (bloodmnist:28|64|128|224)"))

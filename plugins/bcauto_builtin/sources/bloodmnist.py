@@ -61,6 +61,12 @@ def bloodmnist_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def available(image_size: int, options: dict) -> str | None:
+    """The size to load for ``image_size`` (as ``load``'s argument) when it is cached or the server answers."""
+    size = variant_for(image_size)
+    return str(size) if bloodmnist_cached(size, options.get("cache_dir")) or bloodmnist_reachable() else None
+
+
 def download(size: int, cache_dir=None) -> Path:
     """The ``size`` variant's file, downloaded and MD5-checked unless already cached."""
     import keras  # imported here: TensorFlow start-up is slow and most sources never need it

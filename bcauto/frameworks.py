@@ -1,0 +1,63 @@
+"""Quiet start-up of the heavy frameworks (TensorFlow, MLflow, Optuna), for the command line and the workers."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Silence C++ start-up logging (oneDNN, CUDA probing) that ignores Python's logging settings."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+class RetracingNoticeFilter(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    Every trial builds new models, and Keras traces a predict function for each (once more for a last, smaller
+    batch); TensorFlow counts these traces of the same code across models as retraces and warns, although a few
+    traces per trial are what new models need and cost little beside their training.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_frameworks(tensorflow: bool = True) -> None:
+    """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal.
+
+    ``tensorflow=False`` (commands that neither train nor track: ``best``, ``plugins``) imports neither
+    TensorFlow nor MLflow, which take seconds to start; the log levels set here still hold if they are imported
+    later.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if tensorflow:
+        with native_stderr_silenced():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")
+        import mlflow  # noqa: F401  (mlflow sets its own log level on import; override it afterwards)
+
+    for name in ("alembic", "absl", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    tf_logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters):
+        tf_logger.addFilter(RetracingNoticeFilter())
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="optuna")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
