@@ -7,7 +7,6 @@ during a search does not change the space under the running study.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from bcauto.errors import BcautoError
+from bcauto.text import did_you_mean
 
 METRICS = ("val_macro_f1", "val_accuracy", "val_shift_macro_f1", "val_mean_macro_f1", "val_domain_macro_f1", "both")
 SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1", "both")
@@ -279,7 +279,7 @@ def _check_registry(cfg: StudyConfig, components) -> None:
     for name in cfg.search.component_params:
         if name not in known:
             raise _message(f"[search.{name}]: no backbone, augmentation, imbalance strategy or canonicalizer is called "
-                           f"{name!r}{_did_you_mean(name, sorted(known))}")
+                           f"{name!r}{did_you_mean(name, sorted(known))}")
     for key, kind in COMPONENT_FIELDS.items():
         registry = registries[kind]
         for name in cfg.choices(key):
@@ -299,14 +299,9 @@ def _check_registry(cfg: StudyConfig, components) -> None:
                            f"it offers {', '.join(map(repr, spec.normalizations))}")
 
 
-def _did_you_mean(word: str, known) -> str:
-    close = difflib.get_close_matches(str(word), list(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _unknown(table: str, key: str) -> str:
     known = list(TABLES) if table == "<top level>" else list(TABLES[table].model_fields)
-    hint = _did_you_mean(key, known)
+    hint = did_you_mean(key, known)
     if not hint:
         elsewhere = [name for name, model in TABLES.items() if name != table and key in model.model_fields]
         hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else ""
@@ -335,7 +330,7 @@ def _phrase(error: dict) -> str:
         return f"must be {sign} {_bound(ctx[key])}"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", ctx["expected"])
-        return f"expected one of {ctx['expected']}{_did_you_mean(error['input'], choices)}"
+        return f"expected one of {ctx['expected']}{did_you_mean(error['input'], choices)}"
     return EXPECTED.get(kind, error["msg"])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import re
 from collections.abc import Iterator
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from bcauto.errors import BcautoError
+from bcauto.text import did_you_mean
 
 Spec = TypeVar("Spec")
 
@@ -64,8 +64,8 @@ class Registry(Generic[Spec]):
         return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), self._entries, n=1, cutoff=0.5)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        # a lower bar than for study-file keys: a short prefix of a long name ('mobile') scores about 0.5
+        hint = did_you_mean(name, self._entries, cutoff=0.5)
         message = f"unknown {self.kind} {name!r}{hint}; available: {', '.join(self.names()) or '(none)'}"
         # a name with a dot or a slash is more likely a path (--data cells.h5) than an uninstalled component
         return f"{message}; {missing_plugin_hint(name)}" if re.fullmatch(r"[\w-]+", str(name)) else message

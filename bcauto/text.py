@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 IRREGULAR = {"child": "children", "index": "indices"}
 
@@ -22,3 +24,10 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
         else:
             plural_form = noun + "s"
     return f"{count} {plural_form}"
+
+
+def did_you_mean(word: object, known: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` (did you mean 'NAME'?)`` for the name in ``known`` closest to ``word``, or "" when none is close enough
+    (difflib's similarity ratio below ``cutoff``): the hint every unknown-name message ends with."""
+    close = difflib.get_close_matches(str(word), list(known), n=1, cutoff=cutoff)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -45,3 +45,18 @@ def test_unknown_name_says_a_plugin_package_may_be_missing_unless_it_is_a_path()
     assert "(did you mean 'class_weights'?)" in registry.unknown_message("class_weight")
     assert "if a plugin package provides 'focal_weights', it may not be installed" in registry.unknown_message("focal_weights")
     assert "plugin package" not in registry.unknown_message("data/cells.h5")
+
+
+def test_one_did_you_mean_serves_study_files_and_registries():
+    from pathlib import Path
+
+    from bcauto.config import parse_study
+    from bcauto.text import did_you_mean
+
+    assert did_you_mean("lr_haed", ["lr_finetune", "lr_head"]) == " (did you mean 'lr_head'?)"
+    assert did_you_mean("batch", ["lr_head"]) == ""
+    with pytest.raises(BcautoError, match=r"unknown field 'lr_haed' \(did you mean 'lr_head'\?\)"):
+        parse_study("[search]\nlr_haed = 1e-4", Path("s.toml"))
+    # registries accept a looser match: a short prefix of a long component name, below the default bar
+    assert did_you_mean("mobile", ["mobilenet_v3_small"]) == ""
+    assert "(did you mean 'mobilenet_v3_small'?)" in make("mobilenet_v3_small", "resnet50").unknown_message("mobile")
