@@ -293,7 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bcauto {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    search = sub.add_parser("search", help="run or resume an Optuna study, every trial logged to MLflow",
+    # options several commands share, defined once and given to each through argparse's parents (where a
+    # command words an option its own way, such as search's --storage, it keeps its own)
+    tracking = argparse.ArgumentParser(add_help=False)
+    tracking.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
+    storage = argparse.ArgumentParser(add_help=False)
+    storage.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
+    study_name = argparse.ArgumentParser(add_help=False)
+    study_name.add_argument("--name", help="study name (needed when the storage holds several)")
+
+    search = sub.add_parser("search", parents=[tracking],
+                            help="run or resume an Optuna study, every trial logged to MLflow",
                             description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
     search.add_argument("--study", help="study file (TOML); default studies/default.toml with a GPU, studies/cpu.toml without")
     search.add_argument("--trials", type=positive_int, help="finished trials the study should hold (default: the study file's)")
@@ -302,7 +312,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "source); give it once per lab to search on several labs, each a domain ('A + B' also works)")
     search.add_argument("--name", help="study name (default: the study file's name)")
     search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)")
-    search.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     search.add_argument("--seed", type=int, help="seed of the split, the sampler and every trial (default: the study file's)")
     search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
     search.add_argument("--workers", type=int, default=1,
@@ -315,12 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
     search.set_defaults(func=cmd_search)
 
-    best = sub.add_parser("best", help="the leaderboard and the best trial: number, value, params, MLflow run id",
+    best = sub.add_parser("best", parents=[study_name, storage],
+                          help="the leaderboard and the best trial: number, value, params, MLflow run id",
                           description="Show a study's leaderboard and best trial. The table has a column per parameter "
                                       "that differs between trials when they fit the terminal's width, else one "
                                       "name=value column; parameters equal in all trials are named once under it.")
-    best.add_argument("--name", help="study name (needed when the storage holds several)")
-    best.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
     best.add_argument("--top", type=positive_int, default=10, help="trials in the leaderboard (default 10)")
     best.add_argument("--json", action="store_true", help="print JSON: the best trial and the leaderboard, every parameter in full")
     best.set_defaults(func=cmd_best)
@@ -331,10 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
 
-    ui = sub.add_parser("ui", help="open the MLflow UI on the study's tracking store", description="Serve the MLflow UI (and optuna-dashboard if installed).")
+    ui = sub.add_parser("ui", parents=[storage, tracking], help="open the MLflow UI on the study's tracking store",
+                        description="Serve the MLflow UI (and optuna-dashboard if installed).")
     ui.add_argument("--name", help="study to show")
-    ui.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
-    ui.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the UI has no login)")
     ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
     ui.set_defaults(func=cmd_ui)
@@ -348,16 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--dir", default=".", help="folder to create the package folder bcauto-NAME in (default: the current folder)")
     new.set_defaults(func=cmd_new_plugin)
 
-    refit = sub.add_parser("refit", help="retrain the best trial (or the top K as an ensemble) on all the study's data and register it",
+    refit = sub.add_parser("refit", parents=[study_name, storage, tracking],
+                           help="retrain the best trial (or the top K as an ensemble) on all the study's data and register it",
                            description="Train the best configuration of a study again on its training and validation data together, "
                                        "for the epochs the trial settled on; save a model directory (model.keras, bcauto-model.json), "
                                        "log it to MLflow (tag bcauto.role = refit) and register it as bcauto-STUDY.")
-    refit.add_argument("--name", help="study name (needed when the storage holds several)")
     refit.add_argument("--top", type=int, default=1,
                        help="refit the K best trials and average their probabilities in one model (default 1); for metric "
                             "'both', the Pareto front ranked by the shifted score")
-    refit.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
-    refit.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     refit.add_argument("--data", help="where to read the study's data (default: the source the study logged); it must hold "
                                       "the same images (same fingerprint)")
     refit.add_argument("--study", help="study file (default: the one the search ran with)")
@@ -402,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bcauto.adapt import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 
-    adapt = sub.add_parser("adapt", help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
+    adapt = sub.add_parser("adapt", parents=[tracking],
+                           help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
                            description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
                                        "drawn with a seeded RNG, the rest of the data scores the model before and after; "
                                        "BatchNorm layers stay frozen, the model's augmentation acts. Writes a new model "
@@ -421,7 +427,6 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--adapt-bn", action="store_true",
                        help="first recompute the BatchNorm statistics on all the data's images (labels unread)")
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
-    adapt.add_argument("--tracking-uri", default=DEFAULT_TRACKING, help=f"MLflow tracking URI (default {DEFAULT_TRACKING})")
     adapt.set_defaults(func=cmd_adapt)
 
     audit = sub.add_parser("audit", help="find duplicates, near duplicates, label conflicts, blank/corrupt images and outliers",

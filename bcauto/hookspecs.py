@@ -1,8 +1,14 @@
 """The hooks a bcauto plugin can implement: each docstring is that hook's reference documentation.
 
-Every hook receives a ``register`` callback instead of returning a list, so bcauto can check each entry,
-record which plugin supplied it, and refuse two components with one name. A plugin is a module with
+Every ``register_*`` hook receives a ``register`` callback instead of returning a list, so bcauto can check
+each entry, record which plugin supplied it, and refuse two components with one name. A plugin is a module with
 functions decorated by :data:`bcauto.hookimpl`, listed in the ``bcauto`` entry-point group of its package.
+The built-in components are such plugins too (the ``bcauto`` package's own entry points), and bcauto's core
+never imports them.
+
+``BCAUTO_DISABLE_PLUGINS`` skips plugins: a comma-separated list of entry-point names (``backbones``),
+package names (``bcauto-densenet``) or both (``bcauto-densenet:densenet121``). ``BCAUTO_DISABLE_PLUGINS=bcauto``
+switches off every built-in component; ``bcauto plugins`` then lists only what other packages register.
 """
 
 import pluggy
