@@ -7,8 +7,9 @@ The evaluation set's labels are matched to the model's classes by name, so a set
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,27 @@ def label_map(data_classes, model_classes, what: str = "the evaluation data") ->
     return np.array([index[class_key(name)] for name in data_classes], np.int64)
 
 
+def match_classes(data: Dataset, model_classes) -> tuple[np.ndarray, list[dict[str, str]], str | None]:
+    """How the labels of ``data`` map to the model's classes: the model's class index for each data class, the
+    ``{"data": name, "model": name}`` pairs matched other than by identical names, and what was assumed (None
+    when nothing was).
+
+    Data that names no classes (an .npz without ``class_names``) has its labels taken in the model's class order.
+    """
+    classes = list(model_classes)
+    if not data.class_names_given:
+        count = data.num_classes
+        if count > len(classes):
+            raise BcautoError(f"{data.source} names no classes (no 'class_names') and has labels 0..{count - 1}, more than "
+                              f"the model's {len(classes)} classes; add a 'class_names' array naming each label")
+        order = ", ".join(f"{i} = {name}" for i, name in enumerate(classes[:count]))
+        return (np.arange(count, dtype=np.int64), [],
+                f"{data.source} names no classes (no 'class_names'): its labels were taken in the model's class order: {order}")
+    mapping = label_map(data.class_names, classes)
+    matched = [{"data": name, "model": classes[i]} for name, i in zip(data.class_names, mapping) if name != classes[i]]
+    return mapping, matched, None
+
+
 def class_subset(names: str | None, model_classes, what: str = "--classes") -> np.ndarray | None:
     """The indices of the model's classes named in ``names`` (comma-separated, matched as :func:`label_map`
     matches), or None when ``names`` is empty."""
@@ -98,15 +120,17 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
     classes = bundle.class_names
     if data.image_size != bundle.image_size:
         raise BcautoError(f"the data is {data.image_size}x{data.image_size}, the model takes {bundle.image_size}x{bundle.image_size}")
-    labels = label_map(data.class_names, classes)[data.labels]
+    mapping, matched, assumed = match_classes(data, classes)
+    labels = mapping[data.labels]
     present = np.unique(labels)
     probs = restrict(predict_probs(bundle.model, data.images, tta), allowed)
     scores = score(labels, probs.argmax(axis=1), classes, present_only=True)
     if on_step:
         on_step("clean")
     result: dict[str, Any] = {
-        "model": str(bundle.path), "data": data.source, "images": int(len(labels)),
+        "model": str(bundle.path), "data": data.source, "images": len(labels),
         "tta": TTA_DESCRIPTION if tta else "none",
+        "class_matching": matched, "assumed": assumed,
         "classes_present": [classes[c] for c in present], "classes_absent": [c for i, c in enumerate(classes) if i not in set(present)],
         "predicted_among": "all the model's classes" if allowed is None else [classes[c] for c in allowed],
         **scores.metrics(), "averaged_over": "classes present in the data",
@@ -156,9 +180,15 @@ def confusion_png(scores: Scores, class_names, labels: np.ndarray, path: Path, t
 
 def render(result: dict[str, Any], console) -> None:
     """The result as rich tables: summary, per class, and the corruption x severity grid."""
+    from rich.markup import escape
     from rich.table import Table
 
     console.print(f"[bold]{result['model']}[/] on {result['data']}: {plural(result['images'], 'image')}, TTA: {result['tta']}")
+    if result.get("assumed"):
+        console.print(f"[yellow]assumed:[/] {escape(result['assumed'])}")
+    if result.get("class_matching"):
+        pairs = ", ".join(f"{pair['data']!r} as {pair['model']!r}" for pair in result["class_matching"])
+        console.print(escape(f"data classes matched to the model's by name, case, spaces, hyphens and underscores ignored: {pairs}"))
     if result["predicted_among"] != "all the model's classes":
         console.print(f"predictions restricted to: {', '.join(result['predicted_among'])}")
     if result["classes_absent"]:

@@ -86,3 +86,16 @@ def toml_value(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
     return json.dumps(value)
+
+
+def untrained_model_dir(out, class_names, size: int = 32):
+    """A model directory (as `bcauto refit` writes) holding a small untrained classifier: for commands that only
+    need a model to load, not a good one."""
+    from bcauto.bundle import save_bundle
+
+    inputs = keras.Input((size, size, 3))
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = layers.Conv2D(4, 3, padding="same")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(len(class_names), activation="softmax")(x)
+    return save_bundle(keras.Model(inputs, outputs), {"class_names": list(class_names), "image_size": size}, out)

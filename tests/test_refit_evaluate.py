@@ -217,6 +217,54 @@ def test_evaluate_refuses_class_names_the_model_does_not_know(refitted, tmp_path
     assert "'blast'" in capsys.readouterr().err
 
 
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    """An untrained model with the eight BloodMNIST classes: enough to check how evaluate reads the data's classes."""
+    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
+    from helpers import untrained_model_dir
+
+    return untrained_model_dir(tmp_path_factory.mktemp("untrained") / "model", BLOOD_CELL_CLASSES)
+
+
+def test_evaluate_says_which_data_class_it_matched_to_which_model_class(untrained, tmp_path, capsys):
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, labels = generate(24, 32, 0)
+    names = ["Neutrophil", "immature-granulocyte", "platelet"]
+    np.savez(tmp_path / "lab.npz", images=images, labels=labels % 3, class_names=np.array(names))
+    command = ["evaluate", str(untrained), "--data", str(tmp_path / "lab.npz"), "--out", str(tmp_path / "e")]
+    capsys.readouterr()
+    assert main([*command, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["class_matching"] == [{"data": "Neutrophil", "model": "neutrophil"},
+                                        {"data": "immature-granulocyte", "model": "immature_granulocyte"}]
+    assert result["assumed"] is None
+    assert main(command) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "'Neutrophil' as 'neutrophil', 'immature-granulocyte' as 'immature_granulocyte'" in printed
+    assert "'platelet' as" not in printed
+
+
+def test_evaluate_of_an_npz_without_class_names_takes_the_models_class_order_and_says_so(untrained, tmp_path, capsys):
+    from bcauto_builtin.sources.synthetic import generate
+
+    images, labels = generate(24, 32, 0)
+    np.savez(tmp_path / "unnamed.npz", images=images, labels=labels % 3)
+    command = ["evaluate", str(untrained), "--data", str(tmp_path / "unnamed.npz"), "--out", str(tmp_path / "e")]
+    capsys.readouterr()
+    assert main([*command, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["assumed"].endswith("its labels were taken in the model's class order: 0 = basophil, "
+                                      "1 = eosinophil, 2 = erythroblast")
+    assert sorted(result["classes_present"]) == ["basophil", "eosinophil", "erythroblast"]
+    assert result["class_matching"] == []
+    assert main(command) == 0
+    assert "assumed: " in capsys.readouterr().out
+    np.savez(tmp_path / "many.npz", images=images[:10], labels=np.arange(10))
+    assert main(["evaluate", str(untrained), "--data", str(tmp_path / "many.npz"), "--out", str(tmp_path / "e")]) == 2
+    assert "add a 'class_names' array" in capsys.readouterr().err
+
+
 def test_classes_restricts_predictions_to_the_named_classes_in_evaluate_and_predict(refitted, tmp_path, capsys):
     from bcauto.bundle import load_bundle
     from bcauto.evaluate import predict_probs

@@ -27,6 +27,8 @@ class Dataset:
         domains: for data from several sources (labs, scanners), the index into ``domain_names`` of each image's
             source; None for data from one source.
         domain_names: one name per source, in ``--data`` order.
+        class_names_given: False when the source had no class names and made them up (an .npz without a
+            ``class_names`` array), so a model's classes cannot be matched to them by name.
     """
 
     images: np.ndarray
@@ -38,6 +40,7 @@ class Dataset:
     left_out: tuple[tuple[str, str], ...] = field(default=())
     domains: np.ndarray | None = None
     domain_names: tuple[str, ...] = field(default=())
+    class_names_given: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +72,7 @@ class Dataset:
         names = tuple(self.item_names[i] for i in positions) if self.item_names else ()
         domains = self.domains[indices] if self.domains is not None else None
         return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes,
-                       names, self.left_out, domains, self.domain_names)
+                       names, self.left_out, domains, self.domain_names, self.class_names_given)
 
 
 def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.ndarray, np.ndarray, list[str]]:

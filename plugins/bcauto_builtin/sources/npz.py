@@ -55,7 +55,8 @@ def load_npz(path: Path, image_size: int, class_names: tuple[str, ...] | None = 
     labels = np.concatenate(labels)
     images = parts[0] if len(parts) == 1 else np.concatenate(parts)
     class_names, name_notes = _class_names(given_names, labels, path)
-    return Dataset(images, labels, class_names, str(path), tuple(notes + name_notes), item_names=tuple(names))
+    return Dataset(images, labels, class_names, str(path), tuple(notes + name_notes), item_names=tuple(names),
+                   class_names_given=given_names is not None)
 
 
 def _open(path: Path):
