@@ -300,11 +300,13 @@ def _check_registry(cfg: StudyConfig, components) -> None:
 
 
 def _unknown(table: str, key: str) -> str:
-    known = list(TABLES) if table == "<top level>" else list(TABLES[table].model_fields)
-    hint = did_you_mean(key, known)
-    if not hint:
-        elsewhere = [name for name, model in TABLES.items() if name != table and key in model.model_fields]
-        hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else ""
+    top = table == "<top level>"
+    known = list(TABLES) if top else list(TABLES[table].model_fields)
+    # a field of another table is misplaced, not misspelt: a close name in this table would point the wrong way
+    elsewhere = [name for name, model in TABLES.items() if name != table and key in model.model_fields]
+    hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else did_you_mean(key, known)
+    if top:
+        return f"unknown table or top-level field {key!r}{hint}; the tables are {', '.join(f'[{name}]' for name in known)}"
     return f"[{table}]: unknown field {key!r}{hint}; known fields: {', '.join(known)}"
 
 

@@ -30,7 +30,7 @@ def test_defaults_follow_the_seed_report():
     "text, message",
     [
         ("[train]\nbatch_sise = 32", r"s.toml: \[train\]: unknown field 'batch_sise' \(did you mean 'batch_size'\?\)"),
-        ("[trian]\nx = 1", r"s.toml: \[<top level>\]: unknown field 'trian' \(did you mean 'train'\?\)"),
+        ("[trian]\nx = 1", r"s.toml: unknown table or top-level field 'trian' \(did you mean 'train'\?\)"),
         ("[train]\nbatch_size = 'big'", r"s.toml: \[train\] batch_size = 'big': expected an integer$"),
         ("[train]\nbatch_size = 0", r"\[train\] batch_size = 0: must be > 0$"),
         ("[study]\npruner = 'mediam'", r"\[study\] pruner = 'mediam': expected one of 'median', 'hyperband'"),
@@ -175,9 +175,10 @@ def test_bad_values_are_refused_in_one_line_naming_file_table_field_and_value(te
     "text, message",
     [
         ("[search]\nlr_haed = 1e-4", "s.toml: [search]: unknown field 'lr_haed' (did you mean 'lr_head'?); known fields: "),
-        ("trials = 5", "s.toml: [<top level>]: unknown field 'trials' (it belongs in [study]); known fields: study, data, train, search"),
+        ("trials = 5", "s.toml: unknown table or top-level field 'trials' (it belongs in [study]); the tables are [study], [data], [train], [search]"),
         ("[train]\nmax_failures = 3", "s.toml: [train]: unknown field 'max_failures' (it belongs in [study]); known fields: "),
-        ('path = "elsewhere.toml"', "s.toml: [<top level>]: unknown field 'path'; known fields: study, data, train, search"),
+        ("[search]\nhead_epochs = 2", "s.toml: [search]: unknown field 'head_epochs' (it belongs in [train]); known fields: "),
+        ('path = "elsewhere.toml"', "s.toml: unknown table or top-level field 'path'; the tables are [study], [data], [train], [search]"),
     ],
 )
 def test_a_misspelt_or_misplaced_field_says_where_it_belongs(text, message):
