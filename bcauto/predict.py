@@ -124,8 +124,6 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
     ``allowed`` (model class indices) restricts the predictions to those classes (``--classes``): the others'
     probabilities are written as 0 and the rest renormalised.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
     from bcauto.evaluate import predict_probs, restrict
     from bcauto.progress import transient_progress
 
@@ -141,12 +139,11 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
         parts = list(parts)
         prepare(np.concatenate([batch for _, batch in parts]))
     rows = 0
-    progress = transient_progress(console, TextColumn("[bold]predicting"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn())
+    progress = transient_progress(console)
     with out.open("w", newline="", encoding="utf-8") as handle, progress:
         writer = csv.writer(handle)
         writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
-        task = progress.add_task("predict", total=total)
+        task = progress.add_task("predicting", total=total)
         for sources, batch in parts:
             probs = restrict(predict_probs(bundle.model, batch, tta), allowed)
             for source, p in zip(sources, probs):

@@ -5,8 +5,15 @@ from __future__ import annotations
 import keras
 import optuna
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Column
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bcauto.leaderboard import Leaderboard, ranked_trials  # noqa: F401  (ranked_trials: imported from here)
 from bcauto.text import plural
@@ -45,11 +52,7 @@ class SearchProgress:
 
     def __init__(self, console: Console, total_trials: int, done: int = 0, epochs_per_trial: int = 1):
         self.console = console
-        self.progress = Progress(
-            # the trial's label and state last, wrapping rather than cut at a narrow width
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")), console=console, transient=False,
-        )
+        self.progress = Bars(console, transient=False)
         self.trials = self.progress.add_task("trials", total=total_trials, completed=done, info="")
         self.epochs = self.progress.add_task("epochs", total=1, info="")
         self.best: float | None = None
@@ -142,7 +145,26 @@ def leaderboard(study: optuna.Study, top: int = 10) -> Leaderboard:
     return Leaderboard(study, top)
 
 
-def transient_progress(console: Console, *columns) -> Progress:
-    """A progress display that disappears when done, and prints nothing where the console is not a terminal
-    (there a transient display would leave an empty line behind: rich ends it with a newline it cannot erase)."""
-    return Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+def bar_columns() -> tuple[ProgressColumn, ...]:
+    """The columns of every bcauto progress bar: what it counts, the bar, done/total, the time so far, then the task's
+    ``info`` (a trial's label and state, a loss) last, wrapping rather than cut at a narrow width."""
+    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")))
+
+
+class Bars(Progress):
+    """rich's Progress with :func:`bar_columns`, the one progress display of the search, refit, evaluate and predict.
+
+    A transient display disappears when done and prints nothing where the console is not a terminal (there it
+    would leave an empty line behind: rich ends it with a newline it cannot erase)."""
+
+    def __init__(self, console: Console, transient: bool):
+        super().__init__(*bar_columns(), console=console, transient=transient, disable=transient and not console.is_terminal)
+
+    def add_task(self, description: str, *args, info: str = "", **fields):
+        return super().add_task(description, *args, info=info, **fields)
+
+
+def transient_progress(console: Console) -> Bars:
+    """Bars that disappear when done (see :class:`Bars`)."""
+    return Bars(console, transient=True)

@@ -433,13 +433,10 @@ class EpochBar:
     """A rich progress bar over one member's epochs (a Keras callback)."""
 
     def __init__(self, console, label: str, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-
         from bcauto.progress import transient_progress
 
-        self.progress = transient_progress(console, TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                           TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-        self.task = self.progress.add_task(label, total=max(total, 1), info="")
+        self.progress = transient_progress(console)
+        self.task = self.progress.add_task(label, total=max(total, 1))
         self.callback = _bar_callback(self)
 
     def __enter__(self):
