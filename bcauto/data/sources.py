@@ -84,7 +84,7 @@ def _checked(data, image_size: int, name: str) -> Dataset:
 
 
 def _unknown(spec: str, name: str, registry) -> str:
-    if not _looks_like_path(spec):
+    if ":" in spec and not _looks_like_path(spec):  # NAME:ARG names a source; a bare word may as well be a path
         return f"--data {spec!r}: {registry.unknown_message(name)}"
     path = Path(spec).expanduser()
     if path.exists():
