@@ -11,38 +11,15 @@ import mlflow
 import numpy as np
 import optuna
 import pytest
+from helpers import tiny_study_toml
 from mlflow.tracking import MlflowClient
 
 from bcauto import hookimpl
 from bcauto.cli import main
 from bcauto.specs import BackboneSpec
 
-TINY_STUDY = """
-[study]
-trials = 3
-seed = 7
-startup_trials = 2
-pruner = "median"
-
-[data]
-image_size = 32
-val_fraction = 0.25
-
-[train]
-weights = "none"
-batch_size = 32
-head_epochs = 2
-finetune_epochs = 0
-patience = 5
-
-[search]
-backbone = ["mini_cnn", "resnet_cnn"]
-augmentation = ["none", "seed"]
-imbalance = ["none", "class_weights"]
-lr_head = { low = 1e-3, high = 3e-3, log = true }
-head_units1 = 64
-head_units2 = 32
-"""
+TINY_STUDY = tiny_study_toml(study={"seed": 7, "startup_trials": 2, "pruner": "median"},
+                             search={"imbalance": ["none", "class_weights"], "head_units1": 64, "head_units2": 32})
 
 
 @pytest.fixture(scope="module")
