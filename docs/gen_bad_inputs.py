@@ -45,7 +45,6 @@ augmentation = "none"
 imbalance = "none"
 """
 STUDY_ARGS = ["search", "--study", "study.toml", "--workers", "0"]
-BUSY_PORT = 47651
 
 
 class Workspace:
@@ -53,6 +52,8 @@ class Workspace:
 
     def __init__(self, root: Path, models: Path):
         self.root, self.models = root, models
+        self.values: dict[str, str] = {}  # PLACEHOLDER -> what it stands for in this run (a free port number)
+        self.listener: socket.socket | None = None
 
     def write(self, name: str, text: str) -> None:
         path = self.root / name
@@ -154,14 +155,11 @@ def truncated_image(ws: Workspace) -> None:
 
 
 def busy_port(ws: Workspace) -> None:
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        listener.bind(("127.0.0.1", BUSY_PORT))
-    except OSError:  # another program holds it already: busy all the same
-        listener.close()
-        return
-    listener.listen(1)
-    ws.listener = listener  # closed when the case ends
+    """A port this process listens on (closed when the case ends), shown as PORT."""
+    ws.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ws.listener.bind(("127.0.0.1", 0))
+    ws.listener.listen(1)
+    ws.values["PORT"] = str(ws.listener.getsockname()[1])
 
 
 def storage_with_study(ws: Workspace) -> None:
@@ -271,8 +269,8 @@ CASES: list[Case] = [
     Case("new-plugin-clash", "names a new plugin after a built-in backbone", ["new-plugin", "backbone", "resnet50"], 2,
          "resnet50"),
     Case("new-plugin-kind", "asks for a plugin kind that does not exist", ["new-plugin", "sampler", "tiny"], 2, "sampler"),
-    Case("ui-busy-port", "starts `bcauto ui` on a port another program listens on", ["ui", "--port", str(BUSY_PORT)], 2,
-         str(BUSY_PORT), busy_port),
+    Case("ui-busy-port", "starts `bcauto ui` on a port another program listens on", ["ui", "--port", "PORT"], 2,
+         "127.0.0.1:PORT: ", busy_port),
     Case("audit-missing-data", "audits a path that does not exist", ["audit", "--data", "nothere"], 2, "nothere"),
 ]
 
@@ -301,17 +299,18 @@ def run_case(case: Case, root: Path, models: Path) -> Outcome:
         before = set(root.rglob("*"))
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
-                code = main(list(case.argv))
+                code = main([ws.values.get(arg, arg) for arg in case.argv])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             except Exception as exc:  # noqa: BLE001 - a traceback is what a case must never get; shown as such
                 code, err = 1, io.StringIO(f"Traceback: {type(exc).__name__}: {exc}\n")
     finally:
         os.chdir(previous)
-        listener = getattr(ws, "listener", None)
-        if listener:
-            listener.close()
+        if ws.listener:
+            ws.listener.close()
     text = err.getvalue().replace(str(root) + os.sep, "").replace(str(root), ".")
+    for placeholder, value in ws.values.items():
+        text = text.replace(value, placeholder)
     lines = [line.rstrip() for line in text.splitlines()]
     message = next((line for line in lines if ERROR_LINE.search(line)), next((line for line in lines if line), ""))
     return Outcome(code, message, text, sorted(str(p.relative_to(root)) for p in set(root.rglob("*")) - before))
