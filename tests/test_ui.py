@@ -75,3 +75,42 @@ def test_dashboard_command_reads_bcauto_journal_urls(monkeypatch):
     assert ui.dashboard_command("sqlite:///optuna.db", "127.0.0.1", 5001)[1] == "sqlite:///optuna.db"
     monkeypatch.setattr(ui.shutil, "which", lambda name, path=None: None)
     assert ui.dashboard_command("sqlite:///optuna.db", "127.0.0.1", 5001) is None
+
+
+def test_ctrl_c_stops_the_server_and_every_process_it_started_before_the_command_returns(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    with socket.socket() as probe:  # a port free now
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "bcauto.cli", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+               "--storage", f"sqlite:///{tmp_path}/optuna.db", "--port", str(port)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "COLUMNS": "200"})
+    try:
+        lines = []
+        for line in process.stdout:  # until the servers are up
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        assert any("Ctrl-C stops" in line for line in lines), "".join(lines)
+        started = psutil.Process(process.pid).children(recursive=True)
+        # the servers run in their own sessions: Ctrl-C in a terminal reaches only bcauto, which must stop them
+        assert started and all(os.getsid(child.pid) != os.getsid(process.pid) for child in started)
+        began = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+        took = time.monotonic() - began
+        alive = [child for child in started if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"still running after bcauto ui returned: {[child.cmdline() for child in alive]}"
+        assert took < ui.STOP_TIMEOUT_S + 5
+        assert "stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
