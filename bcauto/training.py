@@ -112,12 +112,6 @@ def build_parts(plan: TrialPlan, settings: TrainSettings, image_size: int, num_c
     return Parts(backbone, head, augmentation, assemble(backbone, head, augmentation, frozen_inference=weights is not None))
 
 
-def build_plan_model(plan: TrialPlan, settings: TrainSettings, image_size: int, num_classes: int):
-    """Backbone, head and the assembled classifier for a plan."""
-    parts = build_parts(plan, settings, image_size, num_classes)
-    return parts.backbone, parts.head, parts.model
-
-
 def batches(x, labels: np.ndarray, num_classes: int, batch_size: int, shuffle_seed: int | None = None,
             batch_fn: Callable | None = None) -> tf.data.Dataset:
     """Inputs and integer labels as a batched, prefetched pipeline of (float32, one-hot)."""

@@ -50,9 +50,9 @@ def test_frozen_blocks_and_batchnorm_statistics_do_not_change(tiny_plugin, data)
     train_data, val_data = data
     settings = TrainSettings(batch_size=32, head_epochs=1, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
     keras.utils.set_random_seed(0)
-    from bcauto.training import build_plan_model
+    from bcauto.training import build_parts
 
-    _, _, reference = build_plan_model(make_plan(tiny_plugin, "tiny_pretrained"), settings, 32, 4)
+    reference = build_parts(make_plan(tiny_plugin, "tiny_pretrained"), settings, 32, 4).model
     before = {name: weights_of(reference, name) for name in ("b1_conv", "b2_conv", "b2_bn")}
     # a head phase that barely moves (lr 1e-6), so the fine-tune certainly beats it and its weights are kept
     result = train(make_plan(tiny_plugin, "tiny_pretrained", lr_head=1e-6, lr_finetune=1e-2), settings, train_data, val_data)

@@ -8,9 +8,6 @@ from rich.markup import escape
 
 from bcauto.errors import BcautoError
 
-DEFAULT_OUT = "audit"
-DEFAULT_IMAGE_SIZE = 96
-
 
 def run_audit_command(args, console) -> int:
     """The body of ``bcauto audit`` (``args`` from its argparse subparser). Returns the exit code."""

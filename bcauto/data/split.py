@@ -29,13 +29,6 @@ class Split:
         return digest.hexdigest()[:16]
 
 
-def exact_duplicate_groups(images: np.ndarray) -> np.ndarray:
-    """One group id per image; byte-identical images share an id."""
-    from bcauto.audit.hashing import exact_duplicate_groups as groups
-
-    return groups(images)
-
-
 def copy_groups(images: np.ndarray) -> np.ndarray:
     """One group id per image; exact and near duplicates share an id (the split's default grouping)."""
     from bcauto.audit.near import near_duplicate_groups
