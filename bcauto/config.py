@@ -199,7 +199,7 @@ class SearchTable(_Model):
     __pydantic_extra__: dict[str, dict[str, ComponentSpace]] = Field(init=False)
 
     backbone: Names = ("resnet50",)
-    augmentation: Names = ("seed",)
+    augmentation: Names = ("flip_rotate_zoom",)
     canonicalization: Names = ("none",)
     normalization: NormalizationSpace = ("default",)
     imbalance: Names = ("class_weights", "downsample")

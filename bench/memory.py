@@ -36,7 +36,7 @@ head_epochs = 2
 finetune_epochs = 0
 [search]
 backbone = ["mini_cnn", "resnet_cnn", "inception_cnn"]
-augmentation = ["none", "seed", "stain"]
+augmentation = ["none", "flip_rotate_zoom", "stain"]
 imbalance = ["none", "class_weights", "oversample"]
 head_units1 = [64, 128]
 head_units2 = [32, 64]

@@ -69,7 +69,7 @@ lr_patience = 2
 
 [search]
 backbone = ["resnet_cnn"]
-augmentation = ["none", "seed", "stain", "augmix", "corruption"]
+augmentation = ["none", "flip_rotate_zoom", "stain", "augmix", "corruption"]
 imbalance = "class_weights"
 lr_head = {{ low = 7e-4, high = 1.5e-3, log = true }}
 head_units1 = 128

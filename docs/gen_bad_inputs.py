@@ -203,8 +203,8 @@ CASES: list[Case] = [
          "nothere.toml"),
     Case("unknown-backbone", "asks for a backbone no installed plugin provides (`resnet5O`)", STUDY_ARGS, 2, "resnet5O",
          study('[search]\nbackbone = ["mini_cnn", "resnet5O"]\n')),
-    Case("unknown-augmentation", "asks for an augmentation no installed plugin provides (`sed`)", STUDY_ARGS, 2, "sed",
-         study('[search]\naugmentation = ["none", "sed"]\n')),
+    Case("unknown-augmentation", "asks for an augmentation no installed plugin provides (`flip_rotate_zom`)", STUDY_ARGS, 2, "flip_rotate_zom",
+         study('[search]\naugmentation = ["none", "flip_rotate_zom"]\n')),
     # search options
     Case("trials-zero", "runs `search --trials 0`", ["search", "--trials", "0"], 2, "--trials"),
     Case("trials-negative", "runs `search --trials -3`", ["search", "--trials", "-3"], 2, "--trials"),

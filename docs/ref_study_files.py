@@ -212,8 +212,8 @@ def study_files_page() -> str:
          "a value out of range stops `bcauto search` before any trial, in one line with the file, the table, the field, "
          "the value and what was expected (and the closest known name for a typo), for example "
          "`studies/x.toml: [train] lr_factor = 7.0: must be < 1`. The study's name is the file name without `.toml`. "
-         "The files shipped in `studies/` are `cpu.toml` (small, offline), `default.toml` (GPU) and `seed.toml` "
-         "(the seed report, see [Reproduce the seed report](reproduce-seed.md))."),
+         "The files shipped in `studies/` are `cpu.toml` (small, offline), `default.toml` (GPU) and "
+         "`report-reproduction.toml` (the seed report, see [Reproduce the seed report](reproduce-seed.md))."),
         "",
         ("A running search keeps the study file as it was read at the start: its workers receive the validated "
          "values, not the file, so editing the file changes only the next search."),

@@ -66,7 +66,7 @@ TINY_STUDY = {
     "study": {"trials": 3, "seed": 3, "pruner": "none"},
     "data": {"image_size": 32, "val_fraction": 0.25},
     "train": {"weights": "none", "batch_size": 32, "head_epochs": 2, "finetune_epochs": 0, "patience": 5},
-    "search": {"backbone": ["mini_cnn", "resnet_cnn"], "augmentation": ["none", "seed"], "imbalance": ["none"],
+    "search": {"backbone": ["mini_cnn", "resnet_cnn"], "augmentation": ["none", "flip_rotate_zoom"], "imbalance": ["none"],
                "lr_head": {"low": 1e-3, "high": 3e-3, "log": True}, "head_units1": 32, "head_units2": 0},
 }
 

@@ -61,7 +61,7 @@ def cells():
 
 
 def test_every_policy_is_registered_with_a_description():
-    assert set(POLICIES) >= {"none", "seed", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption", "lab"}
+    assert set(POLICIES) >= {"none", "flip_rotate_zoom", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption", "lab"}
     assert all(policy(name).description and "\n" not in policy(name).description for name in POLICIES)
     assert [name for name in POLICIES if policy(name).mixes_labels] == ["mixup_cutmix"]
 
@@ -105,7 +105,7 @@ def test_model_with_the_layer_round_trips_through_keras_file(name, images, tmp_p
     assert [type(layer) for layer in loaded.layers[1].layers] == [type(layer) for layer in model.layers[1].layers]
 
 
-@pytest.mark.parametrize("name", ["seed", "stain", "corruption", "lab"])
+@pytest.mark.parametrize("name", ["flip_rotate_zoom", "stain", "corruption", "lab"])
 def test_strength_grows_the_change(name, cells):
     def change(end):
         out = build(name, params_at(name, end))(cells, training=True)

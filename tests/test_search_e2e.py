@@ -57,7 +57,7 @@ def test_one_parent_and_one_child_run_per_trial_with_params_curves_and_artifacts
         assert run.info.run_name.startswith(f"trial-{number:03d} ")
         assert run.data.params["backbone"] in ("mini_cnn", "resnet_cnn")
         assert run.data.params["backbone"] in run.info.run_name
-        assert run.data.params["augmentation"] in ("none", "seed")
+        assert run.data.params["augmentation"] in ("none", "flip_rotate_zoom")
         assert run.data.params["imbalance"] in ("none", "class_weights")
         assert {"lr_head", "head.units1", "head.dropout", "unfreeze_blocks", "seed", "backbone.base_filters",
                 "data.fingerprint", "split.fingerprint"} <= set(run.data.params)

@@ -1,4 +1,4 @@
-"""Built-in augmentation policies: none, the seed report's, RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab.
+"""Built-in augmentation policies: none, flip_rotate_zoom (the seed report's), RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab.
 
 Each image policy is a ``keras.Sequential`` of Keras preprocessing layers ending in a clip to [0, 255]. Its
 random layers act only when called with ``training=True``, so the trained model predicts on untouched
@@ -6,7 +6,7 @@ images. Every layer runs in float32 whatever the global dtype policy: under mixe
 cast happens at the backbone, not inside colour-space conversions.
 
 A cell on a smear has no up, down, left or right, so every policy but ``none`` draws one of the square's 8
-symmetries (flips and quarter turns, exact and XLA-compatible); only ``seed`` adds the report's free
+symmetries (flips and quarter turns, exact and XLA-compatible); only ``flip_rotate_zoom`` adds the report's free
 rotation and zoom, and ``lab`` a zoom, which keep Keras from compiling the model with XLA. None translates:
 the classified cell must stay centred.
 """
@@ -37,10 +37,10 @@ Seeds = Iterator[Optional[int]]
 
 # Factors at strength 1: the common Keras values for the seed report's transforms (the repository does not
 # record the report's own numbers; set them here if they differ).
-SEED_ROTATION = 0.1
-SEED_ZOOM = 0.1
-SEED_BRIGHTNESS = 0.1
-SEED_NOISE = 0.02 * 255
+REPORT_ROTATION = 0.1
+REPORT_ZOOM = 0.1
+REPORT_BRIGHTNESS = 0.1
+REPORT_NOISE = 0.02 * 255
 
 
 def _seeds(seed: Optional[int]) -> Seeds:
@@ -87,22 +87,22 @@ def build_none(params: dict, image_size: int, seed: Optional[int]) -> None:
     return None
 
 
-# --- seed -------------------------------------------------------------------------------------------------
+# --- flip_rotate_zoom -------------------------------------------------------------------------------------
 
-def seed_space(trial) -> dict:
-    """``strength`` scales every factor of the seed policy (1.0 gives the SEED_* values)."""
+def flip_rotate_zoom_space(trial) -> dict:
+    """``strength`` scales every factor of the flip_rotate_zoom policy (1.0 gives the REPORT_* values)."""
     return {"strength": trial.suggest_float("strength", 0.25, 2.0)}
 
 
-def build_seed(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
+def build_flip_rotate_zoom(params: dict, image_size: int, seed: Optional[int]) -> keras.Sequential:
     """Flips, rotation, zoom, brightness and Gaussian noise, each scaled by ``strength``."""
     s, seeds = params["strength"], _seeds(seed)
-    return _pipeline("seed", [
+    return _pipeline("flip_rotate_zoom", [
         *_flips(seeds),
-        layers.RandomRotation(SEED_ROTATION * s, seed=next(seeds), dtype=DTYPE),
-        layers.RandomZoom(SEED_ZOOM * s, seed=next(seeds), dtype=DTYPE),
-        _brightness(SEED_BRIGHTNESS * s, seeds),
-        _noise(SEED_NOISE * s, seeds),
+        layers.RandomRotation(REPORT_ROTATION * s, seed=next(seeds), dtype=DTYPE),
+        layers.RandomZoom(REPORT_ZOOM * s, seed=next(seeds), dtype=DTYPE),
+        _brightness(REPORT_BRIGHTNESS * s, seeds),
+        _noise(REPORT_NOISE * s, seeds),
     ])
 
 
@@ -287,8 +287,8 @@ def build_lab(params: dict, image_size: int, seed: Optional[int]) -> keras.Seque
 @hookimpl
 def register_augmentations(register):
     register(AugmentationSpec("none", build_none, description="no augmentation"))
-    register(AugmentationSpec("seed", build_seed, seed_space,
-                              description="flips, rotation, zoom, brightness and Gaussian noise (the policy of studies/seed.toml)"))
+    register(AugmentationSpec("flip_rotate_zoom", build_flip_rotate_zoom, flip_rotate_zoom_space,
+                              description="flips, rotation, zoom, brightness and Gaussian noise (the policy of studies/report-reproduction.toml)"))
     register(AugmentationSpec("randaugment", build_randaugment, randaugment_space,
                               description="flips/quarter turns + RandAugment without translate, posterize, solarize"))
     register(AugmentationSpec("augmix", build_augmix, augmix_space,
