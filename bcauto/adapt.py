@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.utils.class_weight import compute_class_weight
 
 from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle
 from bcauto.data import Dataset
@@ -204,6 +203,8 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
 def class_weights(labels: np.ndarray) -> dict[int, float] | None:
     """Balanced weights (n / (classes x count), scikit-learn's "balanced") over the classes in ``labels``; None
     when the classes are already balanced."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: scikit-learn takes seconds to import
+
     present, counts = np.unique(labels, return_counts=True)
     if counts.min() == counts.max():
         return None

@@ -17,8 +17,8 @@ from bcauto.uris import check_stores, redact_uri
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
-# commands that neither train nor track: they start without TensorFlow and MLflow (seconds each)
-LIGHT_COMMANDS = frozenset({"best", "plugins", "new-plugin"})
+# commands that neither train nor track start without TensorFlow and MLflow (seconds each); value: uses Optuna
+LIGHT_COMMANDS = {"best": True, "plugins": False, "new-plugin": False}
 CLASSES_HELP = ("predict only among these of the model's classes, comma-separated (the ones your slides can show, "
                 "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them")
 
@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     if args.command != "ui":
-        quiet_frameworks(tensorflow=args.command not in LIGHT_COMMANDS)
+        quiet_frameworks(tensorflow=args.command not in LIGHT_COMMANDS, optuna=LIGHT_COMMANDS.get(args.command, True))
     from rich.console import Console
 
     console = Console(stderr=False)

@@ -35,12 +35,12 @@ class RetracingNoticeFilter(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
-def quiet_frameworks(tensorflow: bool = True) -> None:
-    """Keep TensorFlow's and MLflow's start-up chatter out of the user's terminal.
+def quiet_frameworks(tensorflow: bool = True, optuna: bool = True) -> None:
+    """Keep TensorFlow's, MLflow's and Optuna's start-up chatter out of the user's terminal.
 
     ``tensorflow=False`` (commands that neither train nor track: ``best``, ``plugins``) imports neither
-    TensorFlow nor MLflow, which take seconds to start; the log levels set here still hold if they are imported
-    later.
+    TensorFlow nor MLflow, which take seconds to start, and ``optuna=False`` (``plugins``) not Optuna; the log
+    levels set here still hold for a framework imported later, except its import-time messages.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if tensorflow:
@@ -58,6 +58,7 @@ def quiet_frameworks(tensorflow: bool = True) -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
-    import optuna
+    if optuna:
+        import optuna as optuna_module
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna_module.logging.set_verbosity(optuna_module.logging.WARNING)

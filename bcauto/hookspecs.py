@@ -31,7 +31,7 @@ def register_backbones(register):
         @hookimpl
         def register_backbones(register):
             register(BackboneSpec(name="densenet121",
-                                  build=keras_application(keras.applications.DenseNet121),
+                                  build=keras_application("DenseNet121"),
                                   preprocessing="torch",
                                   # the stem, then each dense block with its transition layer
                                   blocks=("pool1", "pool2_pool", "pool3_pool", "pool4_pool", "relu"),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from bcauto_builtin.canonical import nucleus_centre_and_spread
+from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
 from skimage.color import rgb2lab
 
 from bcauto.data.sources import load_data

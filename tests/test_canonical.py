@@ -4,7 +4,7 @@ look, and the same transform runs in training and in a saved and reloaded model.
 import keras
 import numpy as np
 import pytest
-from bcauto_builtin.canonical import (
+from bcauto_builtin.canonical_layers import (
     CANONICAL_NUCLEUS_SPREAD,
     REFERENCE_LAB_MEAN,
     REFERENCE_LAB_STD,

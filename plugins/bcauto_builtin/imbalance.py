@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.class_weight import compute_class_weight
 
 from bcauto import hookimpl
 from bcauto.specs import ImbalancePlan, ImbalanceSpec
@@ -16,6 +15,8 @@ def keep_all(labels: np.ndarray, seed: int) -> ImbalancePlan:
 def class_weights(labels: np.ndarray, seed: int) -> ImbalancePlan:
     """Loss weights inversely proportional to class frequency, scaled so the mean weight per sample is 1:
     scikit-learn's "balanced" weights, n / (classes x count), over the classes present."""
+    from sklearn.utils.class_weight import compute_class_weight  # here: scikit-learn takes seconds to import
+
     present = np.unique(labels)
     weights = compute_class_weight("balanced", classes=present, y=labels)
     return ImbalancePlan(indices=np.arange(len(labels)), class_weight=dict(zip(present.tolist(), weights.tolist())))

@@ -281,13 +281,3 @@ def other_lab(images, severity, rng):
             if len(members):
                 out[members] = part(out[members], int(level), rng)
     return out
-
-
-LAB_SHIFTS = (
-    (magnification, "magnification: zoomed in (centre cropped) or out (more smear)"),
-    (framing, "framing: the cell off-centre, a neighbour cell at the edge"),
-    (stain_style, "stain palette: eosin-heavy, blue-violet, pale or yellow background"),
-    (white_balance, "white balance cast and vignetting"),
-    (camera_optics, "low-resolution camera: blur, resampling, noise, chroma bleed, JPEG"),
-    (other_lab, "another lab: several lab shifts at once"),
-)

@@ -13,10 +13,10 @@ import io
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from bcauto import hookimpl
 from bcauto.specs import ShiftSpec
+from bcauto_builtin import lazy
 
 
 def _level(severity: int, values) -> float:
@@ -33,11 +33,15 @@ def _scale(images: np.ndarray) -> float:
 
 
 def defocus_blur(images, severity, rng):
+    from scipy import ndimage  # here: SciPy takes a second to load
+
     sigma = max(0.5, _level(severity, (1.0, 1.5, 2.0, 2.8, 3.6)) * _scale(images))
     return _clip(ndimage.gaussian_filter(images.astype(np.float32), sigma=(0, sigma, sigma, 0)))
 
 
 def motion_blur(images, severity, rng):
+    from scipy import ndimage  # here: SciPy takes a second to load
+
     length = max(3, int(round(_level(severity, (3, 5, 7, 10, 14)) * _scale(images)))) | 1
     out = np.empty_like(images)
     for i, image in enumerate(images):
@@ -154,6 +158,8 @@ def occlusion(images, severity, rng):
 
 
 def rotation(images, severity, rng):
+    from scipy import ndimage  # here: SciPy takes a second to load
+
     degrees = _level(severity, (15, 30, 45, 90, 180))
     return np.stack([_clip(ndimage.rotate(im.astype(np.float32), rng.uniform(-degrees, degrees), reshape=False, mode="reflect", order=1))
                      for im in images])
@@ -169,11 +175,20 @@ SHIFTS = (
 )
 
 
+# in bcauto_builtin.lab_shifts, imported on first use (it builds on the helpers above, and on SciPy and scikit-image)
+LAB_SHIFTS = (
+    ("magnification", "magnification: zoomed in (centre cropped) or out (more smear)"),
+    ("framing", "framing: the cell off-centre, a neighbour cell at the edge"),
+    ("stain_style", "stain palette: eosin-heavy, blue-violet, pale or yellow background"),
+    ("white_balance", "white balance cast and vignetting"),
+    ("camera_optics", "low-resolution camera: blur, resampling, noise, chroma bleed, JPEG"),
+    ("other_lab", "another lab: several lab shifts at once"),
+)
+
+
 @hookimpl
 def register_shifts(register):
-    from bcauto_builtin.lab_shifts import LAB_SHIFTS  # it builds on the helpers above
-
     for apply, description in SHIFTS:
         register(ShiftSpec(name=apply.__name__, apply=apply, description=description))
-    for apply, description in LAB_SHIFTS:
-        register(ShiftSpec(name=apply.__name__, apply=apply, description=description, group="lab"))
+    for name, description in LAB_SHIFTS:
+        register(ShiftSpec(name=name, apply=lazy("bcauto_builtin.lab_shifts", name), description=description, group="lab"))
