@@ -203,7 +203,7 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
 def class_weights(labels: np.ndarray) -> dict[int, float] | None:
     """Balanced weights (n / (classes x count), scikit-learn's "balanced") over the classes in ``labels``; None
     when the classes are already balanced."""
-    from sklearn.utils.class_weight import compute_class_weight  # here: scikit-learn takes seconds to import
+    from sklearn.utils.class_weight import compute_class_weight  # slow to import
 
     present, counts = np.unique(labels, return_counts=True)
     if counts.min() == counts.max():

@@ -15,7 +15,7 @@ def keep_all(labels: np.ndarray, seed: int) -> ImbalancePlan:
 def class_weights(labels: np.ndarray, seed: int) -> ImbalancePlan:
     """Loss weights inversely proportional to class frequency, scaled so the mean weight per sample is 1:
     scikit-learn's "balanced" weights, n / (classes x count), over the classes present."""
-    from sklearn.utils.class_weight import compute_class_weight  # here: scikit-learn takes seconds to import
+    from sklearn.utils.class_weight import compute_class_weight  # slow to import
 
     present = np.unique(labels)
     weights = compute_class_weight("balanced", classes=present, y=labels)
