@@ -46,6 +46,7 @@ def default_study(console, gpu: bool) -> Path:
 
 def cmd_search(args, console) -> int:
     from bcauto.config import check_components, load_study
+    from bcauto.data.domains import SEPARATOR
     from bcauto.data.sources import load_data
     from bcauto.plugins import components
     from bcauto.study import SearchRequest, run_search

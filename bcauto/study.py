@@ -218,7 +218,6 @@ def check_same_data(study: optuna.Study, request: SearchRequest, prepared: Prepa
         logged = [p for p in logged if "data.fingerprint" in p]
         if not logged:
             return
-        "data.domains": ",".join(request.data.domain_names), "validation_domain": prepared.domain or "",
         searched = {"source": logged[0].get("data.source"), "fingerprint": logged[0]["data.fingerprint"],
                     "split": logged[0].get("split.fingerprint")}
     now = {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
@@ -243,6 +242,7 @@ def describe_run(request: SearchRequest, prepared: PreparedData, settings: Train
         "study_seed": request.seed, "metric": cfg.study.metric,
         "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
         "data.clean": request.cfg.data.clean, "data.removed": len(prepared.removed or []),
+        "data.domains": ",".join(request.data.domain_names), "validation_domain": prepared.domain or "",
     }
     tags = {
         "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": prepared.data_fingerprint,
