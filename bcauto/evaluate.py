@@ -16,7 +16,7 @@ import numpy as np
 from bcauto.data import Dataset
 from bcauto.data.domains import class_key
 from bcauto.errors import BcautoError
-from bcauto.evaluation import Scores, predict_batches, score
+from bcauto.scoring import Scores, predict_batches, score
 from bcauto.text import plural
 
 TTA_VIEWS = 8
@@ -171,7 +171,7 @@ def shift_steps(shifts) -> int:
 
 def confusion_png(scores: Scores, class_names, labels: np.ndarray, path: Path, title: str) -> Path:
     """The confusion matrix over the classes present in the labels or the predictions (rows: true class)."""
-    from bcauto.evaluation import save_confusion_matrix
+    from bcauto.scoring import save_confusion_matrix
 
     confusion = scores.confusion
     shown = np.flatnonzero((confusion.sum(axis=0) + confusion.sum(axis=1)) > 0)

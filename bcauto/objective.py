@@ -14,10 +14,10 @@ import numpy as np
 import optuna
 
 from bcauto.data import Dataset
-from bcauto.evaluation import save_confusion_matrix, score
 from bcauto.progress import EpochProgress, SearchProgress
 from bcauto.recovery import INTERRUPTED, worker_identity
 from bcauto.sanity import likely_causes, prediction_problem
+from bcauto.scoring import save_confusion_matrix, score
 from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train

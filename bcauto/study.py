@@ -24,7 +24,7 @@ from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard, ranked_trials
 from bcauto.recovery import close_runs_of_failed_trials, failure_streak, recover
-from bcauto.report import log_study_report
+from bcauto.study_report import log_study_report
 from bcauto.shift import shifted_copy
 from bcauto.stores import make_storage
 from bcauto.supervisor import Supervisor

@@ -75,7 +75,7 @@ def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
 def test_each_objective_mode_gives_optuna_its_value_directions_and_sampler(metric, expected):
     import optuna
 
-    from bcauto.evaluation import Scores
+    from bcauto.scoring import Scores
     from bcauto.objective import objective_value
     from bcauto.study import make_sampler
 

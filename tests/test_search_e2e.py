@@ -234,7 +234,7 @@ def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mod
     from helpers import blob_data
 
     from bcauto.data.split import stratified_split
-    from bcauto.evaluation import predict_batches, score
+    from bcauto.scoring import predict_batches, score
     from bcauto.model import HeadParams
     from bcauto.shift import shifted_copy
     from bcauto.training import TrainSettings, TrialPlan, train

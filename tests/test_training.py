@@ -7,7 +7,7 @@ import pytest
 from helpers import blob_data
 
 from bcauto.data.split import stratified_split
-from bcauto.evaluation import predict_batches, score
+from bcauto.scoring import predict_batches, score
 from bcauto.model import HeadParams
 from bcauto.objective import OptunaReporter
 from bcauto.training import TrainSettings, TrialPlan, train

@@ -9,7 +9,7 @@ from helpers import blob_data
 
 from bcauto.data import Dataset
 from bcauto.data.split import stratified_split
-from bcauto.features import FeatureCache, cache_key
+from bcauto.feature_cache import FeatureCache, cache_key
 from bcauto.model import HeadParams
 from bcauto.training import TrainSettings, TrialPlan, train
 
@@ -55,7 +55,7 @@ def test_cached_fine_tune_matches_fine_tuning_on_images(tiny_plugin, data, tmp_p
 
 
 def test_frozen_trial_scores_through_cached_features_like_the_full_model(tiny_plugin, data, tmp_path):
-    from bcauto.evaluation import predict_batches
+    from bcauto.scoring import predict_batches
 
     val_data = data[1]
     result = train(plan_for(tiny_plugin), settings(str(tmp_path)), *data)

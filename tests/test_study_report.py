@@ -1,4 +1,4 @@
-"""The study report on the parent run (bcauto.report): plots and leaderboard, and never an exception."""
+"""The study report on the parent run (bcauto.study_report): plots and leaderboard, and never an exception."""
 
 import csv
 import io
@@ -7,7 +7,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bcauto.report import HISTORY_PNG, IMPORTANCES_PNG, LEADERBOARD_CSV, log_study_report
+from bcauto.study_report import HISTORY_PNG, IMPORTANCES_PNG, LEADERBOARD_CSV, log_study_report
 from bcauto.tracking import Tracker
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
