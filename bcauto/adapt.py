@@ -413,7 +413,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         tags["bcauto.parent_run_id"] = parent_run
     if info.get("study"):
         tags["bcauto.study"] = str(info["study"])
-    run_id = tracker.start_trial(None, f"adapt {Path(adapted['parent']).name} to {Path(str(adapted['data'])).name}", tags)
+    run_id = tracker.start_run(None, f"adapt {Path(adapted['parent']).name} to {Path(str(adapted['data'])).name}", tags)
     recipe = adapted["recipe"]
     tracker.log_params(run_id, {
         "shots": adapted["shots"], "per_class": adapted["per_class"], "seed": adapted["seed"], "epochs": recipe["epochs"],

@@ -146,7 +146,7 @@ class Objective:
         if ctx.progress:
             ctx.progress.trial_started(trial.number, f"{plan.backbone.name} {plan.augmentation.name} {plan.imbalance.name}", total)
         tags = {**ctx.run_tags, "bcauto.trial": str(trial.number), "bcauto.state": "running"}
-        run_id = ctx.tracker.start_trial(ctx.parent_run_id, run_name(trial.number, plan), tags)
+        run_id = ctx.tracker.start_run(ctx.parent_run_id, run_name(trial.number, plan), tags)
         ctx.tracker.log_params(run_id, params)
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)

@@ -398,7 +398,7 @@ def log_refit(tracker, study: optuna.Study, model, out: Path, info: dict, regist
     tags = {"bcauto.study": study.study_name, "bcauto.role": REFIT_ROLE, "bcauto.trials": trials,
             "bcauto.data_fingerprint": info["data"]["fingerprint"]}
     run_name = f"refit {study.study_name} trial{'s' if ',' in trials else ''} {trials}"
-    run_id = tracker.start_trial(study.user_attrs.get("mlflow_parent_run_id") or None, run_name, tags)
+    run_id = tracker.start_run(study.user_attrs.get("mlflow_parent_run_id") or None, run_name, tags)
     if not run_id:
         return None, None, None
     tracker.log_params(run_id, {"trials": trials, "ensemble": info["ensemble"], "data.source": info["data"]["source"],

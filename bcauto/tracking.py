@@ -91,7 +91,9 @@ class Tracker:
 
         return self._guard("open the study's parent run", find_or_create) if self.available else None
 
-    def start_trial(self, parent_id: str | None, run_name: str, tags: dict[str, str]) -> str | None:
+    def start_run(self, parent_id: str | None, run_name: str, tags: dict[str, str]) -> str | None:
+        """A new run in the experiment (a trial's, a refit's or an adaptation's), a child of ``parent_id`` when given,
+        tagged ``bcauto.role = trial`` unless ``tags`` names another role."""
         if not self.available:
             return None
 
@@ -101,7 +103,7 @@ class Tracker:
                 all_tags["mlflow.parentRunId"] = parent_id
             return self.client.create_run(self.experiment_id, run_name=run_name, tags=all_tags).info.run_id
 
-        return self._guard("create the trial's run", create)
+        return self._guard(f"create the run {run_name!r}", create)
 
     def running_trial_runs(self) -> dict[int, str]:
         """Trial number -> run id of this experiment's trial runs still marked RUNNING."""

@@ -52,7 +52,7 @@ def main() -> None:
 
     def bcauto_epoch_time() -> float:
         trial = optuna.create_study(direction="maximize").ask()
-        run_id = tracker.start_trial(None, "overhead", {})
+        run_id = tracker.start_run(None, "overhead", {})
         timer = epoch_timer()
         train(plan, settings, train_data, val_data, callbacks=[MlflowEpochLogger(tracker, run_id),
                                                                 OptunaReporter(trial, "val_macro_f1", True), timer])

@@ -308,7 +308,7 @@ def dead_trial_study(tmp_path, worker: str, started: float | None):
     trial.suggest_float("lr_head", 1e-4, 1e-2, log=True)
     trial.suggest_categorical("backbone", ["mini_cnn", "resnet_cnn"])
     tracker = Tracker(f"sqlite:///{tmp_path}/mlflow.db", experiment="s")
-    run_id = tracker.start_trial(None, "trial-000", {"bcauto.study": "s", "bcauto.trial": "0"})
+    run_id = tracker.start_run(None, "trial-000", {"bcauto.study": "s", "bcauto.trial": "0"})
     trial.set_user_attr("mlflow_run_id", run_id)
     trial.set_user_attr("worker", worker)
     if started is not None:
