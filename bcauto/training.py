@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from bcauto.data import Dataset
-from bcauto.scoring import predict_batches, score
 from bcauto.feature_cache import FeatureCache, pooled_features
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
+from bcauto.scoring import predict_batches, score
 from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, ImbalanceSpec
 
 AUTOTUNE = tf.data.AUTOTUNE
