@@ -57,8 +57,8 @@ def cmd_search(args, console) -> int:
     gpu = has_gpu()
     if args.workers < 0:
         raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
-    cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
     check_stores(args.storage, args.tracking_uri)  # before the data is read: nothing is created on a bad URI
+    cfg = load_study(args.study) if args.study else load_study(default_study(console, gpu))
     if args.max_failures is not None:
         cfg = cfg.with_option("--max-failures", "study", max_failures=args.max_failures)
     check_components(cfg, comps)
@@ -72,6 +72,10 @@ def cmd_search(args, console) -> int:
     counts = ", ".join(f"{n}={c}" for n, c in zip(data.class_names, data.class_counts()))
     console.print(f"data: {data.source}: {plural(len(data.labels), 'image')} {data.image_size}x{data.image_size}, "
                   f"{plural(data.num_classes, 'class')} ({counts})")
+    if data.domain_names:
+        sizes = [int((data.domains == i).sum()) for i in range(len(data.domain_names))]
+        console.print("domains: " + ", ".join(f"{escape(name)} ({plural(n, 'image')})" for name, n in zip(data.domain_names, sizes))
+                      + f"; the search validates on {escape(cfg.data.validation_domain or data.domain_names[-1])}, which it never trains on")
     request = SearchRequest(
         cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study.trials, storage=args.storage,
         tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study.timeout, has_gpu=gpu,
@@ -193,8 +197,8 @@ def cmd_evaluate(args, console) -> int:
     from bcauto.evaluate import class_subset, confusion_png, evaluate, render, shift_steps
     from bcauto.plugins import components
     from bcauto.progress import transient_progress
-
     from bcauto.sanity import model_info_causes, prediction_problem
+
     bundle = load_bundle(args.model)
     allowed = class_subset(args.classes, bundle.class_names)
     comps = components()
@@ -212,10 +216,10 @@ def cmd_evaluate(args, console) -> int:
         result, scores, labels = evaluate(bundle, data, shifts, args.tta, args.seed,
                                           on_step=lambda what: progress.update(task, advance=1, description=what),
                                           allowed=allowed)
-    out = Path(args.out)
     problem = prediction_problem(scores.confusion, bundle.class_names, "the evaluation images")
     if problem:  # a model that learned nothing: its scores alone do not say so
         result["warning"] = f"the model {problem}. {model_info_causes(bundle.info)}"
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
                           title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}")
@@ -228,9 +232,9 @@ def cmd_evaluate(args, console) -> int:
     else:
         render(result, console)
         console.print(f"written: {escape(str(out / 'evaluation.json'))}, {escape(str(image))}")
-    return 0
     if problem:
         (Console(stderr=True) if args.json else console).print(f"[yellow]warning:[/] {escape(result['warning'])}")
+    return 0
 
 
 def cmd_predict(args, console) -> int:

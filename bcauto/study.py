@@ -133,8 +133,6 @@ class SearchRequest:
         return str(Path(self.work_dir) / "cache") if self.cfg.train.feature_cache else None
 
 
-    domain_val: Dataset | None = None
-    domain: str | None = None
 def finished_count(study: optuna.Study) -> int:
     return sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
 
@@ -159,6 +157,8 @@ class PreparedData:
     shifted: Dataset | None = None
     shift_tags: Any = None
     removed: list[dict] | None = None
+    domain_val: Dataset | None = None
+    domain: str | None = None
 
 
 def prepare_data(request: SearchRequest, components: Components) -> PreparedData:

@@ -86,7 +86,7 @@ def load_split_data(folder: str | Path) -> tuple[Dataset, Dataset, Dataset | Non
         labels = np.load(folder / f"{name}_labels.npy")
         parts.append(Dataset(images, labels, tuple(meta["class_names"]), meta["source"]))
     tags = np.load(folder / "shift_tags.npy") if (folder / "shift_tags.npy").exists() else None
-    return parts[0], parts[1], parts[2], tags
+    return parts[0], parts[1], parts[2], tags, parts[3]
 
 
 def resident_memory_mb() -> float:
