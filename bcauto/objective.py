@@ -195,6 +195,9 @@ class Objective:
         epochs = len(result.history)
         trial.set_user_attr("epochs", epochs)
         trial.set_user_attr("phase_epochs", result.phase_epochs)
+        # what `bcauto refit` replays, kept in the study as tracking may be off or lost
+        trial.set_user_attr("kept_epochs", result.kept_epochs)
+        trial.set_user_attr("epoch_lr", result.learning_rates)
         trial.set_user_attr("unfreeze_blocks", result.unfrozen_blocks)
         trial.set_user_attr("modes", result.modes)
         ctx.tracker.log_params(run_id, {f"mode.{phase}": mode for phase, mode in result.modes.items()})

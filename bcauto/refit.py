@@ -2,211 +2,50 @@
 study's data (training plus validation split), saved as a self-contained model directory, logged to MLflow and
 registered in its model registry.
 
-The plan of each trial is rebuilt by the search's own code (:func:`suggest_plan` on an
-``optuna.trial.FixedTrial`` of the trial's parameters) and checked against the parameters the trial logged. There
-is no validation set left to stop on, so each phase trains for the epochs the trial settled on: by default the
-epoch whose weights the trial kept (early stopping restores the lowest validation loss; a fine-tune that never
-beat the frozen model is dropped), read from the trial's MLflow curves, with the learning rate the trial had at
-each of those epochs. Without those curves, or with ``epochs="trained"``, the phases run for every epoch the
-trial trained (its ``phase_epochs``) at a constant learning rate.
+What each member trains is read from the Optuna study (:mod:`bcauto.refit_trials`), trained by the search's own
+:class:`~bcauto.training.Trainer` without validation data (:func:`~bcauto.training.train_fixed`), written as a model
+directory (:mod:`bcauto.refit_bundle`) and then, best effort, logged and registered (:mod:`bcauto.refit_tracking`):
+with tracking off or unreachable the model directory is complete all the same.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import optuna
 from rich.markup import escape
 
 from bcauto.config import StudyConfig
 from bcauto.data import Dataset
 from bcauto.errors import BcautoError
-from bcauto.search_space import plan_params, suggest_plan
-from bcauto.training import TrainSettings, Trainer, TrialPlan, batches, compile_model
+from bcauto.refit_bundle import model_info
+from bcauto.refit_bundle import update_info as _update_info
+from bcauto.refit_tracking import (
+    REFIT_ROLE,
+    log_refit,
+    mlflow_messages_silenced,
+    study_run_params,
+    trial_metrics,
+)
+from bcauto.refit_trials import (
+    EPOCH_MODES,
+    PhaseSchedule,
+    describe_schedule,
+    phase_schedule,
+    plan_from_trial,
+    select_trials,
+)
+from bcauto.search_space import plan_params
+from bcauto.training import TrainResult, TrainSettings, TrialPlan, train_fixed
+from bcauto.uris import redact_uri
 
-REFIT_ROLE = "refit"
-EPOCH_MODES = ("best", "trained")
-
-
-def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, components, settings: TrainSettings | None = None) -> TrialPlan:
-    """The plan ``trial`` ran, rebuilt by :func:`suggest_plan` from the trial's parameters.
-
-    Refused (BcautoError) when the study file no longer yields that plan: a parameter it does not ask for, one
-    the trial does not have, or a logged parameter that now comes out different.
-    """
-    if settings is None:
-        from bcauto.study import settings_from
-
-        settings = settings_from(cfg, cfg.study.seed, has_gpu=False)
-    fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
-    where = f"trial {trial.number}: {cfg.path}"
-    try:
-        plan = suggest_plan(fixed, cfg, components, settings)
-    except ValueError as exc:  # FixedTrial: a parameter the trial never had
-        raise BcautoError(f"{where} asks for a parameter the trial does not have ({exc}); the study file changed since "
-                          "the search; pass the study file the search ran with (--study)") from None
-    unused = sorted(set(trial.params) - set(fixed.params))
-    if unused:
-        raise BcautoError(f"{where} no longer asks for the trial's parameter(s) {', '.join(unused)}; the study file changed "
-                          "since the search; pass the study file the search ran with (--study)")
-    logged = trial.user_attrs.get("params", {})
-    differing = [f"{key}: logged {logged[key]!r}, now {value!r}" for key, value in plan_params(plan, settings).items()
-                 if key in logged and not _same(logged[key], value)]
-    if differing:
-        raise BcautoError(f"{where} gives another plan than the trial ran ({'; '.join(differing)}); pass the study file "
-                          "the search ran with (--study)")
-    return plan
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
-        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
-    return str(a) == str(b)
-
-
-def select_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    """The ``top`` best completed trials: by the objective, or for two objectives (clean, shifted) the Pareto front
-    first, by the shifted score, then the other trials by the shifted score."""
-    if top < 1:
-        raise BcautoError(f"--top must be 1 or more, got {top}")
-    complete = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.values]
-    if len(study.directions) > 1:
-        front = {t.number for t in study.best_trials}
-        ranked = sorted(complete, key=lambda t: (t.number in front, t.values[-1]), reverse=True)
-    else:
-        ranked = sorted(complete, key=lambda t: t.values[0], reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
-    if len(ranked) < top:
-        raise BcautoError(f"study {study.study_name!r} has {len(ranked)} completed trial(s); --top {top} needs {top}")
-    return ranked[:top]
-
-
-@dataclass
-class PhaseSchedule:
-    """Epochs of each phase, and the learning rate of each of those epochs (None: the plan's, constant)."""
-
-    epochs: dict[str, int]
-    learning_rates: dict[str, list[float] | None] = field(default_factory=dict)
-    source: str = "phase_epochs"
-
-
-def phase_schedule(trial: optuna.trial.FrozenTrial, curves: dict[str, dict[int, float]] | None, mode: str = "best") -> PhaseSchedule:
-    """How long each phase of the refit trains, from the trial's ``phase_epochs`` and its per-epoch curves.
-
-    ``curves`` maps ``val_loss`` and ``lr`` to {global epoch: value} (the trial's MLflow history). In ``best`` mode
-    a phase ends at its lowest validation loss, the weights the trial kept; the fine-tune phase is dropped when it
-    never went below the head phase's best, as the trial then kept the frozen model.
-    """
-    if mode not in EPOCH_MODES:
-        raise BcautoError(f"--epochs must be one of {', '.join(EPOCH_MODES)}, got {mode!r}")
-    trained = {k: int(v) for k, v in trial.user_attrs.get("phase_epochs", {}).items()}
-    if not trained.get("head"):
-        raise BcautoError(f"trial {trial.number} has no phase_epochs; it was not run by this version of bcauto")
-    head, finetune = trained["head"], trained.get("finetune", 0)
-    val_loss = (curves or {}).get("val_loss") or {}
-    lrs = (curves or {}).get("lr") or {}
-    steps = range(head + finetune)
-    if mode == "trained" or any(step not in val_loss for step in steps):
-        return PhaseSchedule({"head": head, "finetune": finetune}, {"head": None, "finetune": None}, "phase_epochs")
-    head_losses = [val_loss[s] for s in range(head)]
-    best_head = int(np.argmin(head_losses)) + 1
-    best_finetune = 0
-    if finetune:
-        tune_losses = [val_loss[s] for s in range(head, head + finetune)]
-        if min(tune_losses) <= min(head_losses):
-            best_finetune = int(np.argmin(tune_losses)) + 1
-    epochs = {"head": best_head, "finetune": best_finetune}
-    if any(step not in lrs for step in steps):
-        return PhaseSchedule(epochs, {"head": None, "finetune": None}, "best val_loss epoch (constant learning rate)")
-    # the lr logged at the end of an epoch is the one the next epoch of the same phase trains with
-    rates = {"head": [None] + [lrs[s] for s in range(best_head - 1)],
-             "finetune": [None] + [lrs[head + s] for s in range(best_finetune - 1)]}
-    return PhaseSchedule(epochs, rates, "best val_loss epoch, learning rates replayed")
-
-
-def describe_schedule(schedule: PhaseSchedule) -> str:
-    """The epochs a member trains, in words: "epochs: head 12, fine-tuning 3 (best val_loss epoch, ...)"."""
-    source = "as the trial trained" if schedule.source == "phase_epochs" else schedule.source
-    return f"epochs: head {schedule.epochs.get('head', 0)}, fine-tuning {schedule.epochs.get('finetune', 0)} ({source})"
-
-
-@contextlib.contextmanager
-def mlflow_messages_silenced():
-    """MLflow prints "Successfully registered model ..." and "Created version ..." to its own stream, beside bcauto's
-    output; bcauto says what it registered in one line of its own. The stream is off only for this call."""
-    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
-
-    before = MLFLOW_LOGGING_STREAM.enabled
-    MLFLOW_LOGGING_STREAM.enabled = False
-    try:
-        yield
-    finally:
-        MLFLOW_LOGGING_STREAM.enabled = before
-
-
-def trial_curves(client, run_id: str | None) -> dict[str, dict[int, float]] | None:
-    """The trial's per-epoch ``val_loss`` and ``lr`` from MLflow, or None when they cannot be read."""
-    if client is None or not run_id:
-        return None
-    try:
-        return {key: {m.step: m.value for m in client.get_metric_history(run_id, key)} for key in ("val_loss", "lr")}
-    except Exception:
-        return None
-
-
-class RefitTrainer(Trainer):
-    """The trial's phases on all the data: no validation set, so no early stopping and no plateau schedule."""
-
-    def __init__(self, plan: TrialPlan, settings: TrainSettings, data: Dataset, callbacks=()):
-        super().__init__(plan, settings, data, None, list(callbacks))
-        self.rates: list[float | None] | None = None
-
-    def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds=None, steps_per_epoch=None) -> None:
-        compile_model(model, learning_rate, self.settings.jit_compile, self.plan.loss, self.plan.label_smoothing)
-        schedule = [ReplayRates(self.done, learning_rate, self.rates)] if self.rates else []
-        model.fit(train_ds, initial_epoch=self.done, epochs=self.done + epochs, steps_per_epoch=steps_per_epoch,
-                  class_weight=self.imbalance.class_weight, shuffle=False, verbose=0,
-                  callbacks=[*schedule, *self.callbacks, keras.callbacks.TerminateOnNaN()])
-
-    def image_batches(self):
-        s, batch_fn = self.settings, None
-        if self.plan.augmentation.mixes_labels:
-            batch_fn = self.plan.augmentation.build_batch(self.plan.augmentation_params, self.num_classes, s.seed)
-        idx = self.train_index
-        return batches(self.train_data.images[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed, batch_fn), None
-
-    def run(self, schedule: PhaseSchedule, pretrained: bool):
-        """Both phases as the trial ran them; returns the trained classifier."""
-        plan, parts = self.plan, self.parts
-        parts.backbone.trainable = not pretrained  # from scratch: one phase training everything
-        self.rates = schedule.learning_rates.get("head")
-        self.fit_full(plan.lr_head, schedule.epochs["head"])
-        if pretrained and schedule.epochs["finetune"] > 0:
-            from bcauto.model import set_trainable_blocks
-
-            set_trainable_blocks(plan.backbone, parts.backbone, plan.unfreeze_blocks)
-            self.rates = schedule.learning_rates.get("finetune")
-            self.fit_full(plan.lr_finetune, schedule.epochs["finetune"])
-        return parts.model
-
-
-class ReplayRates(keras.callbacks.Callback):
-    """Sets the learning rate of each epoch of a phase from a list (None entries keep the rate as it is)."""
-
-    def __init__(self, start: int, first: float, rates: list[float | None]):
-        super().__init__()
-        self.start, self.first, self.rates = start, first, rates
-
-    def on_epoch_begin(self, epoch, logs=None):
-        i = epoch - self.start
-        if 0 <= i < len(self.rates) and self.rates[i] is not None:
-            self.model.optimizer.learning_rate = float(self.rates[i])
+__all__ = ["EPOCH_MODES", "REFIT_ROLE", "EpochBar", "PhaseSchedule", "RefitRequest", "RefitResult", "describe_schedule",
+           "load_study_data", "log_refit", "mlflow_messages_silenced", "phase_schedule", "plan_from_trial", "refit",
+           "select_trials", "study_run_params", "train_member", "trial_metrics"]
 
 
 @dataclass
@@ -240,18 +79,6 @@ def _load_study(name: str | None, storage: str) -> optuna.Study:
     return load_existing_study(name, storage)
 
 
-def study_run_params(client, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    """The study's parent-run parameters (data source, fingerprint, image size, seed); the trial's copy of them
-    when MLflow cannot be read."""
-    parent = study.user_attrs.get("mlflow_parent_run_id")
-    if client is not None and parent:
-        try:
-            return dict(client.get_run(parent).data.params)
-        except Exception:
-            pass
-    return {k: v for k, v in trial.user_attrs.get("params", {}).items()}
-
-
 def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, components, study_name: str) -> Dataset:
     """The data the study searched on (``spec`` overrides where it is read from; cleaned again by the audit where
     the study had ``[data] clean``), refused when its fingerprint differs from the one the study logged."""
@@ -278,16 +105,23 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
     return data
 
 
+def train_member(plan: TrialPlan, settings: TrainSettings, data: Dataset, schedule: PhaseSchedule, callbacks=()) -> TrainResult:
+    """One member: the trial's phases on all the data, for the schedule's epochs at its learning rates."""
+    return train_fixed(plan, settings, data, schedule.epochs, schedule.learning_rates,
+                       [*callbacks, keras.callbacks.TerminateOnNaN()])
+
+
 def refit(request: RefitRequest, components, console) -> RefitResult:
     """Train the selected trial(s) on all the study's data and save, log and register the model."""
     from bcauto.bundle import ensemble, load_bundle, register_layers, save_bundle
     from bcauto.config import load_study
     from bcauto.objective import model_requirements, start_fresh
-    from bcauto.study import configure_precision, environment_versions, plugin_versions, settings_from
+    from bcauto.study import configure_precision, settings_from
     from bcauto.tracking import Tracker
 
     study = _load_study(request.study_name, request.storage)
     chosen = select_trials(study, request.top)
+    schedules = [phase_schedule(trial, request.epochs) for trial in chosen]
     study_file = request.study_file or study.user_attrs.get("study_file")
     if not study_file:
         raise BcautoError(f"study {study.study_name!r} does not record its study file; pass --study")
@@ -307,48 +141,28 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     out = Path(request.out or f"models/{study.study_name}")
     members, member_files = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for k, trial in enumerate(chosen, start=1):
+        for k, (trial, schedule) in enumerate(zip(chosen, schedules), start=1):
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
-            schedule = phase_schedule(trial, trial_curves(client, trial.user_attrs.get("mlflow_run_id")), request.epochs)
-            total = sum(schedule.epochs.values())
             console.print(f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
                           f"{plan.imbalance.name}, {describe_schedule(schedule)}")
             start_fresh()
-            with EpochBar(console, f"trial {trial.number}", total) as bar:
-                trainer = RefitTrainer(plan, settings, data, [bar])
-                model = trainer.run(schedule, plan.weights_for(settings) is not None)
+            with EpochBar(console, f"trial {trial.number}", sum(schedule.epochs.values())) as bar:
+                result = train_member(plan, settings, data, schedule, [bar])
             path = Path(tmp) / f"trial_{trial.number}.keras"
-            model.save(path)
+            result.model.save(path)
             member_files.append(path)
             members.append({
                 "trial": trial.number, "values": list(trial.values), "params": plan_params(plan, settings), "seed": seed,
                 "epochs": schedule.epochs, "epochs_source": schedule.source, "trial_phase_epochs": trial.user_attrs.get("phase_epochs"),
+                "learning_rates": result.learning_rates,
                 "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"), "metrics": trial_metrics(client, trial),
             })
         start_fresh()
         loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
         model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
-        info = {
-            "class_names": list(data.class_names), "image_size": data.image_size,
-            "input": "RGB images, pixel values 0-255 (uint8 or float), N x S x S x 3; the model scales them itself",
-            "output": "class probabilities (softmax" + (", mean of the members'" if len(loaded) > 1 else "") + ")",
-            "preprocessing": sorted({m["params"]["preprocessing"] for m in members}),
-            "canonicalization": sorted({m["params"]["canonicalization"] for m in members}),
-            "backbones": [m["params"]["backbone"] for m in members],
-            "study": study.study_name, "study_file": str(study_file), "metric": cfg.study.metric,
-            "trials": [m["trial"] for m in members], "ensemble": len(members) > 1, "members": members,
-            "data": {"source": data.source, "fingerprint": data.fingerprint(), "images": int(len(data.labels)),
-                     "class_counts": dict(zip(data.class_names, map(int, data.class_counts())))},
-            "precision": precision, "bcauto": _bcauto_version(), "environment": environment_versions(),
-            "plugins": plugin_versions(components),
-        }
-        # a member that learned nothing in the search is trained the same way here: say so in the model's info
-        useless = [f"trial {t.number} of the search {t.user_attrs['prediction_problem']} This model is trained the same way."
-                   for t in chosen if t.user_attrs.get("prediction_problem")]
-        if useless:
-            info["warnings"] = useless
+        info = model_info(study, study_file, cfg, data, members, chosen, precision, components)
         save_bundle(model, info, out)
     load_bundle(out)  # what was written must load with safe_mode=True
     run_id, name, version = log_refit(tracker, study, model, out, info, request.register, model_requirements())
@@ -356,77 +170,13 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         info["mlflow"] = {"run_id": run_id, "registered_model": name, "version": version}
         _update_info(out, info)
     for problem in tracker.problems:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] {escape(problem)}")
+    if not run_id:
+        console.print(f"[yellow]MLflow tracking skipped[/] ({escape(redact_uri(request.tracking_uri))} could not be written): "
+                      f"no refit run was logged or registered; {escape(str(out))} is complete without it")
     for warning in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     return RefitResult(out, run_id, name, version, info)
-
-
-def _update_info(out: Path, info: dict) -> None:
-    import json
-
-    from bcauto.bundle import BUNDLE_FORMAT, INFO_FILE
-
-    (out / INFO_FILE).write_text(json.dumps({"format": BUNDLE_FORMAT, **info}, indent=2, default=str) + "\n", encoding="utf-8")
-
-
-def _bcauto_version() -> str:
-    from bcauto import __version__
-
-    return __version__
-
-
-def trial_metrics(client, trial: optuna.trial.FrozenTrial) -> dict[str, float]:
-    """The trial's validation scores from the search (clean, and shifted where it was scored)."""
-    metrics = {k: trial.user_attrs[k] for k in ("val_accuracy", "val_macro_f1") if k in trial.user_attrs}
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if client is not None and run_id:
-        try:
-            logged = client.get_run(run_id).data.metrics
-            metrics.update({k: v for k, v in logged.items() if k.startswith(("val_shift", "final_val_", "shift."))})
-        except Exception:
-            pass
-    return metrics
-
-
-def log_refit(tracker, study: optuna.Study, model, out: Path, info: dict, register: bool,
-              requirements: list[str]) -> tuple[str | None, str | None, int | None]:
-    """A new run (tag ``bcauto.role = refit``) in the study's experiment, under the study's parent run, with the model
-    directory as artifacts and the model logged and registered as ``bcauto-<study>``; returns (run id, model name,
-    version)."""
-    trials = ",".join(str(t) for t in info["trials"])
-    tags = {"bcauto.study": study.study_name, "bcauto.role": REFIT_ROLE, "bcauto.trials": trials,
-            "bcauto.data_fingerprint": info["data"]["fingerprint"]}
-    run_name = f"refit {study.study_name} trial{'s' if ',' in trials else ''} {trials}"
-    run_id = tracker.start_run(study.user_attrs.get("mlflow_parent_run_id") or None, run_name, tags)
-    if not run_id:
-        return None, None, None
-    tracker.log_params(run_id, {"trials": trials, "ensemble": info["ensemble"], "data.source": info["data"]["source"],
-                                "data.fingerprint": info["data"]["fingerprint"], "images": info["data"]["images"],
-                                **{f"member{i}.{k}": v for i, m in enumerate(info["members"]) for k, v in
-                                   {"trial": m["trial"], "epochs.head": m["epochs"]["head"], "epochs.finetune": m["epochs"]["finetune"]}.items()}})
-    for i, member in enumerate(info["members"]):
-        tracker.log_metrics(run_id, {f"member{i}.search.{k}": v for k, v in member["metrics"].items() if k.startswith(("val_", "final_val_"))})
-    from bcauto.bundle import INFO_FILE, MODEL_FILE
-
-    tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
-    tracker.log_artifact(run_id, out / MODEL_FILE, "bundle")
-    name = f"bcauto-{study.study_name}"
-    version = None
-
-    def log_model():
-        import mlflow
-        import mlflow.keras
-
-        mlflow.set_tracking_uri(tracker.tracking_uri)
-        with mlflow.start_run(run_id=run_id), mlflow_messages_silenced():
-            logged = mlflow.keras.log_model(model, name="model", pip_requirements=requirements,
-                                            registered_model_name=name if register else None)
-        return getattr(logged, "registered_model_version", None)
-
-    version = tracker._guard("log and register the model", log_model)
-    tracker.finish(run_id, "FINISHED")
-    return run_id, name if register else None, version
 
 
 class EpochBar:

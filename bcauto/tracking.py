@@ -34,10 +34,11 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
         self.problems: list[str] = []
         self.failures_in_a_row = 0
-        self.experiment_id = self._guard("open the experiment", lambda: self._experiment(experiment))
+        # MLflow opens (and may fail to create) the store here already: a folder that is a file, a bad scheme
+        self.client = self._guard("open the tracking store", lambda: MlflowClient(tracking_uri=tracking_uri))
+        self.experiment_id = self._guard("open the experiment", lambda: self._experiment(experiment)) if self.client else None
 
     def _guard(self, what: str, action: Callable[[], Any]) -> Any:
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:

@@ -5,6 +5,9 @@ loss (best weights restored). Phase 2 unfreezes the chosen blocks and continues 
 One epoch counter runs across both phases (``initial_epoch``), so per-epoch reports to Optuna and MLflow
 never collide. Whenever the result cannot differ, work is skipped: the head trains on cached pooled
 features, and the fine-tune trains only the unfrozen tail on activations computed once.
+
+The same :class:`Trainer` runs a plan without validation data (``bcauto refit``, :func:`train_fixed`): each phase
+then trains a given number of epochs, with a given learning rate per epoch, instead of stopping on validation loss.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class TrainResult:
     unfrozen_blocks: int | str
     modes: dict[str, str] = field(default_factory=dict)
     predict: Callable[[Dataset], np.ndarray] | None = None
+    learning_rates: list[float] = field(default_factory=list)
+    kept_epochs: dict[str, int] = field(default_factory=dict)
 
     def probabilities(self, data: Dataset) -> np.ndarray:
         """Class probabilities of ``data``: through cached backbone features when the backbone ended the trial
@@ -159,11 +164,16 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class HistoryRecorder(keras.callbacks.Callback):
-    """Collects every epoch's logs, numbered by the global epoch counter."""
+    """Collects every epoch's logs, numbered by the global epoch counter, and the learning rate each epoch trained
+    with (the logged ``lr`` is the one after the epoch, which a plateau schedule may have lowered)."""
 
     def __init__(self):
         super().__init__()
         self.epochs: list[dict[str, float]] = []
+        self.learning_rates: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
@@ -184,6 +194,31 @@ class EpochScores(keras.callbacks.Callback):
             predicted = self.trainer.current_probabilities(data).argmax(axis=1)
             # over the classes the set has: another lab's images may lack some of the training classes
             logs[f"{name}_macro_f1"] = score(data.labels, predicted, data.class_names, present_only=True).macro_f1
+
+
+class ReplayRates(keras.callbacks.Callback):
+    """Sets the learning rate of each epoch of a phase from a list (epochs past its end keep the last rate)."""
+
+    def __init__(self, start: int, rates: list[float]):
+        super().__init__()
+        self.start, self.rates = start, rates
+
+    def on_epoch_begin(self, epoch, logs=None):
+        i = epoch - self.start
+        if 0 <= i < len(self.rates):
+            self.model.optimizer.learning_rate = float(self.rates[i])
+
+
+def kept_epochs(val_losses: list[float], phase_epochs: dict[str, int]) -> dict[str, int]:
+    """The epochs of each phase whose weights the trial kept: early stopping restores a phase's lowest validation
+    loss, and a fine-tune that never went below the head phase's best is dropped (the frozen model is kept)."""
+    head, finetune = phase_epochs["head"], phase_epochs.get("finetune", 0)
+    head_losses = val_losses[:head]
+    kept = {"head": int(np.argmin(head_losses)) + 1 if head_losses else 0, "finetune": 0}
+    tune_losses = val_losses[head:head + finetune]
+    if tune_losses and head_losses and min(tune_losses) <= min(head_losses):
+        kept["finetune"] = int(np.argmin(tune_losses)) + 1
+    return kept
 
 
 def phase_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
@@ -213,9 +248,14 @@ def weights_identity(weights: str | None) -> str | None:
 
 
 class Trainer:
-    """Runs the phases of one plan, sharing the epoch counter, history and callbacks between them."""
+    """Runs the phases of one plan, sharing the epoch counter, history and callbacks between them.
 
-    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset, callbacks,
+    With ``val_data`` a phase stops early on validation loss and lowers its learning rate on a plateau
+    (:meth:`head_phase`, :meth:`finetune_phase`); without it (None) a phase trains the epochs it is given, at the
+    learning rates it is given (:meth:`fit_full` with ``rates``).
+    """
+
+    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset | None, callbacks=(),
                  epoch_sets: dict[str, Dataset] | None = None):
         self.plan, self.settings = plan, settings
         self.train_data, self.val_data = train_data, val_data
@@ -235,14 +275,22 @@ class Trainer:
         self.val_features: np.ndarray | None = None
 
     @property
-    def done(self) -> int:
+    def epochs_run(self) -> int:
+        """Epochs trained so far, over all phases (the global epoch counter)."""
         return len(self.recorder.epochs)
 
-    def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None) -> None:
+    def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None,
+            rates: list[float] | None = None) -> None:
+        """One phase: with ``val_ds``, early stopping and a plateau schedule; without, ``epochs`` epochs at ``rates``
+        (one learning rate per epoch) or at ``learning_rate`` throughout."""
         compile_model(model, learning_rate, self.settings.jit_compile, self.plan.loss, self.plan.label_smoothing)
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=self.done, epochs=self.done + epochs,
+        if val_ds is not None:
+            schedule = phase_callbacks(self.settings)
+        else:
+            schedule = [ReplayRates(self.epochs_run, rates)] if rates else []
+        model.fit(train_ds, validation_data=val_ds, initial_epoch=self.epochs_run, epochs=self.epochs_run + epochs,
                   steps_per_epoch=steps_per_epoch, class_weight=self.imbalance.class_weight, shuffle=False, verbose=0,
-                  callbacks=[*phase_callbacks(self.settings), *self.callbacks])
+                  callbacks=[*schedule, *self.callbacks])
 
     def image_batches(self):
         s, batch_fn = self.settings, None
@@ -250,12 +298,14 @@ class Trainer:
             batch_fn = self.plan.augmentation.build_batch(self.plan.augmentation_params, self.num_classes, s.seed)
         idx = self.train_index
         train_ds = batches(self.train_data.images[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed, batch_fn)
+        if self.val_data is None:
+            return train_ds, None
         val_ds = batches(self.val_data.images, self.val_data.labels, self.num_classes, s.batch_size).cache()
         return train_ds, val_ds
 
-    def fit_full(self, learning_rate: float, epochs: int) -> None:
+    def fit_full(self, learning_rate: float, epochs: int, rates: list[float] | None = None) -> None:
         self.current_probabilities = self.predict_full
-        self.fit(self.parts.model, learning_rate, epochs, *self.image_batches())
+        self.fit(self.parts.model, learning_rate, epochs, *self.image_batches(), rates=rates)
 
     def predict_full(self, data: Dataset) -> np.ndarray:
         return predict_batches(self.parts.model, data.images)
@@ -338,7 +388,7 @@ class Trainer:
         if unfrozen == 0:
             return 0
         head_weights, head_best = parts.model.get_weights(), min(e["val_loss"] for e in self.recorder.epochs)
-        start = self.done
+        start = self.epochs_run
         split = split_at_block(plan.backbone, parts.backbone, unfrozen)
         if parts.augmentation is None and not plan.augmentation.mixes_labels and split and self._fits_in_memory(split[0]):
             self.modes["finetune"] = "cached_activations"
@@ -385,11 +435,37 @@ def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_dat
         trainer.parts.backbone.trainable = True
         trainer.modes["head"] = "online"
         trainer.fit_full(plan.lr_head, settings.head_epochs + settings.finetune_epochs)
-    phase_epochs = {"head": trainer.done, "finetune": 0}
+    phase_epochs = {"head": trainer.epochs_run, "finetune": 0}
     unfrozen: int | str = "all" if not pretrained else 0
     if pretrained and settings.finetune_epochs > 0:
         unfrozen = trainer.finetune_phase(settings.finetune_epochs)
-        phase_epochs["finetune"] = trainer.done - phase_epochs["head"]
+        phase_epochs["finetune"] = trainer.epochs_run - phase_epochs["head"]
     frozen_scoring = trainer.modes["head"] != "online" and not trainer.backbone_trained
+    history = trainer.recorder.epochs
+    return TrainResult(trainer.parts.model, history, phase_epochs, unfrozen, trainer.modes,
+                       predict=trainer.predict_frozen if frozen_scoring else None,
+                       learning_rates=trainer.recorder.learning_rates,
+                       kept_epochs=kept_epochs([e["val_loss"] for e in history], phase_epochs))
+
+
+def train_fixed(plan: TrialPlan, settings: TrainSettings, data: Dataset, epochs: dict[str, int],
+                learning_rates: dict[str, list[float] | None] | None = None,
+                callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
+    """Train one plan on ``data`` without a validation split: ``epochs[phase]`` epochs per phase (``head``, then
+    ``finetune`` for a pretrained backbone), each epoch at its rate in ``learning_rates[phase]`` where given, else at
+    the plan's learning rate throughout. A backbone without pretrained weights trains whole in the one head phase."""
+    rates = learning_rates or {}
+    trainer = Trainer(plan, settings, data, None, callbacks)
+    pretrained = plan.weights_for(settings) is not None
+    trainer.parts.backbone.trainable = not pretrained
+    trainer.modes["head"] = "online"
+    trainer.fit_full(plan.lr_head, epochs["head"], rates.get("head"))
+    phase_epochs = {"head": trainer.epochs_run, "finetune": 0}
+    unfrozen: int | str = "all" if not pretrained else 0
+    if pretrained and epochs.get("finetune", 0) > 0:
+        unfrozen = set_trainable_blocks(plan.backbone, trainer.parts.backbone, plan.unfreeze_blocks)
+        trainer.modes["finetune"] = "online"
+        trainer.fit_full(plan.lr_finetune, epochs["finetune"], rates.get("finetune"))
+        phase_epochs["finetune"] = trainer.epochs_run - phase_epochs["head"]
     return TrainResult(trainer.parts.model, trainer.recorder.epochs, phase_epochs, unfrozen, trainer.modes,
-                       predict=trainer.predict_frozen if frozen_scoring else None)
+                       learning_rates=trainer.recorder.learning_rates, kept_epochs=dict(phase_epochs))

@@ -178,19 +178,66 @@ def test_select_trials_takes_the_pareto_front_by_shifted_score_for_two_objective
     assert select_trials(study, 4)[-1].values == [0.5, 0.4]
 
 
-def test_phase_schedule_stops_each_phase_at_the_kept_weights_and_replays_learning_rates():
+def test_phase_schedule_takes_the_kept_epochs_and_their_learning_rates_from_the_trial():
     from bcauto.refit import phase_schedule
 
-    trial = optuna.trial.create_trial(value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3}})
-    curves = {"val_loss": dict(enumerate([1.0, 0.5, 0.6, 0.7, 0.55, 0.4, 0.45])),
-              "lr": dict(enumerate([1e-3, 5e-4, 5e-4, 5e-4, 1e-5, 5e-6, 5e-6]))}
-    schedule = phase_schedule(trial, curves)
-    assert schedule.epochs == {"head": 2, "finetune": 2}
-    assert schedule.learning_rates == {"head": [None, 1e-3], "finetune": [None, 1e-5]}
-    worse = {**curves, "val_loss": dict(enumerate([1.0, 0.5, 0.6, 0.7, 0.55, 0.6, 0.65]))}
-    assert phase_schedule(trial, worse).epochs == {"head": 2, "finetune": 0}  # the trial kept the frozen model
-    assert phase_schedule(trial, curves, "trained").epochs == {"head": 4, "finetune": 3}
-    assert phase_schedule(trial, None).epochs == {"head": 4, "finetune": 3}
+    lrs = [1e-3, 1e-3, 5e-4, 5e-4, 1e-5, 1e-5, 5e-6]
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3},
+                                                             "kept_epochs": {"head": 3, "finetune": 2}, "epoch_lr": lrs})
+    schedule = phase_schedule(trial)
+    assert schedule.epochs == {"head": 3, "finetune": 2}
+    assert schedule.learning_rates == {"head": [1e-3, 1e-3, 5e-4], "finetune": [1e-5, 1e-5]}
+    assert phase_schedule(trial, "trained").epochs == {"head": 4, "finetune": 3}
+    older = optuna.trial.create_trial(value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3}})
+    assert phase_schedule(older).epochs == {"head": 4, "finetune": 3}  # recorded nothing more: every epoch it trained
+    assert phase_schedule(older).learning_rates == {"head": None, "finetune": None}
+
+
+def test_kept_epochs_end_each_phase_at_its_lowest_validation_loss_and_drop_a_fine_tune_that_never_beat_the_head():
+    from bcauto.training import kept_epochs
+
+    assert kept_epochs([1.0, 0.5, 0.6, 0.7, 0.55, 0.4, 0.45], {"head": 4, "finetune": 3}) == {"head": 2, "finetune": 2}
+    assert kept_epochs([1.0, 0.5, 0.6, 0.7, 0.55, 0.6, 0.65], {"head": 4, "finetune": 3}) == {"head": 2, "finetune": 0}
+    assert kept_epochs([0.9, 0.8, 0.7], {"head": 3, "finetune": 0}) == {"head": 3, "finetune": 0}
+
+
+# learning rates that must fall during the search (a plateau of one epoch halves them), so replaying them is visible
+SCHEDULED_STUDY = tiny_study_toml(study={"trials": 2, "seed": 3, "pruner": "none"},
+                                  train={"weights": "none", "batch_size": 32, "head_epochs": 4, "finetune_epochs": 0,
+                                         "patience": 2, "lr_patience": 1, "lr_factor": 0.5})
+
+
+@pytest.fixture(scope="module")
+def untracked_refit(tmp_path_factory):
+    """A search tracked in MLflow, its MLflow store then deleted, and a refit whose tracking store cannot be opened."""
+    root = tmp_path_factory.mktemp("untracked")
+    (root / "scheduled.toml").write_text(SCHEDULED_STUDY)
+    storage = ["--storage", f"sqlite:///{root}/optuna.db"]
+    assert main(["search", "--study", str(root / "scheduled.toml"), "--data", "synthetic:160", "--workers", "0", *storage,
+                 "--tracking-uri", f"sqlite:///{root}/mlflow.db"]) == 0
+    (root / "mlflow.db").unlink()
+    (root / "not-a-folder").write_text("")  # a file where the tracking store's folder should be: it cannot be created
+    return root, storage, f"sqlite:///{root}/not-a-folder/mlflow.db"
+
+
+def test_refit_with_tracking_off_writes_a_working_model_trained_at_the_trials_recorded_learning_rates(untracked_refit, capsys):
+    from bcauto.bundle import load_bundle
+
+    root, storage, tracking = untracked_refit
+    capsys.readouterr()
+    assert main(["refit", "--name", "scheduled", *storage, "--tracking-uri", tracking, "--out", str(root / "model")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "MLflow tracking skipped" in printed and "MLflow run -" in printed
+    bundle = load_bundle(root / "model")
+    assert "mlflow" not in bundle.info
+    probs = bundle.model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0)
+    assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    best = optuna.load_study(study_name="scheduled", storage=storage[1]).best_trial
+    member, kept, recorded = bundle.info["members"][0], best.user_attrs["kept_epochs"], best.user_attrs["epoch_lr"]
+    assert len(recorded) == best.user_attrs["phase_epochs"]["head"]
+    assert member["epochs"] == kept and member["epochs_source"] == "the epochs the trial kept, at its learning rates"
+    # the learning rate the refit's optimizer had at each epoch, as the trial had it at the same epoch
+    assert member["learning_rates"] == pytest.approx(recorded[:kept["head"]], rel=1e-6)
 
 
 def test_evaluate_on_a_class_subset_reports_only_the_present_classes(refitted, tmp_path, capsys):
@@ -409,5 +456,6 @@ def test_new_commands_have_help():
     import sys
 
     for command in ("refit", "evaluate", "predict"):
-        result = subprocess.run([sys.executable, "-m", "bcauto.cli", command, "--help"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run([sys.executable, "-m", "bcauto.cli", command, "--help"], capture_output=True, text=True,
+                                timeout=60, check=False)
         assert result.returncode == 0 and f"usage: bcauto {command}" in result.stdout

@@ -80,3 +80,28 @@ def test_same_seed_same_result(tiny_plugin, data):
     settings = TrainSettings(batch_size=32, head_epochs=2, finetune_epochs=0, patience=10, weights="imagenet", seed=3)
     runs = [train(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, val_data).history for _ in range(2)]
     assert [e["val_loss"] for e in runs[0]] == pytest.approx([e["val_loss"] for e in runs[1]], rel=1e-4)
+
+
+def test_without_validation_data_each_phase_trains_its_epochs_at_the_learning_rates_given(tiny_plugin, data):
+    from bcauto.training import train_fixed
+
+    train_data, _ = data
+    settings = TrainSettings(batch_size=32, head_epochs=30, finetune_epochs=30, patience=1, weights="imagenet", seed=0)
+    rates = {"head": [3e-3, 1.5e-3, 7.5e-4], "finetune": [1e-3, 2.5e-4]}
+    result = train_fixed(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, {"head": 3, "finetune": 2}, rates)
+    assert result.phase_epochs == {"head": 3, "finetune": 2} and result.unfrozen_blocks == 1
+    assert [e["epoch"] for e in result.history] == [0, 1, 2, 3, 4] and "val_loss" not in result.history[0]
+    assert result.learning_rates == pytest.approx([*rates["head"], *rates["finetune"]], rel=1e-6)
+    constant = train_fixed(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, {"head": 2, "finetune": 0})
+    assert constant.learning_rates == pytest.approx([3e-3, 3e-3]) and constant.phase_epochs == {"head": 2, "finetune": 0}
+
+
+def test_a_trial_records_the_learning_rate_each_epoch_trained_with_and_the_epochs_it_kept(tiny_plugin, data):
+    train_data, val_data = data
+    settings = TrainSettings(batch_size=32, head_epochs=3, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
+    result = train(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, val_data)
+    # the logged lr is the one after each epoch; an epoch trains with the one logged before it in its phase
+    assert result.learning_rates[:3] == pytest.approx([3e-3, *[e["lr"] for e in result.history[:2]]])
+    assert result.learning_rates[3] == pytest.approx(1e-3)
+    losses = [e["val_loss"] for e in result.history]
+    assert result.kept_epochs["head"] == int(np.argmin(losses[:3])) + 1
