@@ -34,6 +34,7 @@ BN_BATCH = 256
 
 # --- test-time BatchNorm adaptation ------------------------------------------------------------------------------
 
+
 def batchnorm_layers(model) -> list:
     """Every BatchNormalization layer of ``model``, nested models and layers included (each once)."""
     import keras
@@ -65,7 +66,7 @@ class _Moments:
         total = self.n + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta ** 2 * (self.n * n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
         self.n = total
 
     @property
@@ -87,7 +88,11 @@ def _capturing_call(layer, moments: _Moments):
         count = int(np.prod([x.shape[a] for a in reduce]))
         moments.add(count, ops.convert_to_numpy(mean), ops.convert_to_numpy(variance))
         outputs = ops.batch_normalization(
-            x, mean, variance, axis=axis, epsilon=layer.epsilon,
+            x,
+            mean,
+            variance,
+            axis=axis,
+            epsilon=layer.epsilon,
             offset=ops.cast(layer.beta, "float32") if layer.center else None,
             scale=ops.cast(layer.gamma, "float32") if layer.scale else None,
         )
@@ -106,8 +111,9 @@ def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -
     backbones, which the classifier calls with ``training=False`` and so a training-mode call would not. During the
     pass each BatchNorm layer normalises by the statistics of the current batch, as in training and in AdaBN, and
     accumulates the exact mean and (biased, as Keras's) variance of its inputs over all images, merged batch by
-    batch (the images are split into batches of nearly equal size, at most ``batch_size``). A layer whose inputs come through no other BatchNorm layer thus gets the population statistics of its
-    inputs exactly; a deeper one those of its inputs with the layers before it normalising per batch of
+    batch (the images are split into batches of nearly equal size, at most ``batch_size``). A layer whose inputs
+    come through no other BatchNorm layer thus gets the population statistics of its inputs exactly; a deeper one
+    those of its inputs with the layers before it normalising per batch of
     ``batch_size`` images, which are the population statistics whenever the images fit in one batch. Trainable
     weights, other non-trainable variables (seed generators included) and the layers' configuration stay as they
     were.
@@ -129,8 +135,10 @@ def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -
             layer.__dict__.pop("call", None)
     unreached = [layer.name for layer in layers if moments[id(layer)].n == 0]
     if unreached:
-        raise BcautoError(f"--adapt-bn: BatchNorm layer(s) {', '.join(unreached)} were not reached by a pass over the images; "
-                          "their statistics cannot be recomputed")
+        raise BcautoError(
+            f"--adapt-bn: BatchNorm layer(s) {', '.join(unreached)} were not reached by a pass over the images; "
+            "their statistics cannot be recomputed"
+        )
     for layer in layers:
         m = moments[id(layer)]
         layer.moving_mean.assign(m.mean.astype(np.float32))
@@ -150,6 +158,7 @@ def adapt_bn_summary(model, images: np.ndarray, source: str) -> tuple[dict[str, 
 
 # --- few-shot fine-tuning ------------------------------------------------------------------------------------------
 
+
 def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, class_names=None) -> np.ndarray:
     """Indices of the images to fine-tune on (sorted), chosen with a seeded RNG; every class keeps at least one image
     to be scored on.
@@ -167,14 +176,18 @@ def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, cla
     if per_class:
         short = [f"{names[c]!r} has {n}" for c, n in counts.items() if n <= shots]
         if short:
-            raise BcautoError(f"--shots {shots} --per-class leaves no image to score in class(es) {', '.join(short)} "
-                              f"(each class needs more than {shots} images)")
+            raise BcautoError(
+                f"--shots {shots} --per-class leaves no image to score in class(es) {', '.join(short)} "
+                f"(each class needs more than {shots} images)"
+            )
         take = {c: shots for c in counts}
     else:
         spare = {c: n - 1 for c, n in counts.items()}
         if shots > sum(spare.values()):
-            raise BcautoError(f"--shots {shots} is more than the data allows: {plural(len(labels), 'image')} in {plural(len(counts), 'class')}, "
-                              f"and each class keeps at least one image to score (at most {sum(spare.values())} shots)")
+            raise BcautoError(
+                f"--shots {shots} is more than the data allows: {plural(len(labels), 'image')} in {plural(len(counts), 'class')}, "
+                f"and each class keeps at least one image to score (at most {sum(spare.values())} shots)"
+            )
         take = {c: 0 for c in counts}
         eligible = [c for c in counts if spare[c] > 0]
         if shots < len(eligible):
@@ -253,12 +266,24 @@ def _scores(bundle, data) -> dict[str, Any]:
     from bcauto.evaluate import evaluate
 
     result, _, _ = evaluate(bundle, data)
-    return {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"], "images": result["images"],
-            "per_class": {row["class"]: row["f1"] for row in result["per_class"]}}
+    return {
+        "accuracy": result["accuracy"],
+        "macro_f1": result["macro_f1"],
+        "images": result["images"],
+        "per_class": {row["class"]: row["f1"] for row in result["per_class"]},
+    }
 
 
-def fine_tune(model, images: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int, learning_rate: float,
-              seed: int, batch_size: int = DEFAULT_BATCH) -> dict[str, Any]:
+def fine_tune(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    epochs: int,
+    learning_rate: float,
+    seed: int,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, Any]:
     """Train ``model`` on the few labelled ``images`` (labels: the model's class indices); returns the recipe used.
 
     Every layer trains except BatchNormalization, which stays frozen (inference mode: a handful of images gives no
@@ -280,26 +305,36 @@ def fine_tune(model, images: np.ndarray, labels: np.ndarray, num_classes: int, e
     for layer in norms:
         layer.trainable = False
     weights = class_weights(labels)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.CategoricalCrossentropy(),
-                  jit_compile=False)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.CategoricalCrossentropy(), jit_compile=False
+    )
     import tensorflow as tf
 
     y = np.eye(num_classes, dtype=np.float32)[labels]
     batch = min(batch_size, len(labels))
-    shuffled = (tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
-                .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True).batch(batch))
+    shuffled = (
+        tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
+        .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch)
+    )
     try:
         history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False)
         losses = [float(v) for v in history.history["loss"]]
     finally:
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings
             layer.trainable = trainable
-    return {"optimizer": "Adam", "learning_rate": learning_rate, "epochs": epochs, "batch_size": batch,
-            "batchnorm": f"frozen during fine-tuning ({plural(len(norms), 'layer')}, inference mode)",
-            "augmentation": "the model's own layers, active", "trainable": "every layer but BatchNorm",
-            "loss": "categorical crossentropy",
-            "class_weight": {str(k): round(v, 4) for k, v in weights.items()} if weights else None,
-            "final_loss": losses[-1] if losses else None}
+    return {
+        "optimizer": "Adam",
+        "learning_rate": learning_rate,
+        "epochs": epochs,
+        "batch_size": batch,
+        "batchnorm": f"frozen during fine-tuning ({plural(len(norms), 'layer')}, inference mode)",
+        "augmentation": "the model's own layers, active",
+        "trainable": "every layer but BatchNorm",
+        "loss": "categorical crossentropy",
+        "class_weight": {str(k): round(v, 4) for k, v in weights.items()} if weights else None,
+        "final_loss": losses[-1] if losses else None,
+    }
 
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
@@ -332,8 +367,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         raise BcautoError(f"class(es) {', '.join(classes[c] for c in unscored)} have no image left to score")
     scored = Dataset(data.images[rest], labels[rest], classes, data.source)
     counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels)}
-    console.print(f"data: {data.source}: {plural(len(labels), 'image')}; {plural(len(shots), 'shot')} to fine-tune on "
-                  f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on")
+    console.print(
+        f"data: {data.source}: {plural(len(labels), 'image')}; {plural(len(shots), 'shot')} to fine-tune on "
+        f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on"
+    )
 
     model = parent.model
     rows = [("parent", _scores(parent, scored))]
@@ -344,8 +381,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         if bn_record["layers"]:
             rows.append(("BatchNorm recomputed", _scores(Bundle(parent.path, model, parent.info), scored)))
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(request.epochs, 'epoch')}"):
-        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), request.epochs, request.learning_rate,
-                           request.seed)
+        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), request.epochs, request.learning_rate, request.seed)
     recipe["adapt_bn"] = bn_record or False
     after = _scores(Bundle(out, model, parent.info), scored)
     rows.append(("adapted", after))
@@ -353,10 +389,20 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     parent_mlflow = parent.info.get("mlflow")
     adapted: dict[str, Any] = {
-        "parent": str(parent.path), "parent_mlflow": parent_mlflow, "data": data.source, "fingerprint": data.fingerprint(),
-        "images": len(labels), "shots": int(request.shots), "per_class": bool(request.per_class), "seed": int(request.seed),
-        "shot_indices": shots.tolist(), "shot_counts": counts, "scored_images": len(rest),
-        "before": rows[0][1], "after": after, "recipe": recipe,
+        "parent": str(parent.path),
+        "parent_mlflow": parent_mlflow,
+        "data": data.source,
+        "fingerprint": data.fingerprint(),
+        "images": len(labels),
+        "shots": int(request.shots),
+        "per_class": bool(request.per_class),
+        "seed": int(request.seed),
+        "shot_indices": shots.tolist(),
+        "shot_counts": counts,
+        "scored_images": len(rest),
+        "before": rows[0][1],
+        "after": after,
+        "recipe": recipe,
     }
     if len(rows) == 3:
         adapted["after_batchnorm_only"] = rows[1][1]
@@ -415,12 +461,23 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         tags["bcauto.study"] = str(info["study"])
     run_id = tracker.start_run(None, f"adapt {Path(adapted['parent']).name} to {Path(str(adapted['data'])).name}", tags)
     recipe = adapted["recipe"]
-    tracker.log_params(run_id, {
-        "shots": adapted["shots"], "per_class": adapted["per_class"], "seed": adapted["seed"], "epochs": recipe["epochs"],
-        "lr": recipe["learning_rate"], "batch_size": recipe["batch_size"], "adapt_bn": bool(recipe["adapt_bn"]),
-        "data.source": adapted["data"], "data.fingerprint": adapted["fingerprint"], "parent": adapted["parent"],
-        "shots_taken": len(adapted["shot_indices"]), "scored_images": adapted["scored_images"],
-    })
+    tracker.log_params(
+        run_id,
+        {
+            "shots": adapted["shots"],
+            "per_class": adapted["per_class"],
+            "seed": adapted["seed"],
+            "epochs": recipe["epochs"],
+            "lr": recipe["learning_rate"],
+            "batch_size": recipe["batch_size"],
+            "adapt_bn": bool(recipe["adapt_bn"]),
+            "data.source": adapted["data"],
+            "data.fingerprint": adapted["fingerprint"],
+            "parent": adapted["parent"],
+            "shots_taken": len(adapted["shot_indices"]),
+            "scored_images": adapted["scored_images"],
+        },
+    )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
     if "after_batchnorm_only" in adapted:
         metrics.update({f"adapt_bn_{key}": adapted["after_batchnorm_only"][key] for key in ("accuracy", "macro_f1")})

@@ -81,8 +81,9 @@ def load_bundle(path: str | Path) -> Bundle:
     if path.is_file() and path.name in (MODEL_FILE, INFO_FILE):
         path = path.parent
     if not path.is_dir():
-        raise BcautoError(f"{path}: no model directory there (expected a folder with {MODEL_FILE} and {INFO_FILE}, "
-                          "as `bcauto refit` writes)")
+        raise BcautoError(
+            f"{path}: no model directory there (expected a folder with {MODEL_FILE} and {INFO_FILE}, as `bcauto refit` writes)"
+        )
     missing = [name for name in (MODEL_FILE, INFO_FILE) if not (path / name).is_file()]
     if missing:
         raise BcautoError(f"{path}: not a bcauto model directory: {', '.join(missing)} missing")
@@ -91,18 +92,23 @@ def load_bundle(path: str | Path) -> Bundle:
     except (OSError, ValueError) as exc:
         raise BcautoError(f"{path / INFO_FILE}: cannot be read ({exc})") from None
     if not isinstance(info, dict) or info.get("format") != BUNDLE_FORMAT:
-        raise BcautoError(f"{path / INFO_FILE}: unknown format {info.get('format') if isinstance(info, dict) else info!r}; "
-                          f"this bcauto reads format {BUNDLE_FORMAT}")
+        raise BcautoError(
+            f"{path / INFO_FILE}: unknown format {info.get('format') if isinstance(info, dict) else info!r}; "
+            f"this bcauto reads format {BUNDLE_FORMAT}"
+        )
     register_layers()
     import keras
 
     try:
         model = keras.saving.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as exc:
-        raise BcautoError(f"{path / MODEL_FILE}: cannot be loaded ({type(exc).__name__}: {exc}); a layer from a plugin "
-                          "that is not installed here, or a file from a newer Keras") from None
+        raise BcautoError(
+            f"{path / MODEL_FILE}: cannot be loaded ({type(exc).__name__}: {exc}); a layer from a plugin "
+            "that is not installed here, or a file from a newer Keras"
+        ) from None
     classes = model.output_shape[-1]
     if classes != len(info.get("class_names", ())):
-        raise BcautoError(f"{path}: the model has {plural(classes, 'output')} but {INFO_FILE} names "
-                          f"{plural(len(info.get('class_names', ())), 'class')}")
+        raise BcautoError(
+            f"{path}: the model has {plural(classes, 'output')} but {INFO_FILE} names {plural(len(info.get('class_names', ())), 'class')}"
+        )
     return Bundle(path=path, model=model, info=info)

@@ -19,8 +19,10 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
 # commands that neither train nor track start without TensorFlow and MLflow (seconds each); value: uses Optuna
 LIGHT_COMMANDS = {"best": True, "plugins": False, "new-plugin": False}
-CLASSES_HELP = ("predict only among these of the model's classes, comma-separated (the ones your slides can show, "
-                "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them")
+CLASSES_HELP = (
+    "predict only among these of the model's classes, comma-separated (the ones your slides can show, "
+    "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them"
+)
 
 
 def studies_dir() -> Path:
@@ -53,7 +55,9 @@ def cmd_search(args, console) -> int:
 
     comps = components()
     for failure in comps.failures:
-        console.print(f"[yellow]warning:[/] plugin {escape(failure.package)} ({escape(failure.entry_point)}) failed to load: {escape(failure.error)}")
+        console.print(
+            f"[yellow]warning:[/] plugin {escape(failure.package)} ({escape(failure.entry_point)}) failed to load: {escape(failure.error)}"
+        )
     gpu = has_gpu()
     if args.workers < 0:
         raise BcautoError(f"--workers must be 0 or more, got {args.workers}")
@@ -70,19 +74,37 @@ def cmd_search(args, console) -> int:
     for note in data.notes:
         console.print(f"[cyan]note:[/] {escape(note)}")
     counts = ", ".join(f"{n}={c}" for n, c in zip(data.class_names, data.class_counts()))
-    console.print(f"data: {data.source}: {plural(len(data.labels), 'image')} {data.image_size}x{data.image_size}, "
-                  f"{plural(data.num_classes, 'class')} ({counts})")
+    console.print(
+        f"data: {data.source}: {plural(len(data.labels), 'image')} {data.image_size}x{data.image_size}, "
+        f"{plural(data.num_classes, 'class')} ({counts})"
+    )
     if data.domain_names:
         sizes = [int((data.domains == i).sum()) for i in range(len(data.domain_names))]
-        console.print("domains: " + ", ".join(f"{escape(name)} ({plural(n, 'image')})" for name, n in zip(data.domain_names, sizes))
-                      + f"; the search validates on {escape(cfg.data.validation_domain or data.domain_names[-1])}, which it never trains on")
+        console.print(
+            "domains: "
+            + ", ".join(f"{escape(name)} ({plural(n, 'image')})" for name, n in zip(data.domain_names, sizes))
+            + f"; the search validates on {escape(cfg.data.validation_domain or data.domain_names[-1])}, which it never trains on"
+        )
     request = SearchRequest(
-        cfg=cfg, data=data, study_name=args.name or cfg.name, trials=args.trials or cfg.study.trials, storage=args.storage,
-        tracking_uri=args.tracking_uri, seed=seed, timeout=args.timeout if args.timeout is not None else cfg.study.timeout, has_gpu=gpu,
-        work_dir=args.work_dir, workers=args.workers, worker_memory_gb=args.worker_memory_gb, gpus=args.gpus.split(",") if args.gpus else None,
+        cfg=cfg,
+        data=data,
+        study_name=args.name or cfg.name,
+        trials=args.trials or cfg.study.trials,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        seed=seed,
+        timeout=args.timeout if args.timeout is not None else cfg.study.timeout,
+        has_gpu=gpu,
+        work_dir=args.work_dir,
+        workers=args.workers,
+        worker_memory_gb=args.worker_memory_gb,
+        gpus=args.gpus.split(",") if args.gpus else None,
     )
     study = run_search(request, comps, console)
-    console.print(f"Optuna: {redact_uri(args.storage)}  MLflow: {redact_uri(args.tracking_uri)} (open with `bcauto ui --name {request.study_name}` or `mlflow ui`)")
+    console.print(
+        f"Optuna: {redact_uri(args.storage)}  MLflow: {redact_uri(args.tracking_uri)} "
+        f"(open with `bcauto ui --name {request.study_name}` or `mlflow ui`)"
+    )
     return 0 if not study.user_attrs.get("stopped_because") else 3
 
 
@@ -96,8 +118,12 @@ def cmd_best(args, console) -> int:
         raise BcautoError(f"study {study.study_name!r} has no completed trial yet")
     best, names = ranked[0], metric_names(study)
     info = {
-        "study": study.study_name, "metric": names[0] if len(names) == 1 else list(names), "number": best.number,
-        "value": best.values[0], "values": best.values, "params": all_params(best),
+        "study": study.study_name,
+        "metric": names[0] if len(names) == 1 else list(names),
+        "number": best.number,
+        "value": best.values[0],
+        "values": best.values,
+        "params": all_params(best),
         "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
     }
     if len(study.directions) > 1:
@@ -107,22 +133,34 @@ def cmd_best(args, console) -> int:
         print(json.dumps(info, indent=2, default=str))
         return 0
     console.print(Leaderboard(study, args.top))
-    console.print(f"best: trial {best.number}, {names[0]} {best.values[0]:.4f}, MLflow run {info['mlflow_run_id'] or '-'} "
-                  "(every parameter in full: `bcauto best --json`)", soft_wrap=True, highlight=False)
+    console.print(
+        f"best: trial {best.number}, {names[0]} {best.values[0]:.4f}, MLflow run {info['mlflow_run_id'] or '-'} "
+        "(every parameter in full: `bcauto best --json`)",
+        soft_wrap=True,
+        highlight=False,
+    )
     return 0
 
 
 # A component kind is named in the singular everywhere a user types or reads it (`bcauto plugins`, `bcauto new-plugin`).
-PLUGIN_KINDS = {"backbones": "backbone", "augmentations": "augmentation", "imbalance": "imbalance", "datasets": "dataset",
-                "shifts": "shift", "canonicalizers": "canonicalizer"}
+PLUGIN_KINDS = {
+    "backbones": "backbone",
+    "augmentations": "augmentation",
+    "imbalance": "imbalance",
+    "datasets": "dataset",
+    "shifts": "shift",
+    "canonicalizers": "canonicalizer",
+}
 PLUGIN_COLUMNS = ("kind", "name", "package", "version", "description")
 
 
 def plugin_lines(rows: list[dict]) -> list[str]:
     """One line per component, columns aligned with spaces and the description last, in full (for pipes and files)."""
     widths = [max(len(column), *(len(row[column]) for row in rows)) for column in PLUGIN_COLUMNS[:-1]]
-    return ["  ".join([*(str(row[c]).ljust(w) for c, w in zip(PLUGIN_COLUMNS, widths)), row["description"]]).rstrip()
-            for row in [dict(zip(PLUGIN_COLUMNS, PLUGIN_COLUMNS)), *rows]]
+    return [
+        "  ".join([*(str(row[c]).ljust(w) for c, w in zip(PLUGIN_COLUMNS, widths)), row["description"]]).rstrip()
+        for row in [dict(zip(PLUGIN_COLUMNS, PLUGIN_COLUMNS)), *rows]
+    ]
 
 
 def cmd_plugins(args, console) -> int:
@@ -134,9 +172,16 @@ def cmd_plugins(args, console) -> int:
 
     comps = components()
     rows = [
-        {"kind": PLUGIN_KINDS.get(kind, kind), "name": name, "package": p.package, "version": p.version, "plugin": p.plugin,
-         "description": getattr(spec, "description", "")}
-        for kind, registry in comps.by_kind().items() for name, spec, p in registry
+        {
+            "kind": PLUGIN_KINDS.get(kind, kind),
+            "name": name,
+            "package": p.package,
+            "version": p.version,
+            "plugin": p.plugin,
+            "description": getattr(spec, "description", ""),
+        }
+        for kind, registry in comps.by_kind().items()
+        for name, spec, p in registry
     ]
     failures = [vars(f) for f in comps.failures]
     if args.json:
@@ -172,7 +217,9 @@ def cmd_new_plugin(args, console) -> int:
     from bcauto.scaffold import new_plugin
 
     target = escape(str(new_plugin(args.kind, args.name, args.dir)))
-    console.print(f"created {target}: `pip install -e {target}`, then `bcauto plugins` lists {args.name} and `pytest {target}` runs its tests")
+    console.print(
+        f"created {target}: `pip install -e {target}`, then `bcauto plugins` lists {args.name} and `pytest {target}` runs its tests"
+    )
     return 0
 
 
@@ -180,12 +227,23 @@ def cmd_refit(args, console) -> int:
     from bcauto.plugins import components
     from bcauto.refit import RefitRequest, refit
 
-    request = RefitRequest(study_name=args.name, storage=args.storage, tracking_uri=args.tracking_uri, top=args.top,
-                           data=args.data, out=args.out, study_file=args.study, epochs=args.epochs, has_gpu=has_gpu())
+    request = RefitRequest(
+        study_name=args.name,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        top=args.top,
+        data=args.data,
+        out=args.out,
+        study_file=args.study,
+        epochs=args.epochs,
+        has_gpu=has_gpu(),
+    )
     result = refit(request, components(), console)
     registered = f", registered as {result.model_name} version {result.model_version}" if result.model_version else ""
-    console.print(f"saved {escape(str(result.path))} (trials {', '.join(map(str, result.info['trials']))}); "
-                  f"MLflow run {result.run_id or '-'}{registered}")
+    console.print(
+        f"saved {escape(str(result.path))} (trials {', '.join(map(str, result.info['trials']))}); "
+        f"MLflow run {result.run_id or '-'}{registered}"
+    )
     return 0
 
 
@@ -213,16 +271,27 @@ def cmd_evaluate(args, console) -> int:
     steps = 1 + (shift_steps(shifts) if shifts is not None else 0)
     with transient_progress(Console(stderr=True)) as progress:
         task = progress.add_task("evaluating", total=steps)
-        result, scores, labels = evaluate(bundle, data, shifts, args.tta, args.seed,
-                                          on_step=lambda what: progress.update(task, advance=1, description=what),
-                                          allowed=allowed)
+        result, scores, labels = evaluate(
+            bundle,
+            data,
+            shifts,
+            args.tta,
+            args.seed,
+            on_step=lambda what: progress.update(task, advance=1, description=what),
+            allowed=allowed,
+        )
     problem = prediction_problem(scores.confusion, bundle.class_names, "the evaluation images")
     if problem:  # a model that learned nothing: its scores alone do not say so
         result["warning"] = f"the model {problem}. {model_info_causes(bundle.info)}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    image = confusion_png(scores, bundle.class_names, labels, out / "confusion_matrix.png",
-                          title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}")
+    image = confusion_png(
+        scores,
+        bundle.class_names,
+        labels,
+        out / "confusion_matrix.png",
+        title=f"{Path(args.model).name} on {Path(data.source).name}: macro-F1 {scores.macro_f1:.3f}",
+    )
     result["confusion_matrix"] = str(image)
     if adapted is not None:
         result["adapt_bn"] = adapted
@@ -254,12 +323,12 @@ def cmd_predict(args, console) -> int:
             console.print(escape(adapt_bn_summary(bundle.model, images, ", ".join(args.inputs))[1]))
 
     skipped: list[str] | None = [] if args.on_bad_image == "skip" else None
-    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped,
-                          allowed=allowed)
+    rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped, allowed=allowed)
     console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
     if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} undecodable image file{'s' if len(skipped) > 1 else ''}:[/] "
-                      + escape("; ".join(skipped)))
+        console.print(
+            f"[yellow]skipped {len(skipped)} undecodable image file{'s' if len(skipped) > 1 else ''}:[/] " + escape("; ".join(skipped))
+        )
     return 0
 
 
@@ -267,12 +336,23 @@ def cmd_adapt(args, console) -> int:
     from bcauto.adapt import AdaptRequest, adapt
     from bcauto.plugins import components
 
-    request = AdaptRequest(model=args.model, data=args.data, shots=args.shots, per_class=args.per_class, seed=args.seed,
-                           epochs=args.epochs, learning_rate=args.lr, out=args.out, adapt_bn=args.adapt_bn,
-                           tracking_uri=args.tracking_uri)
+    request = AdaptRequest(
+        model=args.model,
+        data=args.data,
+        shots=args.shots,
+        per_class=args.per_class,
+        seed=args.seed,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        out=args.out,
+        adapt_bn=args.adapt_bn,
+        tracking_uri=args.tracking_uri,
+    )
     result = adapt(request, components(), console)
-    console.print(f"saved {escape(str(result.path))} (adapted from {escape(str(result.info['adapted']['parent']))}); "
-                  f"MLflow run {result.run_id or '-'}")
+    console.print(
+        f"saved {escape(str(result.path))} (adapted from {escape(str(result.info['adapted']['parent']))}); "
+        f"MLflow run {result.run_id or '-'}"
+    )
     return 0
 
 
@@ -307,45 +387,73 @@ def build_parser() -> argparse.ArgumentParser:
     study_name = argparse.ArgumentParser(add_help=False)
     study_name.add_argument("--name", help="study name (needed when the storage holds several)")
 
-    search = sub.add_parser("search", parents=[tracking],
-                            help="run or resume an Optuna study, every trial logged to MLflow",
-                            description="Run (or resume) a study: each trial builds, trains and scores one classifier.")
+    search = sub.add_parser(
+        "search",
+        parents=[tracking],
+        help="run or resume an Optuna study, every trial logged to MLflow",
+        description="Run (or resume) a study: each trial builds, trains and scores one classifier.",
+    )
     search.add_argument("--study", help="study file (TOML); default studies/default.toml with a GPU, studies/cpu.toml without")
     search.add_argument("--trials", type=positive_int, help="finished trials the study should hold (default: the study file's)")
-    search.add_argument("--data", action="append",
-                        help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] "
-                             "source); give it once per lab to search on several labs, each a domain ('A + B' also works)")
+    search.add_argument(
+        "--data",
+        action="append",
+        help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto (default: the study file's [data] "
+        "source); give it once per lab to search on several labs, each a domain ('A + B' also works)",
+    )
     search.add_argument("--name", help="study name (default: the study file's name)")
-    search.add_argument("--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)")
+    search.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"Optuna storage URL (default {DEFAULT_STORAGE}; journal:FILE for a journal file)"
+    )
     search.add_argument("--seed", type=int, help="seed of the split, the sampler and every trial (default: the study file's)")
     search.add_argument("--timeout", type=float, help="stop starting new trials after this many seconds")
-    search.add_argument("--workers", type=int, default=1,
-                        help="worker processes running trials (default 1; 0 runs trials in this process, without isolation)")
+    search.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes running trials (default 1; 0 runs trials in this process, without isolation)",
+    )
     search.add_argument("--gpus", help="comma-separated GPU ids; worker i is pinned to GPU i modulo their number")
     search.add_argument("--max-failures", type=int, help="stop after this many failed trials in a row (default: the study file's)")
-    search.add_argument("--worker-memory-gb", type=float, default=0.0,
-                        help="stop a worker whose resident memory passes this many GiB, failing its trial (default: no limit)")
+    search.add_argument(
+        "--worker-memory-gb",
+        type=float,
+        default=0.0,
+        help="stop a worker whose resident memory passes this many GiB, failing its trial (default: no limit)",
+    )
     search.add_argument("--work-dir", default=".bcauto", help="feature cache, prepared data and worker files (default .bcauto)")
-    search.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped")
+    search.add_argument(
+        "--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the run (default) or is skipped"
+    )
     search.set_defaults(func=cmd_search)
 
-    best = sub.add_parser("best", parents=[study_name, storage],
-                          help="the leaderboard and the best trial: number, value, params, MLflow run id",
-                          description="Show a study's leaderboard and best trial. The table has a column per parameter "
-                                      "that differs between trials when they fit the terminal's width, else one "
-                                      "name=value column; parameters equal in all trials are named once under it.")
+    best = sub.add_parser(
+        "best",
+        parents=[study_name, storage],
+        help="the leaderboard and the best trial: number, value, params, MLflow run id",
+        description="Show a study's leaderboard and best trial. The table has a column per parameter "
+        "that differs between trials when they fit the terminal's width, else one "
+        "name=value column; parameters equal in all trials are named once under it.",
+    )
     best.add_argument("--top", type=positive_int, default=10, help="trials in the leaderboard (default 10)")
     best.add_argument("--json", action="store_true", help="print JSON: the best trial and the leaderboard, every parameter in full")
     best.set_defaults(func=cmd_best)
 
-    plugins = sub.add_parser("plugins", help="list registered components and the plugins providing them",
-                             description="List every component (backbone, augmentation, imbalance, dataset, shift, canonicalizer) "
-                                         "with its package: a table in a terminal, one line per component otherwise.")
+    plugins = sub.add_parser(
+        "plugins",
+        help="list registered components and the plugins providing them",
+        description="List every component (backbone, augmentation, imbalance, dataset, shift, canonicalizer) "
+        "with its package: a table in a terminal, one line per component otherwise.",
+    )
     plugins.add_argument("--json", action="store_true", help="print JSON")
     plugins.set_defaults(func=cmd_plugins)
 
-    ui = sub.add_parser("ui", parents=[storage, tracking], help="open the MLflow UI on the study's tracking store",
-                        description="Serve the MLflow UI (and optuna-dashboard if installed).")
+    ui = sub.add_parser(
+        "ui",
+        parents=[storage, tracking],
+        help="open the MLflow UI on the study's tracking store",
+        description="Serve the MLflow UI (and optuna-dashboard if installed).",
+    )
     ui.add_argument("--name", help="study to show")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; the UI has no login)")
     ui.add_argument("--port", type=int, default=5000, help="MLflow UI port (default 5000)")
@@ -353,99 +461,154 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bcauto.scaffold import KINDS
 
-    new = sub.add_parser("new-plugin", help="create a plugin package: one working component, entry point and tests",
-                         description="Write a ready-to-install plugin package for one component of KIND, with a test that passes.")
+    new = sub.add_parser(
+        "new-plugin",
+        help="create a plugin package: one working component, entry point and tests",
+        description="Write a ready-to-install plugin package for one component of KIND, with a test that passes.",
+    )
     new.add_argument("kind", metavar="KIND", choices=list(KINDS), help=f"one of: {', '.join(KINDS)}")
     new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and underscores (tiny_net)")
     new.add_argument("--dir", default=".", help="folder to create the package folder bcauto-NAME in (default: the current folder)")
     new.set_defaults(func=cmd_new_plugin)
 
-    refit = sub.add_parser("refit", parents=[study_name, storage, tracking],
-                           help="retrain the best trial (or the top K as an ensemble) on all the study's data and register it",
-                           description="Train the best configuration of a study again on its training and validation data together, "
-                                       "for the epochs the trial settled on; save a model directory (model.keras, bcauto-model.json), "
-                                       "log it to MLflow (tag bcauto.role = refit) and register it as bcauto-STUDY.")
-    refit.add_argument("--top", type=int, default=1,
-                       help="refit the K best trials and average their probabilities in one model (default 1); for metric "
-                            "'both', the Pareto front ranked by the shifted score")
-    refit.add_argument("--data", help="where to read the study's data (default: the source the study logged); it must hold "
-                                      "the same images (same fingerprint)")
+    refit = sub.add_parser(
+        "refit",
+        parents=[study_name, storage, tracking],
+        help="retrain the best trial (or the top K as an ensemble) on all the study's data and register it",
+        description="Train the best configuration of a study again on its training and validation data together, "
+        "for the epochs the trial settled on; save a model directory (model.keras, bcauto-model.json), "
+        "log it to MLflow (tag bcauto.role = refit) and register it as bcauto-STUDY.",
+    )
+    refit.add_argument(
+        "--top",
+        type=int,
+        default=1,
+        help="refit the K best trials and average their probabilities in one model (default 1); for metric "
+        "'both', the Pareto front ranked by the shifted score",
+    )
+    refit.add_argument(
+        "--data",
+        help="where to read the study's data (default: the source the study logged); it must hold the same images (same fingerprint)",
+    )
     refit.add_argument("--study", help="study file (default: the one the search ran with)")
-    refit.add_argument("--epochs", choices=("best", "trained"), default="best",
-                       help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial "
-                            "(default); trained: every epoch the trial trained, constant learning rate")
+    refit.add_argument(
+        "--epochs",
+        choices=("best", "trained"),
+        default="best",
+        help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial "
+        "(default); trained: every epoch the trial trained, constant learning rate",
+    )
     refit.add_argument("--out", help="model directory to write (default models/STUDY)")
     refit.set_defaults(func=cmd_refit)
 
-    evaluate = sub.add_parser("evaluate", help="score a saved model on labelled data (per class, confusion matrix, corruptions, TTA)",
-                              description="Accuracy, macro precision/recall/F1 and per-class scores of a model directory on "
-                                          "labelled data. Classes are matched by name; a set with some of the model's classes is "
-                                          "averaged over the classes it has.")
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a saved model on labelled data (per class, confusion matrix, corruptions, TTA)",
+        description="Accuracy, macro precision/recall/F1 and per-class scores of a model directory on "
+        "labelled data. Classes are matched by name; a set with some of the model's classes is "
+        "averaged over the classes it has.",
+    )
     evaluate.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit`")
     evaluate.add_argument("--data", required=True, help="bloodmnist[:SIZE] | PATH.npz | image folder | synthetic[:N]")
     evaluate.add_argument("--shift", action="store_true", help="also score every registered corruption at every severity")
-    evaluate.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views "
-                                                             "(4 quarter-turn rotations, each also mirrored)")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the probabilities over the 8 dihedral views (4 quarter-turn rotations, each also mirrored)",
+    )
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the corruptions (and of generated data; default 0)")
-    evaluate.add_argument("--adapt-bn", action="store_true",
-                          help="first recompute every BatchNorm layer's statistics on the evaluation images (labels unread; "
-                               "test-time adaptation to another lab)")
+    evaluate.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="first recompute every BatchNorm layer's statistics on the evaluation images (labels unread; "
+        "test-time adaptation to another lab)",
+    )
     evaluate.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and confusion_matrix.png (default evaluation)")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = sub.add_parser("predict", help="class probabilities of a saved model for images, as CSV",
-                             description="Predict the class of every image in INPUT (image files, folders searched recursively, "
-                                         ".npz files) and write path, index, predicted class and one probability per class.")
+    predict = sub.add_parser(
+        "predict",
+        help="class probabilities of a saved model for images, as CSV",
+        description="Predict the class of every image in INPUT (image files, folders searched recursively, "
+        ".npz files) and write path, index, predicted class and one probability per class.",
+    )
     predict.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit`")
     predict.add_argument("inputs", metavar="INPUT", nargs="+", help="image file, folder of images, or .npz file (an 'images' array)")
     predict.add_argument("--out", default="preds.csv", help="CSV file to write (default preds.csv)")
     predict.add_argument("--tta", action="store_true", help="average the probabilities over the 8 dihedral views")
-    predict.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop",
-                         help="an undecodable image file stops the run (default) or is left out and listed")
-    predict.add_argument("--adapt-bn", action="store_true",
-                         help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
-                              "adaptation to another lab; the images are all decoded before predicting)")
+    predict.add_argument(
+        "--on-bad-image",
+        choices=("stop", "skip"),
+        default="stop",
+        help="an undecodable image file stops the run (default) or is left out and listed",
+    )
+    predict.add_argument(
+        "--adapt-bn",
+        action="store_true",
+        help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
+        "adaptation to another lab; the images are all decoded before predicting)",
+    )
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
     from bcauto.adapt import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
 
-    adapt = sub.add_parser("adapt", parents=[tracking],
-                           help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
-                           description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
-                                       "drawn with a seeded RNG, the rest of the data scores the model before and after; "
-                                       "BatchNorm layers stay frozen, the model's augmentation acts. Writes a new model "
-                                       "directory recording its parent, the data and the shots, and logs an MLflow run "
-                                       "(tag bcauto.role = adapt).")
+    adapt = sub.add_parser(
+        "adapt",
+        parents=[tracking],
+        help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
+        description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
+        "drawn with a seeded RNG, the rest of the data scores the model before and after; "
+        "BatchNorm layers stay frozen, the model's augmentation acts. Writes a new model "
+        "directory recording its parent, the data and the shots, and logs an MLflow run "
+        "(tag bcauto.role = adapt).",
+    )
     adapt.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit` (or `bcauto adapt`)")
-    adapt.add_argument("--data", required=True, help="the new lab's labelled images: PATH.npz | image folder | ... "
-                                                     "(classes matched to the model's by name)")
-    adapt.add_argument("--shots", type=int, required=True,
-                       help="images to fine-tune on, in all (stratified, one per class first), or per class with --per-class")
+    adapt.add_argument(
+        "--data",
+        required=True,
+        help="the new lab's labelled images: PATH.npz | image folder | ... (classes matched to the model's by name)",
+    )
+    adapt.add_argument(
+        "--shots",
+        type=int,
+        required=True,
+        help="images to fine-tune on, in all (stratified, one per class first), or per class with --per-class",
+    )
     adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
     adapt.add_argument("--seed", type=int, default=0, help="seed of the choice of shots and of the fine-tuning (default 0)")
     adapt.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"fine-tuning epochs (default {DEFAULT_EPOCHS})")
-    adapt.add_argument("--lr", type=float, default=DEFAULT_LEARNING_RATE,
-                       help=f"learning rate of the fine-tuning, Adam (default {DEFAULT_LEARNING_RATE:g})")
-    adapt.add_argument("--adapt-bn", action="store_true",
-                       help="first recompute the BatchNorm statistics on all the data's images (labels unread)")
+    adapt.add_argument(
+        "--lr",
+        type=float,
+        default=DEFAULT_LEARNING_RATE,
+        help=f"learning rate of the fine-tuning, Adam (default {DEFAULT_LEARNING_RATE:g})",
+    )
+    adapt.add_argument(
+        "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"
+    )
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
     adapt.set_defaults(func=cmd_adapt)
 
-    audit = sub.add_parser("audit", help="find duplicates, near duplicates, label conflicts, blank/corrupt images and outliers",
-                           description="Audit a dataset: exact and near duplicates (re-encoded, brightened, shifted, cropped), "
-                                       "copies filed under different classes, blank or corrupt images, and outliers (images that are "
-                                       "not one cell on a smear background, such as cells pasted over a foreign picture). Writes "
-                                       "report.json and a contact sheet per flagged kind into --out.")
+    audit = sub.add_parser(
+        "audit",
+        help="find duplicates, near duplicates, label conflicts, blank/corrupt images and outliers",
+        description="Audit a dataset: exact and near duplicates (re-encoded, brightened, shifted, cropped), "
+        "copies filed under different classes, blank or corrupt images, and outliers (images that are "
+        "not one cell on a smear background, such as cells pasted over a foreign picture). Writes "
+        "report.json and a contact sheet per flagged kind into --out.",
+    )
     audit.add_argument("--data", required=True, help="synthetic | bloodmnist[:SIZE] | PATH.npz | image folder | auto")
     audit.add_argument("--image-size", type=int, default=96, help="audit (and --write-clean) the images at this size (default 96)")
     audit.add_argument("--out", default="audit", help="folder for report.json and the contact sheets (default ./audit)")
     audit.add_argument("--json", action="store_true", help="print the JSON report instead of the tables")
     audit.add_argument("--write-clean", metavar="PATH", help="write an .npz (images, labels, class_names) without the flagged images")
     audit.add_argument("--seed", type=int, default=0, help="seed of the outlier detector's robust fit (default 0)")
-    audit.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the audit (default) or is skipped")
+    audit.add_argument(
+        "--on-bad-image", choices=("stop", "skip"), default="stop", help="an undecodable image file stops the audit (default) or is skipped"
+    )
     audit.set_defaults(func=cmd_audit)
     return parser
 

@@ -8,10 +8,10 @@ during a search does not change the space under the running study.
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
-import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,8 +37,12 @@ SWITCHES = ("auto", "on", "off")
 LOSSES = ("crossentropy", "focal")
 # "default": each backbone keeps the normalization it was written with
 NORMALIZATIONS = ("default", "batch", "group", "layer", "none")
-COMPONENT_FIELDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance",
-                    "canonicalization": "canonicalizers"}
+COMPONENT_FIELDS = {
+    "backbone": "backbones",
+    "augmentation": "augmentations",
+    "imbalance": "imbalance",
+    "canonicalization": "canonicalizers",
+}
 
 # error types whose message is complete after "FILE: " (the others are phrased from their location and input)
 MESSAGE = "study_message"
@@ -278,8 +282,10 @@ def _check_registry(cfg: StudyConfig, components) -> None:
     known = {name for kind in COMPONENT_FIELDS.values() for name in registries[kind].names()}
     for name in cfg.search.component_params:
         if name not in known:
-            raise _message(f"[search.{name}]: no backbone, augmentation, imbalance strategy or canonicalizer is called "
-                           f"{name!r}{did_you_mean(name, sorted(known))}")
+            raise _message(
+                f"[search.{name}]: no backbone, augmentation, imbalance strategy or canonicalizer is called "
+                f"{name!r}{did_you_mean(name, sorted(known))}"
+            )
     for key, kind in COMPONENT_FIELDS.items():
         registry = registries[kind]
         for name in cfg.choices(key):
@@ -291,12 +297,16 @@ def _check_registry(cfg: StudyConfig, components) -> None:
         if weights_file and weights_file.endswith(".h5") and not Path(weights_file).is_file():
             raise _message(f"[train] weights: weights file {weights_file} for {name!r} does not exist")
         if cfg.data.image_size < spec.min_input_size:
-            raise _message(f"[search] backbone: {name!r} needs images of at least {spec.min_input_size} pixels, but [data] "
-                           f"image_size = {cfg.data.image_size}; raise image_size or drop {name!r}")
+            raise _message(
+                f"[search] backbone: {name!r} needs images of at least {spec.min_input_size} pixels, but [data] "
+                f"image_size = {cfg.data.image_size}; raise image_size or drop {name!r}"
+            )
         unsupported = [n for n in cfg.choices("normalization") if n != "default" and n not in spec.normalizations]
         if spec.normalizations and unsupported:
-            raise _message(f"[search] normalization: {name!r} cannot use {', '.join(map(repr, unsupported))}; "
-                           f"it offers {', '.join(map(repr, spec.normalizations))}")
+            raise _message(
+                f"[search] normalization: {name!r} cannot use {', '.join(map(repr, unsupported))}; "
+                f"it offers {', '.join(map(repr, spec.normalizations))}"
+            )
 
 
 def _unknown(table: str, key: str) -> str:
@@ -314,12 +324,18 @@ def _bound(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
-          "less_than_equal": ("le", "<=")}
-EXPECTED = {"int_type": "expected an integer", "float_type": "expected a number", "bool_type": "expected true or false",
-            "string_type": "expected a string", "finite_number": "expected a finite number",
-            "too_short": "the list of choices is empty", "model_type": "must be a table", "dict_type": "must be a table",
-            "union_tag_invalid": "expected a value or a list of choices, not a range"}
+BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+EXPECTED = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "finite_number": "expected a finite number",
+    "too_short": "the list of choices is empty",
+    "model_type": "must be a table",
+    "dict_type": "must be a table",
+    "union_tag_invalid": "expected a value or a list of choices, not a range",
+}
 
 
 def _phrase(error: dict) -> str:

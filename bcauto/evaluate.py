@@ -51,8 +51,10 @@ def label_map(data_classes, model_classes, what: str = "the evaluation data") ->
     index = {class_key(name): i for i, name in enumerate(model_classes)}
     unknown = [name for name in data_classes if class_key(name) not in index]
     if unknown:
-        raise BcautoError(f"{what} has classes the model does not know: {', '.join(map(repr, unknown))}; "
-                          f"the model's classes are {', '.join(model_classes)} (classes are matched by name)")
+        raise BcautoError(
+            f"{what} has classes the model does not know: {', '.join(map(repr, unknown))}; "
+            f"the model's classes are {', '.join(model_classes)} (classes are matched by name)"
+        )
     return np.array([index[class_key(name)] for name in data_classes], np.int64)
 
 
@@ -67,11 +69,16 @@ def match_classes(data: Dataset, model_classes) -> tuple[np.ndarray, list[dict[s
     if not data.class_names_given:
         count = data.num_classes
         if count > len(classes):
-            raise BcautoError(f"{data.source} names no classes (no 'class_names') and has labels 0..{count - 1}, more than "
-                              f"the model's {len(classes)} classes; add a 'class_names' array naming each label")
+            raise BcautoError(
+                f"{data.source} names no classes (no 'class_names') and has labels 0..{count - 1}, more than "
+                f"the model's {len(classes)} classes; add a 'class_names' array naming each label"
+            )
         order = ", ".join(f"{i} = {name}" for i, name in enumerate(classes[:count]))
-        return (np.arange(count, dtype=np.int64), [],
-                f"{data.source} names no classes (no 'class_names'): its labels were taken in the model's class order: {order}")
+        return (
+            np.arange(count, dtype=np.int64),
+            [],
+            f"{data.source} names no classes (no 'class_names'): its labels were taken in the model's class order: {order}",
+        )
     mapping = label_map(data.class_names, classes)
     matched = [{"data": name, "model": classes[i]} for name, i in zip(data.class_names, mapping) if name != classes[i]]
     return mapping, matched, None
@@ -102,13 +109,27 @@ def per_class(scores: Scores, class_names, present: np.ndarray) -> list[dict[str
     rows = []
     for c in present:
         entry = scores.report[class_names[c]]
-        rows.append({"class": class_names[c], "precision": entry["precision"], "recall": entry["recall"],
-                     "f1": entry["f1-score"], "support": int(entry["support"])})
+        rows.append(
+            {
+                "class": class_names[c],
+                "precision": entry["precision"],
+                "recall": entry["recall"],
+                "f1": entry["f1-score"],
+                "support": int(entry["support"]),
+            }
+        )
     return rows
 
 
-def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 0,
-             on_step: Callable[[str], None] | None = None, allowed: np.ndarray | None = None) -> tuple[dict[str, Any], Scores, np.ndarray]:
+def evaluate(
+    bundle,
+    data: Dataset,
+    shifts=None,
+    tta: bool = False,
+    seed: int = 0,
+    on_step: Callable[[str], None] | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[dict[str, Any], Scores, np.ndarray]:
     """Scores of ``bundle`` on ``data`` (and on every shift of ``shifts``, a registry, when given).
 
     ``allowed`` (model class indices, see :func:`class_subset`) restricts the predictions to those classes.
@@ -128,12 +149,17 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
     if on_step:
         on_step("clean")
     result: dict[str, Any] = {
-        "model": str(bundle.path), "data": data.source, "images": len(labels),
+        "model": str(bundle.path),
+        "data": data.source,
+        "images": len(labels),
         "tta": TTA_DESCRIPTION if tta else "none",
-        "class_matching": matched, "assumed": assumed,
-        "classes_present": [classes[c] for c in present], "classes_absent": [c for i, c in enumerate(classes) if i not in set(present)],
+        "class_matching": matched,
+        "assumed": assumed,
+        "classes_present": [classes[c] for c in present],
+        "classes_absent": [c for i, c in enumerate(classes) if i not in set(present)],
         "predicted_among": "all the model's classes" if allowed is None else [classes[c] for c in allowed],
-        **scores.metrics(), "averaged_over": "classes present in the data",
+        **scores.metrics(),
+        "averaged_over": "classes present in the data",
         "per_class": per_class(scores, classes, present),
     }
     if shifts is not None:
@@ -147,7 +173,8 @@ def evaluate(bundle, data: Dataset, shifts=None, tta: bool = False, seed: int = 
         values = [v for row in table.values() for v in row.values()]
         severities = sorted({s for row in table.values() for s in row}, key=int)
         result["shift"] = {
-            "seed": seed, "macro_f1": table,
+            "seed": seed,
+            "macro_f1": table,
             "mean_macro_f1": float(np.mean(values)),
             "by_corruption": {name: float(np.mean(list(row.values()))) for name, row in table.items()},
             "by_severity": {s: float(np.mean([row[s] for row in table.values() if s in row])) for s in severities},
@@ -193,8 +220,10 @@ def render(result: dict[str, Any], console) -> None:
         console.print(f"predictions restricted to: {', '.join(result['predicted_among'])}")
     if result["classes_absent"]:
         console.print(f"classes not in the data (left out of the macro averages): {', '.join(result['classes_absent'])}")
-    console.print(f"accuracy {result['accuracy']:.4f}  macro precision {result['macro_precision']:.4f}  "
-                  f"macro recall {result['macro_recall']:.4f}  macro F1 {result['macro_f1']:.4f}")
+    console.print(
+        f"accuracy {result['accuracy']:.4f}  macro precision {result['macro_precision']:.4f}  "
+        f"macro recall {result['macro_recall']:.4f}  macro F1 {result['macro_f1']:.4f}"
+    )
     table = Table(title="per class")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

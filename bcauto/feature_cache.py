@@ -11,8 +11,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 import numpy as np
@@ -53,8 +53,7 @@ class FeatureCache:
         return arrays, False
 
 
-def pooled_features(backbone: keras.Model, images: np.ndarray, batch_size: int,
-                    augment: keras.layers.Layer | None = None) -> np.ndarray:
+def pooled_features(backbone: keras.Model, images: np.ndarray, batch_size: int, augment: keras.layers.Layer | None = None) -> np.ndarray:
     """Global-average-pooled backbone features of uint8 ``images`` (optionally augmented first), float32."""
     pool = keras.layers.GlobalAveragePooling2D()
 
@@ -66,4 +65,6 @@ def pooled_features(backbone: keras.Model, images: np.ndarray, batch_size: int,
         return tf.cast(pool(backbone(x, training=False)), tf.float32)
 
     batches = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    return np.concatenate([embed(batch).numpy() for batch in batches]) if len(images) else np.zeros((0, backbone.output_shape[-1]), np.float32)
+    return (
+        np.concatenate([embed(batch).numpy() for batch in batches]) if len(images) else np.zeros((0, backbone.output_shape[-1]), np.float32)
+    )

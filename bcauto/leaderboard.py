@@ -28,11 +28,31 @@ from bcauto.text import plural
 COMPLETE = optuna.trial.TrialState.COMPLETE
 OBJECTIVES_OF_METRIC = {"both": ("val_macro_f1", "val_shift_macro_f1")}  # see StudyConfig.directions
 # Logged with every trial (bcauto.study.describe_run) but set by the study file or the command line, not searched.
-STUDY_SETTINGS = frozenset({
-    "study", "study_file", "data.source", "data.fingerprint", "split.fingerprint", "image_size", "val_fraction",
-    "batch_size", "head_epochs", "finetune_epochs", "patience", "sampler", "startup_trials", "pruner", "study_seed",
-    "metric", "precision", "xla", "augmented_views", "data.clean", "data.removed",
-})
+STUDY_SETTINGS = frozenset(
+    {
+        "study",
+        "study_file",
+        "data.source",
+        "data.fingerprint",
+        "split.fingerprint",
+        "image_size",
+        "val_fraction",
+        "batch_size",
+        "head_epochs",
+        "finetune_epochs",
+        "patience",
+        "sampler",
+        "startup_trials",
+        "pruner",
+        "study_seed",
+        "metric",
+        "precision",
+        "xla",
+        "augmented_views",
+        "data.clean",
+        "data.removed",
+    }
+)
 # Different in every trial by construction (the trial's own seed is the study seed plus its number).
 PER_TRIAL = frozenset({"trial", "seed"})
 
@@ -87,8 +107,14 @@ def leaderboard_json(study: optuna.Study, top: int | None = None) -> list[dict[s
     """The ranked trials with every parameter in full (``bcauto best --json``)."""
     names = metric_names(study)
     return [
-        {"rank": rank, "trial": t.number, "values": dict(zip(names, t.values)), "epochs": t.user_attrs.get("epochs"),
-         "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), "params": all_params(t)}
+        {
+            "rank": rank,
+            "trial": t.number,
+            "values": dict(zip(names, t.values)),
+            "epochs": t.user_attrs.get("epochs"),
+            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "params": all_params(t),
+        }
         for rank, t in enumerate(ranked_trials(study)[:top], start=1)
     ]
 

@@ -74,8 +74,9 @@ def build_head(feature_dim: int, num_classes: int, params: HeadParams) -> keras.
     return keras.Model(features, outputs, name="head")
 
 
-def build_backbone(spec: BackboneSpec, image_size: int, weights: str | None, params: dict | None = None,
-                   canonicalize: layers.Layer | None = None) -> keras.Model:
+def build_backbone(
+    spec: BackboneSpec, image_size: int, weights: str | None, params: dict | None = None, canonicalize: layers.Layer | None = None
+) -> keras.Model:
     """The backbone with the canonicalization and its preprocessing in front: float [0, 255] images in, feature
     map out. The canonicalization belongs to the backbone because the frozen backbone's features (and their
     cache) depend on it."""
@@ -123,7 +124,7 @@ def resolve_unfreeze(spec: BackboneSpec, unfreeze) -> int:
     if unfreeze == "all":
         return len(spec.blocks)
     if isinstance(unfreeze, bool) or not isinstance(unfreeze, int) or unfreeze < 0:
-        raise BcautoError(f"unfreeze_blocks must be a non-negative integer or \"all\", got {unfreeze!r}")
+        raise BcautoError(f'unfreeze_blocks must be a non-negative integer or "all", got {unfreeze!r}')
     return min(unfreeze, len(spec.blocks))
 
 

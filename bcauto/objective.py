@@ -22,8 +22,17 @@ from bcauto.search_space import plan_params, suggest_plan
 from bcauto.tracking import Tracker
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train
 
-EPOCH_METRICS = ("loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "val_shift_macro_f1",
-                 "val_domain_macro_f1", "lr")
+EPOCH_METRICS = (
+    "loss",
+    "accuracy",
+    "macro_f1",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "val_shift_macro_f1",
+    "val_domain_macro_f1",
+    "lr",
+)
 SHIFTED_METRICS = ("val_shift_macro_f1", "val_mean_macro_f1")
 
 
@@ -118,8 +127,9 @@ class Objective:
         run_id = self.open_run(trial, plan, params)
         logger = MlflowEpochLogger(ctx.tracker, run_id)
         try:
-            result = train(plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger),
-                           epoch_sets=self.epoch_sets())
+            result = train(
+                plan, settings, ctx.train_data, ctx.val_data, callbacks=self.callbacks(trial, logger), epoch_sets=self.epoch_sets()
+            )
             value, scores, shift_metrics = self.evaluate(result)
             # one step past the last epoch: the kept model's score ends the per-epoch val_shift_macro_f1 curve and is
             # the run's latest value, as readers of the run expect
@@ -180,7 +190,6 @@ class Objective:
             shift_metrics.update(domain_scores(result, ctx.domain_val))
         return objective_value(ctx.cfg.study.metric, scores, shift_metrics), scores, shift_metrics
 
-
     def check_predictions(self, trial: optuna.Trial, run_id: str | None, scores, epochs: int, lr: float) -> None:
         """Record, in words, a trial whose model predicts (nearly) one class or guesses: its score says little."""
         train = self.ctx.train_data
@@ -203,11 +212,22 @@ class Objective:
         ctx.tracker.log_params(run_id, {f"mode.{phase}": mode for phase, mode in result.modes.items()})
         trial.set_user_attr("val_accuracy", scores.accuracy)
         trial.set_user_attr("val_macro_f1", scores.macro_f1)
-        ctx.tracker.log_metrics(run_id, {**scores.metrics("final_val_"), "epochs": epochs,
-                                         "head_epochs": result.phase_epochs["head"], "finetune_epochs": result.phase_epochs["finetune"]})
+        ctx.tracker.log_metrics(
+            run_id,
+            {
+                **scores.metrics("final_val_"),
+                "epochs": epochs,
+                "head_epochs": result.phase_epochs["head"],
+                "finetune_epochs": result.phase_epochs["finetune"],
+            },
+        )
         with tempfile.TemporaryDirectory() as tmp:
-            image = save_confusion_matrix(scores.confusion, ctx.val_data.class_names, Path(tmp) / "confusion_matrix.png",
-                                          title=f"trial {trial.number}: val macro-F1 {scores.macro_f1:.3f}")
+            image = save_confusion_matrix(
+                scores.confusion,
+                ctx.val_data.class_names,
+                Path(tmp) / "confusion_matrix.png",
+                title=f"trial {trial.number}: val macro-F1 {scores.macro_f1:.3f}",
+            )
             ctx.tracker.log_artifact(run_id, image)
         ctx.tracker.log_json(run_id, scores.report, "classification_report.json")
         if is_new_best(trial, value):
@@ -235,8 +255,9 @@ def shifted_scores(result: TrainResult, shifted: Dataset, tags: np.ndarray) -> d
     names = np.array([tag.split(":")[0] for tag in tags])
     for name in np.unique(names):
         members = names == name
-        metrics[f"shift.{name}.macro_f1"] = score(shifted.labels[members], predicted[members], shifted.class_names,
-                                                   present_only=True).macro_f1
+        metrics[f"shift.{name}.macro_f1"] = score(
+            shifted.labels[members], predicted[members], shifted.class_names, present_only=True
+        ).macro_f1
     return metrics
 
 
@@ -251,8 +272,13 @@ def objective_value(metric: str, scores, shift_metrics: dict[str, float]):
     clean, shifted = scores.macro_f1, shift_metrics.get("val_shift_macro_f1", scores.macro_f1)
     if metric == "val_domain_macro_f1":
         return shift_metrics["val_domain_macro_f1"]
-    return {"val_macro_f1": clean, "val_accuracy": scores.accuracy, "val_shift_macro_f1": shifted,
-            "val_mean_macro_f1": (clean + shifted) / 2, "both": (clean, shifted)}[metric]
+    return {
+        "val_macro_f1": clean,
+        "val_accuracy": scores.accuracy,
+        "val_shift_macro_f1": shifted,
+        "val_mean_macro_f1": (clean + shifted) / 2,
+        "both": (clean, shifted),
+    }[metric]
 
 
 def is_new_best(trial: optuna.Trial, value) -> bool:

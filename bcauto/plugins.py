@@ -135,13 +135,13 @@ def collect(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: 
         for impl in getattr(pm.hook, hook).get_hookimpls():
             provider = providers.get(impl.plugin_name) or Provider(impl.plugin_name, impl.plugin_name, "?")
 
-            def register(spec, _provider=provider, _kind=kind, _type=spec_type):
+            def register(spec, _provider=provider, _kind=kind, _type=spec_type, _registry=registries[hook]):
                 if not isinstance(spec, _type):
                     raise BcautoError(
                         f"plugin {_provider.package} ({_provider.plugin}) registered a {type(spec).__name__} "
                         f"as a {_kind}; expected {_type.__name__}"
                     )
-                registries[hook].add(spec, _provider)
+                _registry.add(spec, _provider)
 
             try:
                 impl.function(register=register)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import csv
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -36,8 +36,11 @@ def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[Path]]:
     for spec in inputs:
         path = Path(spec).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and p.suffix.lower() in suffixes and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
                 raise BcautoError(f"{path}: no image files in this folder or below (expected {', '.join(suffixes)})")
             images += found
@@ -82,18 +85,19 @@ def decode_images(paths: list[Path], image_size: int, skipped: list[str] | None 
             skipped.append(f"{path} ({exc})")
             continue
         kept.append(path)
-    return kept, out[:len(kept)]
+    return kept, out[: len(kept)]
 
 
-def chunks(images: list[Path], archives: list[Path], image_size: int,
-           skipped: list[str] | None = None) -> Iterator[tuple[list[Source], np.ndarray]]:
+def chunks(
+    images: list[Path], archives: list[Path], image_size: int, skipped: list[str] | None = None
+) -> Iterator[tuple[list[Source], np.ndarray]]:
     for start in range(0, len(images), CHUNK):
-        kept, batch = decode_images(images[start:start + CHUNK], image_size, skipped)
+        kept, batch = decode_images(images[start : start + CHUNK], image_size, skipped)
         yield [Source(p) for p in kept], batch
     for archive in archives:
         array = npz_images(archive, image_size)
         for start in range(0, len(array), CHUNK):
-            yield [Source(archive, i) for i in range(start, min(start + CHUNK, len(array)))], array[start:start + CHUNK]
+            yield [Source(archive, i) for i in range(start, min(start + CHUNK, len(array)))], array[start : start + CHUNK]
 
 
 def count_inputs(images: list[Path], archives: list[Path]) -> int:
@@ -110,9 +114,16 @@ def count_inputs(images: list[Path], archives: list[Path]) -> int:
     return total
 
 
-def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False, console=None,
-                   prepare: Callable[[np.ndarray], None] | None = None, skipped: list[str] | None = None,
-                   allowed: np.ndarray | None = None) -> int:
+def predict_to_csv(
+    bundle,
+    inputs: list[str],
+    out: str | Path,
+    tta: bool = False,
+    console=None,
+    prepare: Callable[[np.ndarray], None] | None = None,
+    skipped: list[str] | None = None,
+    allowed: np.ndarray | None = None,
+) -> int:
     """Write ``path, index, predicted, prob_<class>...`` rows for every input image; returns the number of rows.
 
     ``skipped``: None stops at the first undecodable image file with an error naming it; a list leaves such files
@@ -151,8 +162,9 @@ def predict_to_csv(bundle, inputs: list[str], out: str | Path, tta: bool = False
             for sources, batch in parts:
                 probs = restrict(predict_probs(bundle.model, batch, tta), allowed)
                 for source, p in zip(sources, probs):
-                    writer.writerow([str(source.path), "" if source.index is None else source.index,
-                                     classes[int(p.argmax())], *(f"{v:.6f}" for v in p)])
+                    writer.writerow(
+                        [str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+                    )
                 rows += len(sources)
                 progress.update(task, advance=len(sources))
         partial.replace(out)

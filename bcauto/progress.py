@@ -81,8 +81,7 @@ class SearchProgress:
         self.stopped_early = self.stopped_early or stopped_early
 
     def trial_done(self, value: float | None, state: str, maximize: bool = True) -> None:
-        if value is not None and state == "complete" and (
-                self.best is None or (value > self.best if maximize else value < self.best)):
+        if value is not None and state == "complete" and (self.best is None or (value > self.best if maximize else value < self.best)):
             self.best = value
         best = f"best {self.best:.4f}" if self.best is not None else ""
         self.progress.update(self.trials, advance=1 if state in ("complete", "pruned") else 0, info=best)
@@ -115,8 +114,13 @@ class SearchProgress:
                 self.progress.reset(self.epochs, total=self.epochs_per_trial)
             label = trial_label(t)
             last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
-            self.progress.update(self.epochs, total=self.epochs_per_trial, completed=len(t.intermediate_values),
-                                 description="epochs", info=f"{label} val={last:.3f}" if last is not None else label)
+            self.progress.update(
+                self.epochs,
+                total=self.epochs_per_trial,
+                completed=len(t.intermediate_values),
+                description="epochs",
+                info=f"{label} val={last:.3f}" if last is not None else label,
+            )
 
 
 def trial_label(trial: optuna.trial.FrozenTrial) -> str:
@@ -148,8 +152,13 @@ def leaderboard(study: optuna.Study, top: int = 10) -> Leaderboard:
 def bar_columns() -> tuple[ProgressColumn, ...]:
     """The columns of every bcauto progress bar: what it counts, the bar, done/total, the time so far, then the task's
     ``info`` (a trial's label and state, a loss) last, wrapping rather than cut at a narrow width."""
-    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")))
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}", table_column=Column(overflow="fold")),
+    )
 
 
 class Bars(Progress):

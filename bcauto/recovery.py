@@ -95,8 +95,7 @@ class StaleTrialCallback:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         worker = trial.user_attrs.get("worker", "unknown")
         if not failure_reason(study, trial):
-            study.set_user_attr(reason_key(trial.number),
-                                f"{INTERRUPTED}: worker {worker} sent no heartbeat for {GRACE_PERIOD_S} s")
+            study.set_user_attr(reason_key(trial.number), f"{INTERRUPTED}: worker {worker} sent no heartbeat for {GRACE_PERIOD_S} s")
         RetryOnce()(study, trial)
 
 
@@ -126,8 +125,11 @@ def close_run(tracker: Tracker | None, run_id: str | None, reason: str) -> None:
 
 def fail_trials_of(study: optuna.Study, tracker: Tracker | None, workers: set[str], reason: str) -> list[int]:
     """Fail the RUNNING trials that ``workers`` (``host:pid``) were running: the supervisor saw them exit."""
-    return [t.number for t in study.get_trials(deepcopy=False, states=(State.RUNNING,))
-            if t.user_attrs.get("worker") in workers and fail_trial(study, t, tracker, reason)]
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(State.RUNNING,))
+        if t.user_attrs.get("worker") in workers and fail_trial(study, t, tracker, reason)
+    ]
 
 
 def fail_trials_of_dead_workers(study: optuna.Study, tracker: Tracker | None) -> list[int]:

@@ -43,9 +43,25 @@ from bcauto.search_space import plan_params
 from bcauto.training import TrainResult, TrainSettings, TrialPlan, train_fixed
 from bcauto.uris import redact_uri
 
-__all__ = ["EPOCH_MODES", "REFIT_ROLE", "EpochBar", "PhaseSchedule", "RefitRequest", "RefitResult", "describe_schedule",
-           "load_study_data", "log_refit", "mlflow_messages_silenced", "phase_schedule", "plan_from_trial", "refit",
-           "select_trials", "study_run_params", "train_member", "trial_metrics"]
+__all__ = [
+    "EPOCH_MODES",
+    "REFIT_ROLE",
+    "EpochBar",
+    "PhaseSchedule",
+    "RefitRequest",
+    "RefitResult",
+    "describe_schedule",
+    "load_study_data",
+    "log_refit",
+    "mlflow_messages_silenced",
+    "phase_schedule",
+    "plan_from_trial",
+    "refit",
+    "select_trials",
+    "study_run_params",
+    "train_member",
+    "trial_metrics",
+]
 
 
 @dataclass
@@ -99,16 +115,17 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
     expected = params.get("data.fingerprint")
     if expected and data.fingerprint() != str(expected):
         given = f"--data {spec!r}" if spec else f"the study's data source {source!r}"
-        raise BcautoError(f"{given} now holds other data (fingerprint {data.fingerprint()}) than study {study_name!r} searched on "
-                          f"(fingerprint {expected}, source {params.get('data.source')!r}); refit needs the same images, "
-                          "pass --data with the data the search used")
+        raise BcautoError(
+            f"{given} now holds other data (fingerprint {data.fingerprint()}) than study {study_name!r} searched on "
+            f"(fingerprint {expected}, source {params.get('data.source')!r}); refit needs the same images, "
+            "pass --data with the data the search used"
+        )
     return data
 
 
 def train_member(plan: TrialPlan, settings: TrainSettings, data: Dataset, schedule: PhaseSchedule, callbacks=()) -> TrainResult:
     """One member: the trial's phases on all the data, for the schedule's epochs at its learning rates."""
-    return train_fixed(plan, settings, data, schedule.epochs, schedule.learning_rates,
-                       [*callbacks, keras.callbacks.TerminateOnNaN()])
+    return train_fixed(plan, settings, data, schedule.epochs, schedule.learning_rates, [*callbacks, keras.callbacks.TerminateOnNaN()])
 
 
 def refit(request: RefitRequest, components, console) -> RefitResult:
@@ -130,12 +147,15 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     client = tracker.client if tracker.available else None
     params = study_run_params(client, study, chosen[0])
     data = load_study_data(request.data, params, cfg, components, study.study_name)
-    console.print(f"refit data: {data.source}: {len(data.labels)} images (training and validation split together), "
-                  f"fingerprint {data.fingerprint()}")
+    console.print(
+        f"refit data: {data.source}: {len(data.labels)} images (training and validation split together), fingerprint {data.fingerprint()}"
+    )
     logged_batch = params.get("batch_size")
     if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
-        raise BcautoError(f"{study_file}: [train] batch_size = {cfg.train.batch_size}, but the search ran with {logged_batch}; "
-                          "pass the study file the search ran with (--study)")
+        raise BcautoError(
+            f"{study_file}: [train] batch_size = {cfg.train.batch_size}, but the search ran with {logged_batch}; "
+            "pass the study file the search ran with (--study)"
+        )
     precision = configure_precision(cfg, request.has_gpu)
     register_layers()
     out = Path(request.out or f"models/{study.study_name}")
@@ -145,20 +165,30 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
-            console.print(f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
-                          f"{plan.imbalance.name}, {describe_schedule(schedule)}")
+            console.print(
+                f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
+                f"{plan.imbalance.name}, {describe_schedule(schedule)}"
+            )
             start_fresh()
             with EpochBar(console, f"trial {trial.number}", sum(schedule.epochs.values())) as bar:
                 result = train_member(plan, settings, data, schedule, [bar])
             path = Path(tmp) / f"trial_{trial.number}.keras"
             result.model.save(path)
             member_files.append(path)
-            members.append({
-                "trial": trial.number, "values": list(trial.values), "params": plan_params(plan, settings), "seed": seed,
-                "epochs": schedule.epochs, "epochs_source": schedule.source, "trial_phase_epochs": trial.user_attrs.get("phase_epochs"),
-                "learning_rates": result.learning_rates,
-                "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"), "metrics": trial_metrics(client, trial),
-            })
+            members.append(
+                {
+                    "trial": trial.number,
+                    "values": list(trial.values),
+                    "params": plan_params(plan, settings),
+                    "seed": seed,
+                    "epochs": schedule.epochs,
+                    "epochs_source": schedule.source,
+                    "trial_phase_epochs": trial.user_attrs.get("phase_epochs"),
+                    "learning_rates": result.learning_rates,
+                    "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+                    "metrics": trial_metrics(client, trial),
+                }
+            )
         start_fresh()
         loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
         model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
@@ -172,8 +202,10 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     for problem in tracker.problems:
         console.print(f"[yellow]warning:[/] {escape(problem)}")
     if not run_id:
-        console.print(f"[yellow]MLflow tracking skipped[/] ({escape(redact_uri(request.tracking_uri))} could not be written): "
-                      f"no refit run was logged or registered; {escape(str(out))} is complete without it")
+        console.print(
+            f"[yellow]MLflow tracking skipped[/] ({escape(redact_uri(request.tracking_uri))} could not be written): "
+            f"no refit run was logged or registered; {escape(str(out))} is complete without it"
+        )
     for warning in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     return RefitResult(out, run_id, name, version, info)

@@ -52,24 +52,42 @@ def trial_metrics(client, trial: optuna.trial.FrozenTrial) -> dict[str, float]:
     return metrics
 
 
-def log_refit(tracker, study: optuna.Study, model, out: Path, info: dict, register: bool,
-              requirements: list[str]) -> tuple[str | None, str | None, int | None]:
+def log_refit(
+    tracker, study: optuna.Study, model, out: Path, info: dict, register: bool, requirements: list[str]
+) -> tuple[str | None, str | None, int | None]:
     """A new run (tag ``bcauto.role = refit``) in the study's experiment, under the study's parent run, with the model
     directory as artifacts and the model logged and registered as ``bcauto-<study>``; returns (run id, model name,
     version), (None, None, None) when tracking is off."""
     trials = ",".join(str(t) for t in info["trials"])
-    tags = {"bcauto.study": study.study_name, "bcauto.role": REFIT_ROLE, "bcauto.trials": trials,
-            "bcauto.data_fingerprint": info["data"]["fingerprint"]}
+    tags = {
+        "bcauto.study": study.study_name,
+        "bcauto.role": REFIT_ROLE,
+        "bcauto.trials": trials,
+        "bcauto.data_fingerprint": info["data"]["fingerprint"],
+    }
     run_name = f"refit {study.study_name} trial{'s' if ',' in trials else ''} {trials}"
     run_id = tracker.start_run(study.user_attrs.get("mlflow_parent_run_id") or None, run_name, tags)
     if not run_id:
         return None, None, None
-    tracker.log_params(run_id, {"trials": trials, "ensemble": info["ensemble"], "data.source": info["data"]["source"],
-                                "data.fingerprint": info["data"]["fingerprint"], "images": info["data"]["images"],
-                                **{f"member{i}.{k}": v for i, m in enumerate(info["members"]) for k, v in
-                                   {"trial": m["trial"], "epochs.head": m["epochs"]["head"], "epochs.finetune": m["epochs"]["finetune"]}.items()}})
+    tracker.log_params(
+        run_id,
+        {
+            "trials": trials,
+            "ensemble": info["ensemble"],
+            "data.source": info["data"]["source"],
+            "data.fingerprint": info["data"]["fingerprint"],
+            "images": info["data"]["images"],
+            **{
+                f"member{i}.{k}": v
+                for i, m in enumerate(info["members"])
+                for k, v in {"trial": m["trial"], "epochs.head": m["epochs"]["head"], "epochs.finetune": m["epochs"]["finetune"]}.items()
+            },
+        },
+    )
     for i, member in enumerate(info["members"]):
-        tracker.log_metrics(run_id, {f"member{i}.search.{k}": v for k, v in member["metrics"].items() if k.startswith(("val_", "final_val_"))})
+        tracker.log_metrics(
+            run_id, {f"member{i}.search.{k}": v for k, v in member["metrics"].items() if k.startswith(("val_", "final_val_"))}
+        )
     from bcauto.bundle import INFO_FILE, MODEL_FILE
 
     tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
@@ -82,8 +100,9 @@ def log_refit(tracker, study: optuna.Study, model, out: Path, info: dict, regist
 
         mlflow.set_tracking_uri(tracker.tracking_uri)
         with mlflow.start_run(run_id=run_id), mlflow_messages_silenced():
-            logged = mlflow.keras.log_model(model, name="model", pip_requirements=requirements,
-                                            registered_model_name=name if register else None)
+            logged = mlflow.keras.log_model(
+                model, name="model", pip_requirements=requirements, registered_model_name=name if register else None
+            )
         return getattr(logged, "registered_model_version", None)
 
     version = tracker._guard("log and register the model", log_model)

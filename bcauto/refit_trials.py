@@ -40,18 +40,26 @@ def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, component
     try:
         plan = suggest_plan(fixed, cfg, components, settings)
     except ValueError as exc:  # FixedTrial: a parameter the trial never had
-        raise BcautoError(f"{where} asks for a parameter the trial does not have ({exc}); the study file changed since "
-                          "the search; pass the study file the search ran with (--study)") from None
+        raise BcautoError(
+            f"{where} asks for a parameter the trial does not have ({exc}); the study file changed since "
+            "the search; pass the study file the search ran with (--study)"
+        ) from None
     unused = sorted(set(trial.params) - set(fixed.params))
     if unused:
-        raise BcautoError(f"{where} no longer asks for the trial's parameter(s) {', '.join(unused)}; the study file changed "
-                          "since the search; pass the study file the search ran with (--study)")
+        raise BcautoError(
+            f"{where} no longer asks for the trial's parameter(s) {', '.join(unused)}; the study file changed "
+            "since the search; pass the study file the search ran with (--study)"
+        )
     logged = trial.user_attrs.get("params", {})
-    differing = [f"{key}: logged {logged[key]!r}, now {value!r}" for key, value in plan_params(plan, settings).items()
-                 if key in logged and not _same(logged[key], value)]
+    differing = [
+        f"{key}: logged {logged[key]!r}, now {value!r}"
+        for key, value in plan_params(plan, settings).items()
+        if key in logged and not _same(logged[key], value)
+    ]
     if differing:
-        raise BcautoError(f"{where} gives another plan than the trial ran ({'; '.join(differing)}); pass the study file "
-                          "the search ran with (--study)")
+        raise BcautoError(
+            f"{where} gives another plan than the trial ran ({'; '.join(differing)}); pass the study file the search ran with (--study)"
+        )
     return plan
 
 
@@ -101,11 +109,16 @@ def phase_schedule(trial: optuna.trial.FrozenTrial, mode: str = "best") -> Phase
         return PhaseSchedule({"head": head, "finetune": finetune}, constant, "phase_epochs")
     kept, rates = attrs.get("kept_epochs"), attrs.get("epoch_lr")
     if not kept or not rates or len(rates) < head + finetune:
-        return PhaseSchedule({"head": head, "finetune": finetune}, constant,
-                             "every epoch the trial trained at a constant learning rate: the trial recorded no kept epochs")
+        return PhaseSchedule(
+            {"head": head, "finetune": finetune},
+            constant,
+            "every epoch the trial trained at a constant learning rate: the trial recorded no kept epochs",
+        )
     epochs = {"head": int(kept["head"]), "finetune": int(kept.get("finetune", 0))}
-    learning_rates = {"head": [float(r) for r in rates[:epochs["head"]]],
-                      "finetune": [float(r) for r in rates[head:head + epochs["finetune"]]]}
+    learning_rates = {
+        "head": [float(r) for r in rates[: epochs["head"]]],
+        "finetune": [float(r) for r in rates[head : head + epochs["finetune"]]],
+    }
     return PhaseSchedule(epochs, learning_rates, "the epochs the trial kept, at its learning rates")
 
 

@@ -16,8 +16,10 @@ Spec = TypeVar("Spec")
 
 def missing_plugin_hint(name: object) -> str:
     """The second guess after a typo: the component comes from a plugin package that is not installed."""
-    return (f"if a plugin package provides {str(name)!r}, it may not be installed (pip install it, then "
-            "`bcauto plugins` lists it, or says why it failed to load)")
+    return (
+        f"if a plugin package provides {str(name)!r}, it may not be installed (pip install it, then "
+        "`bcauto plugins` lists it, or says why it failed to load)"
+    )
 
 
 @dataclass(frozen=True)

@@ -27,27 +27,32 @@ def prediction_problem(confusion: np.ndarray, class_names: Sequence[str], what: 
     top = int(predicted_share.argmax())
     true_share = confusion[top].sum() / total
     if predicted_share[top] >= ONE_CLASS_SHARE and predicted_share[top] - true_share >= ONE_CLASS_EXCESS:
-        return (f"predicts {class_names[top]!r} for {predicted_share[top]:.0%} of {what} (they hold {true_share:.0%} of "
-                f"them): the model hardly tells the classes apart")
+        return (
+            f"predicts {class_names[top]!r} for {predicted_share[top]:.0%} of {what} (they hold {true_share:.0%} of "
+            f"them): the model hardly tells the classes apart"
+        )
     recall = np.diag(confusion)[present] / confusion.sum(axis=1)[present]
     chance = 1.0 / present.sum()
     balanced = float(recall.mean())
     if balanced <= chance + max(CHANCE_MARGIN, chance / 4):
-        return (f"scores at chance level on {what}: balanced accuracy {balanced:.2f}, where guessing among "
-                f"{int(present.sum())} classes gives {chance:.2f}")
+        return (
+            f"scores at chance level on {what}: balanced accuracy {balanced:.2f}, where guessing among "
+            f"{int(present.sum())} classes gives {chance:.2f}"
+        )
     return None
 
 
-def likely_causes(images: int | None = None, smallest_class: int | None = None, epochs: int | None = None,
-                  lr: float | None = None) -> str:
+def likely_causes(images: int | None = None, smallest_class: int | None = None, epochs: int | None = None, lr: float | None = None) -> str:
     """The usual reasons a model learns nothing, with the figures at hand."""
     data = "too few images"
     if images is not None:
         data += f" ({images}" + (f", {smallest_class} in the smallest class" if smallest_class is not None else "") + ")"
     trained = "too few epochs" + (f" ({epochs})" if epochs is not None else "")
     rate = "a learning rate too high or too low" + (f" (lr_head {lr:.1e})" if lr is not None else "")
-    return (f"Likely causes: {data}, {trained}, or {rate}. Add images (a few hundred per class), raise [train] "
-            "head_epochs, or widen [search] lr_head.")
+    return (
+        f"Likely causes: {data}, {trained}, or {rate}. Add images (a few hundred per class), raise [train] "
+        "head_epochs, or widen [search] lr_head."
+    )
 
 
 def model_info_causes(info: dict) -> str:
@@ -57,6 +62,9 @@ def model_info_causes(info: dict) -> str:
     member = (info.get("members") or [{}])[0]
     epochs = member.get("epochs")
     lr = (member.get("params") or {}).get("lr_head")
-    return likely_causes(images=data.get("images"), smallest_class=min(counts) if counts else None,
-                         epochs=sum(epochs.values()) if isinstance(epochs, dict) else epochs,
-                         lr=float(lr) if lr is not None else None)
+    return likely_causes(
+        images=data.get("images"),
+        smallest_class=min(counts) if counts else None,
+        epochs=sum(epochs.values()) if isinstance(epochs, dict) else epochs,
+        lr=float(lr) if lr is not None else None,
+    )

@@ -16,8 +16,7 @@ from bcauto import templates
 from bcauto.errors import BcautoError
 
 # kind -> the registry (key of Components.by_kind()) its components land in
-KINDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance", "dataset": "datasets",
-         "shift": "shifts"}
+KINDS = {"backbone": "backbones", "augmentation": "augmentations", "imbalance": "imbalance", "dataset": "datasets", "shift": "shifts"}
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
@@ -48,8 +47,12 @@ def render(kind: str, name: str) -> dict[str, str]:
     def fill(text: str) -> str:
         return Template(text).substitute(values)
 
-    values.update(usage=fill(parts.USAGE), third_party_imports=parts.THIRD_PARTY_IMPORTS,
-                  bcauto_imports=getattr(parts, "BCAUTO_IMPORTS", ""), test=fill(parts.TEST))
+    values.update(
+        usage=fill(parts.USAGE),
+        third_party_imports=parts.THIRD_PARTY_IMPORTS,
+        bcauto_imports=getattr(parts, "BCAUTO_IMPORTS", ""),
+        test=fill(parts.TEST),
+    )
     return {
         "pyproject.toml": fill(templates.PYPROJECT),
         "README.md": fill(templates.README),
@@ -78,8 +81,9 @@ def check_free(name: str) -> None:
         distribution(package)
     except PackageNotFoundError:
         return
-    raise BcautoError(f"plugin name {name!r}: the package {package} is already installed and installing the new one "
-                      "would replace it; choose another NAME")
+    raise BcautoError(
+        f"plugin name {name!r}: the package {package} is already installed and installing the new one would replace it; choose another NAME"
+    )
 
 
 def new_plugin(kind: str, name: str, parent: str | Path = ".") -> Path:

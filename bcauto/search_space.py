@@ -56,8 +56,12 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
     imbalance = components.imbalance.get(suggest(trial, "imbalance", s.imbalance))
     canonicalizer = components.canonicalizers.get(suggest(trial, "canonicalization", s.canonicalization))
     # record fixed choices too, so every trial's params name its components
-    for field, spec in (("backbone", backbone), ("augmentation", augmentation), ("imbalance", imbalance),
-                        ("canonicalization", canonicalizer)):
+    for field, spec in (
+        ("backbone", backbone),
+        ("augmentation", augmentation),
+        ("imbalance", imbalance),
+        ("canonicalization", canonicalizer),
+    ):
         trial.set_user_attr(field, spec.name)
     own = s.component_params
     backbone_params = backbone.search_space(PrefixedTrial(trial, f"{backbone.name}.", own.get(backbone.name)))
@@ -81,10 +85,19 @@ def suggest_plan(trial: optuna.Trial, cfg: StudyConfig, components, settings: Tr
     loss = suggest(trial, "loss", s.loss)
     label_smoothing = float(suggest(trial, "label_smoothing", s.label_smoothing))
     return TrialPlan(
-        backbone=backbone, augmentation=augmentation, imbalance=imbalance, head=head, lr_head=lr_head,
-        lr_finetune=lr_finetune, unfreeze_blocks=unfreeze, backbone_params=backbone_params,
-        augmentation_params=augmentation_params, loss=loss, label_smoothing=label_smoothing,
-        canonicalizer=canonicalizer, canonicalizer_params=canonicalizer_params,
+        backbone=backbone,
+        augmentation=augmentation,
+        imbalance=imbalance,
+        head=head,
+        lr_head=lr_head,
+        lr_finetune=lr_finetune,
+        unfreeze_blocks=unfreeze,
+        backbone_params=backbone_params,
+        augmentation_params=augmentation_params,
+        loss=loss,
+        label_smoothing=label_smoothing,
+        canonicalizer=canonicalizer,
+        canonicalizer_params=canonicalizer_params,
     )
 
 

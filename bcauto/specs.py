@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -78,7 +79,7 @@ class AugmentationSpec:
     build: Callable[..., Any]
     search_space: Callable[[Any], dict] = _no_params
     mixes_labels: bool = False
-    build_batch: Optional[Callable[..., Any]] = None
+    build_batch: Callable[..., Any] | None = None
     description: str = ""
 
 
@@ -107,7 +108,7 @@ class ImbalancePlan:
     """What an imbalance strategy decided: which training examples to use and how to weight classes."""
 
     indices: np.ndarray
-    class_weight: Optional[dict[int, float]] = None
+    class_weight: dict[int, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class DatasetSpec:
     load: Callable[..., Any]
     claims: Callable[[str], bool] = field(default=lambda spec: False)
     description: str = ""
-    available: Optional[Callable[[int, dict], Optional[str]]] = None
+    available: Callable[[int, dict], str | None] | None = None
 
 
 SHIFT_GROUPS = ("corruption", "lab")

@@ -17,7 +17,7 @@ def make_storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:") :]))
     try:
         return optuna.storages.RDBStorage(url, **heartbeat_options())
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers raise many types; all mean "cannot open"
@@ -27,7 +27,7 @@ def make_storage(url: str):
 def storage_file(url: str) -> Path | None:
     """The file a SQLite or journal storage URL names (None for a database server or an in-memory SQLite)."""
     if url.startswith("journal:"):
-        return Path(url[len("journal:"):])
+        return Path(url[len("journal:") :])
     if url.startswith("sqlite:"):
         from sqlalchemy.engine import make_url
 

@@ -6,9 +6,9 @@ import json
 import platform
 import time
 from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
-from importlib.metadata import version as dist_version
 
 import numpy as np
 import optuna
@@ -24,13 +24,13 @@ from bcauto.objective import Objective, SearchContext
 from bcauto.plugins import Components
 from bcauto.progress import SearchProgress, leaderboard, ranked_trials
 from bcauto.recovery import close_runs_of_failed_trials, failure_streak, recover
-from bcauto.study_report import log_study_report
 from bcauto.shift import shifted_copy
 from bcauto.stores import make_storage
+from bcauto.study_report import log_study_report
 from bcauto.supervisor import Supervisor
 from bcauto.tracking import Tracker
-from bcauto.uris import check_stores, redact_uri
 from bcauto.training import TrainSettings
+from bcauto.uris import check_stores, redact_uri
 from bcauto.worker import WorkerJob, save_split_data
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -86,11 +86,18 @@ def settings_from(cfg: StudyConfig, seed: int, has_gpu: bool, cache_dir: str | N
     t = cfg.train
     jit = switch(t.xla, has_gpu)
     return TrainSettings(
-        cache_dir=cache_dir if t.feature_cache else None, augmented_views=t.augmented_views,
+        cache_dir=cache_dir if t.feature_cache else None,
+        augmented_views=t.augmented_views,
         activation_cache_gb=float(t.activation_cache_gb),
-        batch_size=t.batch_size, head_epochs=t.head_epochs, finetune_epochs=t.finetune_epochs,
-        patience=t.patience, lr_patience=t.lr_patience, lr_factor=t.lr_factor,
-        weights=None if t.weights == "none" else t.weights, seed=seed, jit_compile=jit,
+        batch_size=t.batch_size,
+        head_epochs=t.head_epochs,
+        finetune_epochs=t.finetune_epochs,
+        patience=t.patience,
+        lr_patience=t.lr_patience,
+        lr_factor=t.lr_factor,
+        weights=None if t.weights == "none" else t.weights,
+        seed=seed,
+        jit_compile=jit,
     )
 
 
@@ -185,10 +192,14 @@ def split_by_domain(data: Dataset, cfg: StudyConfig, seed: int) -> tuple[Split, 
     """
     if data.domains is None or len(data.domain_names) < 2:
         if cfg.study.metric == "val_domain_macro_f1" or cfg.data.validation_domain:
-            what = ("[study] metric = 'val_domain_macro_f1'" if cfg.study.metric == "val_domain_macro_f1"
-                    else f"[data] validation_domain = {cfg.data.validation_domain!r}")
-            raise BcautoError(f"{cfg.path}: {what} needs data from several sources, one per lab "
-                              f"(--data LAB_A --data LAB_B); {data.source} is one")
+            what = (
+                "[study] metric = 'val_domain_macro_f1'"
+                if cfg.study.metric == "val_domain_macro_f1"
+                else f"[data] validation_domain = {cfg.data.validation_domain!r}"
+            )
+            raise BcautoError(
+                f"{cfg.path}: {what} needs data from several sources, one per lab (--data LAB_A --data LAB_B); {data.source} is one"
+            )
         return stratified_split(data, cfg.data.val_fraction, seed), None, None
     rest, held, domain = hold_out_domain(data, cfg.data.validation_domain or None)
     inner = stratified_split(data.subset(rest), cfg.data.val_fraction, seed)
@@ -199,12 +210,18 @@ def open_study(request: SearchRequest) -> optuna.Study:
     """Create the study, or load it to resume; its objectives must match the study file's metric."""
     cfg = request.cfg
     study = optuna.create_study(
-        study_name=request.study_name, storage=make_storage(request.storage), sampler=make_sampler(cfg, request.seed),
-        pruner=make_pruner(cfg), directions=cfg.directions, load_if_exists=True,
+        study_name=request.study_name,
+        storage=make_storage(request.storage),
+        sampler=make_sampler(cfg, request.seed),
+        pruner=make_pruner(cfg),
+        directions=cfg.directions,
+        load_if_exists=True,
     )
     if len(study.directions) != len(cfg.directions):
-        raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
-                          f"but {cfg.path} [study] metric = {cfg.study.metric!r} needs {len(cfg.directions)}; use another --name")
+        raise BcautoError(
+            f"study {request.study_name!r} in {redact_uri(request.storage)} has {len(study.directions)} objective(s), "
+            f"but {cfg.path} [study] metric = {cfg.study.metric!r} needs {len(cfg.directions)}; use another --name"
+        )
     continue_sampling(study, cfg, request.seed)
     return study
 
@@ -218,35 +235,58 @@ def check_same_data(study: optuna.Study, request: SearchRequest, prepared: Prepa
         logged = [p for p in logged if "data.fingerprint" in p]
         if not logged:
             return
-        searched = {"source": logged[0].get("data.source"), "fingerprint": logged[0]["data.fingerprint"],
-                    "split": logged[0].get("split.fingerprint")}
+        searched = {
+            "source": logged[0].get("data.source"),
+            "fingerprint": logged[0]["data.fingerprint"],
+            "split": logged[0].get("split.fingerprint"),
+        }
     now = {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
     if searched["fingerprint"] != now["fingerprint"] or searched.get("split") not in (None, now["split"]):
         what = "other data" if searched["fingerprint"] != now["fingerprint"] else "another split (another --seed or val_fraction)"
-        raise BcautoError(f"study {request.study_name!r} in {redact_uri(request.storage)} was searched on {what}: "
-                          f"{searched['source']} (fingerprint {searched['fingerprint']}, split {searched.get('split')}), "
-                          f"not {now['source']} (fingerprint {now['fingerprint']}, split {now['split']}); its trials would be "
-                          "ranked with the new ones. Pass --name NEW_NAME to start a new study on this data")
+        raise BcautoError(
+            f"study {request.study_name!r} in {redact_uri(request.storage)} was searched on {what}: "
+            f"{searched['source']} (fingerprint {searched['fingerprint']}, split {searched.get('split')}), "
+            f"not {now['source']} (fingerprint {now['fingerprint']}, split {now['split']}); its trials would be "
+            "ranked with the new ones. Pass --name NEW_NAME to start a new study on this data"
+        )
 
 
-def describe_run(request: SearchRequest, prepared: PreparedData, settings: TrainSettings, precision: str,
-                 components: Components) -> tuple[dict[str, Any], dict[str, str]]:
+def describe_run(
+    request: SearchRequest, prepared: PreparedData, settings: TrainSettings, precision: str, components: Components
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Study-wide params and tags, logged on the parent run and on every trial: enough to reproduce one."""
     cfg = request.cfg
     params = {
-        "study": request.study_name, "study_file": str(cfg.path), "data.source": request.data.source,
-        "data.fingerprint": prepared.data_fingerprint, "split.fingerprint": prepared.split_fingerprint,
-        "image_size": request.data.image_size, "val_fraction": cfg.data.val_fraction, "batch_size": settings.batch_size,
-        "head_epochs": settings.head_epochs, "finetune_epochs": settings.finetune_epochs, "patience": settings.patience,
-        "sampler": cfg.study.sampler, "startup_trials": cfg.study.startup_trials, "pruner": cfg.study.pruner,
-        "study_seed": request.seed, "metric": cfg.study.metric,
-        "precision": precision, "xla": settings.jit_compile, "augmented_views": settings.augmented_views,
-        "data.clean": request.cfg.data.clean, "data.removed": len(prepared.removed or []),
-        "data.domains": ",".join(request.data.domain_names), "validation_domain": prepared.domain or "",
+        "study": request.study_name,
+        "study_file": str(cfg.path),
+        "data.source": request.data.source,
+        "data.fingerprint": prepared.data_fingerprint,
+        "split.fingerprint": prepared.split_fingerprint,
+        "image_size": request.data.image_size,
+        "val_fraction": cfg.data.val_fraction,
+        "batch_size": settings.batch_size,
+        "head_epochs": settings.head_epochs,
+        "finetune_epochs": settings.finetune_epochs,
+        "patience": settings.patience,
+        "sampler": cfg.study.sampler,
+        "startup_trials": cfg.study.startup_trials,
+        "pruner": cfg.study.pruner,
+        "study_seed": request.seed,
+        "metric": cfg.study.metric,
+        "precision": precision,
+        "xla": settings.jit_compile,
+        "augmented_views": settings.augmented_views,
+        "data.clean": request.cfg.data.clean,
+        "data.removed": len(prepared.removed or []),
+        "data.domains": ",".join(request.data.domain_names),
+        "validation_domain": prepared.domain or "",
     }
     tags = {
-        "bcauto.study": request.study_name, "bcauto.version": __version__, "bcauto.data_fingerprint": prepared.data_fingerprint,
-        "bcauto.plugins": json.dumps(plugin_versions(components)), "bcauto.environment": json.dumps(environment_versions()),
+        "bcauto.study": request.study_name,
+        "bcauto.version": __version__,
+        "bcauto.data_fingerprint": prepared.data_fingerprint,
+        "bcauto.plugins": json.dumps(plugin_versions(components)),
+        "bcauto.environment": json.dumps(environment_versions()),
         "bcauto.optuna_storage": redact_uri(request.storage),
     }
     return params, tags
@@ -266,24 +306,43 @@ def run_search(request: SearchRequest, components: Components, console: Console)
     tracker = Tracker(request.tracking_uri, experiment=request.study_name)
     failed, retried = recover(study, tracker)
     if failed or retried:
-        console.print(f"resuming: trials {failed or '-'} were interrupted and are marked failed; parameters of trials {retried or '-'} are retried")
+        console.print(
+            f"resuming: trials {failed or '-'} were interrupted and are marked failed; parameters of trials {retried or '-'} are retried"
+        )
     if finished_count(study) >= request.trials:
-        console.print(f"study {request.study_name!r} already has {finished_count(study)} finished trials "
-                      f"(asked for {request.trials}); pass a larger --trials to add more")
+        console.print(
+            f"study {request.study_name!r} already has {finished_count(study)} finished trials "
+            f"(asked for {request.trials}); pass a larger --trials to add more"
+        )
         return study
 
     params, tags = describe_run(request, prepared, settings, precision, components)
     parent = tracker.parent_run(request.study_name, params, tags)
     if prepared.removed:
         tracker.log_json(parent, prepared.removed, "cleaned_images.json")
-        console.print(f"{escape('[data]')} clean: {len(prepared.removed)} flagged images removed before the split (cleaned_images.json on the parent run)")
+        console.print(
+            f"{escape('[data]')} clean: {len(prepared.removed)} flagged images removed before the split "
+            "(cleaned_images.json on the parent run)"
+        )
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
-    study.set_user_attr("data", {"source": request.data.source, "fingerprint": prepared.data_fingerprint,
-                                 "split": prepared.split_fingerprint})
-    context = SearchContext(cfg=cfg, components=components, train_data=prepared.train, val_data=prepared.val, settings=settings,
-                            tracker=tracker, parent_run_id=parent, run_tags=tags, run_params=params,
-                            shifted_val=prepared.shifted, shift_tags=prepared.shift_tags, domain_val=prepared.domain_val)
+    study.set_user_attr(
+        "data", {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
+    )
+    context = SearchContext(
+        cfg=cfg,
+        components=components,
+        train_data=prepared.train,
+        val_data=prepared.val,
+        settings=settings,
+        tracker=tracker,
+        parent_run_id=parent,
+        run_tags=tags,
+        run_params=params,
+        shifted_val=prepared.shifted,
+        shift_tags=prepared.shift_tags,
+        domain_val=prepared.domain_val,
+    )
     epochs = settings.head_epochs + settings.finetune_epochs
     with SearchProgress(console, request.trials, done=finished_count(study), epochs_per_trial=epochs) as progress:
         try:
@@ -302,24 +361,48 @@ def run_search(request: SearchRequest, components: Components, console: Console)
 def optimize_here(study: optuna.Study, context: SearchContext, request: SearchRequest) -> None:
     """Trials in this process: no isolation, for debugging and notebooks (``--workers 0``)."""
     callbacks = [optuna.study.MaxTrialsCallback(request.trials, states=FINISHED), FailureLimit(request.cfg.study.max_failures)]
-    study.optimize(Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks,
-                   catch=(Exception,), gc_after_trial=True)
+    study.optimize(
+        Objective(context), n_trials=None, timeout=request.timeout or None, callbacks=callbacks, catch=(Exception,), gc_after_trial=True
+    )
 
 
-def optimize_in_workers(study: optuna.Study, context: SearchContext, request: SearchRequest, prepared: PreparedData,
-                        precision: str, progress: SearchProgress) -> None:
+def optimize_in_workers(
+    study: optuna.Study, context: SearchContext, request: SearchRequest, prepared: PreparedData, precision: str, progress: SearchProgress
+) -> None:
     """Trials in supervised worker processes that map the prepared data from disk."""
     work = Path(request.work_dir)
-    data_dir = save_split_data(prepared.train, prepared.val, work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
-                               prepared.shifted, prepared.shift_tags, prepared.domain_val)
-    job = WorkerJob(
-        config=request.cfg.model_dump_json(), study_name=request.study_name, storage=request.storage, tracking_uri=request.tracking_uri,
-        data_dir=str(data_dir), settings=asdict(context.settings), sampler_seed=request.seed, trials=request.trials,
-        max_failures=request.cfg.study.max_failures, parent_run_id=context.parent_run_id, run_params=context.run_params,
-        run_tags=context.run_tags, precision=precision, deadline=time.time() + request.timeout if request.timeout else None,
+    data_dir = save_split_data(
+        prepared.train,
+        prepared.val,
+        work / "data" / f"{prepared.data_fingerprint}-{prepared.split_fingerprint}",
+        prepared.shifted,
+        prepared.shift_tags,
+        prepared.domain_val,
     )
-    supervisor = Supervisor(job, work / "jobs" / request.study_name, request.workers, request.gpus, context.tracker,
-                            memory_limit_mb=request.worker_memory_gb * 1024)
+    job = WorkerJob(
+        config=request.cfg.model_dump_json(),
+        study_name=request.study_name,
+        storage=request.storage,
+        tracking_uri=request.tracking_uri,
+        data_dir=str(data_dir),
+        settings=asdict(context.settings),
+        sampler_seed=request.seed,
+        trials=request.trials,
+        max_failures=request.cfg.study.max_failures,
+        parent_run_id=context.parent_run_id,
+        run_params=context.run_params,
+        run_tags=context.run_tags,
+        precision=precision,
+        deadline=time.time() + request.timeout if request.timeout else None,
+    )
+    supervisor = Supervisor(
+        job,
+        work / "jobs" / request.study_name,
+        request.workers,
+        request.gpus,
+        context.tracker,
+        memory_limit_mb=request.worker_memory_gb * 1024,
+    )
     supervisor.run(study, progress)
 
 
@@ -344,13 +427,14 @@ def summarize(study: optuna.Study, tracker: Tracker, parent: str | None, console
     if study.user_attrs.get("stopped_because"):
         console.print(f"[red]study stopped:[/] {escape(study.user_attrs['stopped_because'])}")
     if ranked and ranked[0].user_attrs.get("prediction_problem"):
-        console.print(f"[yellow]warning:[/] the best trial (#{ranked[0].number}) "
-                      f"{escape(ranked[0].user_attrs['prediction_problem'])}")
+        console.print(f"[yellow]warning:[/] the best trial (#{ranked[0].number}) {escape(ranked[0].user_attrs['prediction_problem'])}")
     counts = {state.name.lower(): sum(t.state == state for t in study.trials) for state in optuna.trial.TrialState}
     tracker.log_metrics(parent, {f"trials_{k}": v for k, v in counts.items()})
     if ranked:
-        rows = [{"trial": t.number, "values": t.values, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-                 **t.user_attrs.get("params", {})} for t in ranked]
+        rows = [
+            {"trial": t.number, "values": t.values, "mlflow_run_id": t.user_attrs.get("mlflow_run_id"), **t.user_attrs.get("params", {})}
+            for t in ranked
+        ]
         tracker.log_json(parent, rows, "pareto_front.json" if len(study.directions) > 1 else "leaderboard.json")
         best = ranked[0]
         tracker.log_metrics(parent, {"best_value": best.values[0]})

@@ -11,8 +11,9 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 
@@ -59,8 +60,11 @@ def _report(study: optuna.Study, tracker: Tracker, run_id: str) -> None:
             log.info("study report: %d complete trial(s), too few for parameter importances", len(complete))
             return
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        importances = _plot(folder / IMPORTANCES_PNG, lambda: plots.plot_param_importances(
-            study, evaluator=evaluator, target=target, target_name=name), tall=True)
+        importances = _plot(
+            folder / IMPORTANCES_PNG,
+            lambda: plots.plot_param_importances(study, evaluator=evaluator, target=target, target_name=name),
+            tall=True,
+        )
         if isinstance(importances, Path):
             tracker.log_artifact(run_id, importances)
         else:  # expected in small or degenerate studies (one value per parameter, ...): not worth a warning
@@ -83,8 +87,11 @@ def leaderboard_rows(study: optuna.Study, names: tuple[str, ...]) -> list[dict[s
     ranked = ranked_trials(study)
     ranked_numbers = {t.number for t in ranked}
     # trials off the Pareto front follow it, still ordered by the first objective (maximized in bcauto)
-    rest = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            if t.number not in ranked_numbers and t.values]
+    rest = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.number not in ranked_numbers and t.values
+    ]
     rest.sort(key=lambda t: t.values[0], reverse=study.directions[0] == optuna.study.StudyDirection.MAXIMIZE)
     rows = []
     for rank, trial in enumerate([*ranked, *rest], start=1):

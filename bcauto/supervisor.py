@@ -72,8 +72,7 @@ def ctrl_c_between_polls():
 class Supervisor:
     """Starts ``workers`` worker processes for a study and keeps them going until the study is done."""
 
-    def __init__(self, job: WorkerJob, jobs_dir: Path, workers: int, gpus: list[str] | None, tracker: Tracker,
-                 memory_limit_mb: float = 0):
+    def __init__(self, job: WorkerJob, jobs_dir: Path, workers: int, gpus: list[str] | None, tracker: Tracker, memory_limit_mb: float = 0):
         self.job, self.jobs_dir, self.workers, self.gpus, self.tracker = job, jobs_dir, workers, gpus, tracker
         self.memory_limit_mb = memory_limit_mb
         self.running: dict[int, tuple[subprocess.Popen, int]] = {}

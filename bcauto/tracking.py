@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -51,8 +52,10 @@ class Tracker:
             self.failures_in_a_row += 1
             self._warn(f"MLflow ({redact_uri(self.tracking_uri)}): could not {what}: {type(exc).__name__}: {str(exc)[:300]}")
             if self.failures_in_a_row == MAX_FAILURES_IN_A_ROW:
-                self._warn(f"MLflow ({redact_uri(self.tracking_uri)}): {MAX_FAILURES_IN_A_ROW} failures in a row, logging is off for "
-                           "the rest of this process; results stay in the Optuna study")
+                self._warn(
+                    f"MLflow ({redact_uri(self.tracking_uri)}): {MAX_FAILURES_IN_A_ROW} failures in a row, logging is off for "
+                    "the rest of this process; results stay in the Optuna study"
+                )
             return None
 
     def _warn(self, message: str) -> None:
@@ -84,7 +87,8 @@ class Tracker:
                     self.client.update_run(run_id, status="RUNNING")
                 return run_id
             run = self.client.create_run(
-                self.experiment_id, run_name=f"study {study_name}",
+                self.experiment_id,
+                run_name=f"study {study_name}",
                 tags={"bcauto.study": study_name, "bcauto.role": PARENT_ROLE, **tags},
             )
             self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flat_params(params).items()])
@@ -121,7 +125,7 @@ class Tracker:
     def log_params(self, run_id: str | None, params: dict[str, Any]) -> None:
         if run_id:
             items = [Param(k, v) for k, v in flat_params(params).items()]
-            self._guard("log params", lambda: [self.client.log_batch(run_id, params=items[i:i + 100]) for i in range(0, len(items), 100)])
+            self._guard("log params", lambda: [self.client.log_batch(run_id, params=items[i : i + 100]) for i in range(0, len(items), 100)])
 
     def log_metrics(self, run_id: str | None, metrics: dict[str, float], step: int = 0) -> None:
         if run_id and metrics:

@@ -13,8 +13,9 @@ then trains a given number of epochs, with a given learning rate per epoch, inst
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -117,8 +118,9 @@ def build_parts(plan: TrialPlan, settings: TrainSettings, image_size: int, num_c
     return Parts(backbone, head, augmentation, assemble(backbone, head, augmentation, frozen_inference=weights is not None))
 
 
-def batches(x, labels: np.ndarray, num_classes: int, batch_size: int, shuffle_seed: int | None = None,
-            batch_fn: Callable | None = None) -> tf.data.Dataset:
+def batches(
+    x, labels: np.ndarray, num_classes: int, batch_size: int, shuffle_seed: int | None = None, batch_fn: Callable | None = None
+) -> tf.data.Dataset:
     """Inputs and integer labels as a batched, prefetched pipeline of (float32, one-hot)."""
     ds = tf.data.Dataset.from_tensor_slices((x, labels.astype(np.int32)))
     if shuffle_seed is not None:
@@ -145,8 +147,7 @@ def make_loss(loss: str = "crossentropy", label_smoothing: float = 0.0) -> keras
     return keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
 
 
-def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: str = "crossentropy",
-                  label_smoothing: float = 0.0) -> None:
+def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: str = "crossentropy", label_smoothing: float = 0.0) -> None:
     model.compile(
         optimizer=keras.optimizers.Lion(learning_rate=learning_rate),
         loss=make_loss(loss, label_smoothing),
@@ -215,7 +216,7 @@ def kept_epochs(val_losses: list[float], phase_epochs: dict[str, int]) -> dict[s
     head, finetune = phase_epochs["head"], phase_epochs.get("finetune", 0)
     head_losses = val_losses[:head]
     kept = {"head": int(np.argmin(head_losses)) + 1 if head_losses else 0, "finetune": 0}
-    tune_losses = val_losses[head:head + finetune]
+    tune_losses = val_losses[head : head + finetune]
     if tune_losses and head_losses and min(tune_losses) <= min(head_losses):
         kept["finetune"] = int(np.argmin(tune_losses)) + 1
     return kept
@@ -224,8 +225,9 @@ def kept_epochs(val_losses: list[float], phase_epochs: dict[str, int]) -> dict[s
 def phase_callbacks(settings: TrainSettings) -> list[keras.callbacks.Callback]:
     """The seed's callbacks, fresh for each phase."""
     return [
-        keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=settings.lr_factor,
-                                          patience=settings.lr_patience, min_lr=1e-8),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy", mode="max", factor=settings.lr_factor, patience=settings.lr_patience, min_lr=1e-8
+        ),
         keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=settings.patience, restore_best_weights=True),
     ]
 
@@ -255,8 +257,15 @@ class Trainer:
     learning rates it is given (:meth:`fit_full` with ``rates``).
     """
 
-    def __init__(self, plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset | None, callbacks=(),
-                 epoch_sets: dict[str, Dataset] | None = None):
+    def __init__(
+        self,
+        plan: TrialPlan,
+        settings: TrainSettings,
+        train_data: Dataset,
+        val_data: Dataset | None,
+        callbacks=(),
+        epoch_sets: dict[str, Dataset] | None = None,
+    ):
         self.plan, self.settings = plan, settings
         self.train_data, self.val_data = train_data, val_data
         self.num_classes = train_data.num_classes
@@ -279,8 +288,9 @@ class Trainer:
         """Epochs trained so far, over all phases (the global epoch counter)."""
         return len(self.recorder.epochs)
 
-    def fit(self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None,
-            rates: list[float] | None = None) -> None:
+    def fit(
+        self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None, rates: list[float] | None = None
+    ) -> None:
         """One phase: with ``val_ds``, early stopping and a plateau schedule; without, ``epochs`` epochs at ``rates``
         (one learning rate per epoch) or at ``learning_rate`` throughout."""
         compile_model(model, learning_rate, self.settings.jit_compile, self.plan.loss, self.plan.label_smoothing)
@@ -288,9 +298,17 @@ class Trainer:
             schedule = phase_callbacks(self.settings)
         else:
             schedule = [ReplayRates(self.epochs_run, rates)] if rates else []
-        model.fit(train_ds, validation_data=val_ds, initial_epoch=self.epochs_run, epochs=self.epochs_run + epochs,
-                  steps_per_epoch=steps_per_epoch, class_weight=self.imbalance.class_weight, shuffle=False, verbose=0,
-                  callbacks=[*schedule, *self.callbacks])
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=self.epochs_run,
+            epochs=self.epochs_run + epochs,
+            steps_per_epoch=steps_per_epoch,
+            class_weight=self.imbalance.class_weight,
+            shuffle=False,
+            verbose=0,
+            callbacks=[*schedule, *self.callbacks],
+        )
 
     def image_batches(self):
         s, batch_fn = self.settings, None
@@ -339,11 +357,15 @@ class Trainer:
         """What the frozen backbone's pooled features depend on, besides the images (the feature cache's key)."""
         s, plan = self.settings, self.plan
         return {
-            "backbone": plan.backbone.name, "weights": weights_identity(plan.weights_for(s)), "params": plan.backbone_params,
-            "preprocessing": plan.backbone.preprocessing, "image_size": self.train_data.image_size,
+            "backbone": plan.backbone.name,
+            "weights": weights_identity(plan.weights_for(s)),
+            "params": plan.backbone_params,
+            "preprocessing": plan.backbone.preprocessing,
+            "image_size": self.train_data.image_size,
             "canonicalization": [plan.canonicalizer_name, plan.canonicalizer_params],
             "policy": keras.mixed_precision.global_policy().name,
-            "views": views, "augmentation": [plan.augmentation.name, plan.augmentation_params] if views else None,
+            "views": views,
+            "augmentation": [plan.augmentation.name, plan.augmentation_params] if views else None,
         }
 
     def cached_features(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -353,8 +375,9 @@ class Trainer:
 
         def compute():
             if views:
-                train = np.stack([pooled_features(backbone, self.train_data.images, s.batch_size, self._view_augmenter(i))
-                                  for i in range(views)])
+                train = np.stack(
+                    [pooled_features(backbone, self.train_data.images, s.batch_size, self._view_augmenter(i)) for i in range(views)]
+                )
             else:
                 train = pooled_features(backbone, self.train_data.images, s.batch_size)[None]
             return {"train": train, "val": pooled_features(backbone, self.val_data.images, s.batch_size)}
@@ -370,10 +393,12 @@ class Trainer:
         if data is self.val_data:
             features = self.val_features
         else:
+
             def compute():
                 parts = {**self.feature_parts(), "images": data.fingerprint()}
                 return FeatureCache(s.cache_dir).get_or_compute(
-                    parts, lambda: {"features": pooled_features(self.parts.backbone, data.images, s.batch_size)})[0]["features"]
+                    parts, lambda: {"features": pooled_features(self.parts.backbone, data.images, s.batch_size)}
+                )[0]["features"]
 
             features = self.memo("features", data, compute)
         return self.parts.head.predict(features, batch_size=256, verbose=0)
@@ -415,15 +440,23 @@ class Trainer:
         train_x, val_x = (predict_batches(prefix, data.images, s.batch_size) for data in (self.train_data, self.val_data))
         self.current_probabilities = lambda data: model.predict(
             val_x if data is self.val_data else self.memo("prefix", data, lambda: predict_batches(prefix, data.images, s.batch_size)),
-            batch_size=256, verbose=0)
+            batch_size=256,
+            verbose=0,
+        )
         idx = self.train_index
         train_ds = batches(train_x[idx], self.train_data.labels[idx], self.num_classes, s.batch_size, s.seed)
         val_ds = batches(val_x, self.val_data.labels, self.num_classes, s.batch_size).cache()
         self.fit(model, self.plan.lr_finetune, epochs, train_ds, val_ds)
 
 
-def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_data: Dataset,
-          callbacks: list[keras.callbacks.Callback] = (), epoch_sets: dict[str, Dataset] | None = None) -> TrainResult:
+def train(
+    plan: TrialPlan,
+    settings: TrainSettings,
+    train_data: Dataset,
+    val_data: Dataset,
+    callbacks: list[keras.callbacks.Callback] = (),
+    epoch_sets: dict[str, Dataset] | None = None,
+) -> TrainResult:
     """Train one plan. ``callbacks`` (reporting, pruning) see both phases with one epoch counter, and the macro-F1 on
     each of ``epoch_sets`` in the epoch's logs (``NAME_macro_f1``)."""
     trainer = Trainer(plan, settings, train_data, val_data, callbacks, epoch_sets)
@@ -442,15 +475,26 @@ def train(plan: TrialPlan, settings: TrainSettings, train_data: Dataset, val_dat
         phase_epochs["finetune"] = trainer.epochs_run - phase_epochs["head"]
     frozen_scoring = trainer.modes["head"] != "online" and not trainer.backbone_trained
     history = trainer.recorder.epochs
-    return TrainResult(trainer.parts.model, history, phase_epochs, unfrozen, trainer.modes,
-                       predict=trainer.predict_frozen if frozen_scoring else None,
-                       learning_rates=trainer.recorder.learning_rates,
-                       kept_epochs=kept_epochs([e["val_loss"] for e in history], phase_epochs))
+    return TrainResult(
+        trainer.parts.model,
+        history,
+        phase_epochs,
+        unfrozen,
+        trainer.modes,
+        predict=trainer.predict_frozen if frozen_scoring else None,
+        learning_rates=trainer.recorder.learning_rates,
+        kept_epochs=kept_epochs([e["val_loss"] for e in history], phase_epochs),
+    )
 
 
-def train_fixed(plan: TrialPlan, settings: TrainSettings, data: Dataset, epochs: dict[str, int],
-                learning_rates: dict[str, list[float] | None] | None = None,
-                callbacks: list[keras.callbacks.Callback] = ()) -> TrainResult:
+def train_fixed(
+    plan: TrialPlan,
+    settings: TrainSettings,
+    data: Dataset,
+    epochs: dict[str, int],
+    learning_rates: dict[str, list[float] | None] | None = None,
+    callbacks: list[keras.callbacks.Callback] = (),
+) -> TrainResult:
     """Train one plan on ``data`` without a validation split: ``epochs[phase]`` epochs per phase (``head``, then
     ``finetune`` for a pretrained backbone), each epoch at its rate in ``learning_rates[phase]`` where given, else at
     the plan's learning rate throughout. A backbone without pretrained weights trains whole in the one head phase."""
@@ -467,5 +511,12 @@ def train_fixed(plan: TrialPlan, settings: TrainSettings, data: Dataset, epochs:
         trainer.modes["finetune"] = "online"
         trainer.fit_full(plan.lr_finetune, epochs["finetune"], rates.get("finetune"))
         phase_epochs["finetune"] = trainer.epochs_run - phase_epochs["head"]
-    return TrainResult(trainer.parts.model, trainer.recorder.epochs, phase_epochs, unfrozen, trainer.modes,
-                       learning_rates=trainer.recorder.learning_rates, kept_epochs=dict(phase_epochs))
+    return TrainResult(
+        trainer.parts.model,
+        trainer.recorder.epochs,
+        phase_epochs,
+        unfrozen,
+        trainer.modes,
+        learning_rates=trainer.recorder.learning_rates,
+        kept_epochs=dict(phase_epochs),
+    )

@@ -29,8 +29,20 @@ STOP_TIMEOUT_S = 10.0
 
 def mlflow_ui_command(tracking_uri: str, host: str, port: int) -> list[str]:
     # one worker: a UI for the people running the study, not a shared tracking server
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port),
-            "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        tracking_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def dashboard_command(storage: str, host: str, port: int) -> list[str] | None:
@@ -39,7 +51,7 @@ def dashboard_command(storage: str, host: str, port: int) -> list[str] | None:
     if not found:
         return None
     if storage.startswith("journal:"):  # bcauto's spelling of a journal file
-        return [found, storage[len("journal:"):], "--storage-class", "JournalFileStorage", "--host", host, "--port", str(port)]
+        return [found, storage[len("journal:") :], "--storage-class", "JournalFileStorage", "--host", host, "--port", str(port)]
     return [found, storage, "--host", host, "--port", str(port)]
 
 
@@ -80,8 +92,10 @@ def check_port_free(host: str, port: int, what: str) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise BcautoError(f"cannot serve the {what} on {host}:{port}: {exc.strerror or exc}; "
-                              f"is another `bcauto ui` or `mlflow ui` running? Pass --port to use another port") from None
+            raise BcautoError(
+                f"cannot serve the {what} on {host}:{port}: {exc.strerror or exc}; "
+                f"is another `bcauto ui` or `mlflow ui` running? Pass --port to use another port"
+            ) from None
 
 
 def listening(host: str, port: int) -> bool:
@@ -100,8 +114,7 @@ class Server:
         self.name = name
         self.log = log_dir / f"{name.replace(' ', '-')}.log"
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -130,11 +143,11 @@ def wait_until_listening(server: Server, host: str, port: int) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not listening(host, port):
         if server.process.poll() is not None:
-            raise BcautoError(f"the {server.name} exited with code {server.process.returncode} before serving on "
-                              f"{host}:{port}:\n{server.tail()}")
+            raise BcautoError(
+                f"the {server.name} exited with code {server.process.returncode} before serving on {host}:{port}:\n{server.tail()}"
+            )
         if time.monotonic() > deadline:
-            raise BcautoError(f"the {server.name} did not start listening on {host}:{port} in {START_TIMEOUT_S:.0f} s:\n"
-                              f"{server.tail()}")
+            raise BcautoError(f"the {server.name} did not start listening on {host}:{port} in {START_TIMEOUT_S:.0f} s:\n{server.tail()}")
         time.sleep(0.25)
 
 
@@ -150,8 +163,10 @@ def serve(args, console) -> int:
         console.print(f"MLflow UI of the tracking server: {escape(url)}", soft_wrap=True)
         return 0
     if args.host not in LOCAL_HOSTS:
-        console.print(f"[yellow]warning:[/] serving on {escape(args.host)}: the MLflow UI has no login, anyone who can reach "
-                      "this address sees (and can change) the runs")
+        console.print(
+            f"[yellow]warning:[/] serving on {escape(args.host)}: the MLflow UI has no login, anyone who can reach "
+            "this address sees (and can change) the runs"
+        )
     check_port_free(args.host, args.port, "MLflow UI")
     dashboard = dashboard_command(args.storage, args.host, args.port + 1)
     if dashboard:
@@ -162,8 +177,10 @@ def serve(args, console) -> int:
             dashboard = None
 
     # Ctrl-C and SIGTERM stop the servers, even where SIGINT came ignored (a job started with `&` by a script)
-    previous = {sig: signal.signal(sig, handler) for sig, handler in
-                ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _stop_on_signal))}
+    previous = {
+        sig: signal.signal(sig, handler)
+        for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _stop_on_signal))
+    }
     servers: list[Server] = []
     log_dir = Path(tempfile.mkdtemp(prefix="bcauto-ui-"))
     try:
@@ -174,13 +191,18 @@ def serve(args, console) -> int:
         url = experiment_url(args.tracking_uri, args.name, base_url(args.host, args.port))
         console.print(f"MLflow UI ({escape(redact_uri(args.tracking_uri))}): {escape(url)}", soft_wrap=True)
         if "/#/experiments/" not in url:
-            console.print(f"[yellow]note:[/] no MLflow experiment named {escape(args.name)!r} in "
-                          f"{escape(redact_uri(args.tracking_uri))} yet; run `bcauto search` first" if args.name else
-                          "note: opened on the list of experiments; `--name STUDY` opens one study", soft_wrap=True)
+            console.print(
+                f"[yellow]note:[/] no MLflow experiment named {escape(args.name)!r} in "
+                f"{escape(redact_uri(args.tracking_uri))} yet; run `bcauto search` first"
+                if args.name
+                else "note: opened on the list of experiments; `--name STUDY` opens one study",
+                soft_wrap=True,
+            )
         if dashboard:
             wait_until_listening(servers[1], args.host, args.port + 1)
-            console.print(f"optuna-dashboard ({escape(redact_uri(args.storage))}): {escape(base_url(args.host, args.port + 1))}",
-                          soft_wrap=True)
+            console.print(
+                f"optuna-dashboard ({escape(redact_uri(args.storage))}): {escape(base_url(args.host, args.port + 1))}", soft_wrap=True
+            )
         console.print("Ctrl-C stops the server" + ("s" if len(servers) > 1 else ""), highlight=False)
         while True:
             for server in servers:

@@ -99,7 +99,7 @@ def database_problem(url: str) -> str | None:
 def check_optuna_storage(url: str) -> None:
     """Refuse an Optuna storage URL a search could not write, before anything is created."""
     if url.startswith("journal:"):
-        path = url[len("journal:"):]
+        path = url[len("journal:") :]
         problem = "no file named after journal:" if not path else file_problem(Path(path))
     else:
         problem = database_problem(url)

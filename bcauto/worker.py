@@ -51,16 +51,25 @@ class WorkerJob:
         return path
 
     @classmethod
-    def read(cls, path: str | Path) -> "WorkerJob":
+    def read(cls, path: str | Path) -> WorkerJob:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def save_split_data(train: Dataset, val: Dataset, folder: Path, shifted: Dataset | None = None,
-                    shift_tags: np.ndarray | None = None, domain_val: Dataset | None = None) -> Path:
+def save_split_data(
+    train: Dataset,
+    val: Dataset,
+    folder: Path,
+    shifted: Dataset | None = None,
+    shift_tags: np.ndarray | None = None,
+    domain_val: Dataset | None = None,
+) -> Path:
     """Write the split data once, for workers to memory-map instead of loading and decoding again."""
     folder.mkdir(parents=True, exist_ok=True)
-    parts = [("train", train), ("val", val)] + ([("shifted", shifted)] if shifted is not None else []) \
+    parts = (
+        [("train", train), ("val", val)]
+        + ([("shifted", shifted)] if shifted is not None else [])
         + ([("domain_val", domain_val)] if domain_val is not None else [])
+    )
     if shift_tags is not None:
         np.save(folder / "shift_tags.npy", shift_tags.astype(str))
     for name, data in parts:
@@ -123,6 +132,7 @@ class Recycle:
 
 
 def run(job: WorkerJob) -> int:
+    import keras
     import optuna
 
     from bcauto.config import StudyConfig
@@ -132,22 +142,31 @@ def run(job: WorkerJob) -> int:
     from bcauto.tracking import Tracker
     from bcauto.training import TrainSettings
 
-    import keras
-
     keras.mixed_precision.set_global_policy(job.precision)
     cfg = StudyConfig.model_validate_json(job.config)
     train_data, val_data, shifted_val, shift_tags, domain_val = load_split_data(job.data_dir)
     study = optuna.load_study(study_name=job.study_name, storage=make_storage(job.storage), pruner=make_pruner(cfg))
     continue_sampling(study, cfg, job.sampler_seed)
     context = SearchContext(
-        cfg=cfg, components=components(), train_data=train_data, val_data=val_data, settings=TrainSettings(**job.settings),
-        tracker=Tracker(job.tracking_uri, experiment=job.study_name), parent_run_id=job.parent_run_id,
-        run_tags=job.run_tags, run_params=job.run_params, shifted_val=shifted_val, shift_tags=shift_tags,
+        cfg=cfg,
+        components=components(),
+        train_data=train_data,
+        val_data=val_data,
+        settings=TrainSettings(**job.settings),
+        tracker=Tracker(job.tracking_uri, experiment=job.study_name),
+        parent_run_id=job.parent_run_id,
+        run_tags=job.run_tags,
+        run_params=job.run_params,
+        shifted_val=shifted_val,
+        shift_tags=shift_tags,
         domain_val=domain_val,
     )
     timeout = None if job.deadline is None else max(1.0, job.deadline - __import__("time").time())
-    callbacks = [optuna.study.MaxTrialsCallback(job.trials, states=FINISHED), FailureLimit(job.max_failures),
-                 Recycle(job.recycle_after, job.memory_growth_limit)]
+    callbacks = [
+        optuna.study.MaxTrialsCallback(job.trials, states=FINISHED),
+        FailureLimit(job.max_failures),
+        Recycle(job.recycle_after, job.memory_growth_limit),
+    ]
     study.optimize(Objective(context), n_trials=None, timeout=timeout, callbacks=callbacks, catch=(Exception,), gc_after_trial=True)
     return 0
 

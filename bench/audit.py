@@ -30,6 +30,7 @@ DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "pb
 
 # ---- foreign pictures ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Variant:
     """Parameters of one foreign-background generator."""
@@ -64,16 +65,35 @@ PALETTES = {  # natural colour ramps, dark to light (RGB)
 
 VARIANTS = {
     "dev": Variant(
-        name="dev", cartoon_share=0.5, cartoon_saturation=(0.5, 1.0), cartoon_value=(0.55, 1.0), cartoon_shapes=(3, 14),
-        cartoon_outline=0.6, cartoon_patterns=("flat", "gradient"), photo_kinds=("fractal", "landscape"),
-        photo_beta=(1.6, 2.4), palettes=("foliage", "earth", "sky", "water", "rock"), paste=("mask", "disc", "square"),
-        dilate=(1, 4), jpeg=(85, 95)),
+        name="dev",
+        cartoon_share=0.5,
+        cartoon_saturation=(0.5, 1.0),
+        cartoon_value=(0.55, 1.0),
+        cartoon_shapes=(3, 14),
+        cartoon_outline=0.6,
+        cartoon_patterns=("flat", "gradient"),
+        photo_kinds=("fractal", "landscape"),
+        photo_beta=(1.6, 2.4),
+        palettes=("foliage", "earth", "sky", "water", "rock"),
+        paste=("mask", "disc", "square"),
+        dilate=(1, 4),
+        jpeg=(85, 95),
+    ),
     "held-out": Variant(
-        name="held-out", cartoon_share=0.45, cartoon_saturation=(0.12, 0.6), cartoon_value=(0.7, 1.0), cartoon_shapes=(1, 24),
-        cartoon_outline=0.3, cartoon_patterns=("stripes", "dots", "checker", "flat"),
-        photo_kinds=("wood", "marble", "bokeh", "bricks", "grain"), photo_beta=(1.2, 3.0),
-        palettes=("sand", "sunset", "skin", "lavender", "night", "rock"), paste=("ellipse", "mask", "rounded"),
-        dilate=(3, 9), jpeg=(75, 98)),
+        name="held-out",
+        cartoon_share=0.45,
+        cartoon_saturation=(0.12, 0.6),
+        cartoon_value=(0.7, 1.0),
+        cartoon_shapes=(1, 24),
+        cartoon_outline=0.3,
+        cartoon_patterns=("stripes", "dots", "checker", "flat"),
+        photo_kinds=("wood", "marble", "bokeh", "bricks", "grain"),
+        photo_beta=(1.2, 3.0),
+        palettes=("sand", "sunset", "skin", "lavender", "night", "rock"),
+        paste=("ellipse", "mask", "rounded"),
+        dilate=(3, 9),
+        jpeg=(75, 98),
+    ),
 }
 
 
@@ -88,6 +108,7 @@ def cartoon(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
     """A clip-art-like drawing: flat or patterned fills, simple shapes, optional black outlines."""
     scale = 2  # drawn at twice the size, then reduced: anti-aliased edges
     side = size * scale
+
     def colour():
         return hsv_colour(rng, v.cartoon_saturation, v.cartoon_value)
 
@@ -153,6 +174,7 @@ def photo(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
     """A photo-like natural texture: fractal terrain, landscapes, wood, marble, bokeh, bricks, grain."""
     kind = rng.choice(v.photo_kinds)
     beta = rng.uniform(*v.photo_beta)
+
     def palette():
         return str(rng.choice(v.palettes))
 
@@ -166,8 +188,7 @@ def photo(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
         image = np.where((yy < horizon[None, :])[..., None], sky, ground)
     elif kind == "wood":
         turbulence = fractal_noise(size, rng, 2.2)
-        rings = np.sin(2 * np.pi * (np.hypot(xx - rng.uniform(-1, 2), yy - rng.uniform(-1, 2)) * rng.uniform(8, 30)
-                                    + 2.5 * turbulence))
+        rings = np.sin(2 * np.pi * (np.hypot(xx - rng.uniform(-1, 2), yy - rng.uniform(-1, 2)) * rng.uniform(8, 30) + 2.5 * turbulence))
         image = ramp(0.5 + 0.35 * rings + 0.15 * fractal_noise(size, rng, beta), palette(), rng)
     elif kind == "marble":
         veins = np.abs(np.sin(2 * np.pi * (xx * rng.uniform(1, 4) + yy * rng.uniform(1, 4)) + 6 * fractal_noise(size, rng, beta)))
@@ -196,14 +217,16 @@ def photo(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
 
 # ---- pasting ------------------------------------------------------------------------------------------------
 
+
 def cell_mask(image: np.ndarray, rng: np.random.Generator, v: Variant) -> np.ndarray:
     """Soft mask (0..1) of the centre cell, cut out the way ``v.paste`` says."""
     size = image.shape[0]
     yy, xx = (np.mgrid[:size, :size] + 0.5) / size - 0.5
     mode = rng.choice(v.paste)
     pixels = image.astype(float)
-    border = np.concatenate([pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3), pixels[:, :4].reshape(-1, 3),
-                             pixels[:, -4:].reshape(-1, 3)])
+    border = np.concatenate(
+        [pixels[:4].reshape(-1, 3), pixels[-4:].reshape(-1, 3), pixels[:, :4].reshape(-1, 3), pixels[:, -4:].reshape(-1, 3)]
+    )
     stain = ndimage.gaussian_filter(np.linalg.norm(pixels - np.median(border, 0), axis=-1), 1.5)
     stained = stain > max(np.percentile(stain, 70), 40)  # the cell (and touching red cells): far from the background
     labels, count = ndimage.label(stained)
@@ -252,6 +275,7 @@ def paste_foreign(image: np.ndarray, rng: np.random.Generator, v: Variant) -> np
 
 # ---- near copies, blanks ------------------------------------------------------------------------------------
 
+
 def near_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A re-encoded, slightly brighter or darker, shifted or cropped copy (one to three of these edits)."""
     size = image.shape[0]
@@ -260,13 +284,14 @@ def near_copy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if "crop" in edits:
         c = int(rng.integers(2, max(3, round(0.06 * size)), endpoint=True))
         left, top = (int(x) for x in rng.integers(0, c + 1, 2))
-        out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BILINEAR,
-                                                     box=(left, top, size - c + left, size - c + top)))
+        out = np.asarray(
+            Image.fromarray(out).resize((size, size), Image.Resampling.BILINEAR, box=(left, top, size - c + left, size - c + top))
+        )
     if "shift" in edits:
         m = max(1, round(0.03 * size))
         dy, dx = (int(x) for x in rng.integers(-m, m + 1, 2))
         padded = np.pad(out, ((m, m), (m, m), (0, 0)), mode="reflect")
-        out = padded[m + dy:m + dy + size, m + dx:m + dx + size]
+        out = padded[m + dy : m + dy + size, m + dx : m + dx + size]
     if "bright" in edits:
         out = np.clip(out.astype(float) * rng.uniform(0.92, 1.08) + rng.uniform(-8, 8), 0, 255).astype(np.uint8)
     return jpeg(out, rng.integers(70, 95, endpoint=True))
@@ -281,7 +306,7 @@ def blank_or_corrupt(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return np.full(image.shape, 0 if kind == "black" else 255, np.uint8)
     if kind == "truncated":  # a JPEG cut short decodes as grey from some row down
         out = image.copy()
-        out[int(rng.uniform(0.2, 0.7) * size):] = 128
+        out[int(rng.uniform(0.2, 0.7) * size) :] = 128
         return out
     if kind == "noise":
         return rng.integers(0, 256, image.shape).astype(np.uint8)
@@ -291,6 +316,7 @@ def blank_or_corrupt(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 # ---- the contaminated set -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Truth:
@@ -332,25 +358,37 @@ def contaminate(images, labels, v: Variant, seed: int, foreign: int, exact: int,
             truth.conflicting.append(index)
         extra_images.append(copy)
         extra_labels.append(label)
-    copied = {int(s) for s in sources[:exact + near]}
+    copied = {int(s) for s in sources[: exact + near]}
     truth.clean = sorted(int(i) for i in rest if int(i) not in copied)
     return np.concatenate([images, np.stack(extra_images)]), np.concatenate([labels, extra_labels]).astype(np.int64), truth
 
 
 # ---- scoring ------------------------------------------------------------------------------------------------
 
+
 def score(report, truth: Truth, n_original: int) -> list[tuple[str, str, str]]:
     rows = []
     exact_groups = report.group_ids("exact_duplicates")
     near_groups = report.group_ids("near_duplicates")
     found = [exact_groups[c] >= 0 and exact_groups[c] == exact_groups[s] for c, s in truth.exact]
-    rows.append(("exact duplicates", _rate(found), f"{_grouped_originals(exact_groups, n_original, set())} original images "
-                 "grouped with another original"))
+    rows.append(
+        (
+            "exact duplicates",
+            _rate(found),
+            f"{_grouped_originals(exact_groups, n_original, set())} original images grouped with another original",
+        )
+    )
     found = [near_groups[c] >= 0 and near_groups[c] == near_groups[s] for c, s in truth.near]
     foreign = set(truth.foreign)
     among_clean = _grouped_originals(near_groups, n_original, foreign)
-    rows.append(("near duplicates", _rate(found), f"{_grouped_originals(near_groups, n_original, set())} original images grouped "
-                 f"with another original, {among_clean} of them not foreign-background images"))
+    rows.append(
+        (
+            "near duplicates",
+            _rate(found),
+            f"{_grouped_originals(near_groups, n_original, set())} original images grouped "
+            f"with another original, {among_clean} of them not foreign-background images",
+        )
+    )
     conflicts = set(report.flagged_indices(kinds=("label_conflicts",)).tolist())
     found = [c in conflicts for c in truth.conflicting]
     consistent = [c for c, _ in truth.exact + truth.near if c not in set(truth.conflicting)]
@@ -418,26 +456,31 @@ def main(argv=None) -> int:
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, no GPU; numpy {np.__version__}")
     start = time.perf_counter()
     data = load_data(args.data, args.image_size, components(), {"on_bad_image": "skip"})
-    print(f"data: {data.source}: {len(data.labels)} images {data.image_size}x{data.image_size} "
-          f"(loaded in {time.perf_counter() - start:.1f} s)")
+    print(
+        f"data: {data.source}: {len(data.labels)} images {data.image_size}x{data.image_size} "
+        f"(loaded in {time.perf_counter() - start:.1f} s)"
+    )
     n = len(data.labels)
     for name in args.variants.split(","):
         v = VARIANTS[name.strip()]
         start = time.perf_counter()
-        images, labels, truth = contaminate(data.images, data.labels, v, args.seed, args.foreign, args.exact, args.near,
-                                            args.conflicting, args.blanks)
+        images, labels, truth = contaminate(
+            data.images, data.labels, v, args.seed, args.foreign, args.exact, args.near, args.conflicting, args.blanks
+        )
         made = time.perf_counter() - start
         dirty = Dataset(images, labels, data.class_names, f"{data.source} + {v.name} contamination")
         start = time.perf_counter()
         report = audit(dirty, AuditOptions(seed=args.seed))
         wall = time.perf_counter() - start
         steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in report.timings.items())
-        print_table(f"variant {v.name}: {len(labels)} images = {n} originals ({len(truth.foreign)} of them pasted over foreign "
-                    f"pictures) + {len(truth.exact)} exact and {len(truth.near)} near copies ({len(truth.conflicting)} of the "
-                    f"copies under another label) + {len(truth.blank)} blank/corrupt; generated in {made:.0f} s\n"
-                    f"audit wall time {wall:.1f} s ({steps})", score(report, truth, n))
-        clean_pairs = [g for g in report.groups.get("near_duplicates", [])
-                       if sum(i < n and i not in set(truth.foreign) for i in g) > 1]
+        print_table(
+            f"variant {v.name}: {len(labels)} images = {n} originals ({len(truth.foreign)} of them pasted over foreign "
+            f"pictures) + {len(truth.exact)} exact and {len(truth.near)} near copies ({len(truth.conflicting)} of the "
+            f"copies under another label) + {len(truth.blank)} blank/corrupt; generated in {made:.0f} s\n"
+            f"audit wall time {wall:.1f} s ({steps})",
+            score(report, truth, n),
+        )
+        clean_pairs = [g for g in report.groups.get("near_duplicates", []) if sum(i < n and i not in set(truth.foreign) for i in g) > 1]
         print(f"groups of original, non-foreign images found as near duplicates: {clean_pairs}")
         start = time.perf_counter()
         near_duplicate_groups(dirty.images)
@@ -448,17 +491,18 @@ def main(argv=None) -> int:
             write_outputs(report, dirty, Path(args.sheets) / v.name)
     if args.stain_check:
         print("\nclean images only (no contamination), as recorded and re-stained like other labs:")
-        stains = (("as recorded", np.eye(3)),
-                  ("bluish lab", [[0.85, 0.05, 0.1], [0.05, 0.9, 0.05], [0.0, 0.1, 1.05]]),
-                  ("saturated lab", [[1.15, -0.1, -0.05], [-0.15, 0.95, -0.1], [-0.05, -0.1, 1.15]]))
+        stains = (
+            ("as recorded", np.eye(3)),
+            ("bluish lab", [[0.85, 0.05, 0.1], [0.05, 0.9, 0.05], [0.0, 0.1, 1.05]]),
+            ("saturated lab", [[1.15, -0.1, -0.05], [-0.15, 0.95, -0.1], [-0.05, -0.1, 1.15]]),
+        )
         for label, matrix in stains:
             stained = np.clip(data.images.astype(np.float32) @ np.asarray(matrix, np.float32).T, 0, 255).astype(np.uint8)
             start = time.perf_counter()
             report = audit(Dataset(stained, data.labels, data.class_names, label), AuditOptions(seed=args.seed))
             wall = time.perf_counter() - start
             flagged = report.flagged_indices(kinds=("outliers", "blank_or_corrupt"))
-            print(f"- {label}: {len(flagged)} of {n} flagged as outliers or blank/corrupt ({len(flagged) / n:.2%}); "
-                  f"audit {wall:.1f} s")
+            print(f"- {label}: {len(flagged)} of {n} flagged as outliers or blank/corrupt ({len(flagged) / n:.2%}); audit {wall:.1f} s")
     return 0
 
 

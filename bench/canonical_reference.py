@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
 from skimage.color import rgb2lab
 
 from bcauto.data.sources import load_data
 from bcauto.plugins import components
+from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
 
 WHITE_CELLS = {"basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil"}
 
@@ -34,11 +34,13 @@ def main() -> None:
     white = np.isin(np.array(data.class_names)[data.labels], list(WHITE_CELLS))
     spreads = []
     for start in range(0, int(white.sum()), 512):
-        batch = data.images[white][start:start + 512].astype("float32")
+        batch = data.images[white][start : start + 512].astype("float32")
         spreads.append(np.asarray(nucleus_centre_and_spread(batch)[2]))
     fraction = np.concatenate(spreads) / args.image_size
-    print(f"nucleus spread / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
-          f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}")
+    print(
+        f"nucleus spread / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
+        f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}"
+    )
 
 
 if __name__ == "__main__":

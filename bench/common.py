@@ -74,8 +74,10 @@ def domain_pretrained_resnet50(data, weights_file: Path, epochs: int = 3, seed: 
         summary = f"{epochs} epochs, training accuracy {history.history['accuracy'][-1]:.3f}"
     recalibrate_batchnorm(base, keras.applications.resnet50.preprocess_input(data.images.astype("float32")))
     base.save_weights(weights_file)
-    return (f"domain-pretrained ResNet50: {len(data.labels)} images outside the subset, {summary}, BatchNorm statistics "
-            f"recomputed; {time.perf_counter() - start:.0f} s")
+    return (
+        f"domain-pretrained ResNet50: {len(data.labels)} images outside the subset, {summary}, BatchNorm statistics "
+        f"recomputed; {time.perf_counter() - start:.0f} s"
+    )
 
 
 def recalibrate_batchnorm(model, inputs: np.ndarray, batch_size: int = 100) -> None:
@@ -87,7 +89,7 @@ def recalibrate_batchnorm(model, inputs: np.ndarray, batch_size: int = 100) -> N
     for step, first in enumerate(range(0, len(inputs), batch_size)):
         for layer in norms:
             layer.momentum = step / (step + 1)  # moving = (step * moving + batch) / (step + 1)
-        model(inputs[first:first + batch_size], training=True)
+        model(inputs[first : first + batch_size], training=True)
     for layer in norms:
         layer.momentum = 0.99
 

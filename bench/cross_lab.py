@@ -46,8 +46,13 @@ OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 def bcauto(*args: str, work: Path, log: Path) -> str:
     """Run one bcauto command in ``work`` (its stores live there); its output is appended to ``log``."""
     started = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "bcauto.cli", *args], cwd=work, capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = subprocess.run(
+        [sys.executable, "-m", "bcauto.cli", *args],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     with log.open("a") as handle:
         handle.write(f"$ bcauto {' '.join(args)}  ({time.perf_counter() - started:.0f} s, rc {result.returncode})\n")
         handle.write(result.stdout + result.stderr + "\n")
@@ -67,8 +72,20 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     log = work / f"{name}.log"
     common = ["--storage", f"sqlite:///{work / 'optuna.db'}", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
     started = time.perf_counter()
-    search = ["search", "--study", str(ROOT / study), "--data", str(search_npz), "--name", name, "--seed", str(seed),
-              "--work-dir", str(work / ".bcauto"), *common]
+    search = [
+        "search",
+        "--study",
+        str(ROOT / study),
+        "--data",
+        str(search_npz),
+        "--name",
+        name,
+        "--seed",
+        str(seed),
+        "--work-dir",
+        str(work / ".bcauto"),
+        *common,
+    ]
     if args.trials:
         search += ["--trials", str(args.trials)]
     bcauto(*search, work=work, log=log)
@@ -84,21 +101,44 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     other_among = evaluate(model, args.otherlab, work, log, *among)
     adapted_bn_among = evaluate(model, args.otherlab, work, log, "--adapt-bn", *among)
     row = {
-        "study": study, "seed": seed, "search_s": search_s, "refit_s": refit_s, "best_trial": best.get("number"),
-        "best_value": best.get("value"), "best_params": best.get("params"),
-        "heldout_clean_macro_f1": held["macro_f1"], **{f"heldout_{g}_macro_f1": v for g, v in held["shift"]["by_group"].items()},
-        "otherlab_accuracy": other["accuracy"], "otherlab_macro_f1": other["macro_f1"],
-        "otherlab_adapt_bn_accuracy": adapted_bn["accuracy"], "otherlab_adapt_bn_macro_f1": adapted_bn["macro_f1"],
+        "study": study,
+        "seed": seed,
+        "search_s": search_s,
+        "refit_s": refit_s,
+        "best_trial": best.get("number"),
+        "best_value": best.get("value"),
+        "best_params": best.get("params"),
+        "heldout_clean_macro_f1": held["macro_f1"],
+        **{f"heldout_{g}_macro_f1": v for g, v in held["shift"]["by_group"].items()},
+        "otherlab_accuracy": other["accuracy"],
+        "otherlab_macro_f1": other["macro_f1"],
+        "otherlab_adapt_bn_accuracy": adapted_bn["accuracy"],
+        "otherlab_adapt_bn_macro_f1": adapted_bn["macro_f1"],
         "otherlab_adapt_bn": adapted_bn.get("adapt_bn"),
         "otherlab_classes": other_among["predicted_among"],
-        "otherlab_among_accuracy": other_among["accuracy"], "otherlab_among_macro_f1": other_among["macro_f1"],
+        "otherlab_among_accuracy": other_among["accuracy"],
+        "otherlab_among_macro_f1": other_among["macro_f1"],
         "otherlab_adapt_bn_among_accuracy": adapted_bn_among["accuracy"],
         "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
     }
     for shots in SHOTS:
         out = work / "models" / f"{name}-adapt{shots}"
-        bcauto("adapt", str(model), "--data", args.otherlab, "--shots", str(shots), "--seed", str(seed), "--out", str(out),
-               "--tracking-uri", common[3], work=work, log=log)
+        bcauto(
+            "adapt",
+            str(model),
+            "--data",
+            args.otherlab,
+            "--shots",
+            str(shots),
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            common[3],
+            work=work,
+            log=log,
+        )
         adapted = json.loads((out / "bcauto-model.json").read_text())["adapted"]
         row[f"adapt{shots}_before_accuracy"] = adapted["before"]["accuracy"]
         row[f"adapt{shots}_accuracy"] = adapted["after"]["accuracy"]
@@ -108,11 +148,18 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     return row
 
 
-COLUMNS = (("heldout_clean_macro_f1", "held-out F1"), ("heldout_corruption_macro_f1", "corrupt. F1"),
-           ("heldout_lab_macro_f1", "lab-shift F1"), ("otherlab_accuracy", "other acc"), ("otherlab_macro_f1", "other F1"),
-           ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"), ("otherlab_among_accuracy", "5-cls acc"),
-           ("otherlab_adapt_bn_among_accuracy", "5-cls+bn acc"), ("adapt10_accuracy", "adapt 10 acc"),
-           ("adapt50_accuracy", "adapt 50 acc"))
+COLUMNS = (
+    ("heldout_clean_macro_f1", "held-out F1"),
+    ("heldout_corruption_macro_f1", "corrupt. F1"),
+    ("heldout_lab_macro_f1", "lab-shift F1"),
+    ("otherlab_accuracy", "other acc"),
+    ("otherlab_macro_f1", "other F1"),
+    ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"),
+    ("otherlab_among_accuracy", "5-cls acc"),
+    ("otherlab_adapt_bn_among_accuracy", "5-cls+bn acc"),
+    ("adapt10_accuracy", "adapt 10 acc"),
+    ("adapt50_accuracy", "adapt 50 acc"),
+)
 
 
 def report(saved: dict, console) -> None:
@@ -123,16 +170,21 @@ def report(saved: dict, console) -> None:
     for column in ("study", "seed", "search min", *(label for _, label in COLUMNS)):
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:
-        table.add_row(Path(row["study"]).stem, str(row["seed"]), f"{row['search_s'] / 60:.1f}",
-                      *(f"{row[key]:.3f}" if row.get(key) is not None else "-" for key, _ in COLUMNS))
+        table.add_row(
+            Path(row["study"]).stem,
+            str(row["seed"]),
+            f"{row['search_s'] / 60:.1f}",
+            *(f"{row[key]:.3f}" if row.get(key) is not None else "-" for key, _ in COLUMNS),
+        )
     for study in dict.fromkeys(row["study"] for row in rows):
         mine = [row for row in rows if row["study"] == study]
         cells = []
         for key, _ in COLUMNS:
             values = [row[key] for row in mine if row.get(key) is not None]
             cells.append(f"{np.mean(values):.3f}±{np.std(values):.3f}" if values else "-")
-        table.add_row(f"[bold]{Path(study).stem} mean±sd[/]", f"n={len(mine)}",
-                      f"{np.mean([r['search_s'] for r in mine]) / 60:.1f}", *cells)
+        table.add_row(
+            f"[bold]{Path(study).stem} mean±sd[/]", f"n={len(mine)}", f"{np.mean([r['search_s'] for r in mine]) / 60:.1f}", *cells
+        )
     console.print(table)
 
 
@@ -140,8 +192,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=DEFAULT_DATA, help=f"the training lab's image folder (default {DEFAULT_DATA})")
     parser.add_argument("--otherlab", default=DEFAULT_OTHERLAB, help="another lab's labelled images, scored only")
-    parser.add_argument("--otherlab-classes", default=OTHERLAB_CLASSES,
-                        help=f"the classes the other lab's slides show, for --classes (default {OTHERLAB_CLASSES})")
+    parser.add_argument(
+        "--otherlab-classes",
+        default=OTHERLAB_CLASSES,
+        help=f"the classes the other lab's slides show, for --classes (default {OTHERLAB_CLASSES})",
+    )
     parser.add_argument("--studies", default=DEFAULT_STUDIES, help=f"comma-separated study files (default {DEFAULT_STUDIES})")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     parser.add_argument("--trials", type=int, default=0, help="trials per study (default: each study file's own)")

@@ -43,10 +43,17 @@ def make_objective(x_train, y_train, x_val, y_val, weights_file: str, epochs: in
         model = keras.Model(inputs, outputs)
         model.compile(optimizer=keras.optimizers.Lion(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         model.fit(
-            x_train.astype("float32"), y_train, validation_data=(x_val.astype("float32"), y_val), epochs=epochs,
-            batch_size=batch_size, verbose=0, class_weight=class_weights(y_train) if imbalance == "class_weights" else None,
-            callbacks=[keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=2),
-                       keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)],
+            x_train.astype("float32"),
+            y_train,
+            validation_data=(x_val.astype("float32"), y_val),
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            class_weight=class_weights(y_train) if imbalance == "class_weights" else None,
+            callbacks=[
+                keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5, patience=2),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+            ],
         )
         predicted = model.predict(x_val.astype("float32"), verbose=0).argmax(axis=1)
         return float(f1_score(y_val, predicted, average="macro"))

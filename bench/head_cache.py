@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from common import DEFAULT_DATA, epoch_timer, load_subset, machine, quiet
 
 
@@ -40,22 +39,38 @@ def main() -> None:
     split = stratified_split(data, 0.2, 0)
     train_data, val_data = data.subset(split.train), data.subset(split.val)
     comps = components()
-    plan = TrialPlan(backbone=comps.backbones.get("resnet50"), augmentation=comps.augmentations.get("none"),
-                     imbalance=comps.imbalance.get("none"), head=HeadParams(), lr_head=1e-4, lr_finetune=0.0)
+    plan = TrialPlan(
+        backbone=comps.backbones.get("resnet50"),
+        augmentation=comps.augmentations.get("none"),
+        imbalance=comps.imbalance.get("none"),
+        head=HeadParams(),
+        lr_head=1e-4,
+        lr_finetune=0.0,
+    )
     print(f"machine: {machine()}")
     print(f"data: {len(train_data.labels)} train / {len(val_data.labels)} val images {args.size}x{args.size}, {args.epochs} epochs")
     throughput = {}
     for label, cache in (("without cache", None), ("with cache", str(tmp / "cache"))):
-        settings = TrainSettings(batch_size=64, head_epochs=args.epochs, finetune_epochs=0, patience=99, weights=str(weights),
-                                 seed=0, jit_compile=False, cache_dir=cache)
+        settings = TrainSettings(
+            batch_size=64,
+            head_epochs=args.epochs,
+            finetune_epochs=0,
+            patience=99,
+            weights=str(weights),
+            seed=0,
+            jit_compile=False,
+            cache_dir=cache,
+        )
         timer = epoch_timer()
         start = time.perf_counter()
         result = train(plan, settings, train_data, val_data, callbacks=[timer])
         total = time.perf_counter() - start
         per_epoch = float(np.mean(timer.times[1:]))
         throughput[label] = len(train_data.labels) / per_epoch
-        print(f"{label}: mode {result.modes['head']}, {per_epoch:.3f} s/epoch, {throughput[label]:.0f} images/s, "
-              f"whole phase {total:.1f} s (model build{' and the one-time feature extraction' if cache else ''} included)")
+        print(
+            f"{label}: mode {result.modes['head']}, {per_epoch:.3f} s/epoch, {throughput[label]:.0f} images/s, "
+            f"whole phase {total:.1f} s (model build{' and the one-time feature extraction' if cache else ''} included)"
+        )
     print(f"head-phase throughput ratio (with / without cache): {throughput['with cache'] / throughput['without cache']:.0f}x")
 
 

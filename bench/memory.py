@@ -77,9 +77,26 @@ def peaks_of_search(npz: Path, study: Path, trials: int, workers: int, folder: P
     """Run one search and return {n: peak tree RSS until trial n finished}."""
     folder.mkdir(parents=True)
     db = folder / "optuna.db"
-    command = [sys.executable, "-m", "bcauto.cli", "search", "--study", str(study), "--data", str(npz), "--trials", str(trials),
-               "--workers", str(workers), "--storage", f"sqlite:///{db}", "--tracking-uri", f"sqlite:///{folder}/mlflow.db",
-               "--work-dir", str(folder / "work")]
+    command = [
+        sys.executable,
+        "-m",
+        "bcauto.cli",
+        "search",
+        "--study",
+        str(study),
+        "--data",
+        str(npz),
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--storage",
+        f"sqlite:///{db}",
+        "--tracking-uri",
+        f"sqlite:///{folder}/mlflow.db",
+        "--work-dir",
+        str(folder / "work"),
+    ]
     process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peaks: dict[int, float] = {}
     peak, done = 0.0, 0

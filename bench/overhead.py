@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import DEFAULT_DATA, epoch_timer, load_subset, machine, quiet
 
 
@@ -40,22 +39,36 @@ def main() -> None:
     split = stratified_split(data, 0.2, 0)
     train_data, val_data = data.subset(split.train), data.subset(split.val)
     comps = components()
-    plan = TrialPlan(backbone=comps.backbones.get(args.backbone), augmentation=comps.augmentations.get("none"),
-                     imbalance=comps.imbalance.get("none"), head=HeadParams(256, 128, 0.3, 1e-4), lr_head=1e-3, lr_finetune=0.0)
-    settings = TrainSettings(batch_size=64, head_epochs=args.epochs, finetune_epochs=0, patience=99, weights=None, seed=0,
-                             jit_compile=False)
+    plan = TrialPlan(
+        backbone=comps.backbones.get(args.backbone),
+        augmentation=comps.augmentations.get("none"),
+        imbalance=comps.imbalance.get("none"),
+        head=HeadParams(256, 128, 0.3, 1e-4),
+        lr_head=1e-3,
+        lr_finetune=0.0,
+    )
+    settings = TrainSettings(
+        batch_size=64, head_epochs=args.epochs, finetune_epochs=0, patience=99, weights=None, seed=0, jit_compile=False
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bcauto-overhead-"))
     tracker = Tracker(f"sqlite:///{tmp}/mlflow.db", "overhead")
     print(f"machine: {machine()}")
-    print(f"{args.backbone} from scratch, {len(train_data.labels)} train / {len(val_data.labels)} val images {args.size}x{args.size}, "
-          f"{args.epochs} epochs, best of {args.repeats}")
+    print(
+        f"{args.backbone} from scratch, {len(train_data.labels)} train / {len(val_data.labels)} val images {args.size}x{args.size}, "
+        f"{args.epochs} epochs, best of {args.repeats}"
+    )
 
     def bcauto_epoch_time() -> float:
         trial = optuna.create_study(direction="maximize").ask()
         run_id = tracker.start_run(None, "overhead", {})
         timer = epoch_timer()
-        train(plan, settings, train_data, val_data, callbacks=[MlflowEpochLogger(tracker, run_id),
-                                                                OptunaReporter(trial, "val_macro_f1", True), timer])
+        train(
+            plan,
+            settings,
+            train_data,
+            val_data,
+            callbacks=[MlflowEpochLogger(tracker, run_id), OptunaReporter(trial, "val_macro_f1", True), timer],
+        )
         return float(np.mean(timer.times[1:]))
 
     def bare_epoch_time() -> float:
@@ -63,9 +76,13 @@ def main() -> None:
         model = build_parts(plan, settings, args.size, train_data.num_classes).model
         compile_model(model, plan.lr_head, False)
         timer = epoch_timer()
-        model.fit(batches(train_data.images, train_data.labels, train_data.num_classes, 64, shuffle_seed=0),
-                  validation_data=batches(val_data.images, val_data.labels, val_data.num_classes, 64).cache(),
-                  epochs=args.epochs, verbose=0, callbacks=[timer])
+        model.fit(
+            batches(train_data.images, train_data.labels, train_data.num_classes, 64, shuffle_seed=0),
+            validation_data=batches(val_data.images, val_data.labels, val_data.num_classes, 64).cache(),
+            epochs=args.epochs,
+            verbose=0,
+            callbacks=[timer],
+        )
         return float(np.mean(timer.times[1:]))
 
     bare, ours = [], []

@@ -95,12 +95,17 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=10, help="trials per study (default 10)")
     parser.add_argument("--startup", type=int, default=3, help="random start-up trials before TPE models the metric (default 3)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10)")
-    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds; each gives its own split, pair of studies and "
-                                                       "corruptions (default 0,1)")
+    parser.add_argument(
+        "--seeds", default="0,1", help="comma-separated seeds; each gives its own split, pair of studies and corruptions (default 0,1)"
+    )
     parser.add_argument("--top", type=int, default=3, help="refit the K best trials of each study as an ensemble (default 3)")
     parser.add_argument("--work", help="folder for stores, data and models (default: a new temporary folder)")
-    parser.add_argument("--report", metavar="JSON", nargs="+", help="only print the report of earlier runs' robustness.json "
-                                                                    "files (the seeds they finished), as one run")
+    parser.add_argument(
+        "--report",
+        metavar="JSON",
+        nargs="+",
+        help="only print the report of earlier runs' robustness.json files (the seeds they finished), as one run",
+    )
     args = parser.parse_args(argv)
     quiet()
     from rich.console import Console
@@ -132,9 +137,11 @@ def main(argv=None) -> int:
             return 1
         runs[seed] = run
         # saved after every seed, so that a long run cut short keeps the seeds it finished
-        (work / "robustness.json").write_text(json.dumps({"runs": runs, "args": vars(args),
-                                                          "elapsed_s": time.perf_counter() - started, "machine": machine()},
-                                                         indent=2, default=str))
+        (work / "robustness.json").write_text(
+            json.dumps(
+                {"runs": runs, "args": vars(args), "elapsed_s": time.perf_counter() - started, "machine": machine()}, indent=2, default=str
+            )
+        )
         console.print("\n".join(seed_lines(seed, run)), markup=False, highlight=False, soft_wrap=True)
     report(runs, args, console, time.perf_counter() - started)
     return 0
@@ -148,15 +155,18 @@ def run_seed(data, seed: int, args, comps, work: Path, console):
 
     pool, held = split_holdout(data, args.holdout, args.pool, args.holdout_max, seed)
     search_data = save_npz(pool, work / f"search-s{seed}.npz")
-    console.print(f"seed {seed}: {args.data} at {args.size}px: {len(data.labels)} images; searches use {len(pool.labels)}, "
-                  f"held out {len(held.labels)} (never seen by a search)")
+    console.print(
+        f"seed {seed}: {args.data} at {args.size}px: {len(data.labels)} images; searches use {len(pool.labels)}, "
+        f"held out {len(held.labels)} (never seen by a search)"
+    )
     stores = ["--storage", f"sqlite:///{work}/optuna.db", "--tracking-uri", f"sqlite:///{work}/mlflow.db"]
     results, timings = {}, {}
     for label, metric in METRICS.items():
         name = f"robust_{label}_s{seed}"
         study_file = work / f"{name}.toml"
-        study_file.write_text(STUDY.format(metric=metric, trials=args.trials, startup=args.startup, seed=seed, size=args.size,
-                                            epochs=args.epochs))
+        study_file.write_text(
+            STUDY.format(metric=metric, trials=args.trials, startup=args.startup, seed=seed, size=args.size, epochs=args.epochs)
+        )
         t0 = time.perf_counter()
         if bcauto(["search", "--study", str(study_file), "--name", name, "--data", str(search_data), "--workers", "0", *stores]) != 0:
             return None
@@ -167,11 +177,17 @@ def run_seed(data, seed: int, args, comps, work: Path, console):
         bundle = load_bundle(work / name)
         result, _, _ = evaluate(bundle, held, comps.shifts, seed=seed)
         timings[label] = {"search_s": t1 - t0, "refit_s": t2 - t1, "evaluate_s": time.perf_counter() - t2}
-        members = [{"trial": m["trial"], "params": m["params"], "search": m["metrics"], "epochs": m["epochs"]}
-                   for m in bundle.info["members"]]
+        members = [
+            {"trial": m["trial"], "params": m["params"], "search": m["metrics"], "epochs": m["epochs"]} for m in bundle.info["members"]
+        ]
         results[label] = {"study": name, "metric": metric, "members": members, "holdout": result}
-    return {"results": results, "timings": timings, "same_trials": same_trials(work, seed),
-            "pool": len(pool.labels), "held": len(held.labels)}
+    return {
+        "results": results,
+        "timings": timings,
+        "same_trials": same_trials(work, seed),
+        "pool": len(pool.labels),
+        "held": len(held.labels),
+    }
 
 
 def same_trials(work: Path, seed: int) -> bool:
@@ -180,50 +196,64 @@ def same_trials(work: Path, seed: int) -> bool:
     import optuna
 
     storage = f"sqlite:///{work}/optuna.db"
-    params = [[t.params for t in optuna.load_study(study_name=f"robust_{label}_s{seed}", storage=storage).trials]
-              for label in METRICS]
+    params = [[t.params for t in optuna.load_study(study_name=f"robust_{label}_s{seed}", storage=storage).trials] for label in METRICS]
     return params[0] == params[1]
 
 
 def member_row(metric: str, m: dict) -> str:
     p, s = m["params"], m["search"]
-    return (f"| {metric} | {m['trial']} | {p['augmentation']}, smoothing {p['label_smoothing']}, "
-            f"lr {p['lr_head']:.2e}, "
-            f"{m['epochs']['head']} epochs | {s.get('val_macro_f1', float('nan')):.4f} | {s.get('val_shift_macro_f1', float('nan')):.4f} |")
+    return (
+        f"| {metric} | {m['trial']} | {p['augmentation']}, smoothing {p['label_smoothing']}, "
+        f"lr {p['lr_head']:.2e}, "
+        f"{m['epochs']['head']} epochs | {s.get('val_macro_f1', float('nan')):.4f} | {s.get('val_shift_macro_f1', float('nan')):.4f} |"
+    )
 
 
 def holdout_scores(holdout: dict) -> dict[str, float]:
     """Held-out macro-F1: clean, over the whole suite, and over the shifts no policy trains on."""
     by_corruption = holdout["shift"]["by_corruption"]
-    return {"clean": holdout["macro_f1"], "shifted": holdout["shift"]["mean_macro_f1"],
-            "untrained shifts": float(np.mean([by_corruption[n] for n in UNTRAINED_SHIFTS if n in by_corruption]))}
+    return {
+        "clean": holdout["macro_f1"],
+        "shifted": holdout["shift"]["mean_macro_f1"],
+        "untrained shifts": float(np.mean([by_corruption[n] for n in UNTRAINED_SHIFTS if n in by_corruption])),
+    }
 
 
 def seed_lines(seed: int, run: dict) -> list[str]:
     """One seed's report: the refitted members, both ensembles' held-out scores, and the scores by corruption."""
     results = run["results"]
     clean, shifted = results["clean"]["holdout"], results["shifted"]["holdout"]
-    spent = ", ".join(f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
-                      for k, v in run["timings"].items())
+    spent = ", ".join(
+        f"{k}: search {v['search_s']:.0f} s, refit {v['refit_s']:.0f} s, evaluate {v['evaluate_s']:.0f} s"
+        for k, v in run["timings"].items()
+    )
     return [
-        (f"seed {seed}: search pool {run['pool']} images (split 80/20 by each study), held-out {run['held']}; "
-         f"both studies trained the same configurations: {run['same_trials']}; {spent}"),
+        (
+            f"seed {seed}: search pool {run['pool']} images (split 80/20 by each study), held-out {run['held']}; "
+            f"both studies trained the same configurations: {run['same_trials']}; {spent}"
+        ),
         "",
         "| selected by | trial | configuration | val clean F1 | val shifted F1 |",
         "| --- | --- | --- | --- | --- |",
         *(member_row(r["metric"], m) for r in results.values() for m in r["members"]),
         "",
-        ("| refit ensemble selected by | held-out clean F1 | held-out shifted F1 | severity 1 / 3 / 5 | "
-         f"untrained shifts F1 ({', '.join(UNTRAINED_SHIFTS)}) |"),
+        (
+            "| refit ensemble selected by | held-out clean F1 | held-out shifted F1 | severity 1 / 3 / 5 | "
+            f"untrained shifts F1 ({', '.join(UNTRAINED_SHIFTS)}) |"
+        ),
         "| --- | --- | --- | --- | --- |",
-        *(f"| {r['metric']} | {r['holdout']['macro_f1']:.4f} | {r['holdout']['shift']['mean_macro_f1']:.4f} | "
-          + " / ".join(f"{r['holdout']['shift']['by_severity'][s]:.3f}" for s in ("1", "3", "5"))
-          + f" | {holdout_scores(r['holdout'])['untrained shifts']:.4f} |"
-          for r in results.values()),
+        *(
+            f"| {r['metric']} | {r['holdout']['macro_f1']:.4f} | {r['holdout']['shift']['mean_macro_f1']:.4f} | "
+            + " / ".join(f"{r['holdout']['shift']['by_severity'][s]:.3f}" for s in ("1", "3", "5"))
+            + f" | {holdout_scores(r['holdout'])['untrained shifts']:.4f} |"
+            for r in results.values()
+        ),
         "",
-        "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): " + ", ".join(
+        "held-out shifted macro-F1 by corruption (clean-selected / shifted-selected): "
+        + ", ".join(
             f"{n}: {clean['shift']['by_corruption'][n]:.3f} / {shifted['shift']['by_corruption'][n]:.3f}"
-            for n in clean["shift"]["by_corruption"]),
+            for n in clean["shift"]["by_corruption"]
+        ),
         "",
     ]
 
@@ -231,9 +261,14 @@ def seed_lines(seed: int, run: dict) -> list[str]:
 def report(runs: dict, args, console, total_s: float | None, machine_name: str | None = None) -> None:
     """Every seed's report, then the mean differences (shifted-selected minus clean-selected) over the seeds."""
     total = f"total {total_s / 60:.1f} min" if total_s is not None else "total time not recorded"
-    lines = [f"machine: {machine_name or machine()}; {total}",
-             (f"data: {args.data} at {args.size}x{args.size}; {args.trials} trials ({args.startup} random start-up) x "
-              f"{args.epochs} epochs per study; refit: top {args.top} trials of each study as one ensemble"), ""]
+    lines = [
+        f"machine: {machine_name or machine()}; {total}",
+        (
+            f"data: {args.data} at {args.size}x{args.size}; {args.trials} trials ({args.startup} random start-up) x "
+            f"{args.epochs} epochs per study; refit: top {args.top} trials of each study as one ensemble"
+        ),
+        "",
+    ]
     gaps: dict[str, list[float]] = {}
     for seed, run in runs.items():
         lines += seed_lines(seed, run)
@@ -242,8 +277,10 @@ def report(runs: dict, args, console, total_s: float | None, machine_name: str |
             gaps.setdefault(kind, []).append(shifted[kind] - clean[kind])
     for kind, values in gaps.items():
         listed = ", ".join(f"{g:+.4f}" for g in values)
-        lines.append(f"held-out {kind} macro-F1, shifted-selected minus clean-selected: mean {np.mean(values):+.4f} "
-                     f"over {len(values)} seed(s) ({listed})")
+        lines.append(
+            f"held-out {kind} macro-F1, shifted-selected minus clean-selected: mean {np.mean(values):+.4f} "
+            f"over {len(values)} seed(s) ({listed})"
+        )
     console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 

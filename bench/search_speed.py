@@ -36,16 +36,19 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true", help="fill the weights cache and stop (nothing timed)")
     args = parser.parse_args()
     quiet()
+    import handwritten_search
+
     from bcauto.config import load_study
     from bcauto.data.split import stratified_split
-    import handwritten_search
 
     tmp = Path(tempfile.mkdtemp(prefix="bcauto-speed-"))
     study_text = (HERE / "studies" / "speed.toml").read_text()
     size = tomllib.loads(study_text)["data"]["image_size"]
     data, rest = load_subset(args.data, size, args.images, with_rest=True)
     pretrain, _ = stratified_subset(rest, args.pretrain_images)
-    weights = Path(args.weights_cache) / f"resnet50-{Path(args.data).name}-{size}px-{len(pretrain.labels)}x{args.pretrain_epochs}.weights.h5"
+    weights = (
+        Path(args.weights_cache) / f"resnet50-{Path(args.data).name}-{size}px-{len(pretrain.labels)}x{args.pretrain_epochs}.weights.h5"
+    )
     print(domain_pretrained_resnet50(pretrain, weights, args.pretrain_epochs))
     if args.prepare_only:
         return
@@ -55,23 +58,52 @@ def main() -> None:
     npz = save_npz(data, tmp / "subset.npz")
     split = stratified_split(data, cfg.data.val_fraction, seed)
     print(f"machine: {machine()}")
-    print(f"data: {len(data.labels)} images {size}x{size} from {args.data}; {len(split.train)} train / {len(split.val)} val; "
-          f"{args.trials} trials x {epochs} epochs")
+    print(
+        f"data: {len(data.labels)} images {size}x{size} from {args.data}; {len(split.train)} train / {len(split.val)} val; "
+        f"{args.trials} trials x {epochs} epochs"
+    )
 
     start = time.perf_counter()
-    baseline = handwritten_search.run(data.images[split.train], data.labels[split.train], data.images[split.val],
-                                      data.labels[split.val], str(weights), args.trials, epochs, patience, seed)
+    baseline = handwritten_search.run(
+        data.images[split.train],
+        data.labels[split.train],
+        data.images[split.val],
+        data.labels[split.val],
+        str(weights),
+        args.trials,
+        epochs,
+        patience,
+        seed,
+    )
     baseline_time = time.perf_counter() - start
     print(f"hand-written: {baseline_time:.1f} s, best val macro-F1 {baseline.best_value:.4f}")
 
     stores = ["--storage", f"sqlite:///{tmp}/optuna.db"]
-    command = [sys.executable, "-m", "bcauto.cli", "search", "--study", str(tmp / "speed.toml"), "--data", str(npz),
-               "--trials", str(args.trials), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--work-dir", str(tmp / "work"), *stores]
+    command = [
+        sys.executable,
+        "-m",
+        "bcauto.cli",
+        "search",
+        "--study",
+        str(tmp / "speed.toml"),
+        "--data",
+        str(npz),
+        "--trials",
+        str(args.trials),
+        "--tracking-uri",
+        f"sqlite:///{tmp}/mlflow.db",
+        "--work-dir",
+        str(tmp / "work"),
+        *stores,
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=tmp, stdout=subprocess.DEVNULL)
     bcauto_time = time.perf_counter() - start
-    best = json.loads(subprocess.run([sys.executable, "-m", "bcauto.cli", "best", "--json", *stores], check=True, cwd=tmp,
-                                     capture_output=True, text=True).stdout)
+    best = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "bcauto.cli", "best", "--json", *stores], check=True, cwd=tmp, capture_output=True, text=True
+        ).stdout
+    )
     print(f"bcauto:       {bcauto_time:.1f} s, best val macro-F1 {best['value']:.4f} (trial {best['number']})")
     print(f"macro-F1 difference (bcauto - hand-written): {best['value'] - baseline.best_value:+.4f}")
     print(f"speed ratio (hand-written / bcauto): {baseline_time / bcauto_time:.1f}x")

@@ -56,14 +56,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         url = tiny_study(folder)
-        commands = {"bcauto --help": [bcauto, "--help"], "bcauto plugins": [bcauto, "plugins"],
-                    "bcauto best": [bcauto, "best", "--storage", url]}
+        commands = {
+            "bcauto --help": [bcauto, "--help"],
+            "bcauto plugins": [bcauto, "plugins"],
+            "bcauto best": [bcauto, "best", "--storage", url],
+        }
         print(f"{os.cpu_count()} CPUs, load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for name, argv in commands.items():
             runs = [seconds(argv, folder) for _ in range(args.runs)]
             wall, cpu = (statistics.median(run[i] for run in runs) for i in (0, 1))
-            print(f"{name:16} median {wall:5.2f} s wall, {cpu:5.2f} s CPU   "
-                  f"wall of each run: {', '.join(f'{run[0]:.2f}' for run in runs)}")
+            print(f"{name:16} median {wall:5.2f} s wall, {cpu:5.2f} s CPU   wall of each run: {', '.join(f'{run[0]:.2f}' for run in runs)}")
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

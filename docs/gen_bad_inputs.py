@@ -90,9 +90,9 @@ class Workspace:
 
 def build_model(out: Path) -> None:
     import keras
-    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
 
     from bcauto.bundle import save_bundle
+    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
 
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Rescaling(1 / 255)(inputs)
@@ -121,11 +121,13 @@ def tiny_study_and(setup: Callable[[Workspace], None]) -> Callable[[Workspace], 
     def both(ws: Workspace) -> None:
         ws.write("study.toml", TINY_STUDY)
         setup(ws)
+
     return both
 
 
 def npz_of(**changes) -> Callable[[Workspace], None]:
     """cells.npz holding 32 synthetic images and labels, with ``changes`` (None drops an array)."""
+
     def write(ws: Workspace) -> None:
         from bcauto_builtin.sources import BLOOD_CELL_CLASSES
 
@@ -138,6 +140,7 @@ def npz_of(**changes) -> Callable[[Workspace], None]:
             else:
                 arrays[key] = value
         ws.npz("cells.npz", **arrays)
+
     return write
 
 
@@ -146,6 +149,7 @@ def with_model(*then: Callable[[Workspace], None]) -> Callable[[Workspace], None
         ws.model()
         for step in then:
             step(ws)
+
     return setup
 
 
@@ -184,93 +188,244 @@ def nan_images(images, labels):
 
 CASES: list[Case] = [
     # study files
-    Case("study-typo", "misspells a study-file field (`lr_factr` in `[train]`)", STUDY_ARGS, 2, "did you mean 'lr_factor'",
-         study("[train]\nlr_factr = 0.5\n")),
-    Case("study-lr-factor", "sets `lr_factor = 7.0` in `[train]` (a factor that raises the learning rate)", STUDY_ARGS, 2,
-         "lr_factor", study("[train]\nlr_factor = 7.0\n")),
-    Case("study-units-word", 'writes `head_units1 = "big"` in `[search]`', STUDY_ARGS, 2, "head_units1",
-         study('[search]\nhead_units1 = "big"\n')),
-    Case("study-wrong-table", "misspells a table (`[trian]`)", STUDY_ARGS, 2, "unknown table or top-level field 'trian'",
-         study("[trian]\nhead_epochs = 2\n")),
-    Case("study-field-wrong-table", "puts `head_epochs` under `[search]` instead of `[train]`", STUDY_ARGS, 2,
-         "'head_epochs' (it belongs in [train])",
-         study("[search]\nhead_epochs = 2\n")),
-    Case("study-val-fraction", "sets `val_fraction = 1.5` in `[data]`", STUDY_ARGS, 2, "val_fraction",
-         study("[data]\nval_fraction = 1.5\n")),
-    Case("study-not-toml", "gives a study file that is not valid TOML (an unclosed `[train`)", STUDY_ARGS, 2, "not valid TOML",
-         study("[train\nhead_epochs = 2\n")),
-    Case("study-missing", "names a study file that does not exist", ["search", "--study", "nothere.toml"], 2,
-         "nothere.toml"),
-    Case("unknown-backbone", "asks for a backbone no installed plugin provides (`resnet5O`)", STUDY_ARGS, 2, "resnet5O",
-         study('[search]\nbackbone = ["mini_cnn", "resnet5O"]\n')),
-    Case("unknown-augmentation", "asks for an augmentation no installed plugin provides (`flip_rotate_zom`)", STUDY_ARGS, 2, "flip_rotate_zom",
-         study('[search]\naugmentation = ["none", "flip_rotate_zom"]\n')),
+    Case(
+        "study-typo",
+        "misspells a study-file field (`lr_factr` in `[train]`)",
+        STUDY_ARGS,
+        2,
+        "did you mean 'lr_factor'",
+        study("[train]\nlr_factr = 0.5\n"),
+    ),
+    Case(
+        "study-lr-factor",
+        "sets `lr_factor = 7.0` in `[train]` (a factor that raises the learning rate)",
+        STUDY_ARGS,
+        2,
+        "lr_factor",
+        study("[train]\nlr_factor = 7.0\n"),
+    ),
+    Case(
+        "study-units-word",
+        'writes `head_units1 = "big"` in `[search]`',
+        STUDY_ARGS,
+        2,
+        "head_units1",
+        study('[search]\nhead_units1 = "big"\n'),
+    ),
+    Case(
+        "study-wrong-table",
+        "misspells a table (`[trian]`)",
+        STUDY_ARGS,
+        2,
+        "unknown table or top-level field 'trian'",
+        study("[trian]\nhead_epochs = 2\n"),
+    ),
+    Case(
+        "study-field-wrong-table",
+        "puts `head_epochs` under `[search]` instead of `[train]`",
+        STUDY_ARGS,
+        2,
+        "'head_epochs' (it belongs in [train])",
+        study("[search]\nhead_epochs = 2\n"),
+    ),
+    Case(
+        "study-val-fraction", "sets `val_fraction = 1.5` in `[data]`", STUDY_ARGS, 2, "val_fraction", study("[data]\nval_fraction = 1.5\n")
+    ),
+    Case(
+        "study-not-toml",
+        "gives a study file that is not valid TOML (an unclosed `[train`)",
+        STUDY_ARGS,
+        2,
+        "not valid TOML",
+        study("[train\nhead_epochs = 2\n"),
+    ),
+    Case("study-missing", "names a study file that does not exist", ["search", "--study", "nothere.toml"], 2, "nothere.toml"),
+    Case(
+        "unknown-backbone",
+        "asks for a backbone no installed plugin provides (`resnet5O`)",
+        STUDY_ARGS,
+        2,
+        "resnet5O",
+        study('[search]\nbackbone = ["mini_cnn", "resnet5O"]\n'),
+    ),
+    Case(
+        "unknown-augmentation",
+        "asks for an augmentation no installed plugin provides (`flip_rotate_zom`)",
+        STUDY_ARGS,
+        2,
+        "flip_rotate_zom",
+        study('[search]\naugmentation = ["none", "flip_rotate_zom"]\n'),
+    ),
     # search options
     Case("trials-zero", "runs `search --trials 0`", ["search", "--trials", "0"], 2, "--trials"),
     Case("trials-negative", "runs `search --trials -3`", ["search", "--trials", "-3"], 2, "--trials"),
     Case("trials-word", "runs `search --trials many`", ["search", "--trials", "many"], 2, "--trials"),
     Case("workers-negative", "runs `search --workers -1`", ["search", "--workers", "-1"], 2, "--workers"),
-    Case("storage-scheme", "gives an Optuna storage URL of an unknown scheme", ["search", "--storage", "ftp://host/optuna"],
-         2, "--storage"),
-    Case("storage-missing-folder", "puts the SQLite storage in a folder that does not exist",
-         ["search", "--storage", "sqlite:///missing/optuna.db"], 2, "missing"),
-    Case("tracking-missing-folder", "puts the MLflow store in a folder that does not exist",
-         ["search", "--tracking-uri", "sqlite:///missing/mlflow.db"], 2, "missing"),
+    Case(
+        "storage-scheme", "gives an Optuna storage URL of an unknown scheme", ["search", "--storage", "ftp://host/optuna"], 2, "--storage"
+    ),
+    Case(
+        "storage-missing-folder",
+        "puts the SQLite storage in a folder that does not exist",
+        ["search", "--storage", "sqlite:///missing/optuna.db"],
+        2,
+        "missing",
+    ),
+    Case(
+        "tracking-missing-folder",
+        "puts the MLflow store in a folder that does not exist",
+        ["search", "--tracking-uri", "sqlite:///missing/mlflow.db"],
+        2,
+        "missing",
+    ),
     # data
-    data_search("points --data at a path that does not exist", "nothere", "path nothere was not found", nothing,
-                "data-missing"),
-    data_search("names a data source that is not installed (`bloodmnst:64`)", "bloodmnst:64", "bloodmnst", nothing,
-                "data-unknown-source"),
-    data_search("gives a text file named .npz", "cells.npz", "not an .npz archive",
-                lambda ws: ws.write("cells.npz", "images,labels\n"), "npz-not-zip"),
+    data_search("points --data at a path that does not exist", "nothere", "path nothere was not found", nothing, "data-missing"),
+    data_search("names a data source that is not installed (`bloodmnst:64`)", "bloodmnst:64", "bloodmnst", nothing, "data-unknown-source"),
+    data_search(
+        "gives a text file named .npz",
+        "cells.npz",
+        "not an .npz archive",
+        lambda ws: ws.write("cells.npz", "images,labels\n"),
+        "npz-not-zip",
+    ),
     data_search("gives an .npz without an 'images' array", "cells.npz", "'images'", npz_of(images=None), "npz-no-images"),
-    data_search("gives an .npz whose labels are Python objects", "cells.npz", "Python objects",
-                npz_of(labels=lambda images, labels: np.array([str(y) for y in labels], dtype=object)), "npz-object-array"),
-    data_search("gives an .npz with fewer labels than images", "cells.npz", "labels",
-                npz_of(labels=lambda images, labels: labels[:-2]), "npz-label-count"),
-    data_search("gives an .npz with a label past the last class name", "cells.npz", "labels",
-                npz_of(labels=lambda images, labels: np.where(np.arange(len(labels)) == 5, 9, labels)), "npz-label-range"),
+    data_search(
+        "gives an .npz whose labels are Python objects",
+        "cells.npz",
+        "Python objects",
+        npz_of(labels=lambda images, labels: np.array([str(y) for y in labels], dtype=object)),
+        "npz-object-array",
+    ),
+    data_search(
+        "gives an .npz with fewer labels than images",
+        "cells.npz",
+        "labels",
+        npz_of(labels=lambda images, labels: labels[:-2]),
+        "npz-label-count",
+    ),
+    data_search(
+        "gives an .npz with a label past the last class name",
+        "cells.npz",
+        "labels",
+        npz_of(labels=lambda images, labels: np.where(np.arange(len(labels)) == 5, 9, labels)),
+        "npz-label-range",
+    ),
     data_search("gives an .npz with a NaN pixel", "cells.npz", "NaN", npz_of(images=nan_images), "npz-nan"),
-    data_search("gives an .npz whose `class_names` repeat a name", "cells.npz", "class_names",
-                npz_of(class_names=np.array(["a", "b", "a"])), "npz-repeated-names"),
-    data_search("gives an image folder with one class", "slides", "one class",
-                lambda ws: ws.folder("slides", {"neutrophil": 12}), "folder-one-class"),
-    data_search("gives an image folder where one class has too few images for the split", "slides", "rare",
-                lambda ws: ws.folder("slides", {"common": 20, "rare": 1}), "folder-tiny-class"),
-    data_search("gives an image folder with an empty class folder", "slides", "empty",
-                lambda ws: (ws.folder("slides", {"full": 8}), (ws.root / "slides" / "empty").mkdir()), "folder-empty-class"),
-    data_search("gives an image folder holding a truncated PNG (default --on-bad-image stop)", "slides", "cell9.png",
-                truncated_image, "folder-truncated-image"),
+    data_search(
+        "gives an .npz whose `class_names` repeat a name",
+        "cells.npz",
+        "class_names",
+        npz_of(class_names=np.array(["a", "b", "a"])),
+        "npz-repeated-names",
+    ),
+    data_search(
+        "gives an image folder with one class",
+        "slides",
+        "one class",
+        lambda ws: ws.folder("slides", {"neutrophil": 12}),
+        "folder-one-class",
+    ),
+    data_search(
+        "gives an image folder where one class has too few images for the split",
+        "slides",
+        "rare",
+        lambda ws: ws.folder("slides", {"common": 20, "rare": 1}),
+        "folder-tiny-class",
+    ),
+    data_search(
+        "gives an image folder with an empty class folder",
+        "slides",
+        "empty",
+        lambda ws: (ws.folder("slides", {"full": 8}), (ws.root / "slides" / "empty").mkdir()),
+        "folder-empty-class",
+    ),
+    data_search(
+        "gives an image folder holding a truncated PNG (default --on-bad-image stop)",
+        "slides",
+        "cell9.png",
+        truncated_image,
+        "folder-truncated-image",
+    ),
     # commands on a study or a model
     Case("best-empty-folder", "runs `bcauto best` in a folder without a study", ["best"], 2, "optuna.db"),
-    Case("refit-unknown-study", "refits a study name the storage does not hold", ["refit", "--name", "tni"], 2, "'tni'",
-         storage_with_study),
-    Case("evaluate-no-model", "evaluates a model folder that does not exist", ["evaluate", "nomodel", "--data", "cells.npz"],
-         2, "nomodel", npz_of()),
-    Case("evaluate-unknown-class", "evaluates on data holding a class the model does not know",
-         ["evaluate", "model", "--data", "cells.npz"], 2, "'blast'",
-         with_model(npz_of(labels=lambda images, labels: labels % 2, class_names=np.array(["neutrophil", "blast"])))),
-    Case("evaluate-classes-unknown", "restricts evaluate to a class the model does not know",
-         ["evaluate", "model", "--data", "cells.npz", "--classes", "neutrophil,blast"], 2, "'blast'",
-         with_model(npz_of())),
-    Case("evaluate-unnamed-labels", "evaluates on an .npz without class names holding more labels than the model has classes",
-         ["evaluate", "model", "--data", "cells.npz"], 2, "add a 'class_names' array",
-         with_model(npz_of(class_names=None, labels=lambda images, labels: np.arange(len(labels)) % 10))),
-    Case("predict-truncated", "predicts a folder holding a truncated PNG with `--on-bad-image stop`",
-         ["predict", "model", "slides", "--on-bad-image", "stop"], 2, "cell9.png", with_model(truncated_image)),
-    Case("predict-missing-input", "predicts an input path that does not exist", ["predict", "model", "nothere.png"], 2,
-         "nothere.png", with_model()),
-    Case("adapt-too-many-shots", "asks `adapt` for more shots than the data allows",
-         ["adapt", "model", "--data", "cells.npz", "--shots", "500"], 2, "--shots 500", with_model(npz_of())),
-    Case("adapt-zero-shots", "asks `adapt` for 0 shots", ["adapt", "model", "--data", "cells.npz", "--shots", "0"], 2,
-         "--shots", with_model(npz_of())),
-    Case("new-plugin-bad-name", "names a new plugin with capitals and a hyphen", ["new-plugin", "backbone", "Tiny-Net"], 2,
-         "Tiny-Net"),
-    Case("new-plugin-clash", "names a new plugin after a built-in backbone", ["new-plugin", "backbone", "resnet50"], 2,
-         "resnet50"),
+    Case(
+        "refit-unknown-study", "refits a study name the storage does not hold", ["refit", "--name", "tni"], 2, "'tni'", storage_with_study
+    ),
+    Case(
+        "evaluate-no-model",
+        "evaluates a model folder that does not exist",
+        ["evaluate", "nomodel", "--data", "cells.npz"],
+        2,
+        "nomodel",
+        npz_of(),
+    ),
+    Case(
+        "evaluate-unknown-class",
+        "evaluates on data holding a class the model does not know",
+        ["evaluate", "model", "--data", "cells.npz"],
+        2,
+        "'blast'",
+        with_model(npz_of(labels=lambda images, labels: labels % 2, class_names=np.array(["neutrophil", "blast"]))),
+    ),
+    Case(
+        "evaluate-classes-unknown",
+        "restricts evaluate to a class the model does not know",
+        ["evaluate", "model", "--data", "cells.npz", "--classes", "neutrophil,blast"],
+        2,
+        "'blast'",
+        with_model(npz_of()),
+    ),
+    Case(
+        "evaluate-unnamed-labels",
+        "evaluates on an .npz without class names holding more labels than the model has classes",
+        ["evaluate", "model", "--data", "cells.npz"],
+        2,
+        "add a 'class_names' array",
+        with_model(npz_of(class_names=None, labels=lambda images, labels: np.arange(len(labels)) % 10)),
+    ),
+    Case(
+        "predict-truncated",
+        "predicts a folder holding a truncated PNG with `--on-bad-image stop`",
+        ["predict", "model", "slides", "--on-bad-image", "stop"],
+        2,
+        "cell9.png",
+        with_model(truncated_image),
+    ),
+    Case(
+        "predict-missing-input",
+        "predicts an input path that does not exist",
+        ["predict", "model", "nothere.png"],
+        2,
+        "nothere.png",
+        with_model(),
+    ),
+    Case(
+        "adapt-too-many-shots",
+        "asks `adapt` for more shots than the data allows",
+        ["adapt", "model", "--data", "cells.npz", "--shots", "500"],
+        2,
+        "--shots 500",
+        with_model(npz_of()),
+    ),
+    Case(
+        "adapt-zero-shots",
+        "asks `adapt` for 0 shots",
+        ["adapt", "model", "--data", "cells.npz", "--shots", "0"],
+        2,
+        "--shots",
+        with_model(npz_of()),
+    ),
+    Case("new-plugin-bad-name", "names a new plugin with capitals and a hyphen", ["new-plugin", "backbone", "Tiny-Net"], 2, "Tiny-Net"),
+    Case("new-plugin-clash", "names a new plugin after a built-in backbone", ["new-plugin", "backbone", "resnet50"], 2, "resnet50"),
     Case("new-plugin-kind", "asks for a plugin kind that does not exist", ["new-plugin", "sampler", "tiny"], 2, "sampler"),
-    Case("ui-busy-port", "starts `bcauto ui` on a port another program listens on", ["ui", "--port", "PORT"], 2,
-         "127.0.0.1:PORT: ", busy_port),
+    Case(
+        "ui-busy-port",
+        "starts `bcauto ui` on a port another program listens on",
+        ["ui", "--port", "PORT"],
+        2,
+        "127.0.0.1:PORT: ",
+        busy_port,
+    ),
     Case("audit-missing-data", "audits a path that does not exist", ["audit", "--data", "nothere"], 2, "nothere"),
 ]
 
@@ -329,8 +484,10 @@ def code_span(text: str) -> str:
 
 
 def row(case: Case, outcome: Outcome) -> str:
-    return (f"| {case.id} | {case.what.replace('|', '&#124;')} | {code_span(shown_command(case))} | {outcome.code} | "
-            f"{code_span(outcome.message)} |")
+    return (
+        f"| {case.id} | {case.what.replace('|', '&#124;')} | {code_span(shown_command(case))} | {outcome.code} | "
+        f"{code_span(outcome.message)} |"
+    )
 
 
 HEADER = """# Bad inputs and the errors they get

@@ -14,10 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the ref_* helpers beside this script, however it is run
 
-from bcauto import hookspecs  # noqa: E402
-from bcauto.cli import build_parser  # noqa: E402
 from ref_includes import fill_includes, pages_with_includes  # noqa: E402
 from ref_study_files import study_files_page  # noqa: E402
+
+from bcauto import hookspecs  # noqa: E402
+from bcauto.cli import build_parser  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 

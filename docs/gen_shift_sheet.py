@@ -19,9 +19,9 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
-from bcauto.data.sources import load_data
-from bcauto.plugins import components
-from bcauto.shift import corrupt
+from bcauto.data.sources import load_data  # noqa: E402  (after the sys.path set-up)
+from bcauto.plugins import components  # noqa: E402
+from bcauto.shift import corrupt  # noqa: E402
 
 LABEL_WIDTH = 190
 GAP = 10
@@ -58,7 +58,7 @@ def render(images: np.ndarray, names: list[str], shifts, size: int, seed: int) -
         for c, column in enumerate(columns):
             draw.text((x0 + c * size + 2, 16), column, fill="dimgray", font=small)
     y = HEADER
-    for g, (group, members) in enumerate(groups.items()):
+    for group, members in groups.items():
         draw.rectangle((0, y, width, y + HEADER - 2), fill="#dde4ee")
         draw.text((6, y + 5), f"{group} shifts", fill="black", font=font)
         y += HEADER
@@ -68,8 +68,9 @@ def render(images: np.ndarray, names: list[str], shifts, size: int, seed: int) -
             tiles = [images] + [corrupt(images, spec, s, seed + 100 * r + s) for s in (1, 2, 3, 4, 5)]
             for k in range(len(images)):
                 for c, tile in enumerate(tiles):
-                    sheet.paste(Image.fromarray(tile[k]).resize((size, size), Image.NEAREST),
-                                (LABEL_WIDTH + k * (block + GAP) + c * size, y))
+                    sheet.paste(
+                        Image.fromarray(tile[k]).resize((size, size), Image.NEAREST), (LABEL_WIDTH + k * (block + GAP) + c * size, y)
+                    )
             y += size
     return sheet
 
@@ -78,13 +79,17 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="a --data spec or path (an image folder, an .npz file)")
     parser.add_argument("--out", required=True, help="the PNG to write")
-    parser.add_argument("--classes", default="neutrophil,lymphocyte,eosinophil",
-                        help="comma-separated classes to take one example each from (default: %(default)s)")
+    parser.add_argument(
+        "--classes",
+        default="neutrophil,lymphocyte,eosinophil",
+        help="comma-separated classes to take one example each from (default: %(default)s)",
+    )
     parser.add_argument("--index", type=int, default=0, help="which image of each class (default: the first)")
     parser.add_argument("--image-size", type=int, default=96, help="the size the images are loaded at")
     parser.add_argument("--tile", type=int, default=96, help="the size each image is drawn at")
-    parser.add_argument("--colors", type=int, default=160,
-                        help="palette size the PNG is quantised to, dithered, to keep it small (0: full colour)")
+    parser.add_argument(
+        "--colors", type=int, default=160, help="palette size the PNG is quantised to, dithered, to keep it small (0: full colour)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     registry = components()

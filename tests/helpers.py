@@ -48,8 +48,14 @@ def build_tiny_pretrained(input_shape, weights=None, width=8):
 
 
 TINY_PRETRAINED = BackboneSpec(
-    name="tiny_pretrained", build=build_tiny_pretrained, preprocessing="unit", blocks=("b1_out", "b2_out"),
-    pretrained=("imagenet",), min_input_size=8, default_input_size=32, description="test backbone",
+    name="tiny_pretrained",
+    build=build_tiny_pretrained,
+    preprocessing="unit",
+    blocks=("b1_out", "b2_out"),
+    pretrained=("imagenet",),
+    min_input_size=8,
+    default_input_size=32,
+    description="test backbone",
 )
 
 
@@ -66,8 +72,14 @@ TINY_STUDY = {
     "study": {"trials": 3, "seed": 3, "pruner": "none"},
     "data": {"image_size": 32, "val_fraction": 0.25},
     "train": {"weights": "none", "batch_size": 32, "head_epochs": 2, "finetune_epochs": 0, "patience": 5},
-    "search": {"backbone": ["mini_cnn", "resnet_cnn"], "augmentation": ["none", "flip_rotate_zoom"], "imbalance": ["none"],
-               "lr_head": {"low": 1e-3, "high": 3e-3, "log": True}, "head_units1": 32, "head_units2": 0},
+    "search": {
+        "backbone": ["mini_cnn", "resnet_cnn"],
+        "augmentation": ["none", "flip_rotate_zoom"],
+        "imbalance": ["none"],
+        "lr_head": {"low": 1e-3, "high": 3e-3, "log": True},
+        "head_units1": 32,
+        "head_units2": 0,
+    },
 }
 
 
@@ -77,8 +89,10 @@ def tiny_study_toml(**changes: dict) -> str:
     tables = {name: dict(TINY_STUDY.get(name, {})) for name in {**TINY_STUDY, **changes}}
     for name, keys in changes.items():
         tables[name].update(keys)
-    return "".join(f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in keys.items() if value is not None)
-                   for name, keys in tables.items())
+    return "".join(
+        f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in keys.items() if value is not None)
+        for name, keys in tables.items()
+    )
 
 
 def toml_value(value) -> str:

@@ -29,7 +29,10 @@ def backbone(name="features", batchnorm=True):
     return keras.Model(inputs, x, name=name)
 
 
-def classifier(features, num_classes=len(CLASSES), frozen_inference=True, noise=40.0):
+NUM_CLASSES = len(CLASSES)
+
+
+def classifier(features, num_classes=NUM_CLASSES, frozen_inference=True, noise=40.0):
     """Augmentation (noise, active in training only) -> backbone (called with training=False, as bcauto calls a
     pretrained one) -> global average pooling -> softmax."""
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
@@ -94,9 +97,31 @@ def adapted(parent, lab):
     root, model = parent
     out = root / "adapted"
     uri = f"sqlite:///{root}/mlflow.db"
-    assert main(["adapt", str(model), "--data", str(lab), "--shots", "4", "--per-class", "--seed", "3", "--adapt-bn",
-                 "--lr", "1e-3", "--epochs", "80",
-                 "--out", str(out), "--tracking-uri", uri]) == 0
+    assert (
+        main(
+            [
+                "adapt",
+                str(model),
+                "--data",
+                str(lab),
+                "--shots",
+                "4",
+                "--per-class",
+                "--seed",
+                "3",
+                "--adapt-bn",
+                "--lr",
+                "1e-3",
+                "--epochs",
+                "80",
+                "--out",
+                str(out),
+                "--tracking-uri",
+                uri,
+            ]
+        )
+        == 0
+    )
     return out, uri
 
 
@@ -277,16 +302,33 @@ def test_the_adapted_model_beats_its_parent_in_the_new_lab(adapted):
     assert after["macro_f1"] > before["macro_f1"] + 0.3 and after["accuracy"] > before["accuracy"] + 0.3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--shots", "0"], "--shots must be 1 or more"),
-    (["--shots", "93"], "more than the data allows"),
-    (["--shots", "24", "--per-class"], "leaves no image to score"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shots", "0"], "--shots must be 1 or more"),
+        (["--shots", "93"], "more than the data allows"),
+        (["--shots", "24", "--per-class"], "leaves no image to score"),
+    ],
+)
 def test_adapt_refuses_shots_the_data_cannot_give_in_one_line(parent, lab, tmp_path, capsys, args, message):
     _, model = parent
     capsys.readouterr()
-    assert main(["adapt", str(model), "--data", str(lab), *args, "--out", str(tmp_path / "a"),
-                 "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]) == 2
+    assert (
+        main(
+            [
+                "adapt",
+                str(model),
+                "--data",
+                str(lab),
+                *args,
+                "--out",
+                str(tmp_path / "a"),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path}/mlflow.db",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and message in err.replace("\n", " ") and not (tmp_path / "a").exists()
     assert len(err.splitlines()) <= 3  # one message (the terminal may wrap it)

@@ -8,8 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from bcauto_builtin.sources import BLOOD_CELL_CLASSES
-from bcauto_builtin.sources.synthetic import generate
 from PIL import Image
 
 from bcauto.audit import (
@@ -24,6 +22,8 @@ from bcauto.cli import build_parser, main
 from bcauto.data import Dataset
 from bcauto.data.split import stratified_split
 from bcauto.errors import BcautoError
+from bcauto_builtin.sources import BLOOD_CELL_CLASSES
+from bcauto_builtin.sources.synthetic import generate
 
 SIZE = 64
 
@@ -89,7 +89,7 @@ def dirty():
     truth["conflicting"] += [copy, 52]
     blank = np.full((SIZE, SIZE, 3), 200, np.uint8)
     truncated = images[53].copy()
-    truncated[SIZE // 2:] = 128
+    truncated[SIZE // 2 :] = 128
     noise = rng.integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
     truth["blank"] = [add(blank, 0), add(truncated, labels[53]), add(noise, 2)]
     data = Dataset(np.stack(images), np.array(labels, np.int64), BLOOD_CELL_CLASSES, "test-dirty")
@@ -266,8 +266,11 @@ def test_cli_error_messages(tmp_path, capsys):
     with pytest.raises(BcautoError, match="--out .*file"):
         run_audit_command(_cli_args("--data", "synthetic:50", "--image-size", "32", "--out", str(tmp_path / "file")), console)
     with pytest.raises(BcautoError, match="folder .* does not exist"):
-        write_clean_npz(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s"), audit(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s")),
-                        tmp_path / "nowhere" / "clean.npz")
+        write_clean_npz(
+            Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s"),
+            audit(Dataset(*generate(20, 32), BLOOD_CELL_CLASSES, "s")),
+            tmp_path / "nowhere" / "clean.npz",
+        )
 
 
 @pytest.fixture
@@ -297,8 +300,7 @@ def _entries(report: dict):
 def test_json_names_every_flagged_image_by_its_path_and_keeps_what_was_left_out(image_folder, tmp_path, capsys):
     from rich.console import Console
 
-    args = _cli_args("--data", str(image_folder), "--image-size", "32", "--out", str(tmp_path / "a"), "--json",
-                     "--on-bad-image", "skip")
+    args = _cli_args("--data", str(image_folder), "--image-size", "32", "--out", str(tmp_path / "a"), "--json", "--on-bad-image", "skip")
     assert run_audit_command(args, Console(file=io.StringIO())) == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((tmp_path / "a" / "report.json").read_text())
@@ -312,7 +314,9 @@ def test_json_names_every_flagged_image_by_its_path_and_keeps_what_was_left_out(
     assert any("skipped 1 undecodable image(s)" in note for note in report["notes"])
     assert any("ignored 1 " in note and "readme.txt" in note for note in report["notes"])
     assert {entry["path"]: entry["why"].split(" (")[0] for entry in report["left_out"]} == {
-        f"{first}/readme.txt": "not an image file", f"{first}/zz_broken.png": "cannot be decoded"}
+        f"{first}/readme.txt": "not an image file",
+        f"{first}/zz_broken.png": "cannot be decoded",
+    }
 
 
 def test_terminal_prints_each_note_once(image_folder, tmp_path):
@@ -340,7 +344,10 @@ def test_npz_images_are_named_by_array_and_index(tmp_path):
     np.savez(path, train_images=images[:20], train_labels=labels[:20], val_images=images[20:], val_labels=labels[20:])
     report = audit(load_data(str(path), 32, components(), {})).to_dict()
     assert [entry["path"] for entry in report["kinds"]["exact_duplicates"]["groups"][0]] == [
-        "train_images[3]", "train_images[7]", "val_images[5]"]
+        "train_images[3]",
+        "train_images[7]",
+        "val_images[5]",
+    ]
 
 
 def test_contact_sheet_captions_name_the_file(image_folder):

@@ -5,12 +5,12 @@ import numpy as np
 import optuna
 import pytest
 import tensorflow as tf
+from helpers import blob_data
 from skimage.color import hed2rgb, rgb2hed
 
 from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
 from bcauto_builtin.layers import CellAugMix, RandomHEDJitter, RandomMagnification, RandomWhiteBalance
-from helpers import blob_data
 
 SIZE, BATCH, CLASSES, SEED = 32, 8, 3, 7
 POLICIES = components().augmentations.names()

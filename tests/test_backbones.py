@@ -44,7 +44,7 @@ def test_unfreezing_counts_blocks_and_keeps_batchnorm_frozen(name):
     for k in (1, 2):
         set_trainable_blocks(spec, model, k)
         # the last k blocks are every layer after the end of the block before them
-        tail = core.layers[names.index(spec.blocks[-k - 1]) + 1:]
+        tail = core.layers[names.index(spec.blocks[-k - 1]) + 1 :]
         expected = {layer.name for layer in tail if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)}
         unfrozen = {layer.name for layer in core.layers if layer.weights and layer.trainable}
         assert expected and unfrozen == expected, f"unfreezing {k} blocks"

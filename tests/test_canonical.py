@@ -4,6 +4,13 @@ look, and the same transform runs in training and in a saved and reloaded model.
 import keras
 import numpy as np
 import pytest
+from helpers import blob_data
+from skimage.color import lab2rgb, rgb2lab
+
+from bcauto.bundle import load_bundle, save_bundle
+from bcauto.model import HeadParams
+from bcauto.plugins import components
+from bcauto.training import TrainSettings, TrialPlan, build_parts
 from bcauto_builtin.canonical_layers import (
     CANONICAL_NUCLEUS_SPREAD,
     REFERENCE_LAB_MEAN,
@@ -14,13 +21,6 @@ from bcauto_builtin.canonical_layers import (
     nucleus_centre_and_spread,
     rgb_to_lab,
 )
-from helpers import blob_data
-from skimage.color import lab2rgb, rgb2lab
-
-from bcauto.bundle import load_bundle, save_bundle
-from bcauto.model import HeadParams
-from bcauto.plugins import components
-from bcauto.training import TrainSettings, TrialPlan, build_parts
 
 CANONICALIZERS = components().canonicalizers.names()
 SIZE = 64
@@ -36,7 +36,7 @@ def smear_cell(size=SIZE, centre=(32, 32), radius=7.0, seed=0) -> np.ndarray:
         if np.hypot(cy - centre[0], cx - centre[1]) > 2.2 * radius:
             image[(yy - cy) ** 2 + (xx - cx) ** 2 < (0.9 * radius) ** 2] = (225, 160, 165)
     image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < (1.8 * radius) ** 2] = (215, 190, 215)  # cytoplasm
-    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius ** 2] = (90, 40, 130)  # nucleus
+    image[(yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2] = (90, 40, 130)  # nucleus
     return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
 
@@ -117,10 +117,18 @@ class _Midpoint:
 def test_the_trained_model_and_the_saved_bundle_apply_the_same_canonicalization(tmp_path):
     comps = components()
     canonicalizer = comps.canonicalizers.get("cell_crop_stain_norm")
-    plan = TrialPlan(backbone=comps.backbones.get("mini_cnn"), augmentation=comps.augmentations.get("none"),
-                     imbalance=comps.imbalance.get("none"), head=HeadParams(16, 0, 0.0, 0.0), lr_head=1e-3,
-                     lr_finetune=0.0, unfreeze_blocks="all", backbone_params={"base_filters": 8, "norm": "group"},
-                     canonicalizer=canonicalizer, canonicalizer_params={"strength": 0.8})
+    plan = TrialPlan(
+        backbone=comps.backbones.get("mini_cnn"),
+        augmentation=comps.augmentations.get("none"),
+        imbalance=comps.imbalance.get("none"),
+        head=HeadParams(16, 0, 0.0, 0.0),
+        lr_head=1e-3,
+        lr_finetune=0.0,
+        unfreeze_blocks="all",
+        backbone_params={"base_filters": 8, "norm": "group"},
+        canonicalizer=canonicalizer,
+        canonicalizer_params={"strength": 0.8},
+    )
     parts = build_parts(plan, TrainSettings(weights="none"), SIZE, 4)
     images = np.stack([smear_cell(centre=(26, 36), radius=5, seed=s) for s in range(4)]).astype("float32")
     canonical = parts.backbone.get_layer("canonical_cell_crop_stain_norm")
@@ -128,8 +136,7 @@ def test_the_trained_model_and_the_saved_bundle_apply_the_same_canonicalization(
     assert np.abs(expected - images).mean() > 5, "the canonicalization must change these images"
     save_bundle(parts.model, {"class_names": list("abcd"), "image_size": SIZE}, tmp_path / "model")
     loaded = load_bundle(tmp_path / "model").model
-    np.testing.assert_allclose(np.asarray(loaded.predict(images, verbose=0)), np.asarray(parts.model.predict(images, verbose=0)),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(loaded.predict(images, verbose=0)), np.asarray(parts.model.predict(images, verbose=0)), atol=1e-5)
     reloaded_layer = loaded.get_layer("mini_cnn_features").get_layer("canonical_cell_crop_stain_norm")
     np.testing.assert_allclose(np.asarray(reloaded_layer(images)), expected, atol=1e-3)
 

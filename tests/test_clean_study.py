@@ -12,8 +12,9 @@ from bcauto_builtin.sources.synthetic import generate
 
 
 def request_for(data, clean):
-    cfg = parse_study(f"[data]\nimage_size = 32\nclean = {'true' if clean else 'false'}\n[study]\nshift_validation = false",
-                      Path("clean.toml"))
+    cfg = parse_study(
+        f"[data]\nimage_size = 32\nclean = {'true' if clean else 'false'}\n[study]\nshift_validation = false", Path("clean.toml")
+    )
     return SearchRequest(cfg=cfg, data=data, study_name="clean", trials=1, storage="", tracking_uri="", seed=0, timeout=None)
 
 

@@ -7,8 +7,22 @@ import pytest
 from bcauto.cli import DEFAULT_STORAGE, DEFAULT_TRACKING, build_parser, main
 
 OPTIONS = {
-    "search": {"--study", "--trials", "--data", "--name", "--storage", "--tracking-uri", "--seed", "--timeout", "--workers",
-               "--gpus", "--max-failures", "--worker-memory-gb", "--work-dir", "--on-bad-image"},
+    "search": {
+        "--study",
+        "--trials",
+        "--data",
+        "--name",
+        "--storage",
+        "--tracking-uri",
+        "--seed",
+        "--timeout",
+        "--workers",
+        "--gpus",
+        "--max-failures",
+        "--worker-memory-gb",
+        "--work-dir",
+        "--on-bad-image",
+    },
     "best": {"--name", "--storage", "--top", "--json"},
     "plugins": {"--json"},
     "ui": {"--name", "--tracking-uri", "--storage", "--host", "--port"},

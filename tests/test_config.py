@@ -35,7 +35,10 @@ def test_defaults_follow_the_seed_report():
         ("[train]\nbatch_size = 0", r"\[train\] batch_size = 0: must be > 0$"),
         ("[study]\npruner = 'mediam'", r"\[study\] pruner = 'mediam': expected one of 'median', 'hyperband'"),
         ("[data]\nval_fraction = 0.7", r"\[data\] val_fraction = 0.7: must be < 0.5$"),
-        ("[search]\nlr_head = { low = 1e-3, high = 1e-4 }", r"\[search\] lr_head = \{'low': 0.001, 'high': 0.0001\}: a range needs low < high$"),
+        (
+            "[search]\nlr_head = { low = 1e-3, high = 1e-4 }",
+            r"\[search\] lr_head = \{'low': 0.001, 'high': 0.0001\}: a range needs low < high$",
+        ),
         ("[search]\nlr_head = { low = 0, high = 1e-4, log = true }", r"\[search\] lr_head.low = 0: must be > 0$"),
         ("[search]\nhead_l2 = { low = 0.0, high = 1e-4, log = true }", r"\[search\] head_l2 = .*: a log range needs low > 0$"),
         ("[search]\nbackbone = []", r"\[search\] backbone = \[\]: the list of choices is empty$"),
@@ -60,7 +63,7 @@ def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
     def draws(startup_trials: int) -> list[float]:
         cfg = parse_study(f"[study]\nstartup_trials = {startup_trials}", Path("s.toml"))
         study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg, seed=3))
-        study.optimize(lambda trial: -(trial.suggest_float("x", 0.0, 1.0) - 0.9) ** 2, n_trials=4)
+        study.optimize(lambda trial: -((trial.suggest_float("x", 0.0, 1.0) - 0.9) ** 2), n_trials=4)
         return [t.params["x"] for t in study.trials]
 
     modelled, random_only = draws(2), draws(10)
@@ -68,15 +71,22 @@ def test_startup_trials_is_how_many_trials_tpe_draws_at_random():
     assert modelled[2:] != random_only[2:]  # TPE takes over after two trials, not ten
 
 
-@pytest.mark.parametrize("metric, expected", [
-    ("val_macro_f1", 0.8), ("val_accuracy", 0.9), ("val_shift_macro_f1", 0.5), ("val_mean_macro_f1", 0.65), ("both", (0.8, 0.5)),
-])
+@pytest.mark.parametrize(
+    "metric, expected",
+    [
+        ("val_macro_f1", 0.8),
+        ("val_accuracy", 0.9),
+        ("val_shift_macro_f1", 0.5),
+        ("val_mean_macro_f1", 0.65),
+        ("both", (0.8, 0.5)),
+    ],
+)
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_each_objective_mode_gives_optuna_its_value_directions_and_sampler(metric, expected):
     import optuna
 
-    from bcauto.scoring import Scores
     from bcauto.objective import objective_value
+    from bcauto.scoring import Scores
     from bcauto.study import make_sampler
 
     scores = Scores(accuracy=0.9, macro_precision=0.7, macro_recall=0.7, macro_f1=0.8, confusion=None, report={})
@@ -157,12 +167,21 @@ def test_a_component_table_must_name_a_registered_component():
         ('[train]\nfeature_cache = "yes"', "s.toml: [train] feature_cache = 'yes': expected true or false"),
         ("[train]\nlr_factor = nan", "s.toml: [train] lr_factor = nan: expected a finite number"),
         ("[search]\nhead_dropout = [0.2, 1.5]", "s.toml: [search] head_dropout[1] = 1.5: must be < 1"),
-        ('[search]\nnormalization = ["grup"]', ("s.toml: [search] normalization[0] = 'grup': expected one of 'default', "
-                                                "'batch', 'group', 'layer' or 'none' (did you mean 'group'?)")),
-        ('[search]\nbackbone = { low = 1, high = 2 }', ("s.toml: [search] backbone = {'low': 1, 'high': 2}: expected a value "
-                                                        "or a list of choices, not a range")),
-        ("[search.mini_cnn]\nbase_filters = { low = 8, hihg = 32 }",
-         "s.toml: [search.mini_cnn] base_filters = {'low': 8, 'hihg': 32}: a range is { low = ..., high = ..., log = true|false }"),
+        (
+            '[search]\nnormalization = ["grup"]',
+            (
+                "s.toml: [search] normalization[0] = 'grup': expected one of 'default', "
+                "'batch', 'group', 'layer' or 'none' (did you mean 'group'?)"
+            ),
+        ),
+        (
+            "[search]\nbackbone = { low = 1, high = 2 }",
+            ("s.toml: [search] backbone = {'low': 1, 'high': 2}: expected a value or a list of choices, not a range"),
+        ),
+        (
+            "[search.mini_cnn]\nbase_filters = { low = 8, hihg = 32 }",
+            "s.toml: [search.mini_cnn] base_filters = {'low': 8, 'hihg': 32}: a range is { low = ..., high = ..., log = true|false }",
+        ),
     ],
 )
 def test_bad_values_are_refused_in_one_line_naming_file_table_field_and_value(text, message):
@@ -175,7 +194,10 @@ def test_bad_values_are_refused_in_one_line_naming_file_table_field_and_value(te
     "text, message",
     [
         ("[search]\nlr_haed = 1e-4", "s.toml: [search]: unknown field 'lr_haed' (did you mean 'lr_head'?); known fields: "),
-        ("trials = 5", "s.toml: unknown table or top-level field 'trials' (it belongs in [study]); the tables are [study], [data], [train], [search]"),
+        (
+            "trials = 5",
+            "s.toml: unknown table or top-level field 'trials' (it belongs in [study]); the tables are [study], [data], [train], [search]",
+        ),
         ("[train]\nmax_failures = 3", "s.toml: [train]: unknown field 'max_failures' (it belongs in [study]); known fields: "),
         ("[search]\nhead_epochs = 2", "s.toml: [search]: unknown field 'head_epochs' (it belongs in [train]); known fields: "),
         ('path = "elsewhere.toml"', "s.toml: unknown table or top-level field 'path'; the tables are [study], [data], [train], [search]"),
@@ -218,8 +240,9 @@ base_filters = 16
 """
 
 
-@pytest.mark.parametrize("text", [path.read_text() for path in STUDIES] + [NARROWED],
-                         ids=[path.name for path in STUDIES] + ["component-table"])
+@pytest.mark.parametrize(
+    "text", [path.read_text() for path in STUDIES] + [NARROWED], ids=[path.name for path in STUDIES] + ["component-table"]
+)
 def test_the_json_workers_receive_gives_back_the_same_config(text):
     cfg = parse_study(text, Path("studies/s.toml"))
     again = StudyConfig.model_validate_json(cfg.model_dump_json())
@@ -249,20 +272,42 @@ def test_workers_search_the_space_the_search_started_with_when_the_file_is_edite
     study_file.write_text(NARROWED)
     cfg = load_study(study_file, components())
     jobs = []
-    monkeypatch.setattr(study_module, "Supervisor", lambda job, *args, **kwargs: jobs.append(job) or type("S", (), {"run": lambda *a: None})())
+    monkeypatch.setattr(
+        study_module, "Supervisor", lambda job, *args, **kwargs: jobs.append(job) or type("S", (), {"run": lambda *a: None})()
+    )
     data = blob_data(40, 16)
-    request = SearchRequest(cfg=cfg, data=data, study_name="edited", trials=4, storage=f"sqlite:///{tmp_path}/optuna.db",
-                            tracking_uri="", seed=0, timeout=None, work_dir=str(tmp_path / "work"))
+    request = SearchRequest(
+        cfg=cfg,
+        data=data,
+        study_name="edited",
+        trials=4,
+        storage=f"sqlite:///{tmp_path}/optuna.db",
+        tracking_uri="",
+        seed=0,
+        timeout=None,
+        work_dir=str(tmp_path / "work"),
+    )
     settings = settings_from(cfg, 0, has_gpu=False)
-    context = objective.SearchContext(cfg=cfg, components=components(), train_data=data.subset(range(30)),
-                                      val_data=data.subset(range(30, 40)), settings=settings, tracker=None,
-                                      parent_run_id=None, run_tags={}, run_params={})
+    context = objective.SearchContext(
+        cfg=cfg,
+        components=components(),
+        train_data=data.subset(range(30)),
+        val_data=data.subset(range(30, 40)),
+        settings=settings,
+        tracker=None,
+        parent_run_id=None,
+        run_tags={},
+        run_params={},
+    )
     prepared = PreparedData(context.train_data, context.val_data, "split", "data")
     optimize_in_workers(None, context, request, prepared, "float32", None)
     job_file = jobs[0].write(tmp_path / "worker-0.json")
 
-    study_file.write_text(NARROWED.replace("head_units1 = [16, 32]", "head_units1 = [64, 128]").replace(
-        'backbone = ["mini_cnn", "resnet_cnn"]', 'backbone = ["inception_cnn"]'))
+    study_file.write_text(
+        NARROWED.replace("head_units1 = [16, 32]", "head_units1 = [64, 128]").replace(
+            'backbone = ["mini_cnn", "resnet_cnn"]', 'backbone = ["inception_cnn"]'
+        )
+    )
 
     class DrawOnly:  # the worker's objective, minus the training: the plan it would train
         def __init__(self, context):

@@ -47,13 +47,18 @@ def _with_sides(width, height, centre=(0, 0, 255), side=(255, 0, 0)):
     """An image whose centred square is ``centre`` and whose leftover margins are ``side``."""
     pixels = np.zeros((height, width, 3), np.uint8)
     pixels[:] = side
-    left, top, right, bottom = ((width - min(width, height)) // 2, (height - min(width, height)) // 2,
-                                (width + min(width, height)) // 2, (height + min(width, height)) // 2)
+    left, top, right, bottom = (
+        (width - min(width, height)) // 2,
+        (height - min(width, height)) // 2,
+        (width + min(width, height)) // 2,
+        (height + min(width, height)) // 2,
+    )
     pixels[top:bottom, left:right] = centre
     return pixels
 
 
 # ---- images -----------------------------------------------------------------------------------------------
+
 
 def test_resize_keeps_the_centre_square_and_skips_needless_copies():
     images = np.stack([_with_sides(40, 20), _with_sides(40, 20)])
@@ -65,6 +70,7 @@ def test_resize_keeps_the_centre_square_and_skips_needless_copies():
 
 
 # ---- synthetic --------------------------------------------------------------------------------------------
+
 
 def test_synthetic_shape_names_and_notes():
     data = synthetic.load(None, 24, {"synthetic_size": 300, "seed": 0})
@@ -114,6 +120,7 @@ def test_synthetic_size_argument_must_be_a_positive_number():
 
 # ---- npz --------------------------------------------------------------------------------------------------
 
+
 def test_npz_seed_layout_with_conversions(tmp_path):
     images = _rgb(6, 10, 14).astype(np.float64) / 255  # floats in [0, 1], not square
     path = _save_npz(tmp_path / "seed.npz", images=images, labels=np.arange(6).reshape(-1, 1) % 3)
@@ -123,8 +130,7 @@ def test_npz_seed_layout_with_conversions(tmp_path):
     assert any("converted to uint8" in note for note in data.notes)
 
 
-@pytest.mark.parametrize("shape, note", [((4, 10, 10), "grayscale"), ((4, 10, 10, 1), "grayscale"),
-                                         ((4, 10, 10, 4), "RGBA")])
+@pytest.mark.parametrize("shape, note", [((4, 10, 10), "grayscale"), ((4, 10, 10, 1), "grayscale"), ((4, 10, 10, 4), "RGBA")])
 def test_npz_grayscale_and_rgba_are_converted(tmp_path, shape, note):
     path = _save_npz(tmp_path / "x.npz", images=np.zeros(shape, np.uint8), labels=np.zeros(4, np.int64))
     data = npz.load_npz(path, 10)
@@ -212,6 +218,7 @@ def test_npz_pickled_objects_are_refused_without_running_them(tmp_path, key):
 
 # ---- folder -----------------------------------------------------------------------------------------------
 
+
 def _image_file(path, size=(20, 16), mode="RGB", fmt=None, colour=None):
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.random.default_rng(len(str(path))).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
@@ -285,6 +292,7 @@ def test_folder_undecodable_image_stops_or_is_skipped(tmp_path):
 
 # ---- bloodmnist -------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def cached_bloodmnist(tmp_path, monkeypatch):
     """A small MedMNIST-layout file in a fresh cache, with its checksum registered: no network needed."""
@@ -316,6 +324,7 @@ def test_bloodmnist_unreachable_download_is_explained(tmp_path, monkeypatch):
 
 
 # ---- --data resolution ------------------------------------------------------------------------------------
+
 
 def test_load_data_by_name_and_argument(comps):
     assert len(load_data("synthetic", 8, comps, {"synthetic_size": 40}).labels) == 40
@@ -360,8 +369,14 @@ def test_a_source_breaking_the_contract_is_reported(tmp_path):
         def register_datasets(self, register):
             from bcauto.specs import DatasetSpec
 
-            register(DatasetSpec("broken", lambda arg, size, options: Dataset(
-                np.zeros((2, size + 1, size + 1, 3), np.uint8), np.zeros(2, np.int64), ("x",), "broken")))
+            register(
+                DatasetSpec(
+                    "broken",
+                    lambda arg, size, options: Dataset(
+                        np.zeros((2, size + 1, size + 1, 3), np.uint8), np.zeros(2, np.int64), ("x",), "broken"
+                    ),
+                )
+            )
 
     plugins.register_plugin(Broken(), "tests:broken")
     try:
@@ -378,8 +393,21 @@ def test_a_folder_with_one_class_is_refused_before_any_store_or_training(tmp_pat
         _image_file(tmp_path / "cells" / "neutrophil" / f"{i}.png", (16, 16))
     stores = tmp_path / "stores"
     stores.mkdir()
-    code = main(["search", "--data", str(tmp_path / "cells"), "--trials", "1", "--storage", f"sqlite:///{stores}/optuna.db",
-                 "--tracking-uri", f"sqlite:///{stores}/mlflow.db", "--work-dir", str(stores / ".bcauto")])
+    code = main(
+        [
+            "search",
+            "--data",
+            str(tmp_path / "cells"),
+            "--trials",
+            "1",
+            "--storage",
+            f"sqlite:///{stores}/optuna.db",
+            "--tracking-uri",
+            f"sqlite:///{stores}/mlflow.db",
+            "--work-dir",
+            str(stores / ".bcauto"),
+        ]
+    )
     assert code == 2
     assert "only one class has images (neutrophil); a classifier needs at least two" in " ".join(capsys.readouterr().err.split())
     assert not (stores / "optuna.db").exists()

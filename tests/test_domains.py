@@ -51,8 +51,13 @@ def test_an_empty_source_between_plus_signs_is_refused(tmp_path):
 
 
 def test_hold_out_domain_takes_the_last_source_by_default_or_the_one_named():
-    data = merge_domains([Dataset(np.zeros((n, 8, 8, 3), np.uint8), np.arange(n) % 2, ("a", "b"), name)
-                          for n, name in ((4, "one"), (3, "two"), (2, "three"))], ["one", "two", "three"])
+    data = merge_domains(
+        [
+            Dataset(np.zeros((n, 8, 8, 3), np.uint8), np.arange(n) % 2, ("a", "b"), name)
+            for n, name in ((4, "one"), (3, "two"), (2, "three"))
+        ],
+        ["one", "two", "three"],
+    )
     rest, held, name = hold_out_domain(data)
     assert name == "three" and held.tolist() == [7, 8] and rest.tolist() == list(range(7))
     rest, held, name = hold_out_domain(data, "one")
@@ -129,8 +134,25 @@ def test_a_search_on_two_labs_optimizes_the_held_out_labs_macro_f1_each_epoch_an
     (tmp_path / "domain.toml").write_text(DOMAIN_STUDY)
     lab_a, lab_b = _lab(tmp_path / "lab_a.npz", 0), _lab(tmp_path / "lab_b.npz", 1, (40, 0, -30))
     stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    assert main(["search", "--study", str(tmp_path / "domain.toml"), "--data", lab_a, "--data", lab_b,
-                 "--workers", workers, "--work-dir", str(tmp_path / "work"), *stores]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--study",
+                str(tmp_path / "domain.toml"),
+                "--data",
+                lab_a,
+                "--data",
+                lab_b,
+                "--workers",
+                workers,
+                "--work-dir",
+                str(tmp_path / "work"),
+                *stores,
+            ]
+        )
+        == 0
+    )
     study = optuna.load_study(study_name="domain", storage=f"sqlite:///{tmp_path}/optuna.db")
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 2

@@ -24,15 +24,31 @@ def data():
 
 
 def plan_for(comps, augmentation="none", unfreeze=1, backbone=None):
-    return TrialPlan(backbone=backbone or comps.backbones.get("tiny_pretrained"), augmentation=comps.augmentations.get(augmentation),
-                     imbalance=comps.imbalance.get("class_weights"), head=HeadParams(32, 16, 0.2, 1e-5), lr_head=2e-3,
-                     lr_finetune=5e-4, unfreeze_blocks=unfreeze,
-                     augmentation_params={"strength": 0.5} if augmentation == "stain" else {})
+    return TrialPlan(
+        backbone=backbone or comps.backbones.get("tiny_pretrained"),
+        augmentation=comps.augmentations.get(augmentation),
+        imbalance=comps.imbalance.get("class_weights"),
+        head=HeadParams(32, 16, 0.2, 1e-5),
+        lr_head=2e-3,
+        lr_finetune=5e-4,
+        unfreeze_blocks=unfreeze,
+        augmentation_params={"strength": 0.5} if augmentation == "stain" else {},
+    )
 
 
 def settings(cache_dir=None, finetune=0, views=0, activation_gb=4.0):
-    return TrainSettings(batch_size=16, head_epochs=3, finetune_epochs=finetune, patience=99, weights="imagenet", seed=1,
-                         jit_compile=False, cache_dir=cache_dir, augmented_views=views, activation_cache_gb=activation_gb)
+    return TrainSettings(
+        batch_size=16,
+        head_epochs=3,
+        finetune_epochs=finetune,
+        patience=99,
+        weights="imagenet",
+        seed=1,
+        jit_compile=False,
+        cache_dir=cache_dir,
+        augmented_views=views,
+        activation_cache_gb=activation_gb,
+    )
 
 
 def losses(result):
@@ -76,7 +92,10 @@ def test_scoring_uses_the_full_model_once_the_backbone_trained(tiny_plugin, data
 
 def test_cache_is_reused_and_invalidated_by_data_or_preprocessing(tiny_plugin, data, tmp_path):
     train_data, val_data = data
-    run = lambda plan, tr: train(plan, settings(str(tmp_path)), tr, val_data).modes["head_cache"]
+
+    def run(plan, tr):
+        return train(plan, settings(str(tmp_path)), tr, val_data).modes["head_cache"]
+
     assert run(plan_for(tiny_plugin), train_data) == "miss"
     assert run(plan_for(tiny_plugin), train_data) == "hit"
     changed = train_data.images.copy()

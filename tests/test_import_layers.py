@@ -23,8 +23,9 @@ def test_import_contracts_are_kept():
 
 
 # bcauto-densenet (installed in CI) builds on bcauto_builtin.backbones, so it goes too
-@pytest.mark.parametrize("disabled", ["bcauto,bcauto-densenet",
-                                      "backbones,augmentations,imbalance,datasets,shifts,canonicalizers,bcauto-densenet"])
+@pytest.mark.parametrize(
+    "disabled", ["bcauto,bcauto-densenet", "backbones,augmentations,imbalance,datasets,shifts,canonicalizers,bcauto-densenet"]
+)
 def test_with_the_builtins_disabled_the_core_loads_and_lists_none_of_them(disabled):
     code = (
         "import json, sys\n"

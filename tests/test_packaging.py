@@ -7,11 +7,11 @@ The full check (the wheel installed with its dependencies in a fresh venv, a sea
 import os
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from bcauto.cli import studies_dir
 
@@ -30,12 +30,16 @@ def test_every_package_folder_is_listed_in_pyproject():
 
     def folder(package: str) -> Path:
         head = max((p for p in folders if p == "" or package == p or package.startswith(p + ".")), key=len)
-        rest = package[len(head):].lstrip(".").split(".") if package != head else []
+        rest = package[len(head) :].lstrip(".").split(".") if package != head else []
         return ROOT / folders[head] / Path(*[r for r in rest if r])
 
     listed = {folder(p).resolve() for p in config["packages"]}
-    present = {p.parent.resolve() for top in ("bcauto", "plugins/bcauto_builtin", "studies")
-               for p in (ROOT / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+    present = {
+        p.parent.resolve()
+        for top in ("bcauto", "plugins/bcauto_builtin", "studies")
+        for p in (ROOT / top).rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
     assert present == listed, f"package folders not in pyproject's [tool.setuptools] packages: {present - listed}"
 
 
@@ -51,8 +55,11 @@ def test_shipped_studies_come_from_the_package_not_the_current_folder(tmp_path, 
 
 def _source_copy(target: Path) -> Path:
     """The files git tracks or would track, copied: a build of the checkout itself could pick up a stale build/."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = ROOT / name
         if source.is_file():
@@ -65,8 +72,13 @@ def _source_copy(target: Path) -> Path:
 def wheel(tmp_path_factory) -> Path:
     source = _source_copy(tmp_path_factory.mktemp("source"))
     dist = tmp_path_factory.mktemp("dist")
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(source)],
-                            check=False, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(dist), str(source)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return next(dist.glob("bcauto-*.whl"))
 
@@ -82,16 +94,23 @@ def test_wheel_ships_the_study_files_as_package_data(wheel):
 def test_default_study_loads_from_the_installed_wheel(wheel, tmp_path):
     """The wheel's files alone (its dependencies from this venv): the CLI finds and reads its default study."""
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, timeout=BUILD_TIMEOUT)
-    code = ("import sys; from rich.console import Console; from bcauto.cli import default_study; "
-            "from bcauto.config import load_study; "
-            "path = default_study(Console(file=sys.stderr), gpu=False); cfg = load_study(path); "
-            "print(path); print(cfg.choices('backbone'))")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=BUILD_TIMEOUT,
+    )
+    code = (
+        "import sys; from rich.console import Console; from bcauto.cli import default_study; "
+        "from bcauto.config import load_study; "
+        "path = default_study(Console(file=sys.stderr), gpu=False); cfg = load_study(path); "
+        "print(path); print(cfg.choices('backbone'))"
+    )
     # the wheel's copy of bcauto comes first on the path, before this venv's editable install
     env = {**os.environ, "PYTHONPATH": str(target)}
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=False, capture_output=True,
-                            text=True, timeout=BUILD_TIMEOUT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=BUILD_TIMEOUT
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     path, backbones = result.stdout.strip().splitlines()
     assert Path(path).resolve() == (target / "bcauto" / "studies" / "cpu.toml").resolve()

@@ -26,8 +26,19 @@ def test_builtins_come_from_bcauto_entry_points():
 
     for registry in comps.by_kind().values():
         assert builtin(registry) and {p.package for p in builtin(registry).values()} == {"bcauto"}
-    assert {"resnet50", "xception", "inception_v3", "inception_resnet_v2", "efficientnet_b0", "efficientnet_v2_s",
-            "convnext_tiny", "mobilenet_v3_small", "mini_cnn", "resnet_cnn", "inception_cnn"} <= set(builtin(comps.backbones))
+    assert {
+        "resnet50",
+        "xception",
+        "inception_v3",
+        "inception_resnet_v2",
+        "efficientnet_b0",
+        "efficientnet_v2_s",
+        "convnext_tiny",
+        "mobilenet_v3_small",
+        "mini_cnn",
+        "resnet_cnn",
+        "inception_cnn",
+    } <= set(builtin(comps.backbones))
     assert set(builtin(comps.imbalance)) == {"none", "class_weights", "downsample", "oversample"}
     if "densenet121" in comps.backbones.names():  # the example plugin, when installed (CI installs it)
         assert comps.backbones.provider("densenet121").package == "bcauto-densenet"
@@ -42,8 +53,11 @@ def test_every_hook_is_documented(hook):
 
 @pytest.mark.parametrize("hook", HOOK_NAMES)
 def test_every_hook_has_its_test(hook):
-    tests = {name for path in Path(__file__).parent.glob("test_*.py") for name in
-             (line.split("def ")[1].split("(")[0] for line in path.read_text().splitlines() if line.startswith("def test_hook_"))}
+    tests = {
+        name
+        for path in Path(__file__).parent.glob("test_*.py")
+        for name in (line.split("def ")[1].split("(")[0] for line in path.read_text().splitlines() if line.startswith("def test_hook_"))
+    }
     assert f"test_hook_{hook}" in tests
 
 
@@ -146,21 +160,26 @@ def test_broken_third_party_plugin_is_reported_and_builtins_survive(tmp_path, mo
 
 
 def test_third_party_entry_point_is_listed_with_package_and_version(tmp_path, monkeypatch, capsys):
-    _install_fake_distribution(tmp_path, "bcauto_extra", """
+    _install_fake_distribution(
+        tmp_path,
+        "bcauto_extra",
+        """
         from bcauto import hookimpl
         from bcauto.specs import ImbalanceSpec, ImbalancePlan
 
         @hookimpl
         def register_imbalance_strategies(register):
             register(ImbalanceSpec("keep", apply=lambda labels, seed: ImbalancePlan(list(range(len(labels))))))
-    """)
+    """,
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         plugins.reload()
         assert main(["plugins", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)["components"]
         assert {"kind": "imbalance", "name": "keep", "package": "bcauto_extra", "version": "1.2.3"}.items() <= next(
-            r for r in rows if r["name"] == "keep").items()
+            r for r in rows if r["name"] == "keep"
+        ).items()
         monkeypatch.setenv(plugins.DISABLE_ENV, "bcauto_extra")
         assert "keep" not in plugins.reload().imbalance
     finally:

@@ -87,7 +87,9 @@ def test_plan_from_trial_refuses_a_changed_study_file(study, tmp_path):
 
     root, _ = study
     changed = tmp_path / "tiny.toml"
-    changed.write_text(TINY_STUDY.replace('loss = ["crossentropy", "focal"]', 'loss = "focal"').replace("head_units1 = 32", "head_units1 = 48"))
+    changed.write_text(
+        TINY_STUDY.replace('loss = ["crossentropy", "focal"]', 'loss = "focal"').replace("head_units1 = 32", "head_units1 = 48")
+    )
     trial = load(root).trials[0]
     with pytest.raises(BcautoError, match="another plan|no longer asks"):
         plan_from_trial(trial, load_study(changed), components())
@@ -140,8 +142,9 @@ def test_refit_data_of_a_cleaned_study_is_cleaned_again_before_the_fingerprint_c
     path = tmp_path / "dirty.npz"
     with np.load(synthetic_npz(tmp_path / "clean.npz", n=60)) as clean:
         images, labels = clean["images"], clean["labels"]
-        np.savez(path, images=np.concatenate([images, images[:4]]), labels=np.concatenate([labels, labels[:4]]),
-                 class_names=clean["class_names"])  # four exact copies for the audit to remove
+        np.savez(
+            path, images=np.concatenate([images, images[:4]]), labels=np.concatenate([labels, labels[:4]]), class_names=clean["class_names"]
+        )  # four exact copies for the audit to remove
     comps = components()
     cleaned, removed, _ = audit_and_clean(load_data(str(path), 32, comps, {"seed": 0}))
     assert len(removed) >= 4 and len(cleaned.labels) == 64 - len(removed)
@@ -182,8 +185,9 @@ def test_phase_schedule_takes_the_kept_epochs_and_their_learning_rates_from_the_
     from bcauto.refit import phase_schedule
 
     lrs = [1e-3, 1e-3, 5e-4, 5e-4, 1e-5, 1e-5, 5e-6]
-    trial = optuna.trial.create_trial(value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3},
-                                                             "kept_epochs": {"head": 3, "finetune": 2}, "epoch_lr": lrs})
+    trial = optuna.trial.create_trial(
+        value=0.5, user_attrs={"phase_epochs": {"head": 4, "finetune": 3}, "kept_epochs": {"head": 3, "finetune": 2}, "epoch_lr": lrs}
+    )
     schedule = phase_schedule(trial)
     assert schedule.epochs == {"head": 3, "finetune": 2}
     assert schedule.learning_rates == {"head": [1e-3, 1e-3, 5e-4], "finetune": [1e-5, 1e-5]}
@@ -202,9 +206,10 @@ def test_kept_epochs_end_each_phase_at_its_lowest_validation_loss_and_drop_a_fin
 
 
 # learning rates that must fall during the search (a plateau of one epoch halves them), so replaying them is visible
-SCHEDULED_STUDY = tiny_study_toml(study={"trials": 2, "seed": 3, "pruner": "none"},
-                                  train={"weights": "none", "batch_size": 32, "head_epochs": 4, "finetune_epochs": 0,
-                                         "patience": 2, "lr_patience": 1, "lr_factor": 0.5})
+SCHEDULED_STUDY = tiny_study_toml(
+    study={"trials": 2, "seed": 3, "pruner": "none"},
+    train={"weights": "none", "batch_size": 32, "head_epochs": 4, "finetune_epochs": 0, "patience": 2, "lr_patience": 1, "lr_factor": 0.5},
+)
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +218,23 @@ def untracked_refit(tmp_path_factory):
     root = tmp_path_factory.mktemp("untracked")
     (root / "scheduled.toml").write_text(SCHEDULED_STUDY)
     storage = ["--storage", f"sqlite:///{root}/optuna.db"]
-    assert main(["search", "--study", str(root / "scheduled.toml"), "--data", "synthetic:160", "--workers", "0", *storage,
-                 "--tracking-uri", f"sqlite:///{root}/mlflow.db"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--study",
+                str(root / "scheduled.toml"),
+                "--data",
+                "synthetic:160",
+                "--workers",
+                "0",
+                *storage,
+                "--tracking-uri",
+                f"sqlite:///{root}/mlflow.db",
+            ]
+        )
+        == 0
+    )
     (root / "mlflow.db").unlink()
     (root / "not-a-folder").write_text("")  # a file where the tracking store's folder should be: it cannot be created
     return root, storage, f"sqlite:///{root}/not-a-folder/mlflow.db"
@@ -237,7 +257,7 @@ def test_refit_with_tracking_off_writes_a_working_model_trained_at_the_trials_re
     assert len(recorded) == best.user_attrs["phase_epochs"]["head"]
     assert member["epochs"] == kept and member["epochs_source"] == "the epochs the trial kept, at its learning rates"
     # the learning rate the refit's optimizer had at each epoch, as the trial had it at the same epoch
-    assert member["learning_rates"] == pytest.approx(recorded[:kept["head"]], rel=1e-6)
+    assert member["learning_rates"] == pytest.approx(recorded[: kept["head"]], rel=1e-6)
 
 
 def test_evaluate_on_a_class_subset_reports_only_the_present_classes(refitted, tmp_path, capsys):
@@ -267,8 +287,9 @@ def test_evaluate_refuses_class_names_the_model_does_not_know(refitted, tmp_path
 @pytest.fixture(scope="module")
 def untrained(tmp_path_factory):
     """An untrained model with the eight BloodMNIST classes: enough to check how evaluate reads the data's classes."""
-    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
     from helpers import untrained_model_dir
+
+    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
 
     return untrained_model_dir(tmp_path_factory.mktemp("untrained") / "model", BLOOD_CELL_CLASSES)
 
@@ -283,8 +304,10 @@ def test_evaluate_says_which_data_class_it_matched_to_which_model_class(untraine
     capsys.readouterr()
     assert main([*command, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["class_matching"] == [{"data": "Neutrophil", "model": "neutrophil"},
-                                        {"data": "immature-granulocyte", "model": "immature_granulocyte"}]
+    assert result["class_matching"] == [
+        {"data": "Neutrophil", "model": "neutrophil"},
+        {"data": "immature-granulocyte", "model": "immature_granulocyte"},
+    ]
     assert result["assumed"] is None
     assert main(command) == 0
     printed = " ".join(capsys.readouterr().out.split())
@@ -301,8 +324,7 @@ def test_evaluate_of_an_npz_without_class_names_takes_the_models_class_order_and
     capsys.readouterr()
     assert main([*command, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["assumed"].endswith("its labels were taken in the model's class order: 0 = basophil, "
-                                      "1 = eosinophil, 2 = erythroblast")
+    assert result["assumed"].endswith("its labels were taken in the model's class order: 0 = basophil, 1 = eosinophil, 2 = erythroblast")
     assert sorted(result["classes_present"]) == ["basophil", "eosinophil", "erythroblast"]
     assert result["class_matching"] == []
     assert main(command) == 0
@@ -320,8 +342,7 @@ def test_classes_restricts_predictions_to_the_named_classes_in_evaluate_and_pred
     data = synthetic_npz(tmp_path / "subset.npz", subset)
     allowed = "Neutrophil, lymphocyte,platelet"  # matched by name, as the data's classes are
     capsys.readouterr()
-    assert main(["evaluate", str(refitted), "--data", str(data), "--json", "--out", str(tmp_path / "e"),
-                 "--classes", allowed]) == 0
+    assert main(["evaluate", str(refitted), "--data", str(data), "--json", "--out", str(tmp_path / "e"), "--classes", allowed]) == 0
     result = json.loads(capsys.readouterr().out)
     assert sorted(result["predicted_among"]) == sorted(subset)
     # what the unrestricted model says, restricted by hand: the argmax over the three named classes
@@ -365,10 +386,9 @@ def test_evaluate_shift_json_has_every_corruption_and_severity(refitted, tmp_pat
 
 
 def test_tta_changes_the_probabilities_but_not_their_shape(refitted):
-    from bcauto_builtin.sources.synthetic import generate
-
     from bcauto.bundle import load_bundle
     from bcauto.evaluate import dihedral_view, predict_probs
+    from bcauto_builtin.sources.synthetic import generate
 
     images, _ = generate(12, 32, 2)
     model = load_bundle(refitted).model
@@ -456,6 +476,7 @@ def test_new_commands_have_help():
     import sys
 
     for command in ("refit", "evaluate", "predict"):
-        result = subprocess.run([sys.executable, "-m", "bcauto.cli", command, "--help"], capture_output=True, text=True,
-                                timeout=60, check=False)
+        result = subprocess.run(
+            [sys.executable, "-m", "bcauto.cli", command, "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
         assert result.returncode == 0 and f"usage: bcauto {command}" in result.stdout

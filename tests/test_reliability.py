@@ -61,12 +61,25 @@ def mlflow_runs(root: Path, name: str):
 
 
 def test_each_fault_fails_only_its_own_trial(tmp_path):
-    (tmp_path / "faults.toml").write_text(STUDY.format(epochs=1, backbones='["mini_cnn", "fault_raises", "fault_kills", "fault_nan", "fault_hog"]'))
+    (tmp_path / "faults.toml").write_text(
+        STUDY.format(epochs=1, backbones='["mini_cnn", "fault_raises", "fault_kills", "fault_nan", "fault_hog"]')
+    )
     study = optuna.create_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
     for backbone in ("fault_raises", "fault_kills", "fault_nan", "fault_hog", "mini_cnn"):
         study.enqueue_trial({"backbone": backbone})
-    result = bcauto(tmp_path, "search", "--study", "faults.toml", "--trials", "2", "--data", "synthetic:160",
-                    "--worker-memory-gb", "2.5", *stores(tmp_path))
+    result = bcauto(
+        tmp_path,
+        "search",
+        "--study",
+        "faults.toml",
+        "--trials",
+        "2",
+        "--data",
+        "synthetic:160",
+        "--worker-memory-gb",
+        "2.5",
+        *stores(tmp_path),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path}/optuna.db")
     trials = study.trials
@@ -85,8 +98,9 @@ def test_each_fault_fails_only_its_own_trial(tmp_path):
 
 def test_study_that_only_fails_stops_with_a_summary(tmp_path):
     (tmp_path / "bad.toml").write_text(STUDY.format(epochs=1, backbones='"fault_raises"'))
-    result = bcauto(tmp_path, "search", "--study", "bad.toml", "--trials", "5", "--data", "synthetic:160",
-                    "--max-failures", "2", *stores(tmp_path))
+    result = bcauto(
+        tmp_path, "search", "--study", "bad.toml", "--trials", "5", "--data", "synthetic:160", "--max-failures", "2", *stores(tmp_path)
+    )
     assert result.returncode == 3
     assert "2 failed trials in a row: RuntimeError: this backbone always fails to build" in flat(result.stdout)
     trials = optuna.load_study(study_name="bad", storage=f"sqlite:///{tmp_path}/optuna.db").trials
@@ -97,8 +111,9 @@ def test_kill_minus_nine_then_resume_keeps_finished_trials_and_retries_the_inter
     (tmp_path / "long.toml").write_text(STUDY.format(epochs=6, backbones='"mini_cnn"'))
     args = ["search", "--study", "long.toml", "--trials", "2", "--data", "synthetic:400", *stores(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN)}
-    process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     storage = f"sqlite:///{tmp_path}/optuna.db"
     deadline, trials = time.time() + 300, []
     try:
@@ -163,8 +178,22 @@ def test_two_workers_on_postgresql_lose_and_duplicate_nothing(tmp_path):
     name = f"pg{os.getpid()}"
     (tmp_path / f"{name}.toml").write_text(STUDY.format(epochs=1, backbones='["mini_cnn", "resnet_cnn"]'))
     optuna_url, mlflow_url = f"{POSTGRES}/optuna", f"{POSTGRES}/mlflow"
-    result = bcauto(tmp_path, "search", "--study", f"{name}.toml", "--trials", "4", "--workers", "2", "--data", "synthetic:160",
-                    "--storage", optuna_url, "--tracking-uri", mlflow_url)
+    result = bcauto(
+        tmp_path,
+        "search",
+        "--study",
+        f"{name}.toml",
+        "--trials",
+        "4",
+        "--workers",
+        "2",
+        "--data",
+        "synthetic:160",
+        "--storage",
+        optuna_url,
+        "--tracking-uri",
+        mlflow_url,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name=name, storage=optuna_url).trials
     finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
@@ -218,8 +247,21 @@ def test_a_failing_tracking_store_loses_no_trial_and_says_so(tmp_path):
     (tmp_path / "offline.toml").write_text(STUDY.format(epochs=1, backbones='"mini_cnn"'))
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
     with failing_tracking_server() as uri:
-        result = bcauto(tmp_path, "search", "--study", "offline.toml", "--trials", "2", "--data", "synthetic:160",
-                        "--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", uri, extra_env=env)
+        result = bcauto(
+            tmp_path,
+            "search",
+            "--study",
+            "offline.toml",
+            "--trials",
+            "2",
+            "--data",
+            "synthetic:160",
+            "--storage",
+            f"sqlite:///{tmp_path}/optuna.db",
+            "--tracking-uri",
+            uri,
+            extra_env=env,
+        )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = optuna.load_study(study_name="offline", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert [t.state for t in trials] == [State.COMPLETE, State.COMPLETE] and all(t.value is not None for t in trials)
@@ -232,9 +274,16 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
     storage = f"sqlite:///{tmp_path}/optuna.db"
     env = {**os.environ, "PYTHONPATH": str(FAULT_PLUGIN)}
     # a terminal's Ctrl-C reaches a foreground search; a test run started in the background inherits SIGINT ignored
-    process = subprocess.Popen([sys.executable, "-m", "bcauto.cli", *args], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bcauto.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         time.sleep(1)
@@ -368,8 +417,9 @@ def test_a_trial_of_another_host_is_failed_once_its_heartbeat_is_stale(tmp_path)
     assert recover(study, tracker) == ([], []), "a fresh trial of another host is left alone"
     old = datetime.datetime.now() - datetime.timedelta(seconds=GRACE_PERIOD_S + 60)
     with create_engine(f"sqlite:///{tmp_path}/optuna.db").begin() as db:
-        db.execute(text("insert into trial_heartbeats (trial_id, heartbeat) select trial_id, :old from trials where number = 0"),
-                    {"old": old})
+        db.execute(
+            text("insert into trial_heartbeats (trial_id, heartbeat) select trial_id, :old from trials where number = 0"), {"old": old}
+        )
     failed, _ = recover(study, tracker)
     assert failed == [0]
     assert_failed_and_retried(study, tracker, run_id)
@@ -385,9 +435,18 @@ def write_check_is_enforced(folder: Path) -> bool:
     return False
 
 
-@pytest.mark.parametrize("case", ["storage in a read-only folder", "storage under a file", "storage in a missing folder",
-                                  "tracking under a file", "tracking in a missing folder", "unreachable postgres",
-                                  "unreachable tracking server"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "storage in a read-only folder",
+        "storage under a file",
+        "storage in a missing folder",
+        "tracking under a file",
+        "tracking in a missing folder",
+        "unreachable postgres",
+        "unreachable tracking server",
+    ],
+)
 def test_a_store_that_cannot_be_written_is_refused_before_anything_is_created(case, tmp_path, monkeypatch, capsys):
     from bcauto.cli import main
 
@@ -402,7 +461,11 @@ def test_a_store_that_cannot_be_written_is_refused_before_anything_is_created(ca
     storage, tracking, expected = {
         "storage in a read-only folder": (f"journal:{readonly}/optuna.journal", tracking, f"cannot write in the folder {readonly}"),
         "storage under a file": (f"journal:{tmp_path}/a-file/optuna.journal", tracking, f"{tmp_path}/a-file is a file, not a folder"),
-        "storage in a missing folder": (f"sqlite:///{tmp_path}/missing/optuna.db", tracking, f"the folder {tmp_path}/missing does not exist"),
+        "storage in a missing folder": (
+            f"sqlite:///{tmp_path}/missing/optuna.db",
+            tracking,
+            f"the folder {tmp_path}/missing does not exist",
+        ),
         "tracking under a file": (storage, f"{tmp_path}/a-file/mlruns", f"{tmp_path}/a-file is a file, not a folder"),
         "tracking in a missing folder": (storage, f"file://{tmp_path}/missing/mlruns", f"the folder {tmp_path}/missing (where mlruns"),
         "unreachable postgres": ("postgresql://u:secret@127.0.0.1:1/db", tracking, "cannot connect to 127.0.0.1:1"),

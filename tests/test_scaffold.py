@@ -29,7 +29,11 @@ def test_generated_component_works_when_registered_at_runtime(kind, tmp_path):
     target = new_plugin(kind, name, tmp_path)
     _, module_name = package_names(name)
     assert {p.relative_to(target).as_posix() for p in target.rglob("*") if p.is_file()} == {
-        "pyproject.toml", "README.md", f"{module_name}/__init__.py", "tests/test_plugin.py"}
+        "pyproject.toml",
+        "README.md",
+        f"{module_name}/__init__.py",
+        "tests/test_plugin.py",
+    }
     assert f'{name} = "{module_name}"' in (target / "pyproject.toml").read_text()
     plugin = _import(target / module_name / "__init__.py", module_name)
     generated_tests = _import(target / "tests" / "test_plugin.py", f"{module_name}_tests")
@@ -44,8 +48,13 @@ def test_generated_component_works_when_registered_at_runtime(kind, tmp_path):
 def _pip(*args: str) -> None:
     # the venv's own setuptools when it has one: no download, and the same result for a pure-Python package
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args, *isolation],
-                   check=True, timeout=PIP_TIMEOUT, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet", *args, *isolation],
+        check=True,
+        timeout=PIP_TIMEOUT,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("kind,name", [("backbone", "scaffolded_net"), ("shift", "scaffolded_vignette")])
@@ -56,18 +65,26 @@ def test_generated_package_installs_and_its_tests_pass(kind, name, tmp_path):
     target = tmp_path / package
     try:
         _pip("install", "--no-deps", "-e", str(target))
-        result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=target,
-                                check=False, capture_output=True, text=True, timeout=PIP_TIMEOUT)
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            cwd=target,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=PIP_TIMEOUT,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "2 passed" in result.stdout
     finally:
-        subprocess.run([sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", package],
-                       check=False, capture_output=True, timeout=PIP_TIMEOUT)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "uninstall", "--yes", "--quiet", package], check=False, capture_output=True, timeout=PIP_TIMEOUT
+        )
         plugins.reload()
 
 
-@pytest.mark.parametrize("kind,name,registry", [("backbone", "scaffolded_net", "backbone"),
-                                                ("augmentation", "scaffolded_flips", "augmentation")])
+@pytest.mark.parametrize(
+    "kind,name,registry", [("backbone", "scaffolded_net", "backbone"), ("augmentation", "scaffolded_flips", "augmentation")]
+)
 def test_docstring_names_the_parameters_as_optuna_and_the_record_do(kind, name, registry, tmp_path):
     """The generated ``search_space`` docstring names each parameter as a search really calls it."""
     import optuna
@@ -95,9 +112,14 @@ def test_docstring_names_the_parameters_as_optuna_and_the_record_do(kind, name, 
     assert in_record and in_record <= named, f"the trial's record calls them {in_record}; the docstring says {named}"
 
 
-@pytest.mark.parametrize("kind,name,taken_by", [("backbone", "resnet50", "backbone 'resnet50'"),
-                                                ("shift", "stain", "augmentation 'stain'"),
-                                                ("backbone", "densenet121", "bcauto-densenet")])
+@pytest.mark.parametrize(
+    "kind,name,taken_by",
+    [
+        ("backbone", "resnet50", "backbone 'resnet50'"),
+        ("shift", "stain", "augmentation 'stain'"),
+        ("backbone", "densenet121", "bcauto-densenet"),
+    ],
+)
 def test_a_name_an_installed_plugin_uses_is_refused(kind, name, taken_by, tmp_path, capsys):
     assert main(["new-plugin", kind, name, "--dir", str(tmp_path)]) == 2
     err = " ".join(capsys.readouterr().err.split())

@@ -18,8 +18,10 @@ from bcauto import hookimpl
 from bcauto.cli import main
 from bcauto.specs import BackboneSpec
 
-TINY_STUDY = tiny_study_toml(study={"seed": 7, "startup_trials": 2, "pruner": "median"},
-                             search={"imbalance": ["none", "class_weights"], "head_units1": 64, "head_units2": 32})
+TINY_STUDY = tiny_study_toml(
+    study={"seed": 7, "startup_trials": 2, "pruner": "median"},
+    search={"imbalance": ["none", "class_weights"], "head_units1": 64, "head_units2": 32},
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +61,16 @@ def test_one_parent_and_one_child_run_per_trial_with_params_curves_and_artifacts
         assert run.data.params["backbone"] in run.info.run_name
         assert run.data.params["augmentation"] in ("none", "flip_rotate_zoom")
         assert run.data.params["imbalance"] in ("none", "class_weights")
-        assert {"lr_head", "head.units1", "head.dropout", "unfreeze_blocks", "seed", "backbone.base_filters",
-                "data.fingerprint", "split.fingerprint"} <= set(run.data.params)
+        assert {
+            "lr_head",
+            "head.units1",
+            "head.dropout",
+            "unfreeze_blocks",
+            "seed",
+            "backbone.base_filters",
+            "data.fingerprint",
+            "split.fingerprint",
+        } <= set(run.data.params)
         assert run.data.params["data.fingerprint"] == parent.data.params["data.fingerprint"]
         assert json.loads(run.data.tags["bcauto.plugins"])["bcauto"] == "0.1.0"
         assert run.data.tags["bcauto.state"] == "complete" and run.info.status == "FINISHED"
@@ -116,8 +126,17 @@ def test_rerun_resumes_the_same_study_and_parent_run(searched):
 def test_a_resumed_search_proposes_configurations_it_has_not_tried(tmp_path):
     study = tmp_path / "random_start.toml"
     study.write_text(TINY_STUDY.replace("startup_trials = 2", "startup_trials = 10"))  # every trial from the seeded random start-up
-    args = ["search", "--study", str(study), "--data", "synthetic:160", "--storage", f"sqlite:///{tmp_path}/optuna.db",
-            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    args = [
+        "search",
+        "--study",
+        str(study),
+        "--data",
+        "synthetic:160",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+    ]
     assert main([*args, "--trials", "3"]) == 0
     assert main([*args, "--trials", "6"]) == 0
     trials = optuna.load_study(study_name="random_start", storage=f"sqlite:///{tmp_path}/optuna.db").trials
@@ -151,8 +170,13 @@ def test_resuming_on_other_data_is_refused_and_adds_no_trial(tmp_path, capsys):
 def test_cli_errors_are_one_clear_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[search]\nbackbone = ['resnet5O']\n")
-    result = subprocess.run([sys.executable, "-m", "bcauto.cli", "search", "--study", str(bad), "--data", "synthetic"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "bcauto.cli", "search", "--study", str(bad), "--data", "synthetic"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "bad.toml: [search] backbone: unknown backbone 'resnet5O' (did you mean 'resnet50'?)" in flat(result.stderr)
@@ -234,8 +258,8 @@ def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mod
     from helpers import blob_data
 
     from bcauto.data.split import stratified_split
-    from bcauto.scoring import predict_batches, score
     from bcauto.model import HeadParams
+    from bcauto.scoring import predict_batches, score
     from bcauto.shift import shifted_copy
     from bcauto.training import TrainSettings, TrialPlan, train
 
@@ -244,14 +268,30 @@ def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mod
     train_data, val_data = full.subset(split.train), full.subset(split.val)
     shifted, _ = shifted_copy(val_data, tiny_plugin.shifts, 0)
     backbone = "mini_cnn" if mode == "online" else "tiny_pretrained"
-    plan = TrialPlan(backbone=tiny_plugin.backbones.get(backbone), augmentation=tiny_plugin.augmentations.get("none"),
-                     imbalance=tiny_plugin.imbalance.get("none"), head=HeadParams(32, 16, 0.1, 1e-5), lr_head=3e-3,
-                     lr_finetune=1e-3, unfreeze_blocks=1)
-    settings = TrainSettings(batch_size=32, head_epochs=1, finetune_epochs=1 if mode == "cached fine-tune" else 0, patience=5,
-                             weights=None if mode == "online" else "imagenet", seed=0, cache_dir=str(tmp_path / "cache"))
+    plan = TrialPlan(
+        backbone=tiny_plugin.backbones.get(backbone),
+        augmentation=tiny_plugin.augmentations.get("none"),
+        imbalance=tiny_plugin.imbalance.get("none"),
+        head=HeadParams(32, 16, 0.1, 1e-5),
+        lr_head=3e-3,
+        lr_finetune=1e-3,
+        unfreeze_blocks=1,
+    )
+    settings = TrainSettings(
+        batch_size=32,
+        head_epochs=1,
+        finetune_epochs=1 if mode == "cached fine-tune" else 0,
+        patience=5,
+        weights=None if mode == "online" else "imagenet",
+        seed=0,
+        cache_dir=str(tmp_path / "cache"),
+    )
     result = train(plan, settings, train_data, val_data, epoch_sets={"val_shift": shifted})
-    expected_modes = {"online": {"head": "online"}, "cached head": {"head": "cached"},
-                      "cached fine-tune": {"head": "cached", "finetune": "cached_activations"}}[mode]
+    expected_modes = {
+        "online": {"head": "online"},
+        "cached head": {"head": "cached"},
+        "cached fine-tune": {"head": "cached", "finetune": "cached_activations"},
+    }[mode]
     assert expected_modes.items() <= result.modes.items()
     kept = len(result.history) - 1 if result.predict is None or mode == "cached head" else 0  # a fine-tune never kept
     now = score(shifted.labels, predict_batches(result.model, shifted.images).argmax(axis=1), shifted.class_names).macro_f1
@@ -259,13 +299,16 @@ def test_the_per_epoch_shifted_score_is_the_score_of_the_model_at_that_epoch(mod
     assert result.history[kept]["val_shift_macro_f1"] == pytest.approx(now, abs=1e-6)
 
 
-@pytest.mark.parametrize("confusion, expected", [
-    ([[10, 0, 0], [9, 1, 0], [10, 0, 0]], "predicts 'a' for 97% of the images (they hold 33% of them)"),
-    ([[4, 3, 3], [3, 4, 3], [3, 3, 4]], "scores at chance level on the images: balanced accuracy 0.40, where guessing among 3"),
-    ([[9, 1, 0], [1, 8, 1], [0, 1, 9]], None),
-    ([[28, 0, 0], [1, 1, 0], [0, 0, 0]], None),  # one class is nearly all the data, and it is right to predict it
-    ([[5, 5, 0], [0, 0, 0], [0, 0, 0]], None),  # one class among the labels: nothing to tell apart
-])
+@pytest.mark.parametrize(
+    "confusion, expected",
+    [
+        ([[10, 0, 0], [9, 1, 0], [10, 0, 0]], "predicts 'a' for 97% of the images (they hold 33% of them)"),
+        ([[4, 3, 3], [3, 4, 3], [3, 3, 4]], "scores at chance level on the images: balanced accuracy 0.40, where guessing among 3"),
+        ([[9, 1, 0], [1, 8, 1], [0, 1, 9]], None),
+        ([[28, 0, 0], [1, 1, 0], [0, 0, 0]], None),  # one class is nearly all the data, and it is right to predict it
+        ([[5, 5, 0], [0, 0, 0], [0, 0, 0]], None),  # one class among the labels: nothing to tell apart
+    ],
+)
 def test_a_model_that_predicts_one_class_or_guesses_is_named(confusion, expected):
     from bcauto.sanity import prediction_problem
 
@@ -286,8 +329,16 @@ def build_blind(input_shape, weights=None):
 class BlindPlugin:
     @hookimpl
     def register_backbones(self, register):
-        register(BackboneSpec(name="blind_cnn", build=build_blind, preprocessing="unit", blocks=("b1_out",), min_input_size=8,
-                              description="test backbone that sees nothing"))
+        register(
+            BackboneSpec(
+                name="blind_cnn",
+                build=build_blind,
+                preprocessing="unit",
+                blocks=("b1_out",),
+                min_input_size=8,
+                description="test backbone that sees nothing",
+            )
+        )
 
 
 @pytest.fixture

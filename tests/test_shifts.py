@@ -4,10 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from helpers import blob_data
 
 from bcauto.plugins import components
 from bcauto.shift import every_shift, shifted_copy
-from helpers import blob_data
 
 SHIFTS = components().shifts.names()
 
@@ -32,8 +32,21 @@ def test_shift_is_deterministic_and_every_severity_changes_the_image(name, data)
 
 
 def test_builtin_suite_covers_microscopy_shifts():
-    assert {"defocus_blur", "motion_blur", "jpeg", "pixelate", "brightness", "contrast", "saturation", "hue",
-            "gaussian_noise", "stain_deposits", "bubbles", "occlusion", "rotation"} <= set(SHIFTS)
+    assert {
+        "defocus_blur",
+        "motion_blur",
+        "jpeg",
+        "pixelate",
+        "brightness",
+        "contrast",
+        "saturation",
+        "hue",
+        "gaussian_noise",
+        "stain_deposits",
+        "bubbles",
+        "occlusion",
+        "rotation",
+    } <= set(SHIFTS)
 
 
 def test_shifted_copy_is_seeded_keeps_labels_and_uses_every_shift(data):
@@ -101,8 +114,10 @@ def test_stain_style_changes_more_than_a_hue_rotation(name, changes_more_than_hu
 def test_stain_palettes_differ_from_one_another(data):
     from bcauto_builtin.lab_shifts import PALETTES, stain_transfer
 
-    means = [stain_transfer(data.images, [p] * len(data.images), np.ones(len(data.images))).astype(float).mean(axis=(0, 1, 2))
-             for p in sorted(PALETTES)]
-    gaps = [np.abs(a - b).max() for k, a in enumerate(means) for b in means[k + 1:]]
+    means = [
+        stain_transfer(data.images, [p] * len(data.images), np.ones(len(data.images))).astype(float).mean(axis=(0, 1, 2))
+        for p in sorted(PALETTES)
+    ]
+    gaps = [np.abs(a - b).max() for k, a in enumerate(means) for b in means[k + 1 :]]
     assert min(gaps) > 8, gaps
     assert np.array_equal(stain_transfer(data.images, ["pale"] * len(data.images), np.zeros(len(data.images))), data.images)

@@ -51,8 +51,9 @@ def leaderboard(tracker, run_id):
 
 def test_single_objective_report_has_both_plots_and_the_ranked_leaderboard(tracked):
     tracker, parent = tracked
-    study = fill(optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)), 6,
-                 {5: optuna.trial.TrialState.FAIL})
+    study = fill(
+        optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)), 6, {5: optuna.trial.TrialState.FAIL}
+    )
     log_study_report(study, tracker, parent)
     assert {HISTORY_PNG, IMPORTANCES_PNG, LEADERBOARD_CSV} <= artifacts(tracker, parent)
     rows = leaderboard(tracker, parent)

@@ -21,9 +21,15 @@ BACKBONES = ["efficientnet_v2_s", "inception_resnet_v2", "resnet_cnn", "mobilene
 IMBALANCE = ["class_weights", "oversample", "downsample"]
 AUGMENTATIONS = ["mixup_cutmix", "randaugment", "corruption"]
 SETTINGS = {  # study-wide, as bcauto.study.describe_run logs them with every trial
-    "study": "wide", "study_file": "/home/someone/projects/blood/studies/a-rather-long-study-file-name.toml",
-    "data.source": "bloodmnist:64", "data.fingerprint": "3f27ed7c75aa58e5", "split.fingerprint": "e03d70dc9173019e",
-    "image_size": 64, "metric": "val_shift_macro_f1", "head_epochs": 20, "finetune_epochs": 0,
+    "study": "wide",
+    "study_file": "/home/someone/projects/blood/studies/a-rather-long-study-file-name.toml",
+    "data.source": "bloodmnist:64",
+    "data.fingerprint": "3f27ed7c75aa58e5",
+    "split.fingerprint": "e03d70dc9173019e",
+    "image_size": 64,
+    "metric": "val_shift_macro_f1",
+    "head_epochs": 20,
+    "finetune_epochs": 0,
 }
 
 
@@ -33,10 +39,18 @@ def bcauto_study(trials: int = 6, directions=("maximize",), metric: str = "val_s
     for i in range(trials):
         trial = study.ask()
         params = {
-            **SETTINGS, "metric": metric,
-            "backbone": BACKBONES[i % 4], "weights": "imagenet", "augmentation": AUGMENTATIONS[i % 3],
-            "imbalance": IMBALANCE[i % 3], "loss": "crossentropy", "lr_head": 0.000123456789 * (i + 1),
-            "head.dropout": 0.5, "backbone.width_multiplier": [0.5, 1.0][i % 2], "seed": 7 + i, "trial": i,
+            **SETTINGS,
+            "metric": metric,
+            "backbone": BACKBONES[i % 4],
+            "weights": "imagenet",
+            "augmentation": AUGMENTATIONS[i % 3],
+            "imbalance": IMBALANCE[i % 3],
+            "loss": "crossentropy",
+            "lr_head": 0.000123456789 * (i + 1),
+            "head.dropout": 0.5,
+            "backbone.width_multiplier": [0.5, 1.0][i % 2],
+            "seed": 7 + i,
+            "trial": i,
         }
         trial.set_user_attr("params", params)
         trial.set_user_attr("epochs", 20)
@@ -65,7 +79,7 @@ def test_leaderboard_at_80_columns_shows_every_value_whole_and_names_the_metric(
 
 def test_leaderboard_drops_constant_parameters_into_one_line_and_leaves_study_settings_out():
     text = render(Leaderboard(bcauto_study()), 80)
-    same = text[text.index("same in all 6 complete trials:"):]
+    same = text[text.index("same in all 6 complete trials:") :]
     for item in ("weights=imagenet", "loss=crossentropy", "head.dropout=0.5", "epochs=20"):
         assert item in same and text.count(item) == 1, f"{item}: named once, under the table"
     for setting in ("study_file", "data.fingerprint", "image_size", "seed=", "trial="):
@@ -99,13 +113,16 @@ def test_study_settings_cover_what_the_search_logs_with_every_trial():
     class Section(dict):  # a study-file section, read as cfg.data["key"] or cfg.data.key
         __getattr__ = dict.__getitem__
 
-    cfg = SimpleNamespace(path="s.toml", data=Section(val_fraction=0.2, clean=False), study=Section(
-        sampler="tpe", startup_trials=5, pruner="median", metric="val_macro_f1"))
-    request = SimpleNamespace(cfg=cfg, study_name="s", data=SimpleNamespace(source="synthetic", image_size=32), seed=0,
-                              storage="sqlite:///optuna.db")
+    cfg = SimpleNamespace(
+        path="s.toml",
+        data=Section(val_fraction=0.2, clean=False),
+        study=Section(sampler="tpe", startup_trials=5, pruner="median", metric="val_macro_f1"),
+    )
+    request = SimpleNamespace(
+        cfg=cfg, study_name="s", data=SimpleNamespace(source="synthetic", image_size=32), seed=0, storage="sqlite:///optuna.db"
+    )
     prepared = SimpleNamespace(data_fingerprint="d", split_fingerprint="s", removed=[])
-    settings = SimpleNamespace(batch_size=32, head_epochs=1, finetune_epochs=0, patience=5, jit_compile=False,
-                               augmented_views=0)
+    settings = SimpleNamespace(batch_size=32, head_epochs=1, finetune_epochs=0, patience=5, jit_compile=False, augmented_views=0)
     params, _ = describe_run(request, prepared, settings, "float32", SimpleNamespace(by_kind=dict))
     assert set(params) <= STUDY_SETTINGS, f"add {set(params) - STUDY_SETTINGS} to bcauto.leaderboard.STUDY_SETTINGS"
 
@@ -194,8 +211,7 @@ def test_an_early_stopped_trial_completes_its_epochs_bar_and_says_so(progress):
 
 def test_the_bar_refreshed_from_storage_ends_with_the_trial(progress):
     study = optuna.create_study(direction="maximize")
-    records = {"params": {"backbone": "mini_cnn", "augmentation": "none", "imbalance": "none", "head_epochs": 20,
-                          "finetune_epochs": 0}}
+    records = {"params": {"backbone": "mini_cnn", "augmentation": "none", "imbalance": "none", "head_epochs": 20, "finetune_epochs": 0}}
     pruned = study.ask()
     for key, value in records.items():
         pruned.set_user_attr(key, value)
@@ -219,9 +235,15 @@ def test_the_bar_refreshed_from_storage_ends_with_the_trial(progress):
 def test_plural_counts_one_thing_in_the_singular():
     from bcauto.text import plural
 
-    assert [plural(1, "class"), plural(2, "class"), plural(1, "entry"), plural(3, "entry"), plural(0, "image"),
-            plural(1, "epoch"), plural(4, "index")] == ["1 class", "2 classes", "1 entry", "3 entries", "0 images",
-                                                        "1 epoch", "4 indices"]
+    assert [
+        plural(1, "class"),
+        plural(2, "class"),
+        plural(1, "entry"),
+        plural(3, "entry"),
+        plural(0, "image"),
+        plural(1, "epoch"),
+        plural(4, "index"),
+    ] == ["1 class", "2 classes", "1 entry", "3 entries", "0 images", "1 epoch", "4 indices"]
 
 
 def test_an_image_folder_with_one_stray_file_says_one_entry(tmp_path):
@@ -245,13 +267,16 @@ def test_search_data_line_counts_one_class_in_the_singular(tmp_path, monkeypatch
     def stop(*args, **kwargs):
         raise BcautoError("stop here")
 
-    data = SimpleNamespace(source="one-class", labels=[0, 0, 0], image_size=32, num_classes=1, class_names=("blast",),
-                           notes=[], class_counts=lambda: [3])
+    data = SimpleNamespace(
+        source="one-class", labels=[0, 0, 0], image_size=32, num_classes=1, class_names=("blast",), notes=[], class_counts=lambda: [3]
+    )
     monkeypatch.setattr("bcauto.data.sources.load_data", lambda *args, **kwargs: data)
     monkeypatch.setattr("bcauto.study.run_search", stop)
     monkeypatch.setattr(cli, "has_gpu", lambda: False)
-    assert main(["search", "--data", "one-class", "--storage", f"sqlite:///{tmp_path}/o.db",
-                 "--tracking-uri", f"sqlite:///{tmp_path}/m.db"]) == 2
+    assert (
+        main(["search", "--data", "one-class", "--storage", f"sqlite:///{tmp_path}/o.db", "--tracking-uri", f"sqlite:///{tmp_path}/m.db"])
+        == 2
+    )
     assert "3 images 32x32, 1 class (blast=3)" in capsys.readouterr().out
 
 

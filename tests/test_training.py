@@ -7,17 +7,21 @@ import pytest
 from helpers import blob_data
 
 from bcauto.data.split import stratified_split
-from bcauto.scoring import predict_batches, score
 from bcauto.model import HeadParams
 from bcauto.objective import OptunaReporter
+from bcauto.scoring import predict_batches, score
 from bcauto.training import TrainSettings, TrialPlan, train
 
 
 def make_plan(comps, backbone, unfreeze=1, lr_head=3e-3, lr_finetune=1e-3):
     return TrialPlan(
-        backbone=comps.backbones.get(backbone), augmentation=comps.augmentations.get("none"),
-        imbalance=comps.imbalance.get("none"), head=HeadParams(64, 32, 0.1, 1e-5),
-        lr_head=lr_head, lr_finetune=lr_finetune, unfreeze_blocks=unfreeze,
+        backbone=comps.backbones.get(backbone),
+        augmentation=comps.augmentations.get("none"),
+        imbalance=comps.imbalance.get("none"),
+        head=HeadParams(64, 32, 0.1, 1e-5),
+        lr_head=lr_head,
+        lr_finetune=lr_finetune,
+        unfreeze_blocks=unfreeze,
     )
 
 
@@ -37,8 +41,13 @@ def test_phases_share_one_epoch_counter_and_report_each_epoch_to_optuna(tiny_plu
     settings = TrainSettings(batch_size=32, head_epochs=2, finetune_epochs=2, patience=10, weights="imagenet", seed=0)
     study = optuna.create_study(direction="maximize")
     trial = study.ask()
-    result = train(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, val_data,
-                   callbacks=[OptunaReporter(trial, "val_macro_f1", prunable=True)])
+    result = train(
+        make_plan(tiny_plugin, "tiny_pretrained"),
+        settings,
+        train_data,
+        val_data,
+        callbacks=[OptunaReporter(trial, "val_macro_f1", prunable=True)],
+    )
     assert [e["epoch"] for e in result.history] == [0, 1, 2, 3]
     assert result.phase_epochs == {"head": 2, "finetune": 2} and result.unfrozen_blocks == 1
     assert sorted(study.trials[trial.number].intermediate_values) == [0, 1, 2, 3]

@@ -71,7 +71,15 @@ def test_a_non_local_host_is_warned_about(monkeypatch, capsys):
 def test_dashboard_command_reads_bcauto_journal_urls(monkeypatch):
     monkeypatch.setattr(ui.shutil, "which", lambda name, path=None: "/bin/optuna-dashboard")
     assert ui.dashboard_command("journal:/data/optuna.journal", "127.0.0.1", 5001) == [
-        "/bin/optuna-dashboard", "/data/optuna.journal", "--storage-class", "JournalFileStorage", "--host", "127.0.0.1", "--port", "5001"]
+        "/bin/optuna-dashboard",
+        "/data/optuna.journal",
+        "--storage-class",
+        "JournalFileStorage",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5001",
+    ]
     assert ui.dashboard_command("sqlite:///optuna.db", "127.0.0.1", 5001)[1] == "sqlite:///optuna.db"
     monkeypatch.setattr(ui.shutil, "which", lambda name, path=None: None)
     assert ui.dashboard_command("sqlite:///optuna.db", "127.0.0.1", 5001) is None
@@ -89,10 +97,21 @@ def test_ctrl_c_stops_the_server_and_every_process_it_started_before_the_command
     with socket.socket() as probe:  # a port free now
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "bcauto.cli", "ui", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
-               "--storage", f"sqlite:///{tmp_path}/optuna.db", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "COLUMNS": "200"})
+    command = [
+        sys.executable,
+        "-m",
+        "bcauto.cli",
+        "ui",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     try:
         lines = []
         for line in process.stdout:  # until the servers are up

@@ -31,13 +31,24 @@ ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "docs" / "images" / "mlflow-compare.png"
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,1000")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,1000",
+)
 WAIT_S = 90  # page loads on a busy 2-core CI machine
 
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=(
-    "headless Chromium is not installed: apt-get install chromium chromium-driver (or run .ci/browser.sh)"))
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason=("headless Chromium is not installed: apt-get install chromium chromium-driver (or run .ci/browser.sh)"),
+)
 
 # two quick trials: one epoch each on 32x32 images
 STUDY = tiny_study_toml(
@@ -52,8 +63,28 @@ def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     (root / "tiny.toml").write_text(STUDY)
     stores = {"storage": f"sqlite:///{root}/optuna.db", "tracking_uri": f"sqlite:///{root}/mlflow.db"}
-    assert main(["search", "--study", str(root / "tiny.toml"), "--trials", "2", "--workers", "0", "--data", "synthetic:160",
-                 "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"], "--work-dir", str(root / "work")]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--study",
+                str(root / "tiny.toml"),
+                "--trials",
+                "2",
+                "--workers",
+                "0",
+                "--data",
+                "synthetic:160",
+                "--storage",
+                stores["storage"],
+                "--tracking-uri",
+                stores["tracking_uri"],
+                "--work-dir",
+                str(root / "work"),
+            ]
+        )
+        == 0
+    )
     return root, stores
 
 
@@ -68,8 +99,14 @@ class UiProcess:
 
     def __init__(self, args: list[str], cwd: Path):
         env = {**os.environ, "COLUMNS": "200"}
-        self.process = subprocess.Popen([sys.executable, "-c", "import sys; from bcauto.cli import main; sys.exit(main())", "ui", *args],
-                                        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from bcauto.cli import main; sys.exit(main())", "ui", *args],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -191,10 +228,12 @@ def test_ui_lists_the_trial_runs_and_compares_their_params_and_metrics(searched,
 
         # the comparison of the trial runs: names, parameters and metrics side by side
         runs = urllib.parse.quote(json.dumps([r.info.run_id for r in trials]))
-        browser.get(f"http://127.0.0.1:{port}/#/compare-runs?runs={runs}&experiments="
-                    f"{urllib.parse.quote(json.dumps([experiment.experiment_id]))}")
-        text = wait_for_text(browser, "Parameters", "Metrics", "backbone", "val_macro_f1", "final_val_macro_f1",
-                             *(r.info.run_name for r in trials))
+        browser.get(
+            f"http://127.0.0.1:{port}/#/compare-runs?runs={runs}&experiments={urllib.parse.quote(json.dumps([experiment.experiment_id]))}"
+        )
+        text = wait_for_text(
+            browser, "Parameters", "Metrics", "backbone", "val_macro_f1", "final_val_macro_f1", *(r.info.run_name for r in trials)
+        )
         for run in trials:
             assert run.data.params["backbone"] in text and run.data.params["augmentation"] in text
         save_compare_screenshot(browser, tmp_path / "mlflow-compare.png")
@@ -217,10 +256,13 @@ def save_compare_screenshot(browser, path: Path) -> None:
 
     # close the assistant panel, the model-training sidebar, fold the plots, keep the rows that differ; a newer UI without one of these
     # controls still gets its screenshot
-    for control in (lambda: browser.find_element(By.CSS_SELECTOR, "button[aria-label='Close']"), lambda: button("Model training"),
-                    lambda: button("Visualizations"),
-                    lambda: browser.find_element(By.CSS_SELECTOR, "[aria-label='Parameters - Show diff only']"),
-                    lambda: browser.find_element(By.CSS_SELECTOR, "[aria-label='Metrics - Show diff only']")):
+    for control in (
+        lambda: browser.find_element(By.CSS_SELECTOR, "button[aria-label='Close']"),
+        lambda: button("Model training"),
+        lambda: button("Visualizations"),
+        lambda: browser.find_element(By.CSS_SELECTOR, "[aria-label='Parameters - Show diff only']"),
+        lambda: browser.find_element(By.CSS_SELECTOR, "[aria-label='Metrics - Show diff only']"),
+    ):
         try:
             control().click()
             time.sleep(0.5)

@@ -19,6 +19,14 @@ from bcauto.audit.report import DESCRIPTIONS, KINDS, AuditReport
 from bcauto.audit.run import AuditOptions, audit
 
 __all__ = [
-    "AuditOptions", "AuditReport", "DESCRIPTIONS", "KINDS", "audit", "audit_and_clean", "clean_dataset",
-    "exact_duplicate_groups", "near_duplicate_groups", "write_clean_npz",
+    "AuditOptions",
+    "AuditReport",
+    "DESCRIPTIONS",
+    "KINDS",
+    "audit",
+    "audit_and_clean",
+    "clean_dataset",
+    "exact_duplicate_groups",
+    "near_duplicate_groups",
+    "write_clean_npz",
 ]

@@ -20,7 +20,7 @@ def blank_or_corrupt(images: np.ndarray) -> list[str]:
     """One reason per image: ``""`` for a plausible image, else what is wrong with it."""
     reasons = []
     for start in range(0, len(images), _CHUNK):
-        reasons += _chunk_reasons(images[start:start + _CHUNK])
+        reasons += _chunk_reasons(images[start : start + _CHUNK])
     return reasons
 
 
@@ -36,7 +36,7 @@ def _chunk_reasons(chunk: np.ndarray) -> list[str]:
     cols = np.ascontiguousarray(chunk.transpose(0, 2, 1, 3)).reshape(n, width, height * 3)
     same_cols = _longest_run((cols[:, 1:] == cols[:, :-1]).all(axis=2)) + 1
     top, left = max(0, (height - 48) // 2), max(0, (width - 48) // 2)
-    grey = chunk[:, top:top + 48, left:left + 48, 1].astype(np.float32)  # green, centre: enough to see noise
+    grey = chunk[:, top : top + 48, left : left + 48, 1].astype(np.float32)  # green, centre: enough to see noise
     correlation = np.maximum(_neighbour_correlation(grey, 1), _neighbour_correlation(grey, 2))
     out = []
     for i in range(n):

@@ -21,30 +21,42 @@ def clean_dataset(data: Dataset, report: AuditReport, kinds=None) -> tuple[Datas
     fingerprint), else a BcautoError. Classes left empty raise too.
     """
     if report.n_images != len(data.labels) or (report.fingerprint and report.fingerprint != data.fingerprint()):
-        raise BcautoError(f"{data.source}: the audit report is of other data ({report.n_images} images, fingerprint "
-                          f"{report.fingerprint}); audit this dataset again before cleaning it")
+        raise BcautoError(
+            f"{data.source}: the audit report is of other data ({report.n_images} images, fingerprint "
+            f"{report.fingerprint}); audit this dataset again before cleaning it"
+        )
     flags = report.flag_map(kinds)
     removed_index = np.array(sorted(flags), np.int64)
     keep = np.ones(len(data.labels), bool)
     keep[removed_index] = False
-    emptied = [data.class_names[c] for c in np.flatnonzero((data.class_counts() > 0)
-                                                            & (np.bincount(data.labels[keep], minlength=data.num_classes) == 0))]
+    emptied = [
+        data.class_names[c]
+        for c in np.flatnonzero((data.class_counts() > 0) & (np.bincount(data.labels[keep], minlength=data.num_classes) == 0))
+    ]
     if emptied:
-        raise BcautoError(f"{data.source}: cleaning would remove every image of class(es) {', '.join(emptied)}; "
-                          "look at the audit's contact sheets (bcauto audit --out DIR) before cleaning")
+        raise BcautoError(
+            f"{data.source}: cleaning would remove every image of class(es) {', '.join(emptied)}; "
+            "look at the audit's contact sheets (bcauto audit --out DIR) before cleaning"
+        )
     near_group = report.scores.get("near_group")
     removed = []
     for i, kinds_of_i in flags.items():
         entry = {"index": int(i)}
         if data.item_names:
             entry["path"] = data.item_names[i]
-        removed.append({
-            **entry, "label": data.class_names[data.labels[i]], "label_index": int(data.labels[i]),
-            "kinds": kinds_of_i, "reasons": report.reasons.get(i, []),
-            "group": int(near_group[i]) if near_group is not None else None,
-        })
-    counts = ", ".join(f"{kind} {len(report.flagged_indices([kind]))}" for kind in (kinds or report.checks)
-                       if len(report.flagged_indices([kind])))
+        removed.append(
+            {
+                **entry,
+                "label": data.class_names[data.labels[i]],
+                "label_index": int(data.labels[i]),
+                "kinds": kinds_of_i,
+                "reasons": report.reasons.get(i, []),
+                "group": int(near_group[i]) if near_group is not None else None,
+            }
+        )
+    counts = ", ".join(
+        f"{kind} {len(report.flagged_indices([kind]))}" for kind in (kinds or report.checks) if len(report.flagged_indices([kind]))
+    )
     note = f"audit: removed {len(removed)} of {len(data.labels)} images ({counts or 'nothing flagged'})"
     cleaned = data.subset(np.flatnonzero(keep))
     return dataclasses.replace(cleaned, notes=(*data.notes, note)), removed

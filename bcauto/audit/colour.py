@@ -2,7 +2,8 @@
 
 A smoothed histogram of the (white-balanced, quantised) frame colours of the dataset's typical images; an
 image's score is the mean negative log-probability of its frame pixels, leaving out the least probable
-``TRIM`` of them: another cell reaching into the frame is a rare colour there, but covers only a part of it. The model is fitted twice: first on
+``TRIM`` of them: another cell reaching into the frame is a rare colour there, but covers only a part of it.
+The model is fitted twice: first on
 every image, then only on the images that the first fit found typical (up to ``TYPICAL_SHARE``), so a large
 share of foreign pictures cannot teach the model their colours.
 """
@@ -30,7 +31,7 @@ def colour_scores(codes: np.ndarray, fit: np.ndarray | None = None) -> np.ndarra
 
 def _model(codes: np.ndarray) -> np.ndarray:
     bins = 1 << BITS
-    counts = np.bincount(codes.ravel(), minlength=bins ** 3).astype(np.float64).reshape(bins, bins, bins)
+    counts = np.bincount(codes.ravel(), minlength=bins**3).astype(np.float64).reshape(bins, bins, bins)
     smooth = ndimage.gaussian_filter(counts, SMOOTH, mode="constant")
     probability = smooth.ravel() / smooth.sum()
     return -np.log(probability + FLOOR)
@@ -40,6 +41,6 @@ def _score(codes: np.ndarray, neg_log: np.ndarray) -> np.ndarray:
     keep = max(1, int(round((1 - TRIM) * codes.shape[1])))
     out = np.empty(len(codes))
     for start in range(0, len(codes), 2048):
-        values = neg_log[codes[start:start + 2048]]
-        out[start:start + 2048] = np.partition(values, keep - 1, axis=1)[:, :keep].mean(1)
+        values = neg_log[codes[start : start + 2048]]
+        out[start : start + 2048] = np.partition(values, keep - 1, axis=1)[:, :keep].mean(1)
     return out

@@ -39,14 +39,16 @@ def run_audit_command(args, console) -> int:
     if quiet:
         sys.stdout.write(report.to_json() + "\n")
         return 0
-    for note in report.notes[len(data.notes):]:  # the data's own notes were printed after loading
+    for note in report.notes[len(data.notes) :]:  # the data's own notes were printed after loading
         console.print(f"[cyan]note:[/] {escape(note)}")
     print_summary(report, console)
     sheets = [str(p) for kind, p in paths.items() if kind != "report"]
     console.print(f"report: {escape(str(paths['report']))}" + (f"; contact sheets: {escape(', '.join(sheets))}" if sheets else ""))
     if removed is not None:
-        console.print(f"clean data: {escape(str(clean_path))} ({len(data.labels) - len(removed)} images, {len(removed)} removed); "
-                      f"use it with --data {escape(str(clean_path))}")
+        console.print(
+            f"clean data: {escape(str(clean_path))} ({len(data.labels) - len(removed)} images, {len(removed)} removed); "
+            f"use it with --data {escape(str(clean_path))}"
+        )
     return 0
 
 

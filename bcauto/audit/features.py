@@ -26,9 +26,23 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 NAMES = (
     "colour_nll",  # filled in by bcauto.audit.colour: frame colours unusual for this dataset
-    "background_mismatch", "foreign_colours", "saturation", "chroma_spread", "colour_count",
-    "fine_texture", "mid_texture", "contrast", "chroma_fine", "chroma_coarse",
-    "flat_fraction", "edge_peak", "orientation", "lbp_flat", "lbp_edge", "lbp_noise", "dark_fraction",
+    "background_mismatch",
+    "foreign_colours",
+    "saturation",
+    "chroma_spread",
+    "colour_count",
+    "fine_texture",
+    "mid_texture",
+    "contrast",
+    "chroma_fine",
+    "chroma_coarse",
+    "flat_fraction",
+    "edge_peak",
+    "orientation",
+    "lbp_flat",
+    "lbp_edge",
+    "lbp_noise",
+    "dark_fraction",
 )
 
 
@@ -80,9 +94,9 @@ def image_features(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     features = np.zeros((len(images), len(NAMES)))
     codes = np.empty((len(images), int(frame.sum())), np.int16)
     for start in range(0, len(images), CHUNK):
-        work = white_balanced(working_copies(images[start:start + CHUNK], size))
-        features[start:start + len(work), 1:] = _chunk_features(work, frame, centre)
-        codes[start:start + len(work)] = colour_codes(work[:, frame])
+        work = white_balanced(working_copies(images[start : start + CHUNK], size))
+        features[start : start + len(work), 1:] = _chunk_features(work, frame, centre)
+        codes[start : start + len(work)] = colour_codes(work[:, frame])
     return features, codes
 
 
@@ -92,7 +106,7 @@ def white_balanced(work: np.ndarray) -> np.ndarray:
     flat = work.reshape(n, -1, 3)
     lum = flat @ LUMA
     k = int((1 - WHITE_SHARE) * lum.shape[1])
-    bright = lum >= np.partition(lum, k, axis=1)[:, k:k + 1]
+    bright = lum >= np.partition(lum, k, axis=1)[:, k : k + 1]
     white = (flat * bright[..., None]).sum(1) / bright.sum(1)[:, None]
     return work * (230.0 / np.maximum(white, 8.0))[:, None, None, :]
 
@@ -104,7 +118,7 @@ def _blurs(values: np.ndarray, sigmas) -> list[np.ndarray]:
     freq = (np.pi * np.arange(h) / h) ** 2
     out = []
     for sigma in sigmas:
-        gain = np.exp(-0.5 * sigma ** 2 * (freq[:, None] + freq[None, :])).astype(np.float32)
+        gain = np.exp(-0.5 * sigma**2 * (freq[:, None] + freq[None, :])).astype(np.float32)
         out.append(idctn(spectrum * gain, axes=(1, 2), norm="ortho"))
     return out
 
@@ -114,7 +128,7 @@ def band_pass(values: np.ndarray, fine: float, coarse: float) -> np.ndarray:
     h = values.shape[1]
     freq = (np.pi * np.arange(h) / h) ** 2
     radius = freq[:, None] + freq[None, :]
-    gain = (np.exp(-0.5 * fine ** 2 * radius) - np.exp(-0.5 * coarse ** 2 * radius)).astype(np.float32)
+    gain = (np.exp(-0.5 * fine**2 * radius) - np.exp(-0.5 * coarse**2 * radius)).astype(np.float32)
     return idctn(dctn(values, axes=(1, 2), norm="ortho") * gain, axes=(1, 2), norm="ortho")
 
 
@@ -167,7 +181,7 @@ def _lbp_histogram(lum: np.ndarray, frame: np.ndarray) -> np.ndarray:
     padded = np.pad(lum, ((0, 0), (1, 1), (1, 1)), mode="edge")
     code = np.zeros((n, h, w), np.int32)
     for bit, (dy, dx) in enumerate(_NEIGHBOURS):
-        code |= (padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] > lum + 1.0).astype(np.int32) << bit
+        code |= (padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] > lum + 1.0).astype(np.int32) << bit
     classes = _LBP_TABLE[code[:, frame]]
     hist = np.bincount((classes + 10 * np.arange(n)[:, None]).ravel(), minlength=10 * n).reshape(n, 10)
     return hist / classes.shape[1]

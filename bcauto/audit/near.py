@@ -93,8 +93,9 @@ class NearPairs:
         big = [g for g in np.flatnonzero(sizes > 2) if len(np.unique(first[ids == g])) > 2]
         if not big:
             return ids
-        similar = dict(zip(map(tuple, self.pairs.tolist()), np.where(self.colour_difference <= COLOUR_TOLERANCE,
-                                                                       self.similarity, 0.0).tolist()))
+        similar = dict(
+            zip(map(tuple, self.pairs.tolist()), np.where(self.colour_difference <= COLOUR_TOLERANCE, self.similarity, 0.0).tolist())
+        )
         next_id = ids.max() + 1
         for g in big:
             members = np.unique(first[ids == g])
@@ -136,8 +137,9 @@ def groups_from_pairs(n: int, pairs: np.ndarray, exact_groups: np.ndarray) -> np
     return np.argsort(np.argsort(first_member))[inverse]
 
 
-def near_duplicate_pairs(images: np.ndarray, threshold: float = THRESHOLD, neighbours: int = NEIGHBOURS,
-                         exact_groups: np.ndarray | None = None, views=None) -> NearPairs:
+def near_duplicate_pairs(
+    images: np.ndarray, threshold: float = THRESHOLD, neighbours: int = NEIGHBOURS, exact_groups: np.ndarray | None = None, views=None
+) -> NearPairs:
     """Compared pairs over distinct contents, with their similarities (before thresholding).
 
     Byte-identical copies are compared once, through their first occurrence. Candidates are each image's
@@ -192,7 +194,7 @@ def _pairs_within_components(m: int, pairs: np.ndarray, matched: np.ndarray) -> 
     extra = []
     for label in np.flatnonzero((sizes > 2) & (sizes <= MAX_LINKED)):
         members = np.flatnonzero(labels == label)
-        extra += [(a, b) for i, a in enumerate(members) for b in members[i + 1:] if (a, b) not in known]
+        extra += [(a, b) for i, a in enumerate(members) for b in members[i + 1 :] if (a, b) not in known]
     return np.array(extra, np.int64).reshape(-1, 2)
 
 
@@ -203,8 +205,9 @@ def _centre_similarity(images: np.ndarray, unique: np.ndarray, pairs: np.ndarray
     chosen = images[unique[involved]]
     plain = _Prepared(thumbnails(chosen, zoom=CENTRE_ZOOM))
     zoomed = _Prepared(thumbnails(chosen, zoom=CENTRE_ZOOM * ZOOM))
-    return np.maximum.reduce([pair_similarity(plain, plain, subset), pair_similarity(zoomed, plain, subset),
-                              pair_similarity(plain, zoomed, subset)])
+    return np.maximum.reduce(
+        [pair_similarity(plain, plain, subset), pair_similarity(zoomed, plain, subset), pair_similarity(plain, zoomed, subset)]
+    )
 
 
 def _views(images: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -233,7 +236,7 @@ def thumbnails(images: np.ndarray, size: int = THUMB, zoom: float = 1.0) -> np.n
     r = resize_matrix(images.shape[1], size, zoom)
     out = np.empty((len(images), size, size), np.float32)
     for start in range(0, len(images), 1024):
-        out[start:start + 1024] = r @ (images[start:start + 1024].astype(np.float32) @ LUMA) @ r.T
+        out[start : start + 1024] = r @ (images[start : start + 1024].astype(np.float32) @ LUMA) @ r.T
     return out
 
 
@@ -244,8 +247,9 @@ def hash_embedding(thumbs: np.ndarray) -> np.ndarray:
     n = len(thumbs)
     coefficients = dctn(thumbs, axes=(1, 2), norm="ortho")[:, :HASH_SIZE, :HASH_SIZE].reshape(n, -1)[:, 1:]
     spectrum = np.abs(rfft2(thumbs - thumbs.mean(axis=(1, 2), keepdims=True)))
-    magnitudes = np.log1p(np.concatenate([spectrum[:, :FOURIER, :FOURIER].reshape(n, -1),
-                                          spectrum[:, 1 - FOURIER:, 1:FOURIER].reshape(n, -1)], 1))
+    magnitudes = np.log1p(
+        np.concatenate([spectrum[:, :FOURIER, :FOURIER].reshape(n, -1), spectrum[:, 1 - FOURIER :, 1:FOURIER].reshape(n, -1)], 1)
+    )
     magnitudes -= magnitudes.mean(axis=1, keepdims=True)
     return np.concatenate([_unit(coefficients), _unit(magnitudes)], 1).astype(np.float32)
 
@@ -268,7 +272,7 @@ def band_passed(thumbs: np.ndarray) -> np.ndarray:
     """Fine structure only (difference of two blurs), zero mean, unit mean square per image."""
     band = band_pass(thumbs, *BAND)
     band -= band.mean(axis=(1, 2), keepdims=True)
-    band /= np.sqrt((band ** 2).mean(axis=(1, 2), keepdims=True)) + 1e-3
+    band /= np.sqrt((band**2).mean(axis=(1, 2), keepdims=True)) + 1e-3
     return band
 
 
@@ -292,11 +296,11 @@ def pair_similarity(a: _Prepared, b: _Prepared, pairs: np.ndarray, max_shift: in
     dy, dx = (s.ravel() for s in np.meshgrid(shifts, shifts, indexing="ij"))
     out = np.empty(len(pairs))
     for start in range(0, len(pairs), _PAIRS_PER_BATCH):
-        i, j = pairs[start:start + _PAIRS_PER_BATCH, 0], pairs[start:start + _PAIRS_PER_BATCH, 1]
+        i, j = pairs[start : start + _PAIRS_PER_BATCH, 0], pairs[start : start + _PAIRS_PER_BATCH, 1]
         corr = irfft2(a.spectrum[i] * np.conj(b.spectrum[j]), s=(pad, pad))[:, dy % pad, dx % pad]
         energy_a = _rect(a.table[i], _overlap(dy, size), _overlap(dx, size))
         energy_b = _rect(b.table[j], _overlap(-dy, size), _overlap(-dx, size))
-        out[start:start + len(i)] = (corr / np.sqrt(np.maximum(energy_a * energy_b, 0) + 1e-6)).max(1)
+        out[start : start + len(i)] = (corr / np.sqrt(np.maximum(energy_a * energy_b, 0) + 1e-6)).max(1)
     return out
 
 

@@ -48,9 +48,14 @@ class OutlierResult:
     notes: tuple[str, ...] = ()
 
 
-def detect_outliers(images: np.ndarray, fit: np.ndarray | None = None, seed: int = 0,
-                    colour_threshold: float = COLOUR_THRESHOLD, learned_threshold: float = LEARNED_THRESHOLD,
-                    labels: np.ndarray | None = None) -> OutlierResult:
+def detect_outliers(
+    images: np.ndarray,
+    fit: np.ndarray | None = None,
+    seed: int = 0,
+    colour_threshold: float = COLOUR_THRESHOLD,
+    learned_threshold: float = LEARNED_THRESHOLD,
+    labels: np.ndarray | None = None,
+) -> OutlierResult:
     """Score every image; the models are fitted on the images where ``fit`` is True (default: all).
 
     With ``labels``, the learned detector standardises features within each class large enough
@@ -70,11 +75,12 @@ def detect_outliers(images: np.ndarray, fit: np.ndarray | None = None, seed: int
         learned, standardised = _learned_scores(features, fit, seed, labels)
     else:
         learned, standardised = np.zeros(n), standardise(features, fit)
-        notes.append(f"outliers: {int(fit.sum())} images are too few for the learned detector "
-                     f"(need {MIN_IMAGES_PER_FEATURE * features.shape[1]}); colour check only")
+        notes.append(
+            f"outliers: {int(fit.sum())} images are too few for the learned detector "
+            f"(need {MIN_IMAGES_PER_FEATURE * features.shape[1]}); colour check only"
+        )
     flagged = (colour > colour_threshold) | (learned > learned_threshold)
-    reasons = [_reason(colour[i], learned[i], standardised[i], colour_threshold, learned_threshold) if flagged[i] else ""
-               for i in range(n)]
+    reasons = [_reason(colour[i], learned[i], standardised[i], colour_threshold, learned_threshold) if flagged[i] else "" for i in range(n)]
     return OutlierResult(colour, learned, features, flagged, reasons, tuple(notes))
 
 

@@ -49,8 +49,9 @@ def _title(report: AuditReport, kind: str) -> str:
     counts = report.summary()[kind]
     found = f"{counts['groups']} groups, {counts['images']} images" if kind in GROUP_KINDS else f"{counts['images']} images"
     named = f"; under each: #index, class, file within {report.source}" if report.item_names else "; under each: #index, class"
-    if report.item_names and all(name.startswith(f"{report.class_names[label]}/")
-                                 for name, label in zip(report.item_names, report.labels.tolist())):
+    if report.item_names and all(
+        name.startswith(f"{report.class_names[label]}/") for name, label in zip(report.item_names, report.labels.tolist())
+    ):
         named = f"; under each: #index, class, file within {report.source}/CLASS"
     return f"{kind}: {found}, {counts['flagged']} flagged. {DESCRIPTIONS[kind]}{named}"
 
@@ -75,7 +76,7 @@ def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
         strength = np.maximum(report.scores["colour"], report.scores["learned"])
         indices.sort(key=lambda i: -strength[i])
     items = [(i, caption(i)) for i in indices]
-    return [items[k:k + COLUMNS] for k in range(0, len(items), COLUMNS)]
+    return [items[k : k + COLUMNS] for k in range(0, len(items), COLUMNS)]
 
 
 def contact_sheet(images: np.ndarray, rows: list[list[tuple[int, str]]], title: str) -> Image.Image:
@@ -158,6 +159,13 @@ def print_summary(report: AuditReport, console) -> None:
     rows = report.class_distribution()
     total, kept = sum(r["images"] for r in rows), sum(r["kept"] for r in rows)
     for row in rows:
-        classes.add_row(str(row["label"]), row["class"], str(row["images"]), f"{row['images'] / max(total, 1):.1%}",
-                        str(row["flagged"]), str(row["kept"]), f"{row['kept'] / max(kept, 1):.1%}")
+        classes.add_row(
+            str(row["label"]),
+            row["class"],
+            str(row["images"]),
+            f"{row['images'] / max(total, 1):.1%}",
+            str(row["flagged"]),
+            str(row["kept"]),
+            f"{row['kept'] / max(kept, 1):.1%}",
+        )
     console.print(classes)

@@ -12,7 +12,9 @@ KINDS = ("exact_duplicates", "near_duplicates", "label_conflicts", "blank_or_cor
 GROUP_KINDS = ("exact_duplicates", "near_duplicates", "label_conflicts")
 DESCRIPTIONS = {
     "exact_duplicates": "byte-identical copies; all but the first of each group are flagged",
-    "near_duplicates": "copies re-encoded, brightened, shifted or cropped (exact copies included); all but the first of each group are flagged",
+    "near_duplicates": (
+        "copies re-encoded, brightened, shifted or cropped (exact copies included); all but the first of each group are flagged"
+    ),
     "label_conflicts": "copies (exact or near) filed under different classes; every member is flagged, its label cannot be trusted",
     "blank_or_corrupt": "one colour everywhere, bands of identical rows or columns, or pure noise",
     "outliers": "not one cell on a smear background: a foreign picture behind the cell, unusual colours or texture",
@@ -105,8 +107,10 @@ class AuditReport:
         """Per class: images, flagged (any kind), kept."""
         total = np.bincount(self.labels, minlength=len(self.class_names))
         flagged = np.bincount(self.labels[self.flagged_indices()], minlength=len(self.class_names))
-        return [{"class": name, "label": c, "images": int(total[c]), "flagged": int(flagged[c]), "kept": int(total[c] - flagged[c])}
-                for c, name in enumerate(self.class_names)]
+        return [
+            {"class": name, "label": c, "images": int(total[c]), "flagged": int(flagged[c]), "kept": int(total[c] - flagged[c])}
+            for c, name in enumerate(self.class_names)
+        ]
 
     def _kinds(self, kinds) -> tuple[str, ...]:
         if kinds is None:
@@ -121,6 +125,7 @@ class AuditReport:
 
     def to_dict(self, include_scores: bool = False) -> dict:
         """A JSON-ready dict: counts, class distribution, groups and flagged images with labels and reasons."""
+
         def item(i: int) -> dict:
             entry = {"index": int(i)}
             if self.item_names:
@@ -142,11 +147,19 @@ class AuditReport:
                 entry["flagged_images"] = [item(i) for i in self.flagged.get(kind, [])]
             kinds[kind] = entry
         out = {
-            "source": self.source, "images": self.n_images, "image_size": self.image_size, "fingerprint": self.fingerprint,
-            "class_names": list(self.class_names), "class_distribution": self.class_distribution(),
-            "flagged": len(self.flagged_indices()), "kept": self.n_images - len(self.flagged_indices()),
-            "kinds": kinds, "thresholds": self.thresholds, "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
-            "notes": self.notes, "left_out": [{"path": name, "why": why} for name, why in self.left_out],
+            "source": self.source,
+            "images": self.n_images,
+            "image_size": self.image_size,
+            "fingerprint": self.fingerprint,
+            "class_names": list(self.class_names),
+            "class_distribution": self.class_distribution(),
+            "flagged": len(self.flagged_indices()),
+            "kept": self.n_images - len(self.flagged_indices()),
+            "kinds": kinds,
+            "thresholds": self.thresholds,
+            "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+            "notes": self.notes,
+            "left_out": [{"path": name, "why": why} for name, why in self.left_out],
         }
         if include_scores:
             out["scores"] = {k: np.round(v, 3).tolist() for k, v in self.scores.items()}

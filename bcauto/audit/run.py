@@ -124,8 +124,9 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
         _, first = np.unique(exact, return_index=True)
         once = np.zeros(n, bool)
         once[first] = True
-        result = outlier_module.detect_outliers(images, fit & once, options.seed, options.colour_threshold,
-                                                options.learned_threshold, labels)
+        result = outlier_module.detect_outliers(
+            images, fit & once, options.seed, options.colour_threshold, options.learned_threshold, labels
+        )
         timings["outliers"] = time.perf_counter() - start
         if "blank_or_corrupt" in checks:  # reported there already
             flagged["outliers"] = np.flatnonzero(result.flagged & ~is_broken).tolist()
@@ -136,10 +137,22 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
         scores["colour"], scores["learned"] = result.colour, result.learned
         notes += result.notes
     return AuditReport(
-        source=data.source, n_images=n, image_size=data.image_size, class_names=tuple(data.class_names), labels=labels,
-        groups=groups, flagged=flagged, reasons=reasons, scores=scores, checks=tuple(k for k in KINDS if k in checks),
-        thresholds={k: v for k, v in asdict(options).items() if k.endswith("threshold")}, timings=timings, notes=notes,
-        fingerprint=data.fingerprint(), item_names=tuple(data.item_names), left_out=tuple(data.left_out),
+        source=data.source,
+        n_images=n,
+        image_size=data.image_size,
+        class_names=tuple(data.class_names),
+        labels=labels,
+        groups=groups,
+        flagged=flagged,
+        reasons=reasons,
+        scores=scores,
+        checks=tuple(k for k in KINDS if k in checks),
+        thresholds={k: v for k, v in asdict(options).items() if k.endswith("threshold")},
+        timings=timings,
+        notes=notes,
+        fingerprint=data.fingerprint(),
+        item_names=tuple(data.item_names),
+        left_out=tuple(data.left_out),
     )
 
 

@@ -71,8 +71,18 @@ class Dataset:
         positions = np.arange(len(self.labels))[indices].tolist()  # integer indices or a boolean mask alike
         names = tuple(self.item_names[i] for i in positions) if self.item_names else ()
         domains = self.domains[indices] if self.domains is not None else None
-        return Dataset(self.images[indices], self.labels[indices], self.class_names, self.source, self.notes,
-                       names, self.left_out, domains, self.domain_names, self.class_names_given)
+        return Dataset(
+            self.images[indices],
+            self.labels[indices],
+            self.class_names,
+            self.source,
+            self.notes,
+            names,
+            self.left_out,
+            domains,
+            self.domain_names,
+            self.class_names_given,
+        )
 
 
 def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -122,9 +132,7 @@ def validate_arrays(images, labels, where: str, class_names=None) -> tuple[np.nd
         raise BcautoError(f"{where}: {plural(len(images), 'image')} but {plural(len(labels), 'label')}; they must match one to one")
     num_classes = len(class_names) if class_names is not None else int(labels.max()) + 1
     if labels.min() < 0 or labels.max() >= num_classes:
-        raise BcautoError(
-            f"{where}: labels must lie in 0..{num_classes - 1}, found values from {labels.min()} to {labels.max()}"
-        )
+        raise BcautoError(f"{where}: labels must lie in 0..{num_classes - 1}, found values from {labels.min()} to {labels.max()}")
     return images, labels, notes
 
 
@@ -136,7 +144,7 @@ def _to_uint8(images: np.ndarray, where: str) -> tuple[np.ndarray, float, float]
     step = max(1, _CHUNK_VALUES // images[0].size)
     bad, low, high = 0, np.inf, -np.inf
     for start in range(0, len(images), step):
-        chunk = images[start:start + step].astype(np.float32, copy=False)
+        chunk = images[start : start + step].astype(np.float32, copy=False)
         finite = np.isfinite(chunk).reshape(len(chunk), -1).all(axis=1)
         bad += int((~finite).sum())
         if finite.all():
@@ -148,6 +156,6 @@ def _to_uint8(images: np.ndarray, where: str) -> tuple[np.ndarray, float, float]
     scale = 255.0 if high <= 1.0 and np.issubdtype(images.dtype, np.floating) else 1.0
     out = np.empty(images.shape, np.uint8)
     for start in range(0, len(images), step):
-        chunk = images[start:start + step].astype(np.float32) * scale
-        out[start:start + step] = np.clip(np.rint(chunk, out=chunk), 0, 255)
+        chunk = images[start : start + step].astype(np.float32) * scale
+        out[start : start + step] = np.clip(np.rint(chunk, out=chunk), 0, 255)
     return out, low, high

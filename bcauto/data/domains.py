@@ -61,10 +61,9 @@ def merge_domains(parts: list[Dataset], names: list[str]) -> Dataset:
                 class_names.append(name)
             mapping.append(keys[class_key(name)])
         labels.append(np.asarray(mapping, np.int64)[part.labels] if len(part.labels) else part.labels)
-    items = ()
+    items: tuple[str, ...] = ()
     if any(part.item_names for part in parts):
-        items = tuple(f"{domain}/{part.item_name(i) or i}" for domain, part in zip(unique, parts)
-                      for i in range(len(part.labels)))
+        items = tuple(f"{domain}/{part.item_name(i) or i}" for domain, part in zip(unique, parts) for i in range(len(part.labels)))
     return Dataset(
         images=np.concatenate([part.images for part in parts]),
         labels=np.concatenate(labels).astype(np.int64),

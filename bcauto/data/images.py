@@ -71,15 +71,13 @@ def scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndar
     class_dirs = sorted((entry for entry in entries if entry.is_dir()), key=lambda entry: entry.name)
     if not class_dirs:
         what = "is empty" if not entries else "has no class subfolders"
-        raise BcautoError(f"{root}: {what}; expected one subfolder per class holding its images "
-                          f"({root}/<class>/<image>.png)")
+        raise BcautoError(f"{root}: {what}; expected one subfolder per class holding its images ({root}/<class>/<image>.png)")
     files, labels, ignored = [], [], []
     for label, class_dir in enumerate(class_dirs):
         members = sorted(entry for entry in class_dir.iterdir() if not entry.name.startswith("."))
         images = [entry for entry in members if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES]
         if not images:
-            raise BcautoError(f"{class_dir}: class folder without images; expected files ending in "
-                              f"{', '.join(IMAGE_SUFFIXES)} (any case)")
+            raise BcautoError(f"{class_dir}: class folder without images; expected files ending in {', '.join(IMAGE_SUFFIXES)} (any case)")
         ignored += sorted(set(members) - set(images))
         files += images
         labels += [label] * len(images)

@@ -29,8 +29,7 @@ def load_data(spec: str, image_size: int, components, options: dict | None = Non
     spec = spec.strip()
     parts = split_spec(spec)
     if len(parts) > 1:
-        return merge_domains([load_data(part, image_size, components, options) for part in parts],
-                             [domain_name(part) for part in parts])
+        return merge_domains([load_data(part, image_size, components, options) for part in parts], [domain_name(part) for part in parts])
     registry = components.datasets
     if spec == AUTO:
         return _auto(image_size, registry, options)
@@ -55,11 +54,16 @@ def _auto(image_size: int, registry, options: dict) -> Dataset:
             what = f"BloodMNIST {arg}px" if arg else data.source
             return _with_note(data, f"--data auto: using {what}; pass --data PATH to use your own images")
     if "synthetic" not in registry:
-        raise BcautoError("--data auto: neither the 'bloodmnist' nor the 'synthetic' source is enabled; "
-                          "pass --data PATH (an .npz file or an image folder)")
+        raise BcautoError(
+            "--data auto: neither the 'bloodmnist' nor the 'synthetic' source is enabled; "
+            "pass --data PATH (an .npz file or an image folder)"
+        )
     data = _checked(registry.get("synthetic").load(None, image_size, options), image_size, "synthetic")
-    return _with_note(data, "--data auto: BloodMNIST is neither cached nor reachable, so SYNTHETIC images are used; "
-                            "pass real data with --data PATH (an .npz file or an image folder) or --data bloodmnist")
+    return _with_note(
+        data,
+        "--data auto: BloodMNIST is neither cached nor reachable, so SYNTHETIC images are used; "
+        "pass real data with --data PATH (an .npz file or an image folder) or --data bloodmnist",
+    )
 
 
 def _with_note(data: Dataset, note: str) -> Dataset:
@@ -73,11 +77,13 @@ def _checked(data, image_size: int, name: str) -> Dataset:
         raise BcautoError(f"{where} returned {type(data).__name__}; expected a bcauto.data.Dataset")
     images, labels = data.images, data.labels
     if images.dtype != np.uint8 or images.shape[1:] != (image_size, image_size, 3):
-        raise BcautoError(f"{where} returned {images.dtype} images of shape {images.shape}; "
-                          f"expected uint8 N x {image_size} x {image_size} x 3")
+        raise BcautoError(
+            f"{where} returned {images.dtype} images of shape {images.shape}; expected uint8 N x {image_size} x {image_size} x 3"
+        )
     if labels.dtype != np.int64 or labels.shape != (len(images),):
-        raise BcautoError(f"{where} returned {labels.dtype} labels of shape {labels.shape}; "
-                          f"expected int64 with one label per image ({len(images)})")
+        raise BcautoError(
+            f"{where} returned {labels.dtype} labels of shape {labels.shape}; expected int64 with one label per image ({len(images)})"
+        )
     if len(labels) and (labels.min() < 0 or labels.max() >= len(data.class_names)):
         raise BcautoError(f"{where} returned labels {labels.min()}..{labels.max()} for {plural(len(data.class_names), 'class')}")
     return data

@@ -45,8 +45,10 @@ def stratified_split(data: Dataset, val_fraction: float, seed: int, groups: np.n
     counts = data.class_counts()
     present = [data.class_names[c] for c, n in enumerate(counts) if n > 0]
     if len(present) < 2:
-        raise BcautoError(f"{data.source}: only one class has images ({', '.join(present) or 'none'}); a classifier needs "
-                          "at least two (an image folder needs one subfolder per class)")
+        raise BcautoError(
+            f"{data.source}: only one class has images ({', '.join(present) or 'none'}); a classifier needs "
+            "at least two (an image folder needs one subfolder per class)"
+        )
     n_splits = max(2, int(round(1 / val_fraction)))
     small = [(data.class_names[c], int(n)) for c, n in enumerate(counts) if 0 < n < n_splits]
     if small:
@@ -71,12 +73,13 @@ def hold_out_domain(data: Dataset, name: str | None = None) -> tuple[np.ndarray,
     never trains on.
     """
     if data.domains is None or len(data.domain_names) < 2:
-        raise BcautoError(f"{data.source}: a held-out domain needs data from several sources "
-                          "(--data 'LAB_A + LAB_B', or --data LAB_A --data LAB_B in bcauto search)")
+        raise BcautoError(
+            f"{data.source}: a held-out domain needs data from several sources "
+            "(--data 'LAB_A + LAB_B', or --data LAB_A --data LAB_B in bcauto search)"
+        )
     chosen = name or data.domain_names[-1]
     if chosen not in data.domain_names:
-        raise BcautoError(f"[data] validation_domain = {chosen!r} is none of the sources' domains: "
-                          f"{', '.join(data.domain_names)}")
+        raise BcautoError(f"[data] validation_domain = {chosen!r} is none of the sources' domains: {', '.join(data.domain_names)}")
     held = data.domains == data.domain_names.index(chosen)
     if not held.any():
         raise BcautoError(f"{data.source}: the domain {chosen!r} has no images")

@@ -94,20 +94,22 @@ def _noise(stddev: float, seeds: Seeds) -> layers.Layer:
 def build_flip_rotate_zoom(params: dict, image_size: int, seed: int | None) -> keras.Sequential:
     """Flips, rotation, zoom, brightness and Gaussian noise, each scaled by ``strength``."""
     s, seeds = params["strength"], _seeds(seed)
-    return _pipeline("flip_rotate_zoom", [
-        *_flips(seeds),
-        layers.RandomRotation(REPORT_ROTATION * s, seed=next(seeds), dtype=DTYPE),
-        layers.RandomZoom(REPORT_ZOOM * s, seed=next(seeds), dtype=DTYPE),
-        _brightness(REPORT_BRIGHTNESS * s, seeds),
-        _noise(REPORT_NOISE * s, seeds),
-    ])
+    return _pipeline(
+        "flip_rotate_zoom",
+        [
+            *_flips(seeds),
+            layers.RandomRotation(REPORT_ROTATION * s, seed=next(seeds), dtype=DTYPE),
+            layers.RandomZoom(REPORT_ZOOM * s, seed=next(seeds), dtype=DTYPE),
+            _brightness(REPORT_BRIGHTNESS * s, seeds),
+            _noise(REPORT_NOISE * s, seeds),
+        ],
+    )
 
 
 def build_randaugment(params: dict, image_size: int, seed: int | None) -> keras.Sequential:
     """Orientation, then RandAugment over the cell-safe operations (see :mod:`bcauto_builtin.layers`)."""
     seeds = _seeds(seed)
-    augment = CellRandAugment(value_range=VALUE_RANGE, num_ops=params["num_ops"], factor=params["factor"],
-                              seed=next(seeds), dtype=DTYPE)
+    augment = CellRandAugment(value_range=VALUE_RANGE, num_ops=params["num_ops"], factor=params["factor"], seed=next(seeds), dtype=DTYPE)
     return _pipeline("randaugment", [*_orientation(seeds), augment])
 
 
@@ -161,37 +163,42 @@ def build_stain(params: dict, image_size: int, seed: int | None) -> keras.Sequen
     +-20% of the range.
     """
     s, seeds = params["strength"], _seeds(seed)
-    return _pipeline("stain", [
-        *_orientation(seeds),
-        layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
-        # RandomSaturation's factor f multiplies saturation by f / (1 - f): 0.5 keeps it
-        layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds),
-                                dtype=DTYPE),
-        _contrast(0.3 * s, seeds),
-        _brightness(0.2 * s, seeds),
-    ])
+    return _pipeline(
+        "stain",
+        [
+            *_orientation(seeds),
+            layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            # RandomSaturation's factor f multiplies saturation by f / (1 - f): 0.5 keeps it
+            layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            _contrast(0.3 * s, seeds),
+            _brightness(0.2 * s, seeds),
+        ],
+    )
 
 
 def _blur(strength: float, image_size: int, seeds: Seeds) -> layers.Layer:
     """Gaussian blur on half the images; sigma, drawn per batch, up to ``strength`` x 1/64 of the image side."""
     sigma = max(strength * image_size / 64, 0.1)
     kernel = 2 * max(1, round(2 * sigma)) + 1  # covers +-2 sigma
-    return layers.RandomGaussianBlur(factor=(0.5, 0.5), kernel_size=kernel, sigma=(0.05, sigma),
-                                     value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE)
+    return layers.RandomGaussianBlur(
+        factor=(0.5, 0.5), kernel_size=kernel, sigma=(0.05, sigma), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE
+    )
 
 
 def build_corruption(params: dict, image_size: int, seed: int | None) -> keras.Sequential:
     """Orientation, then the shifts a microscope or scanner brings: blur, exposure, noise and debris."""
     s, seeds = params["strength"], _seeds(seed)
-    return _pipeline("corruption", [
-        *_orientation(seeds),
-        _blur(s, image_size, seeds),
-        _contrast(0.4 * s, seeds),
-        _brightness(0.3 * s, seeds),
-        _noise(0.05 * 255 * s, seeds),
-        layers.RandomErasing(factor=(0.5 * s, 0.5 * s), scale=(0.02, 0.08), value_range=VALUE_RANGE,
-                             seed=next(seeds), dtype=DTYPE),
-    ])
+    return _pipeline(
+        "corruption",
+        [
+            *_orientation(seeds),
+            _blur(s, image_size, seeds),
+            _contrast(0.4 * s, seeds),
+            _brightness(0.3 * s, seeds),
+            _noise(0.05 * 255 * s, seeds),
+            layers.RandomErasing(factor=(0.5 * s, 0.5 * s), scale=(0.02, 0.08), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+        ],
+    )
 
 
 # Stain jitter at strength 1. Tellez et al. (2019, Med. Image Anal.) call scale and shift ranges of +-0.05
@@ -229,12 +236,15 @@ def build_lab(params: dict, image_size: int, seed: int | None) -> keras.Sequenti
       0.2 s) and brightness +-10 s % of the range.
     """
     s, seeds = params["strength"], _seeds(seed)
-    return _pipeline("lab", [
-        *_orientation(seeds),
-        RandomMagnification(params["zoom"], seed=next(seeds), dtype=DTYPE),
-        RandomHEDJitter(LAB_HED_SIGMA * s, LAB_HED_BIAS * s, seed=next(seeds), dtype=DTYPE),
-        RandomWhiteBalance(LAB_WHITE_BALANCE * s, seed=next(seeds), dtype=DTYPE),
-        _blur(s, image_size, seeds),
-        _contrast(LAB_CONTRAST * s, seeds),
-        _brightness(LAB_BRIGHTNESS * s, seeds),
-    ])
+    return _pipeline(
+        "lab",
+        [
+            *_orientation(seeds),
+            RandomMagnification(params["zoom"], seed=next(seeds), dtype=DTYPE),
+            RandomHEDJitter(LAB_HED_SIGMA * s, LAB_HED_BIAS * s, seed=next(seeds), dtype=DTYPE),
+            RandomWhiteBalance(LAB_WHITE_BALANCE * s, seed=next(seeds), dtype=DTYPE),
+            _blur(s, image_size, seeds),
+            _contrast(LAB_CONTRAST * s, seeds),
+            _brightness(LAB_BRIGHTNESS * s, seeds),
+        ],
+    )

@@ -33,12 +33,14 @@ build_lab = lazy(_PIPELINES, "build_lab")
 
 # --- none -------------------------------------------------------------------------------------------------
 
+
 def build_none(params: dict, image_size: int, seed: int | None) -> None:
     """No augmentation layer."""
     return None  # noqa: RET501 - the spec's contract: a layer or None
 
 
 # --- flip_rotate_zoom -------------------------------------------------------------------------------------
+
 
 def flip_rotate_zoom_space(trial) -> dict:
     """``strength`` scales every factor of the flip_rotate_zoom policy (1.0 gives the REPORT_* values)."""
@@ -47,6 +49,7 @@ def flip_rotate_zoom_space(trial) -> dict:
 
 # --- randaugment ------------------------------------------------------------------------------------------
 
+
 def randaugment_space(trial) -> dict:
     """Operations per image and their magnitude, both kept low for small centred cells."""
     return {"num_ops": trial.suggest_int("num_ops", 1, 3), "factor": trial.suggest_float("factor", 0.05, 0.3)}
@@ -54,12 +57,14 @@ def randaugment_space(trial) -> dict:
 
 # --- augmix -----------------------------------------------------------------------------------------------
 
+
 def augmix_space(trial) -> dict:
     """``severity``: the magnitude of every operation in the chains."""
     return {"severity": trial.suggest_float("severity", 0.1, 0.6)}
 
 
 # --- mixup_cutmix -----------------------------------------------------------------------------------------
+
 
 def mix_space(trial) -> dict:
     """Per-image chances of MixUp and of CutMix (the rest stays unmixed) and their Beta ``alpha``."""
@@ -72,6 +77,7 @@ def mix_space(trial) -> dict:
 
 # --- stain ------------------------------------------------------------------------------------------------
 
+
 def stain_space(trial) -> dict:
     """``strength`` scales every colour jitter together."""
     return {"strength": trial.suggest_float("strength", 0.1, 1.0)}
@@ -79,12 +85,14 @@ def stain_space(trial) -> dict:
 
 # --- corruption -------------------------------------------------------------------------------------------
 
+
 def corruption_space(trial) -> dict:
     """``strength`` scales blur, noise, contrast, brightness and the chance of an occluding patch."""
     return {"strength": trial.suggest_float("strength", 0.1, 1.0)}
 
 
 # --- lab --------------------------------------------------------------------------------------------------
+
 
 def lab_space(trial) -> dict:
     """``strength`` scales the colour and blur jitter; ``zoom`` bounds the change of magnification."""
@@ -102,19 +110,52 @@ def load_keras_objects():
 @hookimpl
 def register_augmentations(register):
     register(AugmentationSpec("none", build_none, description="no augmentation"))
-    register(AugmentationSpec("flip_rotate_zoom", build_flip_rotate_zoom, flip_rotate_zoom_space,
-                              description="flips, rotation, zoom, brightness and Gaussian noise (the policy of studies/report-reproduction.toml)"))
-    register(AugmentationSpec("randaugment", build_randaugment, randaugment_space,
-                              description="flips/quarter turns + RandAugment without translate, posterize, solarize"))
-    register(AugmentationSpec("augmix", build_augmix, augmix_space,
-                              description="flips/quarter turns + AugMix over cell-safe operations drawn per batch"))
-    register(AugmentationSpec("mixup_cutmix", build_mix_geometry, mix_space, mixes_labels=True,
-                              build_batch=build_mix_batch,
-                              description="flips/quarter turns in the model, MixUp or CutMix per image in tf.data"))
-    register(AugmentationSpec("stain", build_stain, stain_space,
-                              description="flips/quarter turns + hue, saturation, contrast and brightness jitter"))
-    register(AugmentationSpec("corruption", build_corruption, corruption_space,
-                              description="flips/quarter turns + blur, contrast, brightness, noise, random erasing"))
-    register(AugmentationSpec("lab", build_lab, lab_space,
-                              description="flips/quarter turns + zoom, HED stain, white balance, blur, contrast, "
-                                          "brightness"))
+    register(
+        AugmentationSpec(
+            "flip_rotate_zoom",
+            build_flip_rotate_zoom,
+            flip_rotate_zoom_space,
+            description="flips, rotation, zoom, brightness and Gaussian noise (the policy of studies/report-reproduction.toml)",
+        )
+    )
+    register(
+        AugmentationSpec(
+            "randaugment",
+            build_randaugment,
+            randaugment_space,
+            description="flips/quarter turns + RandAugment without translate, posterize, solarize",
+        )
+    )
+    register(
+        AugmentationSpec(
+            "augmix", build_augmix, augmix_space, description="flips/quarter turns + AugMix over cell-safe operations drawn per batch"
+        )
+    )
+    register(
+        AugmentationSpec(
+            "mixup_cutmix",
+            build_mix_geometry,
+            mix_space,
+            mixes_labels=True,
+            build_batch=build_mix_batch,
+            description="flips/quarter turns in the model, MixUp or CutMix per image in tf.data",
+        )
+    )
+    register(
+        AugmentationSpec(
+            "stain", build_stain, stain_space, description="flips/quarter turns + hue, saturation, contrast and brightness jitter"
+        )
+    )
+    register(
+        AugmentationSpec(
+            "corruption",
+            build_corruption,
+            corruption_space,
+            description="flips/quarter turns + blur, contrast, brightness, noise, random erasing",
+        )
+    )
+    register(
+        AugmentationSpec(
+            "lab", build_lab, lab_space, description="flips/quarter turns + zoom, HED stain, white balance, blur, contrast, brightness"
+        )
+    )

@@ -45,9 +45,12 @@ def load_keras_objects():
 @hookimpl
 def register_canonicalizers(register):
     register(CanonicalizerSpec("none", build_none, description="images reach the backbone as loaded"))
-    register(CanonicalizerSpec("stain_norm", build_stain_norm,
-                               description="Reinhard colour transfer (CIELAB) to the PBC/MGG reference style"))
-    register(CanonicalizerSpec("cell_crop", build_cell_crop, crop_space,
-                               description="centred on the white cell's nucleus, zoomed to a canonical size"))
-    register(CanonicalizerSpec("cell_crop_stain_norm", build_cell_crop_stain_norm, crop_space,
-                               description="cell_crop, then stain_norm"))
+    register(
+        CanonicalizerSpec("stain_norm", build_stain_norm, description="Reinhard colour transfer (CIELAB) to the PBC/MGG reference style")
+    )
+    register(
+        CanonicalizerSpec(
+            "cell_crop", build_cell_crop, crop_space, description="centred on the white cell's nucleus, zoomed to a canonical size"
+        )
+    )
+    register(CanonicalizerSpec("cell_crop_stain_norm", build_cell_crop_stain_norm, crop_space, description="cell_crop, then stain_norm"))

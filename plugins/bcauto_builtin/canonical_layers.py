@@ -54,7 +54,8 @@ def rgb_to_lab(rgb):
     x = ops.clip(rgb / 255.0, 0.0, 1.0)
     linear = ops.where(x > 0.04045, ops.power((x + 0.055) / 1.055, 2.4), x / 12.92)
     xyz = ops.matmul(linear, ops.convert_to_tensor(xyz_from_rgb.T.astype("float32"))) / ops.convert_to_tensor(
-        np.array(D65_WHITE, "float32"))
+        np.array(D65_WHITE, "float32")
+    )
     f = ops.where(xyz > 0.008856, ops.power(ops.maximum(xyz, EPSILON), 1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
     fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
     return ops.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
@@ -66,11 +67,9 @@ def lab_to_rgb(lab):
     fx = lab[..., 1] / 500.0 + fy
     fz = ops.maximum(fy - lab[..., 2] / 200.0, 0.0)
     f = ops.stack([fx, fy, fz], axis=-1)
-    xyz = ops.where(f > 0.2068966, ops.power(f, 3.0), (f - 16.0 / 116.0) / 7.787) * ops.convert_to_tensor(
-        np.array(D65_WHITE, "float32"))
+    xyz = ops.where(f > 0.2068966, ops.power(f, 3.0), (f - 16.0 / 116.0) / 7.787) * ops.convert_to_tensor(np.array(D65_WHITE, "float32"))
     linear = ops.matmul(xyz, ops.convert_to_tensor(rgb_from_xyz.T.astype("float32")))
-    srgb = ops.where(linear > 0.0031308, 1.055 * ops.power(ops.maximum(linear, EPSILON), 1.0 / 2.4) - 0.055,
-                     12.92 * linear)
+    srgb = ops.where(linear > 0.0031308, 1.055 * ops.power(ops.maximum(linear, EPSILON), 1.0 / 2.4) - 0.055, 12.92 * linear)
     return ops.clip(srgb, 0.0, 1.0) * 255.0
 
 
@@ -164,8 +163,7 @@ class CellCentredCrop(keras.layers.Layer):
         half = (side - 1.0) / 2.0
         zeros = ops.zeros_like(zoom)
         # output pixel (x, y) samples input (x / zoom + col - half / zoom, y / zoom + row - half / zoom)
-        transform = ops.stack([1.0 / zoom, zeros, col - half / zoom, zeros, 1.0 / zoom, row - half / zoom, zeros, zeros],
-                              axis=1)
+        transform = ops.stack([1.0 / zoom, zeros, col - half / zoom, zeros, 1.0 / zoom, row - half / zoom, zeros, zeros], axis=1)
         out = ops.image.affine_transform(images, transform, interpolation="bilinear", fill_mode="reflect")
         return ops.clip(out, 0.0, 255.0)
 
@@ -185,5 +183,6 @@ def build_cell_crop(params: dict, image_size: int) -> keras.layers.Layer:
 
 
 def build_cell_crop_stain_norm(params: dict, image_size: int) -> keras.Sequential:
-    return keras.Sequential([build_cell_crop(params, image_size), build_stain_norm(params, image_size)],
-                            name="canonical_cell_crop_stain_norm")
+    return keras.Sequential(
+        [build_cell_crop(params, image_size), build_stain_norm(params, image_size)], name="canonical_cell_crop_stain_norm"
+    )

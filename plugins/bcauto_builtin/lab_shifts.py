@@ -86,8 +86,9 @@ def _resample(images: np.ndarray, factors, shifts, rng) -> np.ndarray:
                 (y0, y1), (x0, x1) = (rows[0], rows[-1] + 1), (cols[0], cols[-1] + 1)
                 # source = output / f + offset, for the output window [y0:y1, x0:x1] of this tile
                 offset = centre - (centre + shift + np.array([a, b]) * pitch) / f + np.array([y0, x0]) / f
-                patch = ndimage.affine_transform(tile, (1 / f, 1 / f, 1), (*offset, 0), output_shape=(y1 - y0, x1 - x0, 3),
-                                                 order=1, mode="mirror")
+                patch = ndimage.affine_transform(
+                    tile, (1 / f, 1 / f, 1), (*offset, 0), output_shape=(y1 - y0, x1 - x0, 3), order=1, mode="mirror"
+                )
                 out[i, y0:y1, x0:x1] += (wy[y0:y1, None] * wx[None, x0:x1])[..., None] * patch
     return _clip(out)
 
@@ -198,8 +199,12 @@ def stain_style(images, severity, rng):
 
 
 CASTS = {  # relative channel gains at full strength
-    "blue": (-0.7, -0.15, 0.6), "yellow": (0.35, 0.2, -0.9), "green": (-0.45, 0.45, -0.45),
-    "magenta": (0.35, -0.6, 0.35), "cyan": (-0.8, 0.2, 0.35), "warm": (0.4, -0.1, -0.6),
+    "blue": (-0.7, -0.15, 0.6),
+    "yellow": (0.35, 0.2, -0.9),
+    "green": (-0.45, 0.45, -0.45),
+    "magenta": (0.35, -0.6, 0.35),
+    "cyan": (-0.8, 0.2, 0.35),
+    "warm": (0.4, -0.1, -0.6),
 }
 
 
@@ -214,7 +219,7 @@ def white_balance(images, severity, rng):
     direction = np.array([CASTS[names[j]] for j in rng.integers(0, len(names), n)], np.float32)
     strength = _level(severity, (0.06, 0.12, 0.18, 0.24, 0.3)) * rng.uniform(0.85, 1.15, (n, 1))
     gains = np.clip(1 + direction * strength, 0.2, None)[:, None, None, :]
-    y, x = np.mgrid[-1:1:h * 1j, -1:1:w * 1j].astype(np.float32)
+    y, x = np.mgrid[-1 : 1 : h * 1j, -1 : 1 : w * 1j].astype(np.float32)
     cy, cx = rng.uniform(-0.25, 0.25, (2, n, 1, 1))
     falloff = _level(severity, (0.1, 0.2, 0.3, 0.4, 0.5)) * rng.uniform(0.85, 1.15, (n, 1, 1))
     light = np.clip(1 - falloff * ((y - cy) ** 2 + (x - cx) ** 2) / 2, 0.2, 1)[..., None]

@@ -58,12 +58,12 @@ class CellAugMix(keras.layers.AugMix):
                 getattr(self, name).backend.set_backend("tensorflow")
         seed = seed or self._get_seed_generator(self.backend._backend)
         # one index past the last operation means "skip this step": chains are up to chain_depth long
-        choices = self.backend.random.randint(
-            (self.num_chains, self.chain_depth), 0, len(self._augment_layers) + 1, seed=seed
-        )
+        choices = self.backend.random.randint((self.num_chains, self.chain_depth), 0, len(self._augment_layers) + 1, seed=seed)
         steps = [
-            [{name: getattr(self, name).get_random_transformation(data, seed=seed) for name in self._augment_layers}
-             for _ in range(self.chain_depth)]
+            [
+                {name: getattr(self, name).get_random_transformation(data, seed=seed) for name in self._augment_layers}
+                for _ in range(self.chain_depth)
+            ]
             for _ in range(self.num_chains)
         ]
         return {
@@ -114,8 +114,7 @@ class PixelNoise(keras.layers.Layer):
     def call(self, inputs, training=False):
         if not training:
             return inputs
-        noise = keras.random.normal(keras.ops.shape(inputs), stddev=self.stddev, dtype=self.compute_dtype,
-                                    seed=self.seed_generator)
+        noise = keras.random.normal(keras.ops.shape(inputs), stddev=self.stddev, dtype=self.compute_dtype, seed=self.seed_generator)
         return keras.ops.cast(inputs, self.compute_dtype) + noise
 
     def compute_output_shape(self, input_shape):
@@ -207,10 +206,8 @@ class RandomHEDJitter(keras.layers.Layer):
         if not training:
             return inputs
         draws = (keras.ops.shape(inputs)[0], 1, 1, 3)
-        alpha = keras.random.uniform(draws, 1.0 - self.sigma, 1.0 + self.sigma, dtype=self.compute_dtype,
-                                     seed=self.seed_generator)
-        beta = keras.random.uniform(draws, -self.bias, self.bias, dtype=self.compute_dtype,
-                                    seed=self.seed_generator)
+        alpha = keras.random.uniform(draws, 1.0 - self.sigma, 1.0 + self.sigma, dtype=self.compute_dtype, seed=self.seed_generator)
+        beta = keras.random.uniform(draws, -self.bias, self.bias, dtype=self.compute_dtype, seed=self.seed_generator)
         return self.jitter(inputs, alpha, beta)
 
     def compute_output_shape(self, input_shape):
@@ -240,8 +237,9 @@ class RandomWhiteBalance(keras.layers.Layer):
         if not training:
             return inputs
         ops = keras.ops
-        gains = keras.random.uniform((ops.shape(inputs)[0], 1, 1, 3), 1.0 - self.factor, 1.0 + self.factor,
-                                     dtype=self.compute_dtype, seed=self.seed_generator)
+        gains = keras.random.uniform(
+            (ops.shape(inputs)[0], 1, 1, 3), 1.0 - self.factor, 1.0 + self.factor, dtype=self.compute_dtype, seed=self.seed_generator
+        )
         gains = gains / ops.mean(gains, axis=-1, keepdims=True)
         return ops.clip(ops.cast(inputs, self.compute_dtype) * gains, 0.0, 255.0)
 
@@ -296,8 +294,7 @@ class RandomMagnification(keras.layers.Layer):
         images = ops.cast(inputs, self.compute_dtype)
         padded, pad = self._padded(images, side)
         log_zoom = math.log(self.max_zoom)
-        scale = ops.exp(keras.random.uniform((ops.shape(inputs)[0], 1), -log_zoom, log_zoom, dtype="float32",
-                                             seed=self.seed_generator))
+        scale = ops.exp(keras.random.uniform((ops.shape(inputs)[0], 1), -log_zoom, log_zoom, dtype="float32", seed=self.seed_generator))
         zoom = 1.0 / scale  # input pixels per output pixel
         # output pixel (x, y) samples the padded image at centre + zoom * (x - centre) on each axis
         centre = (side - 1) / 2

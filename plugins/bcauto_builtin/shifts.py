@@ -70,7 +70,9 @@ def pixelate(images, severity, rng):
     factor = _level(severity, (0.75, 0.6, 0.45, 0.33, 0.25))
     size = images.shape[1]
     small = max(2, int(size * factor))
-    return np.stack([np.asarray(Image.fromarray(im).resize((small, small), Image.BOX).resize((size, size), Image.NEAREST)) for im in images])
+    return np.stack(
+        [np.asarray(Image.fromarray(im).resize((small, small), Image.BOX).resize((size, size), Image.NEAREST)) for im in images]
+    )
 
 
 def brightness(images, severity, rng):
@@ -153,7 +155,7 @@ def occlusion(images, severity, rng):
     out = images.copy()
     for image in out:
         y, x = rng.integers(0, size - side + 1, 2)
-        image[y:y + side, x:x + side] = rng.integers(0, 256, 3)
+        image[y : y + side, x : x + side] = rng.integers(0, 256, 3)
     return out
 
 
@@ -161,17 +163,28 @@ def rotation(images, severity, rng):
     from scipy import ndimage  # here: SciPy takes a second to load
 
     degrees = _level(severity, (15, 30, 45, 90, 180))
-    return np.stack([_clip(ndimage.rotate(im.astype(np.float32), rng.uniform(-degrees, degrees), reshape=False, mode="reflect", order=1))
-                     for im in images])
+    return np.stack(
+        [
+            _clip(ndimage.rotate(im.astype(np.float32), rng.uniform(-degrees, degrees), reshape=False, mode="reflect", order=1))
+            for im in images
+        ]
+    )
 
 
 SHIFTS = (
-    (defocus_blur, "defocus blur (Gaussian)"), (motion_blur, "motion blur at a random angle"),
-    (jpeg, "JPEG compression"), (pixelate, "pixelation (down- and up-sampling)"),
-    (brightness, "brightness shift up or down"), (contrast, "contrast loss"),
-    (saturation, "saturation change (faded or over-saturated stain)"), (hue, "hue rotation (stain shift)"),
-    (gaussian_noise, "sensor noise"), (stain_deposits, "stain precipitate specks"), (bubbles, "air bubbles"),
-    (occlusion, "occluding patch"), (rotation, "rotation"),
+    (defocus_blur, "defocus blur (Gaussian)"),
+    (motion_blur, "motion blur at a random angle"),
+    (jpeg, "JPEG compression"),
+    (pixelate, "pixelation (down- and up-sampling)"),
+    (brightness, "brightness shift up or down"),
+    (contrast, "contrast loss"),
+    (saturation, "saturation change (faded or over-saturated stain)"),
+    (hue, "hue rotation (stain shift)"),
+    (gaussian_noise, "sensor noise"),
+    (stain_deposits, "stain precipitate specks"),
+    (bubbles, "air bubbles"),
+    (occlusion, "occluding patch"),
+    (rotation, "rotation"),
 )
 
 

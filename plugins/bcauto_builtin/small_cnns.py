@@ -33,8 +33,13 @@ def _groups(channels: int) -> int:
 
 def _conv(x, filters, kernel, name, l2=1e-4, norm="none"):
     x = layers.Conv2D(
-        filters, kernel, padding="same", activation="relu" if norm == "none" else None,
-        kernel_initializer="glorot_normal", kernel_regularizer=keras.regularizers.L2(l2), name=name,
+        filters,
+        kernel,
+        padding="same",
+        activation="relu" if norm == "none" else None,
+        kernel_initializer="glorot_normal",
+        kernel_regularizer=keras.regularizers.L2(l2),
+        name=name,
     )(x)
     if norm == "none":
         return x
@@ -83,8 +88,7 @@ def build_inception_cnn(input_shape, weights=None, base_filters=16, norm="none")
         p1 = _conv(x, f, 1, f"{name}_1x1", norm=norm)
         p3 = _conv(_conv(x, f, 1, f"{name}_3x3_reduce", norm=norm), f, 3, f"{name}_3x3", norm=norm)
         p5 = _conv(_conv(x, f // 2, 1, f"{name}_5x5_reduce", norm=norm), f // 2, 5, f"{name}_5x5", norm=norm)
-        pp = _conv(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x), f // 2, 1, f"{name}_pool_proj",
-                   norm=norm)
+        pp = _conv(layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x), f // 2, 1, f"{name}_pool_proj", norm=norm)
         x = layers.Concatenate(name=f"{name}_concat")([p1, p3, p5, pp])
         x = layers.MaxPooling2D(2, padding="same", name=f"{name}_out")(x)
     return keras.Model(inputs, x, name="inception_cnn")

@@ -42,8 +42,9 @@ def build_hog(input_shape, weights=None):
 
 
 def _spec(name, build, blocks=("b1_out", "b2_out")):
-    return BackboneSpec(name=name, build=build, preprocessing="unit", blocks=blocks, min_input_size=8,
-                        description=f"fails on purpose: {name}")
+    return BackboneSpec(
+        name=name, build=build, preprocessing="unit", blocks=blocks, min_input_size=8, description=f"fails on purpose: {name}"
+    )
 
 
 @hookimpl

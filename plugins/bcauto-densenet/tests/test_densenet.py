@@ -60,8 +60,25 @@ def test_one_trial_search_uses_the_plugin_backbone(tmp_path):
         '[search]\nbackbone = "densenet121"\naugmentation = "none"\nimbalance = "none"\nhead_units1 = 32\nhead_units2 = 16\n'
     )
     stores = ["--storage", f"sqlite:///{tmp_path}/optuna.db", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
-    assert main(["search", "--study", str(tmp_path / "densenet.toml"), "--trials", "1", "--workers", "0",
-                 "--data", "synthetic:120", "--work-dir", str(tmp_path / "work"), *stores]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "--study",
+                str(tmp_path / "densenet.toml"),
+                "--trials",
+                "1",
+                "--workers",
+                "0",
+                "--data",
+                "synthetic:120",
+                "--work-dir",
+                str(tmp_path / "work"),
+                *stores,
+            ]
+        )
+        == 0
+    )
     [trial] = optuna.load_study(study_name="densenet", storage=stores[1]).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
     run = MlflowClient(tracking_uri=stores[3]).get_run(trial.user_attrs["mlflow_run_id"])

@@ -2,8 +2,14 @@
 
 # BloodMNIST / PBC label order (the folder names of an image-folder copy, sorted)
 BLOOD_CELL_CLASSES = (
-    "basophil", "eosinophil", "erythroblast", "immature_granulocyte",
-    "lymphocyte", "monocyte", "neutrophil", "platelet",
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "immature_granulocyte",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
 )
 # images per class in the PBC data set, which the synthetic generator mimics
 BLOOD_CELL_COUNTS = (1004, 2514, 1238, 2302, 991, 1157, 2690, 1863)

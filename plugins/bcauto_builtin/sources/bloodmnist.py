@@ -75,8 +75,7 @@ def download(size: int, cache_dir=None) -> Path:
     root = cache_root(cache_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)  # get_file would use /tmp/.keras for a missing folder
-        return Path(keras.utils.get_file(fname, url(size), file_hash=md5, cache_dir=str(root),
-                                         cache_subdir=CACHE_SUBDIR))
+        return Path(keras.utils.get_file(fname, url(size), file_hash=md5, cache_dir=str(root), cache_subdir=CACHE_SUBDIR))
     except Exception as exc:  # noqa: BLE001 - get_file raises bare Exception for network errors, ValueError for bad hashes
         raise BcautoError(
             f"BloodMNIST {size}px could not be downloaded from {url(size)} ({exc}); check the network, or use "

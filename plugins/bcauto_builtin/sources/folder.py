@@ -61,8 +61,10 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
     try:
         for i, (mode, exc) in enumerate(pool.map(decode, range(len(files)))):
             if exc is not None and on_bad_image == "stop":
-                raise BcautoError(f"{files[i]}: cannot decode this image ({exc}); fix or remove it, or pass "
-                                  "--on-bad-image skip to leave undecodable images out")
+                raise BcautoError(
+                    f"{files[i]}: cannot decode this image ({exc}); fix or remove it, or pass "
+                    "--on-bad-image skip to leave undecodable images out"
+                )
             results.append((mode, exc))
     finally:
         pool.shutdown(cancel_futures=True)
@@ -90,7 +92,7 @@ def _drop(images: np.ndarray, labels: np.ndarray, bad: list[int]) -> tuple[np.nd
     for target, source in enumerate(keep):
         if target != source:
             images[target] = images[source]
-    return images[:len(keep)], labels[keep]
+    return images[: len(keep)], labels[keep]
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -46,7 +46,8 @@ def load_npz(path: Path, image_size: int, class_names: tuple[str, ...] | None = 
         for images_key, labels_key in pairs:
             where = f"{path} [{images_key}, {labels_key}]" if len(pairs) > 1 else str(path)
             images, split_labels, split_notes = validate_arrays(
-                _array(npz, images_key, path), _array(npz, labels_key, path), where, given_names)
+                _array(npz, images_key, path), _array(npz, labels_key, path), where, given_names
+            )
             parts.append(resize_images(images, image_size))
             labels.append(split_labels)
             names += [f"{images_key}[{i}]" for i in range(len(split_labels))]
@@ -55,8 +56,15 @@ def load_npz(path: Path, image_size: int, class_names: tuple[str, ...] | None = 
     labels = np.concatenate(labels)
     images = parts[0] if len(parts) == 1 else np.concatenate(parts)
     class_names, name_notes = _class_names(given_names, labels, path)
-    return Dataset(images, labels, class_names, str(path), tuple(notes + name_notes), item_names=tuple(names),
-                   class_names_given=given_names is not None)
+    return Dataset(
+        images,
+        labels,
+        class_names,
+        str(path),
+        tuple(notes + name_notes),
+        item_names=tuple(names),
+        class_names_given=given_names is not None,
+    )
 
 
 def _open(path: Path):
@@ -96,11 +104,12 @@ def _layout(npz, path: Path) -> tuple[list[tuple[str, str]], list[str]]:
         for split in splits:
             missing = [key for key in (f"{split}_images", f"{split}_labels") if key not in found]
             if missing:
-                raise BcautoError(f"{path}: the {split} split has no {missing[0]!r} array; "
-                                  f"arrays found: {', '.join(sorted(found))}")
+                raise BcautoError(f"{path}: the {split} split has no {missing[0]!r} array; arrays found: {', '.join(sorted(found))}")
         test = " (the test split is not loaded: keep it for a final evaluation)" if "test_images" in found else ""
-        return ([(f"{split}_images", f"{split}_labels") for split in splits],
-                [f"{path}: MedMNIST layout, using the {' and '.join(splits)} splits{test}"])
+        return (
+            [(f"{split}_images", f"{split}_labels") for split in splits],
+            [f"{path}: MedMNIST layout, using the {' and '.join(splits)} splits{test}"],
+        )
     raise BcautoError(
         f"{path}: expected arrays 'images' and 'labels' (or the MedMNIST layout 'train_images', 'train_labels', "
         f"'val_images', 'val_labels'); arrays found: {', '.join(sorted(found)) or 'none'}"
@@ -112,8 +121,7 @@ def _given_class_names(npz, path: Path) -> tuple[str, ...] | None:
         return None
     names = _array(npz, "class_names", path)
     if names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0:
-        raise BcautoError(f"{path}: 'class_names' must be a non-empty 1-D array of strings, got {names.dtype} "
-                          f"with shape {names.shape}")
+        raise BcautoError(f"{path}: 'class_names' must be a non-empty 1-D array of strings, got {names.dtype} with shape {names.shape}")
     names = tuple(name.decode() if isinstance(name, bytes) else str(name) for name in names.tolist())
     if len(set(names)) != len(names):
         raise BcautoError(f"{path}: 'class_names' repeats a name: {', '.join(names)}")
@@ -125,6 +133,7 @@ def _class_names(given, labels: np.ndarray, path: Path) -> tuple[tuple[str, ...]
         return given, []
     count = int(labels.max()) + 1
     if count == len(BLOOD_CELL_CLASSES):
-        return BLOOD_CELL_CLASSES, [(f"{path}: 8 classes and no 'class_names' array: named as the BloodMNIST classes "
-                                     f"({', '.join(BLOOD_CELL_CLASSES)})")]
+        return BLOOD_CELL_CLASSES, [
+            (f"{path}: 8 classes and no 'class_names' array: named as the BloodMNIST classes ({', '.join(BLOOD_CELL_CLASSES)})")
+        ]
     return tuple(f"class_{i}" for i in range(count)), []

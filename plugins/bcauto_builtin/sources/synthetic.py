@@ -42,7 +42,7 @@ def generate(n: int, image_size: int, seed: int = 0) -> tuple[np.ndarray, np.nda
     for label in range(len(BLOOD_CELL_CLASSES)):  # one class at a time: _render skips the features it lacks
         members = np.flatnonzero(labels == label)
         for start in range(0, len(members), chunk):
-            part = members[start:start + chunk]
+            part = members[start : start + chunk]
             images[part] = _render({key: value[part] for key, value in params.items()}, canvases, image_size, rng)
     return images, labels.astype(np.int64)
 
@@ -55,28 +55,44 @@ def load(arg, image_size: int, options: dict) -> Dataset:
         n = int(options.get("synthetic_size", DEFAULT_SIZE))
     seed = int(options.get("seed", 0))
     images, labels = generate(n, image_size, seed)
-    return Dataset(images, labels, BLOOD_CELL_CLASSES, f"synthetic:{n}",
-                   (f"synthetic: {n} generated blood-cell images (seed {seed}), not real data",))
+    return Dataset(
+        images, labels, BLOOD_CELL_CLASSES, f"synthetic:{n}", (f"synthetic: {n} generated blood-cell images (seed {seed}), not real data",)
+    )
 
 
 # ---- per-class parameters ---------------------------------------------------------------------------------
+
 
 def _sample(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Per-image drawing parameters: lengths as fractions of the image side, in the cell's rotated frame."""
     n = len(labels)
     p = {
-        "cx": rng.uniform(0.42, 0.58, n), "cy": rng.uniform(0.42, 0.58, n), "theta": rng.uniform(0, 2 * np.pi, n),
-        "cell_r": np.zeros(n), "aspect": rng.uniform(0.88, 1.12, n),
-        "wobble": np.zeros(n), "wobble_k": rng.integers(3, 7, n).astype(float),
+        "cx": rng.uniform(0.42, 0.58, n),
+        "cy": rng.uniform(0.42, 0.58, n),
+        "theta": rng.uniform(0, 2 * np.pi, n),
+        "cell_r": np.zeros(n),
+        "aspect": rng.uniform(0.88, 1.12, n),
+        "wobble": np.zeros(n),
+        "wobble_k": rng.integers(3, 7, n).astype(float),
         "wobble_phase": rng.uniform(0, 2 * np.pi, n),
-        "cyt_rgb": np.zeros((n, 3)), "nuc_rgb": np.zeros((n, 3)), "chromatin": np.zeros(n),
-        "lobe_u": np.zeros((n, LOBES)), "lobe_v": np.zeros((n, LOBES)), "lobe_r": np.full((n, LOBES), ABSENT),
-        "cut_u": np.zeros(n), "cut_v": np.zeros(n), "cut_r": np.full(n, ABSENT),
-        "gran_density": np.zeros(n), "gran_rgb": np.zeros((n, 3)), "gran_over_nucleus": np.zeros(n, bool),
+        "cyt_rgb": np.zeros((n, 3)),
+        "nuc_rgb": np.zeros((n, 3)),
+        "chromatin": np.zeros(n),
+        "lobe_u": np.zeros((n, LOBES)),
+        "lobe_v": np.zeros((n, LOBES)),
+        "lobe_r": np.full((n, LOBES), ABSENT),
+        "cut_u": np.zeros(n),
+        "cut_v": np.zeros(n),
+        "cut_r": np.full(n, ABSENT),
+        "gran_density": np.zeros(n),
+        "gran_rgb": np.zeros((n, 3)),
+        "gran_over_nucleus": np.zeros(n, bool),
         # stain and acquisition
         "gain": _stain_gain(n, rng),
-        "noise": rng.uniform(2.0, 9.0, n), "canvas": rng.integers(0, CANVASES, n),
-        "offset": rng.uniform(0, 1, (n, 2)), "dihedral": rng.integers(0, 8, n),
+        "noise": rng.uniform(2.0, 9.0, n),
+        "canvas": rng.integers(0, CANVASES, n),
+        "offset": rng.uniform(0, 1, (n, 2)),
+        "dihedral": rng.integers(0, 8, n),
     }
     for label, make in enumerate(_CLASS_MAKERS):
         idx = np.flatnonzero(labels == label)
@@ -123,48 +139,85 @@ def _lobes_on_arc(r, m, rng, count, arc_radius, spread_deg, size):
 def _basophil(m, rng):
     r = rng.uniform(0.135, 0.18, m)
     lobes = _lobes_on_arc(r, m, rng, rng.integers(2, 4, m), (0.15, 0.3), (60, 160), (0.4, 0.55))
-    return {"cell_r": r, "wobble": rng.uniform(0.03, 0.09, m), "cyt_rgb": _colour((150, 100, 175), m, rng, 14),
-            "nuc_rgb": _colour((72, 32, 112), m, rng), "chromatin": rng.uniform(0.1, 0.3, m),
-            "gran_density": rng.uniform(0.25, 0.55, m), "gran_rgb": _colour((48, 18, 78), m, rng),
-            "gran_over_nucleus": np.ones(m, bool), **lobes}
+    return {
+        "cell_r": r,
+        "wobble": rng.uniform(0.03, 0.09, m),
+        "cyt_rgb": _colour((150, 100, 175), m, rng, 14),
+        "nuc_rgb": _colour((72, 32, 112), m, rng),
+        "chromatin": rng.uniform(0.1, 0.3, m),
+        "gran_density": rng.uniform(0.25, 0.55, m),
+        "gran_rgb": _colour((48, 18, 78), m, rng),
+        "gran_over_nucleus": np.ones(m, bool),
+        **lobes,
+    }
 
 
 def _eosinophil(m, rng):
     r = rng.uniform(0.165, 0.22, m)
     lobes = _lobes_on_arc(r, m, rng, np.where(rng.random(m) < 0.85, 2, 3), (0.3, 0.45), (90, 150), (0.27, 0.36))
-    return {"cell_r": r, "cyt_rgb": _colour((228, 178, 160), m, rng, 12), "nuc_rgb": _colour((98, 48, 146), m, rng),
-            "chromatin": rng.uniform(0.1, 0.3, m), "gran_density": rng.uniform(0.2, 0.6, m),
-            "gran_rgb": _colour((218, 118, 82), m, rng, 14), **lobes}
+    return {
+        "cell_r": r,
+        "cyt_rgb": _colour((228, 178, 160), m, rng, 12),
+        "nuc_rgb": _colour((98, 48, 146), m, rng),
+        "chromatin": rng.uniform(0.1, 0.3, m),
+        "gran_density": rng.uniform(0.2, 0.6, m),
+        "gran_rgb": _colour((218, 118, 82), m, rng, 14),
+        **lobes,
+    }
 
 
 def _erythroblast(m, rng):
     r = rng.uniform(0.1, 0.145, m)
-    return {"cell_r": r, "cyt_rgb": _colour((196, 164, 192), m, rng, 16), "nuc_rgb": _colour((52, 22, 82), m, rng),
-            "chromatin": rng.uniform(0.05, 0.2, m), **_round_nucleus(r, m, rng, (0.55, 0.76), (0.0, 0.3))}
+    return {
+        "cell_r": r,
+        "cyt_rgb": _colour((196, 164, 192), m, rng, 16),
+        "nuc_rgb": _colour((52, 22, 82), m, rng),
+        "chromatin": rng.uniform(0.05, 0.2, m),
+        **_round_nucleus(r, m, rng, (0.55, 0.76), (0.0, 0.3)),
+    }
 
 
 def _immature_granulocyte(m, rng):
     r = rng.uniform(0.175, 0.24, m)
     nucleus = _round_nucleus(r, m, rng, (0.5, 0.68), (0.12, 0.32))
     notch = rng.random(m) < 0.12  # some metamyelocytes start to indent, like a monocyte
-    return {"cell_r": r, "cyt_rgb": _colour((172, 168, 222), m, rng, 14), "nuc_rgb": _colour((112, 66, 166), m, rng),
-            "chromatin": rng.uniform(0.2, 0.4, m), "gran_density": rng.uniform(0.0, 0.15, m),
-            "gran_rgb": _colour((196, 150, 196), m, rng), **nucleus, **_notch(r, m, rng, notch, nucleus)}
+    return {
+        "cell_r": r,
+        "cyt_rgb": _colour((172, 168, 222), m, rng, 14),
+        "nuc_rgb": _colour((112, 66, 166), m, rng),
+        "chromatin": rng.uniform(0.2, 0.4, m),
+        "gran_density": rng.uniform(0.0, 0.15, m),
+        "gran_rgb": _colour((196, 150, 196), m, rng),
+        **nucleus,
+        **_notch(r, m, rng, notch, nucleus),
+    }
 
 
 def _lymphocyte(m, rng):
     r = rng.uniform(0.115, 0.155, m)
-    return {"cell_r": r, "cyt_rgb": _colour((182, 186, 228), m, rng, 14), "nuc_rgb": _colour((76, 36, 126), m, rng),
-            "chromatin": rng.uniform(0.15, 0.35, m), **_round_nucleus(r, m, rng, (0.72, 0.9), (0.0, 0.14))}
+    return {
+        "cell_r": r,
+        "cyt_rgb": _colour((182, 186, 228), m, rng, 14),
+        "nuc_rgb": _colour((76, 36, 126), m, rng),
+        "chromatin": rng.uniform(0.15, 0.35, m),
+        **_round_nucleus(r, m, rng, (0.72, 0.9), (0.0, 0.14)),
+    }
 
 
 def _monocyte(m, rng):
     r = rng.uniform(0.185, 0.25, m)
     nucleus = _round_nucleus(r, m, rng, (0.55, 0.7), (0.0, 0.15))
-    return {"cell_r": r, "wobble": rng.uniform(0.03, 0.1, m), "cyt_rgb": _colour((214, 204, 212), m, rng, 12),
-            "nuc_rgb": _colour((132, 88, 172), m, rng), "chromatin": rng.uniform(0.2, 0.4, m),
-            "gran_density": rng.uniform(0.0, 0.06, m), "gran_rgb": _colour((238, 228, 240), m, rng),
-            **nucleus, **_notch(r, m, rng, np.ones(m, bool), nucleus)}
+    return {
+        "cell_r": r,
+        "wobble": rng.uniform(0.03, 0.1, m),
+        "cyt_rgb": _colour((214, 204, 212), m, rng, 12),
+        "nuc_rgb": _colour((132, 88, 172), m, rng),
+        "chromatin": rng.uniform(0.2, 0.4, m),
+        "gran_density": rng.uniform(0.0, 0.06, m),
+        "gran_rgb": _colour((238, 228, 240), m, rng),
+        **nucleus,
+        **_notch(r, m, rng, np.ones(m, bool), nucleus),
+    }
 
 
 def _notch(r, m, rng, where, nucleus):
@@ -172,35 +225,57 @@ def _notch(r, m, rng, where, nucleus):
     angle = rng.uniform(0, 2 * np.pi, m)
     lobe_r = nucleus["lobe_r"][:, 0]
     distance = lobe_r * rng.uniform(0.75, 1.05, m)
-    return {"cut_u": nucleus["lobe_u"][:, 0] + distance * np.cos(angle),
-            "cut_v": nucleus["lobe_v"][:, 0] + distance * np.sin(angle),
-            "cut_r": np.where(where, lobe_r * rng.uniform(0.55, 0.8, m), ABSENT)}
+    return {
+        "cut_u": nucleus["lobe_u"][:, 0] + distance * np.cos(angle),
+        "cut_v": nucleus["lobe_v"][:, 0] + distance * np.sin(angle),
+        "cut_r": np.where(where, lobe_r * rng.uniform(0.55, 0.8, m), ABSENT),
+    }
 
 
 def _neutrophil(m, rng):
     r = rng.uniform(0.165, 0.21, m)
     lobes = _lobes_on_arc(r, m, rng, rng.integers(3, 5, m), (0.34, 0.47), (160, 240), (0.21, 0.28))
-    return {"cell_r": r, "cyt_rgb": _colour((228, 204, 216), m, rng, 12), "nuc_rgb": _colour((92, 42, 142), m, rng),
-            "chromatin": rng.uniform(0.1, 0.3, m), "gran_density": rng.uniform(0.05, 0.25, m),
-            "gran_rgb": _colour((204, 164, 200), m, rng), **lobes}
+    return {
+        "cell_r": r,
+        "cyt_rgb": _colour((228, 204, 216), m, rng, 12),
+        "nuc_rgb": _colour((92, 42, 142), m, rng),
+        "chromatin": rng.uniform(0.1, 0.3, m),
+        "gran_density": rng.uniform(0.05, 0.25, m),
+        "gran_rgb": _colour((204, 164, 200), m, rng),
+        **lobes,
+    }
 
 
 def _platelet(m, rng):
     count = rng.integers(1, 4, m)
-    lobe_u, lobe_v, lobe_r = (rng.normal(0, 0.05, (m, LOBES)), rng.normal(0, 0.05, (m, LOBES)),
-                              np.full((m, LOBES), ABSENT))
+    lobe_u, lobe_v, lobe_r = (rng.normal(0, 0.05, (m, LOBES)), rng.normal(0, 0.05, (m, LOBES)), np.full((m, LOBES), ABSENT))
     lobe_u[:, 0] = lobe_v[:, 0] = 0.0
     for j in range(LOBES):
         lobe_r[:, j] = np.where(j < count, rng.uniform(0.025, 0.05, m), ABSENT)
-    return {"cell_r": np.full(m, ABSENT), "nuc_rgb": _colour((146, 96, 186), m, rng, 14),
-            "chromatin": rng.uniform(0.4, 0.8, m), "lobe_u": lobe_u, "lobe_v": lobe_v, "lobe_r": lobe_r}
+    return {
+        "cell_r": np.full(m, ABSENT),
+        "nuc_rgb": _colour((146, 96, 186), m, rng, 14),
+        "chromatin": rng.uniform(0.4, 0.8, m),
+        "lobe_u": lobe_u,
+        "lobe_v": lobe_v,
+        "lobe_r": lobe_r,
+    }
 
 
-_CLASS_MAKERS = (_basophil, _eosinophil, _erythroblast, _immature_granulocyte, _lymphocyte, _monocyte,
-                 _neutrophil, _platelet)  # in BLOOD_CELL_CLASSES order
+_CLASS_MAKERS = (
+    _basophil,
+    _eosinophil,
+    _erythroblast,
+    _immature_granulocyte,
+    _lymphocyte,
+    _monocyte,
+    _neutrophil,
+    _platelet,
+)  # in BLOOD_CELL_CLASSES order
 
 
 # ---- drawing ----------------------------------------------------------------------------------------------
+
 
 def _smear_canvases(size: int, rng: np.random.Generator) -> np.ndarray:
     """CANVASES float32 smears of 3 x ``size`` pixels a side: peach background, overlapping red cells."""
@@ -227,7 +302,7 @@ def _backgrounds(p, canvases, size):
     room = canvases.shape[1] - size
     for i, (canvas, (oy, ox), turn) in enumerate(zip(p["canvas"], p["offset"], p["dihedral"])):
         y, x = int(oy * room), int(ox * room)
-        crop = np.rot90(canvases[canvas, y:y + size, x:x + size], turn % 4)
+        crop = np.rot90(canvases[canvas, y : y + size, x : x + size], turn % 4)
         out[i] = crop.transpose(1, 0, 2) if turn >= 4 else crop
     return out
 
@@ -291,7 +366,7 @@ def _draw_cell(image, f32, offset, size, rng):
     hold one class each, so this skips most of them.
     """
     n, side = image.shape[:2]
-    yy, xx = np.mgrid[offset:offset + side, offset:offset + side].astype(np.float32) + 0.5
+    yy, xx = np.mgrid[offset : offset + side, offset : offset + side].astype(np.float32) + 0.5
     dx, dy = xx - f32["cx"][:, None, None], yy - f32["cy"][:, None, None]
     cos, sin = np.cos(f32["theta"])[:, None, None], np.sin(f32["theta"])[:, None, None]
     u, v = dx * cos + dy * sin, dy * cos - dx * sin
@@ -302,8 +377,9 @@ def _draw_cell(image, f32, offset, size, rng):
         radius = f32["cell_r"][:, None, None]
         if (f32["wobble"] > 0).any():  # irregular outline: the radius wobbles with the angle
             angle = np.arctan2(v, u)
-            radius = radius * (1 + f32["wobble"][:, None, None] * np.cos(
-                f32["wobble_k"][:, None, None] * angle + f32["wobble_phase"][:, None, None]))
+            radius = radius * (
+                1 + f32["wobble"][:, None, None] * np.cos(f32["wobble_k"][:, None, None] * angle + f32["wobble_phase"][:, None, None])
+            )
         cytoplasm = np.clip(radius + 0.5 - _length(u / f32["aspect"][:, None, None], v), 0, 1)
         _paint(image, cytoplasm, f32["cyt_rgb"][:, None, None])
 
