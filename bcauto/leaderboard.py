@@ -51,6 +51,8 @@ STUDY_SETTINGS = frozenset(
         "augmented_views",
         "data.clean",
         "data.removed",
+        "data.domains",
+        "validation_domain",
     }
 )
 # Different in every trial by construction (the trial's own seed is the study seed plus its number).

@@ -119,9 +119,13 @@ def test_study_settings_cover_what_the_search_logs_with_every_trial():
         study=Section(sampler="tpe", startup_trials=5, pruner="median", metric="val_macro_f1"),
     )
     request = SimpleNamespace(
-        cfg=cfg, study_name="s", data=SimpleNamespace(source="synthetic", image_size=32), seed=0, storage="sqlite:///optuna.db"
+        cfg=cfg,
+        study_name="s",
+        data=SimpleNamespace(source="synthetic", image_size=32, domain_names=()),
+        seed=0,
+        storage="sqlite:///optuna.db",
     )
-    prepared = SimpleNamespace(data_fingerprint="d", split_fingerprint="s", removed=[])
+    prepared = SimpleNamespace(data_fingerprint="d", split_fingerprint="s", removed=[], domain=None)
     settings = SimpleNamespace(batch_size=32, head_epochs=1, finetune_epochs=0, patience=5, jit_compile=False, augmented_views=0)
     params, _ = describe_run(request, prepared, settings, "float32", SimpleNamespace(by_kind=dict))
     assert set(params) <= STUDY_SETTINGS, f"add {set(params) - STUDY_SETTINGS} to bcauto.leaderboard.STUDY_SETTINGS"
@@ -268,7 +272,14 @@ def test_search_data_line_counts_one_class_in_the_singular(tmp_path, monkeypatch
         raise BcautoError("stop here")
 
     data = SimpleNamespace(
-        source="one-class", labels=[0, 0, 0], image_size=32, num_classes=1, class_names=("blast",), notes=[], class_counts=lambda: [3]
+        source="one-class",
+        labels=[0, 0, 0],
+        image_size=32,
+        num_classes=1,
+        class_names=("blast",),
+        notes=[],
+        class_counts=lambda: [3],
+        domain_names=(),
     )
     monkeypatch.setattr("bcauto.data.sources.load_data", lambda *args, **kwargs: data)
     monkeypatch.setattr("bcauto.study.run_search", stop)
