@@ -8,7 +8,7 @@ import keras
 from keras import layers
 
 from bcauto.errors import BcautoError
-from bcauto.specs import BackboneSpec
+from bcauto.specs import PREPROCESSING, BackboneSpec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -42,9 +42,6 @@ def preprocessing_layers(kind: str) -> list[layers.Layer]:
             layers.Normalization(mean=CAFFE_MEAN_BGR, variance=[1.0, 1.0, 1.0], name="preprocess_caffe"),
         ]
     raise BcautoError(f"unknown preprocessing {kind!r}; expected one of {', '.join(PREPROCESSING)}")
-
-
-PREPROCESSING = ("none", "unit", "tf", "torch", "caffe")
 
 
 @dataclass(frozen=True)

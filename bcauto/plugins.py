@@ -141,6 +141,17 @@ def collect(pm: pluggy.PluginManager, providers: dict[str, Provider], failures: 
                         f"plugin {_provider.package} ({_provider.plugin}) registered a {type(spec).__name__} "
                         f"as a {_kind}; expected {_type.__name__}"
                     )
+                # a broken spec would register fine and fail every trial that draws it: refuse it now, keep the rest
+                problems = spec.problems()
+                if problems:
+                    failures.append(
+                        PluginFailure(
+                            _provider.plugin,
+                            _provider.package,
+                            f"{_kind} {getattr(spec, 'name', None)!r} refused: {'; '.join(problems)}",
+                        )
+                    )
+                    return
                 _registry.add(spec, _provider)
 
             try:

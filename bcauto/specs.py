@@ -1,16 +1,55 @@
-"""Typed, frozen descriptions of the components plugins register."""
+"""Typed, frozen descriptions of the components plugins register.
+
+Each spec says what is wrong with it through ``problems()``; bcauto asks when a plugin registers the spec and
+refuses it (reported with the plugin's package by ``bcauto plugins``) rather than letting it fail trials later.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+# how [0, 255] pixels are scaled before a backbone (bcauto.model builds the matching layers)
+PREPROCESSING = ("none", "unit", "tf", "torch", "caffe")
+# the named weight sets a study file can ask for (``[train] weights``); a local weights file is the other way
+WEIGHT_SETS = ("imagenet",)
+NORMALIZATIONS = ("batch", "group", "layer", "none")
+SHIFT_GROUPS = ("corruption", "lab")
+SEVERITIES = (1, 2, 3, 4, 5)
+# names appear in study files (``[search.NAME]``), Optuna parameter names (``NAME.strength``) and ``--data NAME:ARG``
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
 
 def _no_params(trial) -> dict:
     return {}
+
+
+def _name_problems(name: object) -> list[str]:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        return [f"name {name!r} must be lower-case letters, digits, '_' or '-' (it is used in study files and parameter names)"]
+    return []
+
+
+def _callable_problems(spec: object, *fields: str, optional: tuple[str, ...] = ()) -> list[str]:
+    problems = []
+    for name in (*fields, *optional):
+        value = getattr(spec, name)
+        if name in optional and value is None:
+            continue
+        if not callable(value):
+            problems.append(f"{name} must be a function, got {type(value).__name__}")
+    return problems
+
+
+def _choice_problems(field_name: str, values: object, allowed: tuple[str, ...]) -> list[str]:
+    if not isinstance(values, tuple):
+        return [f"{field_name} must be a tuple, got {type(values).__name__}"]
+    wrong = [v for v in values if v not in allowed]
+    return [f"{field_name} {', '.join(map(repr, wrong))} not among {', '.join(allowed)}"] if wrong else []
 
 
 @dataclass(frozen=True)
@@ -59,6 +98,25 @@ class BackboneSpec:
             return weights.format(backbone=self.name)
         return None
 
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        problems = _name_problems(self.name) + _callable_problems(self, "build", "search_space")
+        if self.preprocessing not in PREPROCESSING:
+            problems.append(f"preprocessing {self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}")
+        if not isinstance(self.blocks, tuple) or not self.blocks or not all(isinstance(b, str) and b for b in self.blocks):
+            problems.append(f"blocks must be a non-empty tuple of layer names, got {self.blocks!r}")
+        elif len(set(self.blocks)) != len(self.blocks):
+            problems.append(f"blocks names a layer twice: {self.blocks!r}")
+        problems += _choice_problems("pretrained", self.pretrained, WEIGHT_SETS)
+        problems += _choice_problems("normalizations", self.normalizations, NORMALIZATIONS)
+        for size_field in ("min_input_size", "default_input_size"):
+            value = getattr(self, size_field)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                problems.append(f"{size_field} must be a positive integer, got {value!r}")
+        if not problems and self.default_input_size < self.min_input_size:
+            problems.append(f"default_input_size {self.default_input_size} is below min_input_size {self.min_input_size}")
+        return problems
+
 
 @dataclass(frozen=True)
 class AugmentationSpec:
@@ -82,6 +140,15 @@ class AugmentationSpec:
     build_batch: Callable[..., Any] | None = None
     description: str = ""
 
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        problems = _name_problems(self.name) + _callable_problems(self, "build", "search_space", optional=("build_batch",))
+        if self.mixes_labels and self.build_batch is None:
+            problems.append("mixes_labels is set but build_batch is missing")
+        if not self.mixes_labels and self.build_batch is not None:
+            problems.append("build_batch is given but mixes_labels is not set, so it would never run")
+        return problems
+
 
 @dataclass(frozen=True)
 class CanonicalizerSpec:
@@ -102,6 +169,10 @@ class CanonicalizerSpec:
     search_space: Callable[[Any], dict] = _no_params
     description: str = ""
 
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        return _name_problems(self.name) + _callable_problems(self, "build", "search_space")
+
 
 @dataclass(frozen=True)
 class ImbalancePlan:
@@ -118,6 +189,10 @@ class ImbalanceSpec:
     name: str
     apply: Callable[[np.ndarray, int], ImbalancePlan]
     description: str = ""
+
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        return _name_problems(self.name) + _callable_problems(self, "apply")
 
 
 @dataclass(frozen=True)
@@ -137,8 +212,9 @@ class DatasetSpec:
     description: str = ""
     available: Callable[[int, dict], str | None] | None = None
 
-
-SHIFT_GROUPS = ("corruption", "lab")
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        return _name_problems(self.name) + _callable_problems(self, "load", "claims", optional=("available",))
 
 
 @dataclass(frozen=True)
@@ -155,3 +231,18 @@ class ShiftSpec:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     description: str = ""
     group: str = "corruption"
+
+    def problems(self) -> list[str]:
+        """What makes this spec unusable (empty when none): checked when a plugin registers it."""
+        problems = _name_problems(self.name) + _callable_problems(self, "apply")
+        severities = self.severities
+        if (
+            not isinstance(severities, tuple)
+            or not severities
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v in SEVERITIES for v in severities)
+            or len(set(severities)) != len(severities)
+        ):
+            problems.append(f"severities must be a non-empty tuple of distinct integers 1 to 5, got {severities!r}")
+        if self.group not in SHIFT_GROUPS:
+            problems.append(f"group {self.group!r} is not one of {', '.join(SHIFT_GROUPS)}")
+        return problems

@@ -11,7 +11,7 @@ import pytest
 from bcauto import hookimpl, hookspecs, plugins
 from bcauto.cli import main
 from bcauto.errors import BcautoError
-from bcauto.specs import AugmentationSpec, DatasetSpec, ImbalancePlan, ImbalanceSpec, ShiftSpec
+from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, DatasetSpec, ImbalancePlan, ImbalanceSpec, ShiftSpec
 
 HOOK_NAMES = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("register_")]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -182,6 +182,84 @@ def test_third_party_entry_point_is_listed_with_package_and_version(tmp_path, mo
         ).items()
         monkeypatch.setenv(plugins.DISABLE_ENV, "bcauto_extra")
         assert "keep" not in plugins.reload().imbalance
+    finally:
+        monkeypatch.undo()
+        plugins.reload()
+
+
+def _build(input_shape, weights=None):
+    raise AssertionError("a refused spec is never built")
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        (BackboneSpec("bad", _build, preprocessing="imagenet", blocks=("b1",)), "preprocessing 'imagenet' is not one of none, unit"),
+        (BackboneSpec("bad", _build, preprocessing="unit", blocks=()), "blocks must be a non-empty tuple"),
+        (BackboneSpec("bad", "build", preprocessing="unit", blocks=("b1",)), "build must be a function, got str"),
+        (BackboneSpec("Bad.Net", _build, preprocessing="unit", blocks=("b1",)), "name 'Bad.Net' must be lower-case"),
+        (BackboneSpec("bad", _build, preprocessing="unit", blocks=("b1",), min_input_size=0), "min_input_size must be a positive"),
+        (BackboneSpec("bad", _build, preprocessing="unit", blocks=("b1",), pretrained=("ssl",)), "pretrained 'ssl' not among imagenet"),
+        (BackboneSpec("bad", _build, preprocessing="unit", blocks=("b1",), normalizations=("instance",)), "normalizations 'instance'"),
+        (AugmentationSpec("bad", _build, mixes_labels=True), "mixes_labels is set but build_batch is missing"),
+        (AugmentationSpec("bad", _build, build_batch=_build), "build_batch is given but mixes_labels is not set"),
+        (CanonicalizerSpec("bad", None), "build must be a function, got NoneType"),
+        (ImbalanceSpec("", apply=_build), "name '' must be lower-case"),
+        (DatasetSpec("bad", _build, claims=True), "claims must be a function, got bool"),
+        (ShiftSpec("bad", _build, severities=()), "severities must be a non-empty tuple of distinct integers 1 to 5"),
+        (ShiftSpec("bad", _build, severities=(0, 6)), "severities must be"),
+        (ShiftSpec("bad", _build, group="scanner"), "group 'scanner' is not one of corruption, lab"),
+    ],
+)
+def test_a_bad_spec_is_refused_at_registration_and_the_plugins_other_specs_survive(spec, problem):
+    hook = next(hook for hook, (_, spec_type) in plugins.HOOKS.items() if isinstance(spec, spec_type))
+
+    class Plugin:
+        pass
+
+    def register_all(register):
+        register(spec)
+        register(ImbalanceSpec("kept", apply=lambda labels, seed: ImbalancePlan(np.arange(len(labels)))))
+
+    def register_one(register):
+        register(spec)
+
+    if hook == "register_imbalance_strategies":
+        Plugin.register_imbalance_strategies = staticmethod(hookimpl(register_all))
+    else:
+        setattr(Plugin, hook, staticmethod(hookimpl(register_one)))
+        Plugin.register_imbalance_strategies = staticmethod(
+            hookimpl(lambda register: register(ImbalanceSpec("kept", apply=lambda labels, seed: ImbalancePlan(np.arange(len(labels))))))
+        )
+    comps = _with_plugin(Plugin())
+    kind = plugins.HOOKS[hook][0]
+    [failure] = [f for f in comps.failures if f.package == "(registered at runtime)"]
+    assert failure.error.startswith(f"{kind} {spec.name!r} refused: ") and problem in failure.error
+    assert "kept" in comps.imbalance and "resnet50" in comps.backbones
+    assert spec.name not in comps.by_kind()[next(k for k, r in comps.by_kind().items() if r.kind == kind)]
+
+
+def test_a_refused_spec_is_listed_by_bcauto_plugins_with_its_package(tmp_path, monkeypatch, capsys):
+    _install_fake_distribution(
+        tmp_path,
+        "bcauto_badnet",
+        """
+        from bcauto import hookimpl
+        from bcauto.specs import BackboneSpec
+
+        @hookimpl
+        def register_backbones(register):
+            register(BackboneSpec("badnet", build=lambda shape, weights: None, preprocessing="rgb", blocks=()))
+    """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        comps = plugins.reload()
+        assert "badnet" not in comps.backbones and "resnet50" in comps.backbones
+        assert main(["plugins"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "failed to load bcauto_badnet (bcauto_badnet): backbone 'badnet' refused: preprocessing 'rgb'" in out
+        assert "blocks must be a non-empty tuple of layer names" in out
     finally:
         monkeypatch.undo()
         plugins.reload()
