@@ -10,6 +10,7 @@ from skimage.color import lab2rgb, rgb2lab
 from bcauto.bundle import load_bundle, save_bundle
 from bcauto.model import HeadParams
 from bcauto.plugins import components
+from bcauto.testing import check_canonicalizer
 from bcauto.training import TrainSettings, TrialPlan, build_parts
 from bcauto_builtin.canonical_layers import (
     CANONICAL_NUCLEUS_SPREAD,
@@ -85,33 +86,9 @@ def test_cell_crop_brings_cells_of_two_magnifications_and_positions_to_one_canon
 
 @pytest.mark.parametrize("name", CANONICALIZERS)
 def test_every_canonicalizer_keeps_shape_and_range_and_survives_saving(name, tmp_path):
-    """The contract a canonicalizer plugin must meet (a third-party plugin can run this test over its own)."""
-    spec = components().canonicalizers.get(name)
-    params = spec.search_space(_Midpoint())
-    layer = spec.build(params, SIZE)
-    images = np.stack([smear_cell(seed=s) for s in range(3)]).astype("float32")
-    if layer is None:
-        return
-    out = np.asarray(layer(images))
-    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 255
-    inputs = keras.Input((SIZE, SIZE, 3))
-    model = keras.Model(inputs, layer(inputs))
-    model.save(tmp_path / "m.keras")
-    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
-    np.testing.assert_allclose(np.asarray(loaded(images)), out, atol=1e-3)
-
-
-class _Midpoint:
-    """A stand-in trial that answers every suggestion with the middle of its range (or the first choice)."""
-
-    def suggest_float(self, name, low, high, **kwargs):
-        return (low + high) / 2
-
-    def suggest_int(self, name, low, high, **kwargs):
-        return (low + high) // 2
-
-    def suggest_categorical(self, name, choices):
-        return choices[0]
+    """The contract a canonicalizer plugin must meet (bcauto.testing.check_canonicalizer), on smear-like cells."""
+    images = np.stack([smear_cell(seed=s) for s in range(3)])
+    check_canonicalizer(components().canonicalizers.get(name), tmp_path, images)
 
 
 def test_the_trained_model_and_the_saved_bundle_apply_the_same_canonicalization(tmp_path):

@@ -45,9 +45,14 @@ from optuna.trial import FixedTrial
 
 '''
 
+BCAUTO_IMPORTS = '''\
+from bcauto.testing import check_augmentation
+'''
+
 TEST = '''\
 def test_component_works():
     spec = component()
+    check_augmentation(spec)  # bcauto's plugin contract, as bcauto checks its own policies
     layer = spec.build(spec.search_space(FixedTrial({"brightness": 0.2})), 32, 0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     augmented = np.asarray(layer(images, training=True))

@@ -49,11 +49,13 @@ from optuna.trial import FixedTrial
 
 BCAUTO_IMPORTS = '''\
 from bcauto.model import build_backbone, set_trainable_blocks
+from bcauto.testing import check_backbone
 '''
 
 TEST = '''\
 def test_component_works():
     spec = component()
+    check_backbone(spec)  # bcauto's plugin contract, as bcauto checks its own backbones
     params = spec.search_space(FixedTrial({"width": 8}))
     model = build_backbone(spec, 32, weights=None, params=params)
     features = model(np.zeros((2, 32, 32, 3), "float32"))

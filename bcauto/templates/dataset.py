@@ -42,8 +42,13 @@ import numpy as np
 
 '''
 
+BCAUTO_IMPORTS = '''\
+from bcauto.testing import check_dataset
+'''
+
 TEST = '''\
 def test_component_works():
+    check_dataset(component(), "20")  # bcauto's plugin contract, as bcauto checks its own sources
     data = component().load("20", 32, {"seed": 0})
     assert data.images.shape == (20, 32, 32, 3) and data.images.dtype == np.uint8
     assert data.labels.shape == (20,) and data.class_counts().tolist() == [10, 10]

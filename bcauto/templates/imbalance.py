@@ -32,8 +32,13 @@ import numpy as np
 
 '''
 
+BCAUTO_IMPORTS = '''\
+from bcauto.testing import check_imbalance
+'''
+
 TEST = '''\
 def test_component_works():
+    check_imbalance(component())  # bcauto's plugin contract, as bcauto checks its own strategies
     labels = np.repeat([0, 1, 2], [50, 10, 4])
     plan = component().apply(labels, 0)
     assert plan.indices.dtype.kind == "i" and len(set(plan.indices.tolist())) == len(plan.indices)

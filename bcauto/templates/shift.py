@@ -39,11 +39,13 @@ import numpy as np
 
 BCAUTO_IMPORTS = '''\
 from bcauto.shift import corrupt
+from bcauto.testing import check_shift
 '''
 
 TEST = '''\
 def test_component_works():
     spec = component()
+    check_shift(spec)  # bcauto's plugin contract, as bcauto checks its own shifts
     images = np.full((3, 32, 32, 3), 200, np.uint8)
     mild, heavy = (spec.apply(images, severity, np.random.default_rng(0)) for severity in (1, 5))
     assert mild.shape == images.shape and mild.dtype == np.uint8

@@ -8,6 +8,7 @@ import pytest
 from bcauto import plugins
 from bcauto.cli import main
 from bcauto.model import build_backbone, core_of, set_trainable_blocks
+from bcauto.testing import check_component, contract_cases
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,12 @@ def test_listed_by_bcauto_plugins_with_package_and_version(capsys):
     assert (row["kind"], row["package"], row["version"]) == ("backbone", "bcauto-densenet", "0.1.0")
     assert row["plugin"] == "bcauto_densenet"
     assert not [f for f in listed["failures"] if f["package"] == "bcauto-densenet"]
+
+
+@pytest.mark.parametrize("kind, spec", contract_cases(package="bcauto-densenet"))
+def test_meets_the_bcauto_plugin_contract(kind, spec, tmp_path):
+    """The contract tests bcauto runs over its own components, run by the plugin over its own."""
+    check_component(kind, spec, tmp_path)
 
 
 def test_builds_without_weights_at_32_and_runs_forward(backbone):
