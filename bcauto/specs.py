@@ -59,13 +59,17 @@ class BackboneSpec:
     Attributes:
         name: unique lower-case name used in study files (``resnet50``).
         build: ``build(input_shape, weights, **params)`` -> Keras model without top; ``weights`` is
-            ``"imagenet"`` or ``None``. Its input is the image after ``preprocessing``.
+            ``"imagenet"``, the path of a local weights file, or None (see :meth:`resolve_weights`); ``params``
+            are ``search_space``'s, plus ``norm`` when ``normalizations`` is searched. Its input is the image
+            after ``preprocessing``. Layers of its own must be Keras-serializable.
         preprocessing: how [0, 255] pixels are scaled before the backbone, one of
-            :data:`bcauto.model.PREPROCESSING` (``"none"`` when the model has its own rescaling layers,
+            :data:`PREPROCESSING` (``"none"`` when the model has its own rescaling layers,
             ``"tf"``: [-1, 1], ``"caffe"``: BGR minus ImageNet mean, ``"torch"``: ImageNet mean/std,
             ``"unit"``: [0, 1]). Part of the feature-cache key and of the logged params.
         blocks: names of the layers that end each block, first to last.
-        pretrained: weight sets that ``build`` can load (``("imagenet",)``, or ``()`` for home-made nets).
+        pretrained: weight sets that ``build`` can load: ``("imagenet",)``, or ``()`` for nets always trained
+            from scratch (a study asking for ImageNet weights then trains them from scratch). ``"imagenet"`` is the
+            only set a study file can name, so no other is accepted.
         min_input_size: smallest image side the architecture accepts.
         normalizations: the normalization layers ``build`` can use through its ``norm`` keyword (``"batch"``,
             ``"group"``, ``"layer"``, ``"none"``), for networks trained from scratch; a study searches them with
@@ -124,12 +128,13 @@ class AugmentationSpec:
 
     Attributes:
         name: unique name used in study files.
-        build: ``build(params, image_size, seed)`` -> Keras layer or None (for no augmentation); ignored when
-            ``mixes_labels`` is set.
-        search_space: ``search_space(trial)`` -> the policy's own hyperparameters.
+        build: ``build(params, image_size, seed)`` -> Keras-serializable layer or None (for no augmentation),
+            run in the model in training; called for label-mixing policies too (their per-image part).
+        search_space: ``search_space(trial)`` -> the policy's own hyperparameters, suggested under plain names
+            (Optuna sees ``POLICY.name``, MLflow ``augmentation.name``).
         mixes_labels: True for batch-level policies that mix images and labels (MixUp, CutMix).
         build_batch: ``build_batch(params, num_classes, seed)`` -> function on ``(images, one_hot)``
-            batches, for label-mixing policies.
+            batches in ``tf.data``; required when ``mixes_labels`` is set, refused otherwise.
         description: one line for ``bcauto plugins``.
     """
 
