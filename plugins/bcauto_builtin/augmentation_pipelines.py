@@ -1,17 +1,5 @@
-"""The Keras side of the built-in augmentation policies (imported when a model is built: see augmentations.py).
-
-Built-in augmentation policies: none, flip_rotate_zoom (the seed report's), RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab.
-
-Each image policy is a ``keras.Sequential`` of Keras preprocessing layers ending in a clip to [0, 255]. Its
-random layers act only when called with ``training=True``, so the trained model predicts on untouched
-images. Every layer runs in float32 whatever the global dtype policy: under mixed precision the float16
-cast happens at the backbone, not inside colour-space conversions.
-
-A cell on a smear has no up, down, left or right, so every policy but ``none`` draws one of the square's 8
-symmetries (flips and quarter turns, exact and XLA-compatible); only ``flip_rotate_zoom`` adds the report's free
-rotation and zoom, and ``lab`` a zoom, which keep Keras from compiling the model with XLA. None translates:
-the classified cell must stay centred.
-"""
+"""The Keras side of the built-in augmentation policies, imported when a model is built (what each policy does
+and why: see :mod:`bcauto_builtin.augmentations`, which registers them without importing Keras)."""
 
 from __future__ import annotations
 

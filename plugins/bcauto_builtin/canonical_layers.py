@@ -1,20 +1,5 @@
-"""The Keras layers of the built-in canonicalizers (imported when a model is built or loaded: see canonical.py).
-
-Built-in input canonicalizers: one standard look for every image, whichever lab, stain or camera made it.
-
-- ``stain_norm``: Reinhard's colour transfer in CIELAB: each image's per-channel mean and spread are moved to
-  those of a reference style (the PBC/CellaVision May-Grünwald-Giemsa look), so a pale, blue-violet or
-  yellow-cast smear reaches the network in the colours it learned from.
-- ``cell_crop``: finds the white cell by its nucleus (the darkest, bluest pixels of the image) and
-  zooms so that it sits in the centre at a canonical size, so another microscope's magnification or an
-  off-centre crop reaches the network at the scale it learned from.
-- ``cell_crop_stain_norm``: both, crop first, so the colour statistics are those of the canonical window.
-
-They are Keras layers inside the model (in front of the backbone, after the augmentation), so search, refit,
-evaluate and predict apply exactly the same transform and it is saved with the model. The colour conversions
-follow scikit-image's ``rgb2lab``/``lab2rgb`` (same constants, imported from it; the tests compare
-the two), written in ``keras.ops`` because scikit-image runs on NumPy arrays, outside the model graph.
-"""
+"""The Keras layers of the built-in canonicalizers, imported when a model is built or loaded (what they do and why:
+see :mod:`bcauto_builtin.canonical`, which registers them without importing Keras)."""
 
 from __future__ import annotations
 
