@@ -3,18 +3,21 @@
 The contamination is generated here, procedurally (no downloads), the way the seed team's training set was
 spoiled: a share of the cells is cut out and pasted over a foreign picture (cartoon-like drawings and
 photo-like natural textures), and exact and near duplicates (re-encoded JPEG, brightness, shift, crop) are
-added, some of them under another label, with a few blank and corrupt images. Two generator variants are
-scored: ``dev`` (the one the detector was developed against) and ``held-out`` (other shapes, palettes,
-textures and paste geometry, never looked at while developing). A third run audits the clean images after a
-global stain change (another lab's colours) to check that the false-positive rate does not depend on the
-stain. Only the images of ``--data`` are read; nothing is written into the repository.
+added, some of them under another label, with a few blank and corrupt images. Four generator variants can
+be scored: ``dev`` (the one the detector was developed against), ``held-out`` (other shapes, palettes,
+textures and paste geometry, never looked at while developing), ``photos`` (crops of real photographs
+shipped with scikit-image, some faded towards white, under every paste shape) and ``plain`` (flat, grainy or
+gradient fills in the colour of the image's own smear background: the hardest case). Another run audits the
+clean images after a global stain change (another lab's colours) to check that the false-positive rate does
+not depend on the stain. Only the images of ``--data`` are read; nothing is written into the repository.
 
-    python bench/audit.py [--data ../shared/data/pbc96] [--variants dev,held-out] [--stain-check] [--sheets DIR]
+    python bench/audit.py [--data ../shared/data/pbc96] [--variants dev,held-out,photos,plain] [--stain-check] [--sheets DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import sys
 import time
@@ -48,6 +51,7 @@ class Variant:
     paste: tuple[str, ...]  # how the cell is cut out
     dilate: tuple[int, int]  # pixels added around a segmented cell
     jpeg: tuple[int, int]
+    wash: tuple[float, float] = (0.0, 0.0)  # share of white blended into the foreign picture (faded prints, pale scans)
 
 
 PALETTES = {  # natural colour ramps, dark to light (RGB)
@@ -94,7 +98,42 @@ VARIANTS = {
         dilate=(3, 9),
         jpeg=(75, 98),
     ),
+    "photos": Variant(
+        name="photos",
+        cartoon_share=0.0,
+        cartoon_saturation=(0.0, 0.0),
+        cartoon_value=(0.0, 0.0),
+        cartoon_shapes=(0, 0),
+        cartoon_outline=0.0,
+        cartoon_patterns=("flat",),
+        photo_kinds=("real",),
+        photo_beta=(2.0, 2.0),
+        palettes=tuple(PALETTES),
+        paste=("mask", "disc", "square", "ellipse", "rounded"),
+        dilate=(1, 9),
+        jpeg=(70, 98),
+        wash=(0.0, 0.6),
+    ),
+    "plain": Variant(
+        name="plain",
+        cartoon_share=0.0,
+        cartoon_saturation=(0.0, 0.0),
+        cartoon_value=(0.0, 0.0),
+        cartoon_shapes=(0, 0),
+        cartoon_outline=0.0,
+        cartoon_patterns=("flat",),
+        photo_kinds=("flat", "noise", "gradient"),
+        photo_beta=(2.0, 2.0),
+        palettes=("rock",),
+        paste=("mask", "disc", "square", "ellipse", "rounded"),
+        dilate=(1, 9),
+        jpeg=(80, 95),
+    ),
 }
+
+# real photographs shipped with scikit-image (no download): colour ones as they are, grey ones tinted
+COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
+GREY_PHOTOS = ("camera", "moon", "coins", "page", "text", "clock", "brick", "grass", "gravel", "cell")
 
 
 def hsv_colour(rng, saturation, value) -> tuple[int, int, int]:
@@ -179,7 +218,9 @@ def photo(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
         return str(rng.choice(v.palettes))
 
     yy, xx = np.mgrid[:size, :size] / size
-    if kind == "fractal":
+    if kind == "real":
+        image = real_photo(size, rng, palette())
+    elif kind == "fractal":
         image = ramp(fractal_noise(size, rng, beta), palette(), rng)
     elif kind == "landscape":
         horizon = rng.uniform(0.25, 0.7) + 0.08 * (fractal_noise(size, rng, 3.0)[0] - 0.5)
@@ -209,10 +250,31 @@ def photo(size: int, rng: np.random.Generator, v: Variant) -> np.ndarray:
         image = ramp(np.where(mortar, 0.9, base), palette(), rng)
     else:  # grain: sand, paper, concrete
         image = ramp(0.5 + 0.5 * (fractal_noise(size, rng, beta) - 0.5) + 0.15 * rng.normal(size=(size, size)), palette(), rng)
-    image = np.clip(image, 0, 255).astype(np.uint8)
+    wash = rng.uniform(*v.wash) if v.wash[1] > 0 else 0.0  # no draw otherwise: the older variants stay as they were
+    image = np.clip((1 - wash) * image + wash * 255.0, 0, 255).astype(np.uint8)
     blur = rng.uniform(0, 1.2)
     result = Image.fromarray(image).filter(ImageFilter.GaussianBlur(blur)) if blur > 0.3 else Image.fromarray(image)
     return np.clip(np.asarray(result, float) + rng.normal(0, rng.uniform(0, 6), (size, size, 1)), 0, 255).astype(np.uint8)
+
+
+@functools.cache
+def photo_source(name: str) -> np.ndarray:
+    import skimage.data
+
+    image = np.asarray(getattr(skimage.data, name)())
+    return image[..., :3] if image.ndim == 3 else image
+
+
+def real_photo(size: int, rng: np.random.Generator, palette: str) -> np.ndarray:
+    """A random crop (15-70% of the shorter side, flipped at random) of a real photograph, ``size`` pixels a side."""
+    name = str(rng.choice(COLOUR_PHOTOS + GREY_PHOTOS))
+    source = photo_source(name)
+    side = int(min(source.shape[:2]) * rng.uniform(0.15, 0.7))
+    top, left = (int(rng.integers(0, extent - side + 1)) for extent in source.shape[:2])
+    crop = source[top : top + side, left : left + side]
+    crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.LANCZOS), float)
+    return resized if resized.ndim == 3 else ramp(resized / 255.0, palette, rng)
 
 
 # ---- pasting ------------------------------------------------------------------------------------------------
@@ -265,9 +327,30 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
+def smear_coloured_fill(image: np.ndarray, rng: np.random.Generator, kind: str) -> np.ndarray:
+    """A flat, grainy or gradient fill in the colour of ``image``'s own smear background (about): the hardest
+    foreign background, since only the missing red cells and the cut give it away."""
+    size = image.shape[0]
+    border = np.concatenate([image[:4].reshape(-1, 3), image[-4:].reshape(-1, 3)]).astype(float)
+    colour = np.median(border, axis=0) + rng.normal(0, 8, 3)
+    fill = np.broadcast_to(colour, (size, size, 3)).astype(float)
+    if kind == "noise":
+        fill = fill + rng.normal(0, rng.uniform(3, 12), (size, size, 1)) * rng.uniform(0.5, 1.5, 3)
+    elif kind == "gradient":
+        other = colour + rng.normal(0, 20, 3)
+        fill = colour + np.linspace(0, 1, size)[:, None, None] * (other - colour)
+        fill = fill.transpose(1, 0, 2) if rng.random() < 0.5 else fill
+    return np.clip(fill, 0, 255)
+
+
 def paste_foreign(image: np.ndarray, rng: np.random.Generator, v: Variant) -> np.ndarray:
     size = image.shape[0]
-    background = cartoon(size, rng, v) if rng.random() < v.cartoon_share else photo(size, rng, v)
+    if set(v.photo_kinds) <= {"flat", "noise", "gradient"}:
+        background = smear_coloured_fill(image, rng, str(rng.choice(v.photo_kinds)))
+    elif rng.random() < v.cartoon_share:
+        background = cartoon(size, rng, v)
+    else:
+        background = photo(size, rng, v)
     alpha = cell_mask(image, rng, v)[..., None]
     mixed = alpha * image + (1 - alpha) * background
     return jpeg(np.clip(mixed, 0, 255).astype(np.uint8), rng.integers(*v.jpeg, endpoint=True))
@@ -429,7 +512,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA, help="image folder or .npz (default: shared/data/pbc96)")
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--variants", default="dev,held-out", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="dev,held-out,photos,plain", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--foreign", type=int, default=1800, help="images pasted over a foreign picture")
     parser.add_argument("--exact", type=int, default=300)
     parser.add_argument("--near", type=int, default=300)

@@ -10,7 +10,8 @@ model is scored, through the same commands a user runs, on:
   ``--adapt-bn`` (BatchNorm statistics from that lab's unlabelled images), both again with the predictions
   restricted to the classes that lab's slides show (``--classes``: the lab's list of white-cell types, known
   without labelling a single image), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
-  (scored on the cells that were not shots).
+  (scored on the cells that were not shots), without and with ``--adapt-bn`` (BatchNorm statistics from all of
+  that lab's images, unlabelled, before fine-tuning on the shots).
 
 The other lab's images are only scored: nothing is trained, selected or tuned on them, except inside ``bcauto
 adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
@@ -122,28 +123,31 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
         "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
     }
     for shots in SHOTS:
-        out = work / "models" / f"{name}-adapt{shots}"
-        bcauto(
-            "adapt",
-            str(model),
-            "--data",
-            args.otherlab,
-            "--shots",
-            str(shots),
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-            "--tracking-uri",
-            common[3],
-            work=work,
-            log=log,
-        )
-        adapted = json.loads((out / "bcauto-model.json").read_text())["adapted"]
-        row[f"adapt{shots}_before_accuracy"] = adapted["before"]["accuracy"]
-        row[f"adapt{shots}_accuracy"] = adapted["after"]["accuracy"]
-        row[f"adapt{shots}_macro_f1"] = adapted["after"]["macro_f1"]
-        row[f"adapt{shots}_scored"] = adapted["scored_images"]
+        for bn in (False, True):  # fine-tuning alone, and after recomputing BatchNorm on the lab's images
+            key = f"adapt{shots}{'_bn' if bn else ''}"
+            out = work / "models" / f"{name}-{key}"
+            bcauto(
+                "adapt",
+                str(model),
+                "--data",
+                args.otherlab,
+                "--shots",
+                str(shots),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--tracking-uri",
+                common[3],
+                *(("--adapt-bn",) if bn else ()),
+                work=work,
+                log=log,
+            )
+            adapted = json.loads((out / "bcauto-model.json").read_text())["adapted"]
+            row[f"{key}_before_accuracy"] = adapted["before"]["accuracy"]
+            row[f"{key}_accuracy"] = adapted["after"]["accuracy"]
+            row[f"{key}_macro_f1"] = adapted["after"]["macro_f1"]
+            row[f"{key}_scored"] = adapted["scored_images"]
     row["total_s"] = time.perf_counter() - started
     return row
 
@@ -159,6 +163,8 @@ COLUMNS = (
     ("otherlab_adapt_bn_among_accuracy", "5-cls+bn acc"),
     ("adapt10_accuracy", "adapt 10 acc"),
     ("adapt50_accuracy", "adapt 50 acc"),
+    ("adapt10_bn_accuracy", "adapt 10+bn acc"),
+    ("adapt50_bn_accuracy", "adapt 50+bn acc"),
 )
 
 
