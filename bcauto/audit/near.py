@@ -12,7 +12,8 @@ Two steps, neither quadratic in Python:
    different cells. Each candidate pair is compared on band-passed thumbnails (fine structure: the red-cell
    layout, chromatin) by normalised cross-correlation, maximised over shifts of up to ``MAX_SHIFT`` pixels
    and a 5% zoom either way. A pair is a near duplicate when that correlation reaches the threshold, its
-   colour layouts (4 x 4 chromaticity) agree and its centres (the cell itself, zoomed in) correlate as well.
+   colour layouts (4 x 4 chromaticity) agree and its centres (the cell itself, zoomed in, in finer detail)
+   correlate as well.
    The correlations of all pairs come from FFTs in batches.
 
 Groups are the connected components of the verified pairs (exact duplicates merged first), split by complete
@@ -38,6 +39,11 @@ FOURIER = 6  # lowest Fourier frequencies per axis whose magnitudes join the emb
 MAX_SHIFT = 3  # pixels of the thumbnail (about 9% of the image side)
 ZOOM = 1.05  # a crop of up to ~5% per side and resize back is matched by zooming the other image
 CENTRE_ZOOM = 1.6  # the centre view (the cell): the middle 1 / CENTRE_ZOOM of the image
+# the centre is compared in finer detail (chromatin, granules): at the whole view's scale two different round
+# cells on a plain background correlate like copies
+CENTRE_THUMB = 48
+CENTRE_SHIFT = 5  # pixels of the centre thumbnail (the same share of the side as MAX_SHIFT)
+CENTRE_BAND = (0.5, 3.0)
 BAND = (0.7, 4.0)  # band-pass: Gaussian blurs (thumbnail pixels) subtracted from each other
 NEIGHBOURS = 5  # candidates per image
 THRESHOLD = 0.88  # band-passed correlation at or above which two images are near duplicates
@@ -203,11 +209,10 @@ def _centre_similarity(images: np.ndarray, unique: np.ndarray, pairs: np.ndarray
     involved, inverse = np.unique(pairs, return_inverse=True)
     subset = inverse.reshape(-1, 2)
     chosen = images[unique[involved]]
-    plain = _Prepared(thumbnails(chosen, zoom=CENTRE_ZOOM))
-    zoomed = _Prepared(thumbnails(chosen, zoom=CENTRE_ZOOM * ZOOM))
-    return np.maximum.reduce(
-        [pair_similarity(plain, plain, subset), pair_similarity(zoomed, plain, subset), pair_similarity(plain, zoomed, subset)]
-    )
+    plain = _Prepared(thumbnails(chosen, CENTRE_THUMB, CENTRE_ZOOM), CENTRE_SHIFT, CENTRE_BAND)
+    zoomed = _Prepared(thumbnails(chosen, CENTRE_THUMB, CENTRE_ZOOM * ZOOM), CENTRE_SHIFT, CENTRE_BAND)
+    views = ((plain, plain), (zoomed, plain), (plain, zoomed))
+    return np.maximum.reduce([pair_similarity(a, b, subset, CENTRE_SHIFT) for a, b in views])
 
 
 def _views(images: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -268,9 +273,9 @@ def candidate_pairs(embedding: np.ndarray, neighbours: int) -> np.ndarray:
     return np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
 
 
-def band_passed(thumbs: np.ndarray) -> np.ndarray:
+def band_passed(thumbs: np.ndarray, band_sigmas: tuple[float, float] = BAND) -> np.ndarray:
     """Fine structure only (difference of two blurs), zero mean, unit mean square per image."""
-    band = band_pass(thumbs, *BAND)
+    band = band_pass(thumbs, *band_sigmas)
     band -= band.mean(axis=(1, 2), keepdims=True)
     band /= np.sqrt((band**2).mean(axis=(1, 2), keepdims=True)) + 1e-3
     return band
@@ -279,8 +284,8 @@ def band_passed(thumbs: np.ndarray) -> np.ndarray:
 class _Prepared:
     """Band-passed thumbnails with what every pair comparison needs: their FFT and summed squares."""
 
-    def __init__(self, thumbs: np.ndarray, max_shift: int = MAX_SHIFT):
-        band = band_passed(thumbs)
+    def __init__(self, thumbs: np.ndarray, max_shift: int = MAX_SHIFT, band_sigmas: tuple[float, float] = BAND):
+        band = band_passed(thumbs, band_sigmas)
         self.size, self.pad = band.shape[1], band.shape[1] + max_shift
         self.spectrum = rfft2(band, s=(self.pad, self.pad))
         self.table = np.zeros((len(band), self.size + 1, self.size + 1), np.float32)
