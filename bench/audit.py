@@ -39,18 +39,18 @@ class Variant:
     """Parameters of one foreign-background generator."""
 
     name: str
-    cartoon_share: float  # of the pasted images; the rest get photo-like textures
-    cartoon_saturation: tuple[float, float]
-    cartoon_value: tuple[float, float]
-    cartoon_shapes: tuple[int, int]
-    cartoon_outline: float  # chance of black outlines
-    cartoon_patterns: tuple[str, ...]  # fills besides flat colour
     photo_kinds: tuple[str, ...]
-    photo_beta: tuple[float, float]  # spectral slope of the fractal noise
     palettes: tuple[str, ...]
     paste: tuple[str, ...]  # how the cell is cut out
     dilate: tuple[int, int]  # pixels added around a segmented cell
     jpeg: tuple[int, int]
+    cartoon_share: float = 0.0  # of the pasted images; the rest get photo-like textures
+    cartoon_saturation: tuple[float, float] = (0.0, 0.0)
+    cartoon_value: tuple[float, float] = (0.0, 0.0)
+    cartoon_shapes: tuple[int, int] = (0, 0)
+    cartoon_outline: float = 0.0  # chance of black outlines
+    cartoon_patterns: tuple[str, ...] = ("flat",)  # fills besides flat colour
+    photo_beta: tuple[float, float] = (2.0, 2.0)  # spectral slope of the fractal noise
     wash: tuple[float, float] = (0.0, 0.0)  # share of white blended into the foreign picture (faded prints, pale scans)
 
 
@@ -100,14 +100,7 @@ VARIANTS = {
     ),
     "photos": Variant(
         name="photos",
-        cartoon_share=0.0,
-        cartoon_saturation=(0.0, 0.0),
-        cartoon_value=(0.0, 0.0),
-        cartoon_shapes=(0, 0),
-        cartoon_outline=0.0,
-        cartoon_patterns=("flat",),
         photo_kinds=("real",),
-        photo_beta=(2.0, 2.0),
         palettes=tuple(PALETTES),
         paste=("mask", "disc", "square", "ellipse", "rounded"),
         dilate=(1, 9),
@@ -116,14 +109,7 @@ VARIANTS = {
     ),
     "plain": Variant(
         name="plain",
-        cartoon_share=0.0,
-        cartoon_saturation=(0.0, 0.0),
-        cartoon_value=(0.0, 0.0),
-        cartoon_shapes=(0, 0),
-        cartoon_outline=0.0,
-        cartoon_patterns=("flat",),
         photo_kinds=("flat", "noise", "gradient"),
-        photo_beta=(2.0, 2.0),
         palettes=("rock",),
         paste=("mask", "disc", "square", "ellipse", "rounded"),
         dilate=(1, 9),
