@@ -43,7 +43,7 @@ CENTRE_ZOOM = 1.6  # the centre view (the cell): the middle 1 / CENTRE_ZOOM of t
 # cells on a plain background correlate like copies
 CENTRE_THUMB = 48
 CENTRE_SHIFT = 5  # pixels of the centre thumbnail (the same share of the side as MAX_SHIFT)
-CENTRE_BAND = (0.6, 3.5)
+CENTRE_BAND = (0.6, 3.5)  # Gaussian blurs (centre-thumbnail pixels), finer than BAND
 BAND = (0.7, 4.0)  # band-pass: Gaussian blurs (thumbnail pixels) subtracted from each other
 NEIGHBOURS = 5  # candidates per image
 THRESHOLD = 0.88  # band-passed correlation at or above which two images are near duplicates
