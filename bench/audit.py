@@ -3,15 +3,19 @@
 The contamination is generated here, procedurally (no downloads), the way the seed team's training set was
 spoiled: a share of the cells is cut out and pasted over a foreign picture (cartoon-like drawings and
 photo-like natural textures), and exact and near duplicates (re-encoded JPEG, brightness, shift, crop) are
-added, some of them under another label, with a few blank and corrupt images. Four generator variants can
+added, some of them under another label, with a few blank and corrupt images. Six generator variants can
 be scored: ``dev`` (the one the detector was developed against), ``held-out`` (other shapes, palettes,
 textures and paste geometry, never looked at while developing), ``photos`` (crops of real photographs
-shipped with scikit-image, some faded towards white, under every paste shape) and ``plain`` (flat, grainy or
-gradient fills in the colour of the image's own smear background: the hardest case). Another run audits the
-clean images after a global stain change (another lab's colours) to check that the false-positive rate does
-not depend on the stain. Only the images of ``--data`` are read; nothing is written into the repository.
+shipped with scikit-image, some faded towards white, under every paste shape), ``plain`` (flat, grainy or
+gradient fills in the colour of the image's own smear background) and ``bare`` (the image itself blurred,
+mottled fills, its own background pixels resampled), against which the bare-frame check was developed, and
+``bare-held-out`` (a tiled corner patch, a wide median filter, blur plus sensor noise), fixed before that
+check was first run on it. Another run audits the clean images after a global stain change (another lab's
+colours) and with one image in ten defocused, to check that the false-positive rate depends on neither.
+Only the images of ``--data`` are read; nothing is written into the repository.
 
-    python bench/audit.py [--data ../shared/data/pbc96] [--variants dev,held-out,photos,plain] [--stain-check] [--sheets DIR]
+    python bench/audit.py [--data ../shared/data/pbc96] [--variants dev,held-out,photos,plain,bare,bare-held-out]
+        [--stain-check] [--sheets DIR]
 """
 
 from __future__ import annotations
@@ -115,7 +119,24 @@ VARIANTS = {
         dilate=(1, 9),
         jpeg=(80, 95),
     ),
+    "bare": Variant(
+        name="bare",
+        photo_kinds=("blurred", "mottled", "resampled"),
+        palettes=("rock",),
+        paste=("mask", "disc", "square", "ellipse", "rounded"),
+        dilate=(1, 9),
+        jpeg=(75, 95),
+    ),
+    "bare-held-out": Variant(
+        name="bare-held-out",
+        photo_kinds=("tiled", "median", "noisy-blur"),
+        palettes=("rock",),
+        paste=("mask", "disc", "square", "ellipse", "rounded"),
+        dilate=(1, 9),
+        jpeg=(70, 95),
+    ),
 }
+SMEAR_FILLS = {"flat", "noise", "gradient", "blurred", "mottled", "resampled", "tiled", "median", "noisy-blur"}
 
 # real photographs shipped with scikit-image (no download): colour ones as they are, grey ones tinted
 COLOUR_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
@@ -326,12 +347,38 @@ def smear_coloured_fill(image: np.ndarray, rng: np.random.Generator, kind: str) 
         other = colour + rng.normal(0, 20, 3)
         fill = colour + np.linspace(0, 1, size)[:, None, None] * (other - colour)
         fill = fill.transpose(1, 0, 2) if rng.random() < 0.5 else fill
+    elif kind == "blurred":  # the image itself, out of focus: its red cells smeared into the background
+        sigma = rng.uniform(4, 8) * size / 96
+        fill = ndimage.gaussian_filter(image.astype(float), (sigma, sigma, 0), mode="reflect")
+    elif kind == "mottled":  # uneven illumination or a thick film: low-frequency blotches of the background colour
+        fill = fill + (fractal_noise(size, rng, rng.uniform(2.5, 3.5))[..., None] - 0.5) * rng.uniform(10, 40) * rng.uniform(0.7, 1.3, 3)
+    elif kind == "resampled":  # the image's own brightest pixels shuffled into place, lightly smoothed
+        pixels = image.reshape(-1, 3).astype(float)
+        bright = pixels[pixels.sum(1) >= np.quantile(pixels.sum(1), 0.7)]
+        fill = bright[rng.integers(0, len(bright), size * size)].reshape(size, size, 3)
+        sigma = rng.uniform(0.5, 1.0)
+        fill = ndimage.gaussian_filter(fill, (sigma, sigma, 0))
+    elif kind == "tiled":  # the brightest corner patch of the image repeated, mirrored at every seam
+        side = size // 6
+        corners = [image[:side, :side], image[:side, -side:], image[-side:, :side], image[-side:, -side:]]
+        patch = max(corners, key=lambda c: float(c.mean())).astype(float)
+        pair = np.concatenate([patch, patch[:, ::-1]], axis=1)
+        block = np.concatenate([pair, pair[::-1]], axis=0)
+        reps = -(-size // block.shape[0])
+        fill = np.tile(block, (reps, reps, 1))[:size, :size]
+    elif kind == "median":  # the image under a wide median filter: red cells flattened into the background
+        width = int(rng.integers(9, 16)) * size // 96 | 1
+        fill = ndimage.median_filter(image.astype(float), size=(width, width, 1), mode="reflect")
+    elif kind == "noisy-blur":  # the image out of focus, then sensor noise: the grain comes back, the cells do not
+        sigma = rng.uniform(3, 6) * size / 96
+        fill = ndimage.gaussian_filter(image.astype(float), (sigma, sigma, 0), mode="reflect")
+        fill = fill + rng.normal(0, rng.uniform(2, 6), (size, size, 1))
     return np.clip(fill, 0, 255)
 
 
 def paste_foreign(image: np.ndarray, rng: np.random.Generator, v: Variant) -> np.ndarray:
     size = image.shape[0]
-    if set(v.photo_kinds) <= {"flat", "noise", "gradient"}:
+    if set(v.photo_kinds) <= SMEAR_FILLS:
         background = smear_coloured_fill(image, rng, str(rng.choice(v.photo_kinds)))
     elif rng.random() < v.cartoon_share:
         background = cartoon(size, rng, v)
@@ -498,7 +545,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=DEFAULT_DATA, help="image folder or .npz (default: shared/data/pbc96)")
     parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--variants", default="dev,held-out,photos,plain", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--foreign", type=int, default=1800, help="images pasted over a foreign picture")
     parser.add_argument("--exact", type=int, default=300)
     parser.add_argument("--near", type=int, default=300)
@@ -572,6 +619,20 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - start
             flagged = report.flagged_indices(kinds=("outliers", "blank_or_corrupt"))
             print(f"- {label}: {len(flagged)} of {n} flagged as outliers or blank/corrupt ({len(flagged) / n:.2%}); audit {wall:.1f} s")
+        # a soft image is unusual focus, not a foreign picture: one in ten defocused must not be flagged more
+        rng = np.random.default_rng(args.seed)
+        soft = np.sort(rng.choice(n, n // 10, replace=False))
+        blurred = data.images.copy()
+        for i in soft:
+            sigma = rng.uniform(1, 2) * args.image_size / 96
+            blurred[i] = np.clip(ndimage.gaussian_filter(blurred[i].astype(np.float32), (sigma, sigma, 0)), 0, 255).astype(np.uint8)
+        report = audit(Dataset(blurred, data.labels, data.class_names, "defocused"), AuditOptions(seed=args.seed))
+        flagged = set(report.flagged_indices(kinds=("outliers", "blank_or_corrupt")).tolist())
+        among = sum(int(i) in flagged for i in soft)
+        print(
+            f"- one in ten defocused (Gaussian sigma 1-2 px at 96): {among} of the {len(soft)} defocused and "
+            f"{len(flagged) - among} of the other {n - len(soft)} flagged ({len(flagged) / n:.2%} in all)"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from bcauto.audit import (
     AuditOptions,
@@ -143,6 +144,41 @@ def test_cells_pasted_over_foreign_pictures_are_outliers(dirty, report):
     assert recall >= 0.9, recall
     assert false_positive <= 0.03, false_positive
     assert all(report.reasons[i] for i in outliers)
+
+
+def bare_frame(image: np.ndarray, kind: str) -> np.ndarray:
+    """The centre of ``image`` (the cell) over a fill in the smear's own colour: flat, or the image itself far out
+    of focus (its red cells smeared away). Colours stay those of the smear; only the missing red cells and detail
+    show."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] / SIZE
+    pixels = image.reshape(-1, 3).astype(float)
+    if kind == "flat":
+        background = np.broadcast_to(np.median(pixels[pixels.sum(1) >= np.quantile(pixels.sum(1), 0.75)], 0), image.shape)
+    else:
+        background = ndimage.gaussian_filter(image.astype(float), (4, 4, 0))
+    cell = (np.hypot(yy - 0.5, xx - 0.5) < 0.3)[..., None]
+    return jpeg(np.where(cell, image, background).clip(0, 255).astype(np.uint8), 90)
+
+
+def test_the_bare_frame_check_finds_cells_over_smear_coloured_fills_and_spares_soft_images():
+    """A fill in the smear's own colours passes the colour check; a frame without red cells or detail must not.
+    A defocused image loses detail everywhere, its cell included, and is no pasted picture. The bare-frame check
+    alone (the other two switched off) must tell the two apart."""
+    rng = np.random.default_rng(9)
+    images, labels = generate(400, SIZE, seed=13)
+    pasted, soft = np.arange(0, 30), np.arange(30, 70)
+    for i in pasted:
+        images[i] = bare_frame(images[i], "flat" if i % 2 else "blurred")
+    for i in soft:
+        sigma = rng.uniform(1.0, 1.5)
+        images[i] = ndimage.gaussian_filter(images[i].astype(float), (sigma, sigma, 0)).clip(0, 255).astype(np.uint8)
+    only_bare = AuditOptions(checks=("outliers",), colour_threshold=1e9, learned_threshold=1e9)
+    report = audit(Dataset(images, labels, BLOOD_CELL_CLASSES, "bare"), only_bare)
+    outliers = set(report.flagged_indices(["outliers"]).tolist())
+    assert np.mean([i in outliers for i in pasted]) >= 0.9, sorted(outliers & set(pasted.tolist()))
+    assert sum(i in outliers for i in soft) <= 1, sorted(outliers & set(soft.tolist()))
+    assert sum(i in outliers for i in range(70, 400)) <= 6
+    assert all(report.reasons[i][0].startswith("frame bare: far ") for i in outliers)
 
 
 def test_summary_class_distribution_and_flag_semantics(dirty, report):

@@ -22,6 +22,7 @@ FRAME_INNER = 0.32  # frame = pixels farther than this (fraction of the side) fr
 CENTRE_RADIUS = 0.3  # the centre disc, where the cell is
 WHITE_SHARE = 0.15  # brightest share of an image's pixels that defines its white point
 CHUNK = 512
+COVER_MARGIN = 20.0  # luminance levels below the frame's background (white-balanced to 230) that count as a red cell
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 NAMES = (
@@ -43,6 +44,8 @@ NAMES = (
     "lbp_edge",
     "lbp_noise",
     "dark_fraction",
+    "red_cell_cover",
+    "frame_to_centre_texture",
 )
 
 
@@ -172,6 +175,14 @@ def _chunk_features(work: np.ndarray, frame: np.ndarray, centre: np.ndarray) -> 
     hist = _lbp_histogram(blur1, frame)
     cols += [hist[:, 0] + hist[:, 8], hist[:, 3:6].sum(1), hist[:, 9]]
     cols.append((np.median(lum[:, frame], axis=1) - _quantile(lum[:, frame], 0.03)) / 230.0)
+
+    # what focus barely changes: how much of the frame red cells cover (pixels clearly darker than its
+    # bright background; a blur moves their edges, not their area), and the frame's fine texture against the
+    # cell's (a blur smooths both; a fill behind a sharp cell smooths only the frame)
+    background = _quantile(lum[:, frame], 0.9)
+    cols.append(np.log((lum[:, frame] < background[:, None] - COVER_MARGIN).mean(1) + 0.02))  # log: a bare frame stands out
+    detail = np.abs(lum - blur1) + np.abs(blur1 - blur2)
+    cols.append(np.log((detail[:, frame].mean(1) + 0.1) / (detail[:, centre].mean(1) + 0.1)))
     return np.stack(cols, 1)
 
 

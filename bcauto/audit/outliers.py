@@ -1,17 +1,23 @@
 """Outliers: images that are not one cell on a smear background (pasted over a foreign picture, unusual).
 
-Two detectors, each with a threshold taken from the data's own score distribution:
+Three detectors, each with a threshold taken from the data's own score distribution:
 
 * colour: how improbable the frame's white-balanced colours are under the dataset's colour model
   (:mod:`bcauto.audit.colour`); the strongest single signal of a foreign background;
 * learned: a robust covariance (scikit-learn ``MinCovDet``, 40% breakdown) over every feature of
   :mod:`bcauto.audit.features`, each robustly standardised; the Mahalanobis distance catches a frame
-  whose colours pass but whose texture, saturation or background colour do not.
+  whose colours pass but whose texture, saturation or background colour do not;
+* bare frame: a frame with far fewer red cells, or far less fine detail next to its own cell, than this
+  dataset's frames: a cell pasted over a fill in the smear's own colour (flat, blurred, mottled), which the
+  colour check cannot see and which one feature among twenty moves too little for the covariance. Focus
+  barely moves either feature (a blur keeps the red cells' area and smooths the cell as much as the frame),
+  so a soft image is not flagged.
 
-Each score becomes a robust z-score: distance from the median in units of the spread of the *lower* half of
-the scores (median minus lower quartile), which a share of outliers (all on the upper side) barely moves. An
-image is an outlier when either z-score passes its threshold. Nothing is fitted to a particular lab: another
-stain moves every image and the model with it.
+Each score becomes a robust z-score: distance from the median in units of the spread of the half of the
+scores away from the outliers (for colour and learned, the median minus the lower quartile; for a bare
+frame, which sits on the low side, the upper quartile minus the median), which a share of outliers barely
+moves. An image is an outlier when any z-score passes its threshold. Nothing is fitted to a particular lab:
+another stain moves every image and the model with it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from bcauto.audit.features import NAMES, image_features
 
 COLOUR_THRESHOLD = 4.0
 LEARNED_THRESHOLD = 4.5
+BARE_THRESHOLD = 6.0
+# features that focus barely moves, whose low side marks a frame with no smear in it: what a bare frame lacks
+BARE_FEATURES = {"red_cell_cover": "far fewer red cells", "frame_to_centre_texture": "far less fine detail next to its cell"}
 SUPPORT = 0.6  # share of images the robust covariance is fitted on (its breakdown point is 1 - SUPPORT)
 MIN_IMAGES = 20  # fewer images than this: no outlier detection (no distribution to learn from)
 MIN_IMAGES_PER_FEATURE = 10  # the covariance needs this many images per feature, else colour only
@@ -34,6 +43,10 @@ MIN_CLASS = 30  # classes with fewer images are standardised with the whole data
 # these count at most SMOOTH_FLOOR sigmas below the median
 SMOOTHER_IS_FINE = ("fine_texture", "contrast", "chroma_fine", "chroma_coarse")
 SMOOTH_FLOOR = -2.0
+# more of the frame covered by red cells than usual (a thicker part of the smear) is no sign either: at most
+# DENSE_CEILING sigmas above the median
+DENSER_IS_FINE = ("red_cell_cover",)
+DENSE_CEILING = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,7 @@ class OutlierResult:
 
     colour: np.ndarray
     learned: np.ndarray
+    bare: np.ndarray
     features: np.ndarray
     flagged: np.ndarray  # bool
     reasons: list[str]
@@ -55,6 +69,7 @@ def detect_outliers(
     colour_threshold: float = COLOUR_THRESHOLD,
     learned_threshold: float = LEARNED_THRESHOLD,
     labels: np.ndarray | None = None,
+    bare_threshold: float = BARE_THRESHOLD,
 ) -> OutlierResult:
     """Score every image; the models are fitted on the images where ``fit`` is True (default: all).
 
@@ -67,7 +82,7 @@ def detect_outliers(
     if fit.sum() < MIN_IMAGES:
         note = f"outliers: not checked, {int(fit.sum())} images are too few to learn what is usual (need {MIN_IMAGES})"
         zeros = np.zeros(n)
-        return OutlierResult(zeros, zeros, features, np.zeros(n, bool), [""] * n, (note,))
+        return OutlierResult(zeros, zeros, zeros, features, np.zeros(n, bool), [""] * n, (note,))
     features[:, 0] = colour_scores(codes, fit)
     colour = robust_z(features[:, 0], fit)
     notes: list[str] = []
@@ -79,9 +94,11 @@ def detect_outliers(
             f"outliers: {int(fit.sum())} images are too few for the learned detector "
             f"(need {MIN_IMAGES_PER_FEATURE * features.shape[1]}); colour check only"
         )
-    flagged = (colour > colour_threshold) | (learned > learned_threshold)
-    reasons = [_reason(colour[i], learned[i], standardised[i], colour_threshold, learned_threshold) if flagged[i] else "" for i in range(n)]
-    return OutlierResult(colour, learned, features, flagged, reasons, tuple(notes))
+    bare, bare_parts = _bare_scores(features, fit)
+    flagged = (colour > colour_threshold) | (learned > learned_threshold) | (bare > bare_threshold)
+    thresholds = (colour_threshold, learned_threshold, bare_threshold)
+    reasons = [_reason(colour[i], learned[i], bare_parts[i], standardised[i], thresholds) if flagged[i] else "" for i in range(n)]
+    return OutlierResult(colour, learned, bare, features, flagged, reasons, tuple(notes))
 
 
 def robust_z(values: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
@@ -92,6 +109,24 @@ def robust_z(values: np.ndarray, fit: np.ndarray | None = None) -> np.ndarray:
     if not spread > 1e-9:
         spread = np.std(reference) or 1.0
     return (values - median) / spread
+
+
+def low_z(values: np.ndarray, fit: np.ndarray) -> np.ndarray:
+    """(median - value) / upper-half spread: how far below the usual a value is, in units that the low
+    outliers do not move."""
+    reference = values[fit]
+    median = np.median(reference)
+    spread = (np.quantile(reference, 0.75) - median) / 0.6745
+    if not spread > 1e-9:
+        spread = np.std(reference) or 1.0
+    return (median - values) / spread
+
+
+def _bare_scores(features: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the larger low-side z of the bare-frame features, and each feature's (N x len(BARE_FEATURES))."""
+    columns = features[:, [NAMES.index(name) for name in BARE_FEATURES]]
+    parts = np.stack([low_z(column, fit) for column in columns.T], 1)
+    return parts.max(1), parts
 
 
 def standardise(features: np.ndarray, fit: np.ndarray) -> np.ndarray:
@@ -117,6 +152,8 @@ def _learned_scores(features: np.ndarray, fit: np.ndarray, seed: int, labels=Non
     floored = standardised.copy()
     for name in SMOOTHER_IS_FINE:
         floored[:, NAMES.index(name)] = np.maximum(floored[:, NAMES.index(name)], SMOOTH_FLOOR)
+    for name in DENSER_IS_FINE:
+        floored[:, NAMES.index(name)] = np.minimum(floored[:, NAMES.index(name)], DENSE_CEILING)
     compressed = np.arcsinh(floored)  # extreme values stay extreme but cannot dominate the fit
     usable = compressed[:, compressed[fit].std(axis=0) > 1e-9]
     with warnings.catch_warnings():
@@ -133,7 +170,8 @@ def _learned_scores(features: np.ndarray, fit: np.ndarray, seed: int, labels=Non
     return robust_z(distance, fit), standardised
 
 
-def _reason(colour: float, learned: float, standardised: np.ndarray, colour_threshold: float, learned_threshold: float) -> str:
+def _reason(colour: float, learned: float, bare: np.ndarray, standardised: np.ndarray, thresholds: tuple[float, float, float]) -> str:
+    colour_threshold, learned_threshold, bare_threshold = thresholds
     parts = []
     if colour > colour_threshold:
         parts.append(f"frame colours unusual for this dataset (z {colour:.1f})")
@@ -141,4 +179,7 @@ def _reason(colour: float, learned: float, standardised: np.ndarray, colour_thre
         top = np.argsort(-np.abs(standardised[1:]))[:3] + 1
         names = ", ".join(f"{NAMES[k]} {standardised[k]:+.1f}" for k in top)
         parts.append(f"colour/texture features unusual (z {learned:.1f}: {names})")
+    if bare.max() > bare_threshold:
+        low = " and ".join(f"{lacks} (z {z:.1f})" for lacks, z in zip(BARE_FEATURES.values(), bare) if z > bare_threshold)
+        parts.append(f"frame bare: {low} than this dataset's frames")
     return "; ".join(parts)

@@ -66,14 +66,14 @@ def _rows(report: AuditReport, kind: str) -> list[list[tuple[int, str]]]:
             # a folder's class subfolder is the class on the line above: the tile's width goes to the file name
             text += f"\n{report.item_names[i].removeprefix(names[report.labels[i]] + '/')}"
         if kind == "outliers" and "colour" in report.scores:
-            text += f"\nz {report.scores['colour'][i]:.1f} / {report.scores['learned'][i]:.1f}"
+            text += f"\nz {report.scores['colour'][i]:.1f} / {report.scores['learned'][i]:.1f} / {report.scores['bare'][i]:.1f}"
         return text
 
     if kind in GROUP_KINDS:
         return [[(i, caption(i)) for i in group] for group in report.groups.get(kind, [])]
     indices = list(report.flagged.get(kind, []))
     if kind == "outliers" and "colour" in report.scores:  # most unusual first
-        strength = np.maximum(report.scores["colour"], report.scores["learned"])
+        strength = np.maximum.reduce([report.scores["colour"], report.scores["learned"], report.scores["bare"]])
         indices.sort(key=lambda i: -strength[i])
     items = [(i, caption(i)) for i in indices]
     return [items[k : k + COLUMNS] for k in range(0, len(items), COLUMNS)]

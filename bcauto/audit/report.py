@@ -27,7 +27,7 @@ class AuditReport:
 
     ``groups[kind]`` (for GROUP_KINDS) lists groups of image indices, first image first; ``flagged[kind]``
     (blank_or_corrupt, outliers) lists image indices; ``reasons`` says why each of those was flagged.
-    ``scores`` holds per-image arrays (``colour`` and ``learned`` outlier z-scores, ``near_group`` ids).
+    ``scores`` holds per-image arrays (``colour``, ``learned`` and ``bare`` outlier z-scores, ``near_group`` ids).
     ``item_names`` names each image within ``source`` (a path relative to a folder, ``images[17]`` in an
     .npz; empty for generated data); ``left_out`` lists ``(name, why)`` for each file the source did not load.
     ``notes`` holds the data source's notes (conversions, skipped and ignored files), then the audit's own.
@@ -136,6 +136,7 @@ class AuditReport:
             if "colour" in self.scores:
                 entry["colour_z"] = round(float(self.scores["colour"][i]), 2)
                 entry["learned_z"] = round(float(self.scores["learned"][i]), 2)
+                entry["bare_z"] = round(float(self.scores["bare"][i]), 2)
             return entry
 
         kinds = {}

@@ -26,6 +26,8 @@ class AuditOptions:
         neighbours: near-duplicate candidates per image.
         colour_threshold: robust z-score of the colour check above which an image is an outlier.
         learned_threshold: robust z-score of the learned (robust covariance) detector above which an image is an outlier.
+        bare_threshold: low-side robust z-score of the bare-frame check (red cells, fine detail) above which an image
+            is an outlier.
         seed: seed of the robust covariance fit.
     """
 
@@ -34,6 +36,7 @@ class AuditOptions:
     neighbours: int = near_module.NEIGHBOURS
     colour_threshold: float = outlier_module.COLOUR_THRESHOLD
     learned_threshold: float = outlier_module.LEARNED_THRESHOLD
+    bare_threshold: float = outlier_module.BARE_THRESHOLD
     seed: int = 0
 
     @classmethod
@@ -58,7 +61,7 @@ class AuditOptions:
             raise BcautoError(f"{where}: near_threshold must lie in (0, 1], got {self.near_threshold}")
         if self.neighbours < 1:
             raise BcautoError(f"{where}: neighbours must be 1 or more, got {self.neighbours}")
-        for name in ("colour_threshold", "learned_threshold"):
+        for name in ("colour_threshold", "learned_threshold", "bare_threshold"):
             if not getattr(self, name) > 0:
                 raise BcautoError(f"{where}: {name} must be positive, got {getattr(self, name)}")
 
@@ -125,7 +128,7 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
         once = np.zeros(n, bool)
         once[first] = True
         result = outlier_module.detect_outliers(
-            images, fit & once, options.seed, options.colour_threshold, options.learned_threshold, labels
+            images, fit & once, options.seed, options.colour_threshold, options.learned_threshold, labels, options.bare_threshold
         )
         timings["outliers"] = time.perf_counter() - start
         if "blank_or_corrupt" in checks:  # reported there already
@@ -134,7 +137,7 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
             flagged["outliers"] = np.flatnonzero(result.flagged | is_broken).tolist()
         for i in flagged["outliers"]:
             reasons.setdefault(i, []).append(result.reasons[i] or broken[i])
-        scores["colour"], scores["learned"] = result.colour, result.learned
+        scores["colour"], scores["learned"], scores["bare"] = result.colour, result.learned, result.bare
         notes += result.notes
     return AuditReport(
         source=data.source,
