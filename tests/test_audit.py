@@ -170,7 +170,7 @@ def test_the_bare_frame_check_finds_cells_over_smear_coloured_fills_and_spares_s
     for i in pasted:
         images[i] = bare_frame(images[i], "flat" if i % 2 else "blurred")
     for i in soft:
-        sigma = rng.uniform(1.0, 1.5)
+        sigma = rng.uniform(1.5, 2.5)
         images[i] = ndimage.gaussian_filter(images[i].astype(float), (sigma, sigma, 0)).clip(0, 255).astype(np.uint8)
     only_bare = AuditOptions(checks=("outliers",), colour_threshold=1e9, learned_threshold=1e9)
     report = audit(Dataset(images, labels, BLOOD_CELL_CLASSES, "bare"), only_bare)
