@@ -92,7 +92,7 @@ def detect_outliers(
         learned, standardised = np.zeros(n), standardise(features, fit)
         notes.append(
             f"outliers: {int(fit.sum())} images are too few for the learned detector "
-            f"(need {MIN_IMAGES_PER_FEATURE * features.shape[1]}); colour check only"
+            f"(need {MIN_IMAGES_PER_FEATURE * features.shape[1]}); colour and bare-frame checks only"
         )
     bare, bare_parts = _bare_scores(features, fit)
     flagged = (colour > colour_threshold) | (learned > learned_threshold) | (bare > bare_threshold)
