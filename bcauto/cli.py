@@ -255,7 +255,7 @@ def cmd_evaluate(args, console) -> int:
     from bcauto.evaluate import class_subset, confusion_png, evaluate, render, shift_steps
     from bcauto.plugins import components
     from bcauto.progress import transient_progress
-    from bcauto.sanity import model_info_causes, prediction_problem
+    from bcauto.sanity import evaluation_causes, prediction_problem
 
     bundle = load_bundle(args.model)
     allowed = class_subset(args.classes, bundle.class_names)
@@ -282,7 +282,7 @@ def cmd_evaluate(args, console) -> int:
         )
     problem = prediction_problem(scores.confusion, bundle.class_names, "the evaluation images")
     if problem:  # a model that learned nothing: its scores alone do not say so
-        result["warning"] = f"the model {problem}. {model_info_causes(bundle.info)}"
+        result["warning"] = f"the model {problem}. {evaluation_causes(bundle.info, data.fingerprint())}"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     image = confusion_png(

@@ -68,3 +68,19 @@ def model_info_causes(info: dict) -> str:
         epochs=sum(epochs.values()) if isinstance(epochs, dict) else epochs,
         lr=float(lr) if lr is not None else None,
     )
+
+
+def evaluation_causes(info: dict, fingerprint: str) -> str:
+    """The likely causes for a model that learned nothing on the images it is evaluated on (of ``fingerprint``).
+
+    On images other than those the model was trained on, another lab's microscope, camera or stain is as likely
+    a cause as the training, and it calls for other remedies, so it comes first.
+    """
+    trained_on = (info.get("data") or {}).get("fingerprint")
+    if not trained_on or trained_on == fingerprint:
+        return model_info_causes(info)
+    return (
+        "If these images come from another lab, microscope, camera or stain than the model's training images, that "
+        "shift is the likely cause: see docs/deploying-in-another-lab.md (--classes, --adapt-bn, bcauto adapt). "
+        f"If they do not, the usual causes apply. {model_info_causes(info)}"
+    )

@@ -294,6 +294,22 @@ def untrained(tmp_path_factory):
     return untrained_model_dir(tmp_path_factory.mktemp("untrained") / "model", BLOOD_CELL_CLASSES)
 
 
+def test_a_model_that_learned_nothing_on_other_images_is_told_that_another_lab_may_be_the_cause(untrained, tmp_path):
+    """A model trained on other images than it is scored on may fail because those come from another lab: evaluate's
+    warning says so before the training causes, which alone would send the user to retrain."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(untrained, model)
+    info = json.loads((model / "bcauto-model.json").read_text())
+    info["data"] = {"source": "training-lab", "fingerprint": "0123456789abcdef", "images": 5000}
+    (model / "bcauto-model.json").write_text(json.dumps(info))
+    assert main(["evaluate", str(model), "--data", "synthetic:80", "--out", str(tmp_path / "evaluation")]) == 0
+    warning = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())["warning"]
+    assert "another lab, microscope, camera or stain" in warning and "docs/deploying-in-another-lab.md" in warning
+    assert warning.index("another lab") < warning.index("Likely causes: too few images (5000")
+
+
 def test_evaluate_says_which_data_class_it_matched_to_which_model_class(untrained, tmp_path, capsys):
     from bcauto_builtin.sources.synthetic import generate
 
