@@ -514,6 +514,11 @@ def score(report, truth: Truth, n_original: int) -> list[tuple[str, str, str]]:
     false = [i in outliers for i in truth.clean]
     rows.append(("foreign background (outliers)", _rate(found), f"{np.mean(false):.2%} of clean images ({sum(false)}/{len(false)})"))
     broken = set(report.flagged_indices(kinds=("blank_or_corrupt",)).tolist())
+    # a cell over a flat fill can have rows of one colour, like a truncated file: listed as blank/corrupt, with the
+    # outlier check's reason added; either way the audit flags it for removal
+    found = [i in outliers or i in broken for i in truth.foreign]
+    false = [i in outliers or i in broken for i in truth.clean]
+    rows.append(("foreign background (flagged at all)", _rate(found), f"{np.mean(false):.2%} of clean images ({sum(false)}/{len(false)})"))
     found = [i in broken for i in truth.blank]
     false = [i in broken for i in truth.clean]
     rows.append(("blank / corrupt", _rate(found), f"{np.mean(false):.2%} of clean images ({sum(false)}/{len(false)})"))

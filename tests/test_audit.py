@@ -181,6 +181,22 @@ def test_the_bare_frame_check_finds_cells_over_smear_coloured_fills_and_spares_s
     assert all(report.reasons[i][0].startswith("frame bare: far ") for i in outliers)
 
 
+def test_a_cell_over_a_flat_fill_flagged_as_broken_also_gets_the_outlier_reason():
+    """A cell pasted over a flat fill leaves rows of one colour above and below it, as a truncated file does: the
+    image is listed as broken, and its reasons must also say what the outlier check saw, not only "damaged file"."""
+    images, labels = generate(400, SIZE, seed=5)
+    pasted = np.arange(8)
+    fill = np.median(images[20:].reshape(-1, 3), axis=0).astype(np.uint8)
+    for i in pasted:
+        images[i, :18] = fill
+        images[i, -18:] = fill
+    report = audit(Dataset(images, labels, BLOOD_CELL_CLASSES, "fills"), AuditOptions(checks=("blank_or_corrupt", "outliers")))
+    assert set(pasted.tolist()) <= set(report.flagged["blank_or_corrupt"])
+    assert not set(pasted.tolist()) & set(report.flagged["outliers"]), "each image is listed once"
+    explained = [i for i in pasted if any(r.startswith("broken") for r in report.reasons[i]) and any("frame" in r for r in report.reasons[i])]
+    assert len(explained) >= 6, {int(i): report.reasons[i] for i in pasted}
+
+
 def test_summary_class_distribution_and_flag_semantics(dirty, report):
     data, _ = dirty
     summary = report.summary()

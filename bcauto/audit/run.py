@@ -131,8 +131,11 @@ def audit(data: Dataset, options: AuditOptions | dict | None = None, progress=No
             images, fit & once, options.seed, options.colour_threshold, options.learned_threshold, labels, options.bare_threshold
         )
         timings["outliers"] = time.perf_counter() - start
-        if "blank_or_corrupt" in checks:  # reported there already
+        if "blank_or_corrupt" in checks:  # listed there already, with what this check saw added to the reasons:
+            # a cell pasted over a flat fill has identical rows like a truncated file, but is a foreign picture
             flagged["outliers"] = np.flatnonzero(result.flagged & ~is_broken).tolist()
+            for i in np.flatnonzero(result.flagged & is_broken):
+                reasons.setdefault(int(i), []).append(result.reasons[i])
         else:
             flagged["outliers"] = np.flatnonzero(result.flagged | is_broken).tolist()
         for i in flagged["outliers"]:
