@@ -31,5 +31,5 @@ assert found.resolve().is_relative_to(Path(sys.argv[1]).resolve()), f"studies fo
 assert {"cpu.toml", "default.toml"} <= {p.name for p in found.iterdir()}, f"{found} lacks cpu.toml or default.toml"
 PY
 # the CPU study whatever the machine: no pretrained weights to download, and the same few minutes anywhere
-CUDA_VISIBLE_DEVICES=-1 "$work/venv/bin/bcauto" search --trials 1 --data synthetic:600
-echo "wheel check: ${wheel[0]##*/} installs in a fresh venv and 'bcauto search --trials 1 --data synthetic:600' runs outside the repo"
+CUDA_VISIBLE_DEVICES=-1 "$work/venv/bin/bcauto" search --trials 2 --data synthetic:600
+echo "wheel check: ${wheel[0]##*/} installs in a fresh venv and 'bcauto search --trials 2 --data synthetic:600' runs outside the repo"
