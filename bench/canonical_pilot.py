@@ -1,0 +1,149 @@
+"""Pilot: which input canonicalization lets a small CNN trained in one lab recognise another lab's cells?
+
+One fixed configuration, no search: mini_cnn (16 filters) at --size pixels, `stain` augmentation (strength 0.7),
+cell_crop at strength 0.83 where a chain has it, a 128-unit head, Lion at 3.3e-4, class weights, --epochs epochs
+on a stratified 80% of --data. Each configuration is scored by macro-F1 on the other 20% and by accuracy on
+--otherlab, as is and restricted to that lab's classes. The other lab is only scored: nothing here is trained,
+selected or tuned on it, and what this pilot shows must not pick a study's search space (that is the shifted
+validation's job).
+
+A configuration is ``CHAIN:NORM:AUGMENTATION``, CHAIN being steps joined by ``+``:
+
+- ``crop``, ``stain_norm``: the built-in canonicalizers' layers (cell_crop, Reinhard colour transfer);
+- ``density``, ``mask``: two experiments defined here, not in the product. ``density`` brings each image's
+  background (per channel, its 90th percentile) to the reference background and scales its optical density so
+  that its 99th percentile is the reference's: exposure and stain strength, hue ratios kept (Beer-Lambert).
+  ``mask`` replaces everything beyond the white cell (2.6 nucleus spreads from its nucleus) by the mean colour
+  of what lies there.
+
+    python bench/canonical_pilot.py --configs crop:batch:stain,crop+stain_norm:batch:stain
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_DATA, machine, quiet
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
+# pbc96 at 40x40: the median over images of each channel's 90th percentile, and of the 99th percentile of the
+# summed optical density (measured with this script's `density` statistics on all 13,759 images)
+REFERENCE_BACKGROUND = (254.1, 227.7, 202.8)
+REFERENCE_DENSITY = 3.16
+
+
+def experimental_layers():
+    import keras
+    from keras import ops
+
+    from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
+
+    class DensityNormalization(keras.layers.Layer):
+        def call(self, images):
+            x = ops.clip(ops.cast(images, "float32"), 1.0, 255.0)
+            shape = ops.shape(x)
+            flat = ops.reshape(x, (-1, shape[1] * shape[2], 3))
+            background = ops.quantile(flat, 0.9, axis=1)[:, None, :]
+            density = -ops.log(ops.minimum(flat / background, 1.0))
+            dense = ops.quantile(ops.sum(density, axis=-1), 0.99, axis=1)[:, None, None]
+            scale = ops.clip(REFERENCE_DENSITY / ops.maximum(dense, 1e-3), 0.33, 4.0)
+            out = ops.convert_to_tensor(np.array(REFERENCE_BACKGROUND, "float32")) * ops.exp(-density * scale)
+            return ops.reshape(out, shape)
+
+    class CellMask(keras.layers.Layer):
+        def call(self, images):
+            x = ops.cast(images, "float32")
+            side = ops.cast(ops.shape(x)[1], "float32")
+            row, col, spread = nucleus_centre_and_spread(x)
+            radius = ops.clip(2.6 * spread, 0.15 * side, 0.45 * side)
+            coords = ops.cast(ops.arange(ops.shape(x)[1]), "float32")
+            distance = ops.sqrt((coords[None, :, None] - row[:, None, None]) ** 2 + (coords[None, None, :] - col[:, None, None]) ** 2)
+            inside = ops.sigmoid((radius[:, None, None] - distance) / (0.04 * side))[..., None]
+            outside_mean = ops.sum(x * (1 - inside), axis=(1, 2), keepdims=True) / (ops.sum(1 - inside, axis=(1, 2), keepdims=True) + 1e-3)
+            return x * inside + outside_mean * (1 - inside)
+
+    return DensityNormalization, CellMask
+
+
+def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
+    import keras
+    from keras import layers
+
+    from bcauto_builtin.augmentation_pipelines import build_lab, build_stain
+    from bcauto_builtin.canonical_layers import CellCentredCrop, StainNormalization
+    from bcauto_builtin.small_cnns import build_mini_cnn
+
+    density, mask = experimental_layers()
+    steps = {"crop": lambda: CellCentredCrop(strength=0.83), "stain_norm": StainNormalization, "density": density, "mask": mask}
+    augment = {
+        "stain": lambda: build_stain({"strength": 0.7}, size, seed),
+        "lab": lambda: build_lab({"strength": 0.6, "zoom": 1.4}, size, seed),
+    }
+    inputs = keras.Input((size, size, 3))
+    x = augment[augmentation]()(inputs)
+    for step in chain.split("+"):
+        if step != "none":
+            x = steps[step]()(x)
+    x = build_mini_cnn((size, size, 3), base_filters=16, norm=norm)(layers.Rescaling(1 / 255.0)(x))
+    x = layers.Dropout(0.3)(layers.Dense(128, activation="relu")(layers.GlobalAveragePooling2D()(x)))
+    model = keras.Model(inputs, layers.Dense(8, activation="softmax")(x))
+    model.compile(keras.optimizers.Lion(1e-3 / 3), "sparse_categorical_crossentropy")
+    return model
+
+
+def load(path: str, size: int):
+    import tensorflow as tf
+
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+
+    data = load_data(path, 96, components(), {"seed": 0, "on_bad_image": "skip"})
+    return tf.image.resize(data.images, (size, size), antialias=True).numpy(), np.asarray(data.labels), list(data.class_names)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=DEFAULT_DATA)
+    parser.add_argument("--otherlab", default=DEFAULT_OTHERLAB, help="another lab's labelled images, scored only")
+    parser.add_argument("--configs", default="crop:batch:stain,crop+stain_norm:batch:stain", help="CHAIN:NORM:AUGMENTATION, ...")
+    parser.add_argument("--size", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    quiet()
+    import keras
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import train_test_split
+
+    images, labels, names = load(args.data, args.size)
+    other, other_labels, other_names = load(args.otherlab, args.size)
+    other_truth = np.array([names.index(other_names[i]) for i in other_labels])
+    present = np.unique(other_truth)
+    train, val = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=args.seed)
+    weights = len(train) / (len(names) * np.bincount(labels[train], minlength=len(names)))
+    print(f"{machine()}; {args.size}x{args.size}, {args.epochs} epochs, seed {args.seed}")
+    print(f"{'configuration':34s} {'val F1':>7s} {'other acc':>9s} {'its classes':>11s}  other lab's cells called")
+    for config in args.configs.split(","):
+        chain, norm, augmentation = config.split(":")
+        keras.utils.set_random_seed(args.seed)
+        model = build_model(chain, norm, augmentation, args.size, args.seed)
+        started = time.perf_counter()
+        model.fit(images[train], labels[train], batch_size=64, epochs=args.epochs, class_weight=dict(enumerate(weights)), verbose=0)
+        val_f1 = f1_score(labels[val], model.predict(images[val], verbose=0).argmax(1), average="macro")
+        scores = model.predict(other, verbose=0)
+        accuracy = np.mean(scores.argmax(1) == other_truth)
+        restricted = np.mean(present[scores[:, present].argmax(1)] == other_truth)
+        called = np.bincount(scores.argmax(1), minlength=len(names))
+        seconds = time.perf_counter() - started
+        print(f"{config:34s} {val_f1:7.3f} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
