@@ -3,9 +3,10 @@
 One fixed configuration, no search: mini_cnn (16 filters) at --size pixels, `stain` augmentation (strength 0.7),
 cell_crop at strength 0.83 where a chain has it, a 128-unit head, Lion at 3.3e-4, class weights, --epochs epochs
 on a stratified 80% of --data. Each configuration is scored by macro-F1 on the other 20% and by accuracy on
---otherlab, as is and restricted to that lab's classes. The other lab is only scored: nothing here is trained,
-selected or tuned on it, and what this pilot shows must not pick a study's search space (that is the shifted
-validation's job).
+--otherlab, as is and restricted to the classes its labels contain (what `--classes` would list). The other lab
+is only scored: nothing here is trained, selected or tuned on it, and what this pilot shows must not pick a
+study's search space (that is the shifted validation's job). ``--stats`` prints the background level and
+nucleus density of both sets instead.
 
 A configuration is ``CHAIN:NORM:AUGMENTATION``, CHAIN being steps joined by ``+``:
 
@@ -29,12 +30,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet
+from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
 # pbc96 at 40x40: the median over images of each channel's 90th percentile, and of the 99th percentile of the
-# summed optical density (measured with this script's `density` statistics on all 13,759 images)
+# summed optical density (`--stats` prints them for --data and --otherlab)
 REFERENCE_BACKGROUND = (254.1, 227.7, 202.8)
 REFERENCE_DENSITY = 3.16
 
@@ -70,6 +69,15 @@ def experimental_layers():
             return x * inside + outside_mean * (1 - inside)
 
     return DensityNormalization, CellMask
+
+
+def density_statistics(images: np.ndarray) -> tuple[np.ndarray, float]:
+    """The medians over images of what ``density`` normalizes: each channel's background level and the
+    optical density of the darkest percentile (the nucleus)."""
+    flat = np.clip(images.reshape(len(images), -1, 3).astype(np.float64), 1.0, 255.0)
+    background = np.quantile(flat, 0.9, axis=1)
+    density = -np.log(np.minimum(flat / background[:, None, :], 1.0)).sum(axis=-1)
+    return np.median(background, axis=0), float(np.median(np.quantile(density, 0.99, axis=1)))
 
 
 def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
@@ -116,6 +124,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stats", action="store_true", help="only print both sets' background and nucleus density")
     args = parser.parse_args()
     quiet()
     import keras
@@ -124,6 +133,11 @@ def main() -> None:
 
     images, labels, names = load(args.data, args.size)
     other, other_labels, other_names = load(args.otherlab, args.size)
+    if args.stats:
+        for name, batch in (("data", images), ("otherlab", other)):
+            background, dense = density_statistics(batch)
+            print(f"{name}: background (R/G/B) {np.round(background, 1)}, nucleus optical density {dense:.2f}")
+        return
     other_truth = np.array([names.index(other_names[i]) for i in other_labels])
     present = np.unique(other_truth)
     train, val = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=args.seed)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc96")
+DEFAULT_OTHERLAB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "otherlab_dev" / "chula_wbc")
 
 
 def quiet():

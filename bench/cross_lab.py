@@ -35,10 +35,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet, save_npz, split_holdout
+from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet, save_npz, split_holdout
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OTHERLAB = str(ROOT.parent / "shared" / "data" / "otherlab_dev" / "chula_wbc")
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
 SHOTS = (10, 50)
 OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
