@@ -6,8 +6,10 @@ Two remedies:
   BatchNorm adaptation (AdaBN). Every BatchNormalization layer, in nested models too, gets the mean and variance
   of its inputs over the unlabelled target images in place of the training lab's. No label is read and nothing
   else in the model changes.
-* :func:`adapt` (``bcauto adapt``): fine-tuning on a few labelled images of the new lab, scored before and after
-  on the rest of those images, written as a new model directory with its lineage, and logged to MLflow.
+* :func:`adapt` (``bcauto adapt``): fine-tuning on a few labelled images of the new lab (for a number of epochs
+  chosen by cross-validation within them, and among the classes the lab's slides show when ``--classes`` names
+  them), scored before and after on the rest of those images, written as a new model directory with its
+  lineage, and logged to MLflow.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from bcauto.errors import BcautoError
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
-DEFAULT_EPOCHS = 40
+EPOCH_CHOICES = (10, 20, 40, 80, 160)  # what --epochs auto cross-validates
+CV_FOLDS = 5
 DEFAULT_LEARNING_RATE = 3e-4
 DEFAULT_BATCH = 8
 BN_BATCH = 256
@@ -247,10 +250,11 @@ class AdaptRequest:
     shots: int
     per_class: bool = False
     seed: int = 0
-    epochs: int = DEFAULT_EPOCHS
+    epochs: int | None = None  # None: chosen by cross-validation within the shots (choose_epochs)
     learning_rate: float = DEFAULT_LEARNING_RATE
     out: str | None = None
     adapt_bn: bool = False
+    classes: str | None = None
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -283,19 +287,20 @@ def fine_tune(
     learning_rate: float,
     seed: int,
     batch_size: int = DEFAULT_BATCH,
+    callbacks: tuple = (),
 ) -> dict[str, Any]:
     """Train ``model`` on the few labelled ``images`` (labels: the model's class indices); returns the recipe used.
 
     Every layer trains except BatchNormalization, which stays frozen (inference mode: a handful of images gives no
     usable batch statistics, and moving statistics updated from them would wreck the layer), with Adam at a small
-    learning rate for a fixed number of epochs (there are too few images to hold some back for early stopping). The
-    model's own augmentation layers act, as they do in training, so each epoch sees other views of the few images;
-    batches are shuffled by a seeded RNG and the classes weighted to balance when the shots are imbalanced.
+    learning rate for ``epochs`` epochs (:func:`choose_epochs` picks them by cross-validation within the shots:
+    there are too few images to hold some back for early stopping). The model's own augmentation layers act, as
+    they do in training, so each epoch sees other views of the few images; batches are shuffled by a seeded RNG
+    and the classes weighted to balance when the shots are imbalanced. ``callbacks`` (Keras callbacks) see the
+    training.
 
-    The defaults (Adam at 3e-4, 40 epochs, batches of 8) give 10-50 images some 80-280 small steps: enough to move
-    a pretrained network towards the new lab's look without training it away from what it learned, with no other
-    knob to set. A shift that turns the parent's answers around (inverted colours, say) needs more: a larger
-    ``--lr`` or more ``--epochs``; the scores on the kept-out images say which.
+    Adam at 3e-4 in batches of 8 takes small steps: a pretrained network moves towards the new lab's look
+    without being trained away from what it learned, and the number of epochs is the one knob left to set.
     """
     import keras
 
@@ -318,7 +323,7 @@ def fine_tune(
         .batch(batch)
     )
     try:
-        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False)
+        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False, callbacks=list(callbacks))
         losses = [float(v) for v in history.history["loss"]]
     finally:
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings
@@ -337,6 +342,74 @@ def fine_tune(
     }
 
 
+def choose_epochs(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    learning_rate: float,
+    seed: int,
+    choices=EPOCH_CHOICES,
+    folds: int = CV_FOLDS,
+) -> tuple[int, dict[str, Any]]:
+    """How many epochs :func:`fine_tune` should train on these shots, chosen by stratified k-fold cross-validation
+    within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
+    ``max(choices)`` epochs, and its predictions for the fold are taken after each epoch count in ``choices``. The
+    count with the highest macro-F1 over all these out-of-fold predictions wins (the fewer epochs on a tie). The
+    model's variables are restored afterwards. Returns (epochs, the record of the choice).
+
+    Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train is
+    what matters most in a few-shot fine-tuning (too short leaves the parent's view of its own lab, too long learns
+    the few shots by heart) and it depends on the model, the shift and the number of shots, so it is measured
+    here rather than fixed.
+    """
+    import warnings
+
+    import keras
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    smallest = int(np.bincount(labels)[np.unique(labels)].min())
+    splits = max(2, min(folds, smallest, len(labels) // 2))
+    choices = sorted({int(c) for c in choices})
+    predicted = {c: np.full(len(labels), -1) for c in choices}
+    start = [np.array(v.numpy()) for v in model.variables]  # weights, and the augmentation's seed states too
+
+    def restore():
+        for variable, value in zip(model.variables, start):
+            variable.assign(value)
+
+    class FoldPredictions(keras.callbacks.Callback):
+        def __init__(self, held):
+            super().__init__()
+            self.held = held
+
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 in predicted:
+                probs = self.model.predict(images[self.held].astype(np.float32), verbose=0)
+                predicted[epoch + 1][self.held] = probs.argmax(axis=1)
+
+    with warnings.catch_warnings():  # a class with fewer shots than folds is left out of some folds, knowingly
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        folds_of = list(StratifiedKFold(splits, shuffle=True, random_state=seed).split(images, labels))
+    try:
+        for k, (train, held) in enumerate(folds_of):
+            restore()
+            fine_tune(
+                model, images[train], labels[train], num_classes, choices[-1], learning_rate, seed + k, callbacks=(FoldPredictions(held),)
+            )
+    finally:
+        restore()
+    scores = {c: float(f1_score(labels, predicted[c], average="macro")) for c in choices}
+    best = max(choices, key=lambda c: (round(scores[c], 6), -c))
+    record = {
+        "chosen_by": f"{splits}-fold cross-validation within the shots (macro-F1 of the out-of-fold predictions)",
+        "folds": splits,
+        "macro_f1_by_epochs": {str(c): round(scores[c], 4) for c in choices},
+    }
+    return best, record
+
+
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
     score the model on the rest, fine-tune (:func:`fine_tune`, after :func:`recompute_batchnorm` on all the images
@@ -346,7 +419,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     from bcauto.evaluate import label_map
 
-    if request.epochs < 1:
+    if request.epochs is not None and request.epochs < 1:
         raise BcautoError(f"--epochs must be 1 or more, got {request.epochs}")
     if not request.learning_rate > 0:
         raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
@@ -355,11 +428,11 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     out = Path(request.out).expanduser() if request.out else parent.path.with_name(parent.path.name + "-adapted")
     if out.resolve() == parent.path.resolve():
         raise BcautoError(f"--out {out} is the model being adapted; write the adapted model to another folder")
-    classes = parent.class_names
     data = load_data(request.data, parent.image_size, components, {"seed": request.seed})
     for note in data.notes:
         console.print(f"[cyan]note:[/] {note}")
-    labels = label_map(data.class_names, classes, what="the adaptation data")[data.labels]
+    labels = label_map(data.class_names, parent.class_names, what="the adaptation data")[data.labels]
+    model, classes, labels = among_classes(parent, request.classes, labels, data.source, console)
     shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
     rest = np.setdiff1d(np.arange(len(labels)), shots)
     unscored = sorted(set(labels[shots].tolist()) - set(labels[rest].tolist()))
@@ -372,18 +445,25 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on"
     )
 
-    model = parent.model
-    rows = [("parent", _scores(parent, scored))]
+    start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
+    rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored))]
     bn_record = None
     if request.adapt_bn:
         bn_record, line = adapt_bn_summary(model, data.images, data.source)
         console.print(line)
         if bn_record["layers"]:
-            rows.append(("BatchNorm recomputed", _scores(Bundle(parent.path, model, parent.info), scored)))
-    with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(request.epochs, 'epoch')}"):
-        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), request.epochs, request.learning_rate, request.seed)
+            rows.append(("BatchNorm recomputed", _scores(start, scored)))
+    epochs, choice = request.epochs, None
+    if epochs is None:
+        with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
+            epochs, choice = choose_epochs(model, data.images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
+        tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice["macro_f1_by_epochs"].items())
+        console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}; macro-F1 by epochs {tried}")
+    with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
+        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
+    recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = bn_record or False
-    after = _scores(Bundle(out, model, parent.info), scored)
+    after = _scores(Bundle(out, model, start.info), scored)
     rows.append(("adapted", after))
     model = _without_optimizer(model)
 
@@ -399,6 +479,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "seed": int(request.seed),
         "shot_indices": shots.tolist(),
         "shot_counts": counts,
+        "classes": list(classes) if len(classes) < len(parent.class_names) else "all the parent's",
         "scored_images": len(rest),
         "before": rows[0][1],
         "after": after,
@@ -409,7 +490,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     paths = source_paths(data)
     if paths is not None:
         adapted["shot_files"] = [paths[i] for i in shots]
-    info = {k: v for k, v in parent.info.items() if k not in ("format", "mlflow")}
+    info = {k: v for k, v in start.info.items() if k not in ("format", "mlflow")}
     info["adapted"] = adapted
     save_bundle(model, info, out)
     load_bundle(out)  # what was written must load with safe_mode=True
@@ -423,6 +504,36 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[yellow]warning:[/] {problem}")
     render(rows, console)
     return AdaptResult(out, run_id, info)
+
+
+def among_classes(parent: Bundle, names: str | None, labels: np.ndarray, source, console) -> tuple[Any, tuple[str, ...], np.ndarray]:
+    """The model to adapt, its classes and the labels as its class indices: the parent as it is, or, with
+    ``names`` (``--classes``), the parent predicting among those of its classes only (:func:`restrict_classes`),
+    which the fine-tuning then trains as a classifier of those classes. Without ``names``, data holding fewer
+    classes than the model gets a note saying how to restrict it."""
+    from bcauto.evaluate import class_subset
+    from bcauto.model import restrict_classes
+
+    classes = parent.class_names
+    kept = class_subset(names, classes)
+    present = np.unique(labels)
+    if kept is None:
+        if len(present) < len(classes):
+            named = ",".join(classes[c] for c in present)
+            console.print(
+                f"[cyan]note:[/] the data holds {len(present)} of the model's {len(classes)} classes; if the new lab's "
+                f"slides show no others, --classes {named} makes the adapted model predict among these only"
+            )
+        return parent.model, classes, labels
+    outside = [classes[c] for c in present if c not in set(kept.tolist())]
+    if outside:
+        raise BcautoError(
+            f"--classes leaves out {', '.join(map(repr, outside))}, which {source} holds; "
+            "name every class of the adaptation data (and any other the model should still predict)"
+        )
+    if len(kept) < 2:
+        raise BcautoError(f"--classes names {plural(len(kept), 'class')}; a classifier needs at least 2")
+    return restrict_classes(parent.model, kept), tuple(classes[c] for c in kept), np.searchsorted(kept, labels)
 
 
 def _without_optimizer(model):
@@ -471,6 +582,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "lr": recipe["learning_rate"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
+            "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],
             "parent": adapted["parent"],

@@ -25,6 +25,16 @@ CLASSES_HELP = (
 )
 
 
+def epochs_or_auto(value: str) -> int | None:
+    """``--epochs`` of ``bcauto adapt``: a whole number, or ``auto`` (None)."""
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of epochs or 'auto', got {value!r}") from None
+
+
 def studies_dir() -> Path:
     """The shipped study files: the package ``bcauto.studies`` (a checkout's studies/ folder, or a wheel's copy)."""
     from importlib.resources import files
@@ -346,6 +356,7 @@ def cmd_adapt(args, console) -> int:
         learning_rate=args.lr,
         out=args.out,
         adapt_bn=args.adapt_bn,
+        classes=args.classes,
         tracking_uri=args.tracking_uri,
     )
     result = adapt(request, components(), console)
@@ -553,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
-    from bcauto.adapt import DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE
+    from bcauto.adapt import DEFAULT_LEARNING_RATE, EPOCH_CHOICES
 
     adapt = sub.add_parser(
         "adapt",
@@ -561,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
         description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
         "drawn with a seeded RNG, the rest of the data scores the model before and after; "
-        "BatchNorm layers stay frozen, the model's augmentation acts. Writes a new model "
+        "BatchNorm layers stay frozen, the model's augmentation acts, and the number of epochs is chosen by "
+        "cross-validation within the shots unless --epochs gives it. Writes a new model "
         "directory recording its parent, the data and the shots, and logs an MLflow run "
         "(tag bcauto.role = adapt).",
     )
@@ -579,7 +591,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
     adapt.add_argument("--seed", type=int, default=0, help="seed of the choice of shots and of the fine-tuning (default 0)")
-    adapt.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"fine-tuning epochs (default {DEFAULT_EPOCHS})")
+    adapt.add_argument(
+        "--epochs",
+        type=epochs_or_auto,
+        default=None,
+        metavar="N|auto",
+        help=f"fine-tuning epochs, or auto (the default): chosen among {', '.join(map(str, EPOCH_CHOICES))} by "
+        "cross-validation within the shots",
+    )
     adapt.add_argument(
         "--lr",
         type=float,
@@ -588,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument(
         "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"
+    )
+    adapt.add_argument(
+        "--classes",
+        metavar="NAMES",
+        help="make the adapted model a classifier of these of the model's classes only, comma-separated (the ones "
+        "the new lab's slides can show; they must include every class of --data); default: all of them",
     )
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
     adapt.set_defaults(func=cmd_adapt)

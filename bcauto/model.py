@@ -23,6 +23,30 @@ class ReverseChannels(layers.Layer):
         return keras.ops.flip(x, axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="bcauto")
+class ClassSubset(layers.Layer):
+    """Class probabilities restricted to some of the classes (``indices``, in their order) and renormalised:
+    the softmax over those classes' logits, so a model adapted to a lab whose slides show fewer classes trains
+    and predicts among them only."""
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+
+    def call(self, probs):
+        kept = keras.ops.take(probs, self.indices, axis=-1)
+        return kept / keras.ops.sum(kept, axis=-1, keepdims=True)
+
+    def get_config(self):
+        return {**super().get_config(), "indices": self.indices}
+
+
+def restrict_classes(model: keras.Model, indices) -> keras.Model:
+    """``model`` (a classifier of N classes, its layers shared) followed by :class:`ClassSubset`."""
+    outputs = ClassSubset(indices, dtype="float32", name="class_subset")(model.outputs[0])
+    return keras.Model(model.inputs, outputs, name=model.name)
+
+
 def preprocessing_layers(kind: str) -> list[layers.Layer]:
     """Serializable layers mapping [0, 255] RGB to the scale a backbone expects."""
     if kind == "none":

@@ -11,7 +11,11 @@ model is scored, through the same commands a user runs, on:
   restricted to the classes that lab's slides show (``--classes``: the lab's list of white-cell types, known
   without labelling a single image), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
   (scored on the cells that were not shots), without and with ``--adapt-bn`` (BatchNorm statistics from all of
-  that lab's images, unlabelled, before fine-tuning on the shots).
+  that lab's images, unlabelled, before fine-tuning on the shots), and with ``--adapt-bn --classes`` (the
+  adapted model a classifier of that lab's classes only). ``bcauto adapt`` chooses its epochs by
+  cross-validation within the shots (its default, ``--epochs auto``) since 2026-12-02; earlier rows trained 40.
+
+``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching.
 
 The other lab's images are only scored: nothing is trained, selected or tuned on them, except inside ``bcauto
 adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
@@ -19,6 +23,7 @@ one row per study and seed and the mean and spread over seeds.
 
     python bench/cross_lab.py --seeds 0,1,2                      # both studies at their own trial budget
     python bench/cross_lab.py --seeds 0 --trials 2 --pool 1500 --holdout-max 300   # smoke run
+    python bench/cross_lab.py --seeds 0 --model WORK/models/NAME  # score an existing model
     python bench/cross_lab.py --report WORK/cross_lab.json       # print a saved run again
 """
 
@@ -72,6 +77,8 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     log = work / f"{name}.log"
     common = ["--storage", f"sqlite:///{work / 'optuna.db'}", "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
     started = time.perf_counter()
+    if args.model:
+        return score_model(Path(args.model).resolve(), study, seed, args, work, held_npz, started, search_s=0.0, refit_s=0.0, best={})
     search = [
         "search",
         "--study",
@@ -94,6 +101,12 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     bcauto("refit", "--name", name, "--out", str(model), *common[:4], work=work, log=log)
     refit_s = time.perf_counter() - started - search_s
     best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
+    return score_model(model, study, seed, args, work, held_npz, started, search_s, refit_s, best)
+
+
+def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: Path, started: float, search_s, refit_s, best) -> dict:
+    name = model.name
+    log = work / f"{name}.log"
     held = evaluate(model, str(held_npz), work, log, "--shift", "--seed", str(seed))
     other = evaluate(model, args.otherlab, work, log)
     adapted_bn = evaluate(model, args.otherlab, work, log, "--adapt-bn")
@@ -122,8 +135,9 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
         "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
     }
     for shots in SHOTS:
-        for bn in (False, True):  # fine-tuning alone, and after recomputing BatchNorm on the lab's images
-            key = f"adapt{shots}{'_bn' if bn else ''}"
+        # fine-tuning alone; after recomputing BatchNorm on the lab's images; and a classifier of its classes only
+        for extra in ((), ("--adapt-bn",), ("--adapt-bn", *among)):
+            key = f"adapt{shots}{'_bn' if extra else ''}{'_cls' if len(extra) > 1 else ''}"
             out = work / "models" / f"{name}-{key}"
             bcauto(
                 "adapt",
@@ -137,8 +151,8 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
                 "--out",
                 str(out),
                 "--tracking-uri",
-                common[3],
-                *(("--adapt-bn",) if bn else ()),
+                f"sqlite:///{work / 'mlflow.db'}",
+                *extra,
                 work=work,
                 log=log,
             )
@@ -147,6 +161,7 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
             row[f"{key}_accuracy"] = adapted["after"]["accuracy"]
             row[f"{key}_macro_f1"] = adapted["after"]["macro_f1"]
             row[f"{key}_scored"] = adapted["scored_images"]
+            row[f"{key}_epochs"] = adapted["recipe"]["epochs"]
     row["total_s"] = time.perf_counter() - started
     return row
 
@@ -164,6 +179,8 @@ COLUMNS = (
     ("adapt50_accuracy", "adapt 50 acc"),
     ("adapt10_bn_accuracy", "adapt 10+bn acc"),
     ("adapt50_bn_accuracy", "adapt 50+bn acc"),
+    ("adapt10_bn_cls_accuracy", "adapt 10+bn+cls acc"),
+    ("adapt50_bn_cls_accuracy", "adapt 50+bn+cls acc"),
 )
 
 
@@ -208,6 +225,7 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", type=float, default=0.1, help="stratified share of --data kept aside (default 0.1)")
     parser.add_argument("--holdout-max", type=int, default=1500, help="score on at most this many held-out images (default 1500)")
     parser.add_argument("--pool", type=int, default=0, help="images the searches use, drawn from the rest (default 0: all)")
+    parser.add_argument("--model", help="score this refitted model (trained on the --work split of the one --seeds) instead of searching")
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
     parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")
     args = parser.parse_args(argv)

@@ -343,3 +343,101 @@ def test_adapt_refuses_a_class_the_model_does_not_know(parent, tmp_path, capsys)
     capsys.readouterr()
     assert main(["adapt", str(model), "--data", str(odd), "--shots", "4", "--out", str(tmp_path / "a")]) == 2
     assert "the adaptation data has classes the model does not know: 'blast'" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_class_subset_is_the_softmax_over_those_classes_and_survives_saving(tmp_path):
+    from bcauto.model import restrict_classes
+
+    inputs = keras.Input((3,))
+    logits = layers.Dense(4, name="logits")(inputs)
+    model = keras.Model(inputs, layers.Softmax()(logits))
+    restricted = restrict_classes(model, [0, 2, 3])
+    x = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    z = keras.Model(inputs, logits).predict(x, verbose=0)[:, [0, 2, 3]]
+    expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(restricted.predict(x, verbose=0), expected, rtol=1e-5)
+    restricted.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(again.predict(x, verbose=0), expected, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def three_class_lab(parent):
+    """A new lab whose slides show three of the model's four classes."""
+    from bcauto.data import Dataset
+
+    root, _ = parent
+    data = inverted(blob_data(96, SIZE, seed=8))
+    keep = data.labels != CLASSES.index("bright")
+    return save_npz(root / "lab3.npz", Dataset(data.images[keep], data.labels[keep], data.class_names, "lab3"))
+
+
+def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_class_lab, tmp_path, capsys):
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import class_subset, evaluate
+    from bcauto.plugins import components
+
+    _, model = parent
+    subset = [c for c in CLASSES if c != "bright"]
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--data", str(three_class_lab), "--shots", "9", "--epochs", "3", "--tracking-uri", uri]
+    assert main([*args, "--classes", ",".join(reversed(subset)), "--out", str(tmp_path / "a")]) == 0
+    adapted = load_bundle(tmp_path / "a")
+    assert adapted.class_names == tuple(subset)  # the parent's order, whatever the order named
+    data = load_data(str(three_class_lab), SIZE, components())
+    probs = adapted.model.predict(data.images.astype(np.float32), verbose=0)
+    assert probs.shape == (len(data.labels), 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    lineage = adapted.info["adapted"]
+    assert lineage["classes"] == subset
+    assert MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"]).data.params["classes"] == ",".join(subset)
+    # "before" is the parent predicting among the same classes, on the same scored images
+    from bcauto.data import Dataset
+
+    parent_bundle = load_bundle(model)
+    rest = np.setdiff1d(np.arange(len(data.labels)), lineage["shot_indices"])
+    scored = Dataset(data.images[rest], data.labels[rest], data.class_names, data.source)
+    among, _, _ = evaluate(parent_bundle, scored, allowed=class_subset(",".join(subset), CLASSES))
+    assert lineage["before"]["accuracy"] == pytest.approx(among["accuracy"])
+    assert "the data holds" not in capsys.readouterr().out  # no hint when the classes were named
+
+    assert main([*args[:-4], "--epochs", "auto", *args[-2:], "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out.replace("\n", " ")
+    assert "the data holds 3 of the model's 4 classes" in out and f"--classes {','.join(subset)}" in out
+    auto = load_bundle(tmp_path / "b")
+    assert auto.class_names == CLASSES
+    choice = auto.info["adapted"]["recipe"]["epochs_choice"]
+    assert choice["folds"] == 3 and set(choice["macro_f1_by_epochs"]) == {"10", "20", "40", "80", "160"}  # 3 shots a class
+    assert auto.info["adapted"]["recipe"]["epochs"] == max(
+        (int(k) for k in choice["macro_f1_by_epochs"]), key=lambda k: (choice["macro_f1_by_epochs"][str(k)], -k)
+    )
+
+
+def test_adapt_refuses_classes_that_leave_out_a_class_of_the_data(parent, three_class_lab, tmp_path, capsys):
+    _, model = parent
+    capsys.readouterr()
+    args = ["adapt", str(model), "--data", str(three_class_lab), "--shots", "9", "--out", str(tmp_path / "a")]
+    assert main([*args, "--classes", "round,square"]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert "--classes leaves out 'dark', which" in err and not (tmp_path / "a").exists()
+
+
+def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_weights(parent, lab):
+    from bcauto.adapt import choose_epochs, choose_shots
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map
+    from bcauto.plugins import components
+
+    _, path = parent
+    model = load_bundle(path).model
+    data = load_data(str(lab), SIZE, components())
+    labels = label_map(data.class_names, CLASSES)[data.labels]
+    shots = choose_shots(labels, 6, True, seed=0)
+    before = variables(model)
+    runs = [choose_epochs(model, data.images[shots], labels[shots], 4, 1e-3, seed=0, choices=(1, 40), folds=3) for _ in range(2)]
+    (epochs, record), again = runs
+    assert epochs == 40 and again == runs[0]  # inverted colours need more than one epoch; the choice is seeded
+    assert record["folds"] == 3 and record["macro_f1_by_epochs"]["40"] > record["macro_f1_by_epochs"]["1"] + 0.2
+    after = variables(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
