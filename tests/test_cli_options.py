@@ -30,7 +30,10 @@ OPTIONS = {
     "refit": {"--name", "--top", "--storage", "--tracking-uri", "--data", "--study", "--epochs", "--out"},
     "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--classes", "--json", "--out"},
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--classes"},
-    "adapt": {"MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr", "--adapt-bn", "--classes", "--out", "--tracking-uri"},
+    "adapt": {
+        *("MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr"),
+        *("--adapt-bn", "--classes", "--out", "--tracking-uri"),
+    },
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},
 }
 
