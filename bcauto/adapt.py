@@ -30,6 +30,7 @@ from bcauto.text import plural
 ADAPT_ROLE = "adapt"
 EPOCH_CHOICES = (10, 20, 40, 80, 160)  # what --epochs auto cross-validates
 CV_FOLDS = 5
+UNCHECKED_EPOCHS = 40  # when no class has two shots to cross-validate with
 DEFAULT_LEARNING_RATE = 3e-4
 DEFAULT_BATCH = 8
 BN_BATCH = 256
@@ -356,7 +357,8 @@ def choose_epochs(
     within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
     ``max(choices)`` epochs, and its predictions for the fold are taken after each epoch count in ``choices``. The
     count with the highest macro-F1 over all these out-of-fold predictions wins (the fewer epochs on a tie). The
-    model's variables are restored afterwards. Returns (epochs, the record of the choice).
+    model's variables are restored afterwards. Returns (epochs, the record of the choice); with one shot a class,
+    there is no fold to score, and it returns ``UNCHECKED_EPOCHS`` and says so.
 
     Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train is
     what matters most in a few-shot fine-tuning (too short leaves the parent's view of its own lab, too long learns
@@ -369,7 +371,10 @@ def choose_epochs(
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
 
-    smallest = int(np.bincount(labels)[np.unique(labels)].min())
+    counts = np.bincount(labels)[np.unique(labels)]
+    if counts.max() < 2:
+        return UNCHECKED_EPOCHS, {"chosen_by": "a fixed default: no class has two shots, so there is nothing to cross-validate"}
+    smallest = int(counts.min())
     splits = max(2, min(folds, smallest, len(labels) // 2))
     choices = sorted({int(c) for c in choices})
     predicted = {c: np.full(len(labels), -1) for c in choices}
@@ -457,8 +462,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
             epochs, choice = choose_epochs(model, data.images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
-        tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice["macro_f1_by_epochs"].items())
-        console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}; macro-F1 by epochs {tried}")
+        tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
+        console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     recipe["epochs_choice"] = choice or "--epochs"

@@ -441,3 +441,13 @@ def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_we
     assert record["folds"] == 3 and record["macro_f1_by_epochs"]["40"] > record["macro_f1_by_epochs"]["1"] + 0.2
     after = variables(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
+    from bcauto.adapt import UNCHECKED_EPOCHS, choose_epochs
+    from bcauto.bundle import load_bundle
+
+    _, path = parent
+    images = blob_data(4, SIZE, seed=5).images  # one image of each class
+    epochs, record = choose_epochs(load_bundle(path).model, images, np.arange(4), 4, 1e-3, seed=0)
+    assert epochs == UNCHECKED_EPOCHS and "no class has two shots" in record["chosen_by"]
