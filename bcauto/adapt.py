@@ -464,6 +464,11 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             epochs, choice = choose_epochs(model, data.images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
         tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
         console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
+        if tried and epochs == max(EPOCH_CHOICES):
+            console.print(
+                f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
+                "a longer one (--epochs N) may score higher still"
+            )
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     recipe["epochs_choice"] = choice or "--epochs"
