@@ -27,14 +27,15 @@ class ReverseChannels(layers.Layer):
 class ClassSubset(layers.Layer):
     """Class probabilities restricted to some of the classes (``indices``, in their order) and renormalised:
     the softmax over those classes' logits, so a model adapted to a lab whose slides show fewer classes trains
-    and predicts among them only."""
+    and predicts among them only. Each kept probability gets Keras's epsilon first, so a row whose kept classes
+    all underflowed to 0 becomes uniform rather than NaN."""
 
     def __init__(self, indices, **kwargs):
         super().__init__(**kwargs)
         self.indices = [int(i) for i in indices]
 
     def call(self, probs):
-        kept = keras.ops.take(probs, self.indices, axis=-1)
+        kept = keras.ops.take(probs, self.indices, axis=-1) + keras.config.epsilon()
         return kept / keras.ops.sum(kept, axis=-1, keepdims=True)
 
     def get_config(self):

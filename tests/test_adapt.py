@@ -356,6 +356,8 @@ def test_class_subset_is_the_softmax_over_those_classes_and_survives_saving(tmp_
     z = keras.Model(inputs, logits).predict(x, verbose=0)[:, [0, 2, 3]]
     expected = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(restricted.predict(x, verbose=0), expected, rtol=1e-5)
+    lost = restricted.layers[-1](np.array([[0.0, 1.0, 0.0, 0.0]], np.float32))  # the kept classes all at 0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(lost), [[1 / 3] * 3], rtol=1e-5)
     restricted.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_allclose(again.predict(x, verbose=0), expected, rtol=1e-5)
