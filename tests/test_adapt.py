@@ -376,6 +376,7 @@ def three_class_lab(parent):
 
 def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_class_lab, tmp_path, capsys):
     from bcauto.bundle import load_bundle
+    from bcauto.data import Dataset
     from bcauto.data.sources import load_data
     from bcauto.evaluate import class_subset, evaluate
     from bcauto.plugins import components
@@ -383,8 +384,8 @@ def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_c
     _, model = parent
     subset = [c for c in CLASSES if c != "bright"]
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["adapt", str(model), "--data", str(three_class_lab), "--shots", "9", "--epochs", "3", "--tracking-uri", uri]
-    assert main([*args, "--classes", ",".join(reversed(subset)), "--out", str(tmp_path / "a")]) == 0
+    args = ["adapt", str(model), "--data", str(three_class_lab), "--shots", "9", "--tracking-uri", uri]
+    assert main([*args, "--epochs", "3", "--classes", ",".join(reversed(subset)), "--out", str(tmp_path / "a")]) == 0
     adapted = load_bundle(tmp_path / "a")
     assert adapted.class_names == tuple(subset)  # the parent's order, whatever the order named
     data = load_data(str(three_class_lab), SIZE, components())
@@ -394,8 +395,6 @@ def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_c
     assert lineage["classes"] == subset
     assert MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"]).data.params["classes"] == ",".join(subset)
     # "before" is the parent predicting among the same classes, on the same scored images
-    from bcauto.data import Dataset
-
     parent_bundle = load_bundle(model)
     rest = np.setdiff1d(np.arange(len(data.labels)), lineage["shot_indices"])
     scored = Dataset(data.images[rest], data.labels[rest], data.class_names, data.source)
@@ -403,7 +402,7 @@ def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_c
     assert lineage["before"]["accuracy"] == pytest.approx(among["accuracy"])
     assert "the data holds" not in capsys.readouterr().out  # no hint when the classes were named
 
-    assert main([*args[:-4], "--epochs", "auto", *args[-2:], "--out", str(tmp_path / "b")]) == 0
+    assert main([*args, "--epochs", "auto", "--out", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out.replace("\n", " ")
     assert "the data holds 3 of the model's 4 classes" in out and f"--classes {','.join(subset)}" in out
     auto = load_bundle(tmp_path / "b")
