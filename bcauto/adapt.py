@@ -360,10 +360,10 @@ def choose_epochs(
     model's variables are restored afterwards. Returns (epochs, the record of the choice); with one shot a class,
     there is no fold to score, and it returns ``UNCHECKED_EPOCHS`` and says so.
 
-    Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train is
-    what matters most in a few-shot fine-tuning (too short leaves the parent's view of its own lab, too long learns
-    the few shots by heart) and it depends on the model, the shift and the number of shots, so it is measured
-    here rather than fixed.
+    Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train
+    depends on the model, the shift and the number of shots (too short leaves the parent's view of its own lab, too
+    long learns the few shots by heart), so it is measured here rather than fixed; in the one comparison made so
+    far (bench/RESULTS.md, "how `bcauto adapt` fine-tunes") it mattered more than the other settings tried.
     """
     import warnings
 
@@ -535,7 +535,7 @@ def among_classes(parent: Bundle, names: str | None, labels: np.ndarray, source,
                 f"slides show no others, --classes {named} makes the adapted model predict among these only"
             )
         return parent.model, classes, labels
-    outside = [classes[c] for c in present if c not in set(kept.tolist())]
+    outside = [classes[c] for c in present[~np.isin(present, kept)]]
     if outside:
         raise BcautoError(
             f"--classes leaves out {', '.join(map(repr, outside))}, which {source} holds; "

@@ -229,6 +229,8 @@ def main(argv=None) -> int:
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
     parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")
     args = parser.parse_args(argv)
+    if args.model and ("," in args.seeds or "," in args.studies):
+        parser.error("--model scores one model: give one --seeds (the split it was trained on) and one --studies (its label)")
     quiet()
     from rich.console import Console
 
