@@ -275,6 +275,7 @@ def _scores(bundle, data) -> dict[str, Any]:
     return {
         "accuracy": result["accuracy"],
         "macro_f1": result["macro_f1"],
+        "interval": result["interval"],
         "images": result["images"],
         "per_class": {row["class"]: row["f1"] for row in result["per_class"]},
     }
@@ -657,11 +658,22 @@ def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
     """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
     from rich.table import Table
 
+    from bcauto.evaluate import span
+
     first = rows[0][1]
+    level = f"{first['interval']['level']:.0%}"
     table = Table(title=f"scores on the {first['images']} images not fine-tuned on")
-    for column in ("model", "accuracy", "macro F1", "change in macro F1"):
+    for column in ("model", "accuracy", f"{level} interval", "macro F1", f"{level} interval", "change in macro F1"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, s in rows:
         change = s["macro_f1"] - first["macro_f1"]
-        table.add_row(name, f"{s['accuracy']:.4f}", f"{s['macro_f1']:.4f}", "" if s is first else f"{change:+.4f}")
+        interval = s["interval"]
+        table.add_row(
+            name,
+            f"{s['accuracy']:.4f}",
+            span(interval["accuracy"]) if interval["accuracy"] else "",
+            f"{s['macro_f1']:.4f}",
+            span(interval["macro_f1"]) if interval["macro_f1"] else "",
+            "" if s is first else f"{change:+.4f}",
+        )
     console.print(table)

@@ -16,7 +16,7 @@ import numpy as np
 from bcauto.data import Dataset
 from bcauto.data.domains import class_key
 from bcauto.errors import BcautoError
-from bcauto.scoring import Scores, predict_batches, score
+from bcauto.scoring import Scores, intervals, predict_batches, score
 from bcauto.text import plural
 
 TTA_VIEWS = 8
@@ -145,7 +145,8 @@ def evaluate(
     labels = mapping[data.labels]
     present = np.unique(labels)
     probs = restrict(predict_probs(bundle.model, data.images, tta), allowed)
-    scores = score(labels, probs.argmax(axis=1), classes, present_only=True)
+    predicted = probs.argmax(axis=1)
+    scores = score(labels, predicted, classes, present_only=True)
     if on_step:
         on_step("clean")
     result: dict[str, Any] = {
@@ -160,6 +161,7 @@ def evaluate(
         "predicted_among": "all the model's classes" if allowed is None else [classes[c] for c in allowed],
         **scores.metrics(),
         "averaged_over": "classes present in the data",
+        "interval": intervals(labels, predicted, present, seed),
         "per_class": per_class(scores, classes, present),
     }
     if shifts is not None:
@@ -205,6 +207,11 @@ def confusion_png(scores: Scores, class_names, labels: np.ndarray, path: Path, t
     return save_confusion_matrix(confusion[np.ix_(shown, shown)], [class_names[i] for i in shown], path, title=title)
 
 
+def span(bounds) -> str:
+    """A confidence interval as text: "0.669-0.777"."""
+    return f"{bounds[0]:.3f}-{bounds[1]:.3f}"
+
+
 def render(result: dict[str, Any], console) -> None:
     """The result as rich tables: summary, per class, and the corruption x severity grid."""
     from rich.markup import escape
@@ -224,6 +231,12 @@ def render(result: dict[str, Any], console) -> None:
         f"accuracy {result['accuracy']:.4f}  macro precision {result['macro_precision']:.4f}  "
         f"macro recall {result['macro_recall']:.4f}  macro F1 {result['macro_f1']:.4f}"
     )
+    interval = result["interval"]
+    if interval["accuracy"] and interval["macro_f1"]:
+        console.print(
+            f"{interval['level']:.0%} confidence intervals over images like these: accuracy {span(interval['accuracy'])}, "
+            f"macro F1 {span(interval['macro_f1'])}"
+        )
     table = Table(title="per class")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

@@ -1,14 +1,17 @@
 """Pilot: which input canonicalization lets a small CNN trained in one lab recognise another lab's cells?
 
-One fixed configuration, no search: mini_cnn (16 filters) at --size pixels, `stain` augmentation (strength 0.7),
+One fixed configuration, no search: mini_cnn (16 filters) at --size pixels, an augmentation pipeline,
 cell_crop at strength 0.83 where a chain has it, a 128-unit head, Lion at 3.3e-4, class weights, --epochs epochs
 on a stratified 80% of --data. Each configuration is scored by macro-F1 on the other 20% and by accuracy on
 --otherlab, as is and restricted to the classes its labels contain (what `--classes` would list). The other lab
 is only scored: nothing here is trained, selected or tuned on it, and what this pilot shows must not pick a
-study's search space (that is the shifted validation's job). ``--stats`` prints the background level and
+study's search space (that is the shifted validation's job). ``--shift N`` also scores N of the 20% under every
+registered shift at every severity and prints each shift group's mean macro-F1, as ``bcauto evaluate --shift``
+does: that, unlike the other lab, may choose between configurations. ``--stats`` prints the background level and
 nucleus density of both sets instead.
 
-A configuration is ``CHAIN:NORM:AUGMENTATION``, CHAIN being steps joined by ``+``:
+A configuration is ``CHAIN:NORM:AUGMENTATION``, AUGMENTATION one of ``stain`` (strength 0.7), ``lab`` (0.6,
+zoom 1.4) and ``corruption`` (0.7), CHAIN being steps joined by ``+``:
 
 - ``crop``, ``stain_norm``: the built-in canonicalizers' layers (cell_crop, Reinhard colour transfer);
 - ``density``, ``mask``: two experiments defined here, not in the product. ``density`` brings each image's
@@ -84,7 +87,7 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     import keras
     from keras import layers
 
-    from bcauto_builtin.augmentation_pipelines import build_lab, build_stain
+    from bcauto_builtin.augmentation_pipelines import build_corruption, build_lab, build_stain
     from bcauto_builtin.canonical_layers import CellCentredCrop, StainNormalization
     from bcauto_builtin.small_cnns import build_mini_cnn
 
@@ -93,6 +96,7 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     augment = {
         "stain": lambda: build_stain({"strength": 0.7}, size, seed),
         "lab": lambda: build_lab({"strength": 0.6, "zoom": 1.4}, size, seed),
+        "corruption": lambda: build_corruption({"strength": 0.7}, size, seed),
     }
     inputs = keras.Input((size, size, 3))
     x = augment[augmentation]()(inputs)
@@ -104,6 +108,19 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     model = keras.Model(inputs, layers.Dense(8, activation="softmax")(x))
     model.compile(keras.optimizers.Lion(1e-3 / 3), "sparse_categorical_crossentropy")
     return model
+
+
+def shift_scores(model, images, labels, names, size: int, registry) -> dict[str, float]:
+    """Mean macro-F1 per shift group over every registered shift and severity, as `bcauto evaluate --shift`."""
+    from bcauto.bundle import Bundle
+    from bcauto.data import Dataset
+    from bcauto.evaluate import evaluate
+
+    bundle = Bundle(Path("pilot"), model, {"class_names": names, "image_size": size})
+    result, _, _ = evaluate(
+        bundle, Dataset(np.clip(np.round(images), 0, 255).astype(np.uint8), labels, tuple(names), "pilot"), shifts=registry
+    )
+    return result["shift"]["by_group"]
 
 
 def load(path: str, size: int):
@@ -125,6 +142,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stats", action="store_true", help="only print both sets' background and nucleus density")
+    parser.add_argument(
+        "--shift", type=int, default=0, metavar="N", help="also score N validation images under every registered shift (group means)"
+    )
     args = parser.parse_args()
     quiet()
     import keras
@@ -143,7 +163,14 @@ def main() -> None:
     train, val = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=args.seed)
     weights = len(train) / (len(names) * np.bincount(labels[train], minlength=len(names)))
     print(f"{machine()}; {args.size}x{args.size}, {args.epochs} epochs, seed {args.seed}")
-    print(f"{'configuration':34s} {'val F1':>7s} {'other acc':>9s} {'its classes':>11s}  other lab's cells called")
+    shifted = ""
+    if args.shift:
+        from bcauto.plugins import components
+
+        registry = components().shifts
+        groups = sorted({registry.get(name).group for name in registry.names()})
+        shifted = "".join(f" {group + ' F1':>14s}" for group in groups)
+    print(f"{'configuration':34s} {'val F1':>7s}{shifted} {'other acc':>9s} {'its classes':>11s}  other lab's cells called")
     for config in args.configs.split(","):
         chain, norm, augmentation = config.split(":")
         keras.utils.set_random_seed(args.seed)
@@ -151,12 +178,16 @@ def main() -> None:
         started = time.perf_counter()
         model.fit(images[train], labels[train], batch_size=64, epochs=args.epochs, class_weight=dict(enumerate(weights)), verbose=0)
         val_f1 = f1_score(labels[val], model.predict(images[val], verbose=0).argmax(1), average="macro")
+        by_group = (
+            shift_scores(model, images[val[: args.shift]], labels[val[: args.shift]], names, args.size, registry) if args.shift else {}
+        )
         scores = model.predict(other, verbose=0)
         accuracy = np.mean(scores.argmax(1) == other_truth)
         restricted = np.mean(present[scores[:, present].argmax(1)] == other_truth)
         called = np.bincount(scores.argmax(1), minlength=len(names))
         seconds = time.perf_counter() - started
-        print(f"{config:34s} {val_f1:7.3f} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
+        group_columns = "".join(f" {by_group[group]:14.3f}" for group in sorted(by_group))
+        print(f"{config:34s} {val_f1:7.3f}{group_columns} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -461,7 +461,9 @@ def test_fine_tune_goes_on_where_it_stopped_with_its_optimizer_state():
 
     def train(epochs, initial_epoch=0, optimizer_state=None):
         # one batch of all the images: the epochs' gradients do not depend on the order they are shuffled in
-        fine_tune(model, data.images, data.labels, 4, epochs, 1e-2, 0, batch_size=12, initial_epoch=initial_epoch, optimizer_state=optimizer_state)
+        fine_tune(
+            model, data.images, data.labels, 4, epochs, 1e-2, 0, batch_size=12, initial_epoch=initial_epoch, optimizer_state=optimizer_state
+        )
 
     def reset():
         for variable, value in zip(model.variables, start):

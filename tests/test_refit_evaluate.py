@@ -270,6 +270,9 @@ def test_evaluate_on_a_class_subset_reports_only_the_present_classes(refitted, t
     assert sorted(row["class"] for row in result["per_class"]) == sorted(subset)
     assert sum(row["support"] for row in result["per_class"]) == result["images"] == 48
     assert 0.0 <= result["macro_f1"] <= 1.0 and result["averaged_over"] == "classes present in the data"
+    interval = result["interval"]
+    assert interval["accuracy"][0] <= result["accuracy"] <= interval["accuracy"][1]
+    assert interval["macro_f1"][0] <= result["macro_f1"] <= interval["macro_f1"][1] and interval["level"] == 0.95
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 0
     assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["macro_f1"] == result["macro_f1"]
 
