@@ -55,15 +55,17 @@ BOOTSTRAP_CELLS = 2_000_000  # resamples x images scored at once: bounds the boo
 
 
 def macro_f1_of(labels: np.ndarray, predicted: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Macro-F1 over ``classes`` of each row of ``labels`` / ``predicted`` (R x N class indices, or N), a class
-    with no true or predicted image scoring 0 (sklearn's ``zero_division=0``); vectorized for the bootstrap."""
+    """Macro-F1 of each row of ``labels`` / ``predicted`` (R x N class indices, or N) over those of ``classes``
+    present in that row's labels, as evaluate averages over the classes present in the data; vectorized for the
+    bootstrap, where a resample may miss a rare class (counted as F1 0, it would drag every such resample down)."""
     labels, predicted = np.atleast_2d(labels), np.atleast_2d(predicted)
     classes = np.asarray(classes)[:, None, None]
     truth, called = labels[None] == classes, predicted[None] == classes  # C x R x N
     tp = (truth & called).sum(axis=-1)
-    denominator = truth.sum(axis=-1) + called.sum(axis=-1)
-    f1 = np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
-    return f1.mean(axis=0)
+    support = truth.sum(axis=-1)
+    present = support > 0
+    f1 = np.divide(2 * tp, support + called.sum(axis=-1), out=np.zeros(tp.shape), where=present)
+    return f1.sum(axis=0) / np.maximum(present.sum(axis=0), 1)
 
 
 def intervals(labels: np.ndarray, predicted: np.ndarray, classes: np.ndarray, seed: int = 0) -> dict:
