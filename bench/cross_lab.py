@@ -15,7 +15,8 @@ model is scored, through the same commands a user runs, on:
   adapted model a classifier of that lab's classes only). ``bcauto adapt`` chooses its epochs by
   cross-validation within the shots (its default, ``--epochs auto``) since 2026-12-02; earlier rows trained 40.
 
-``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching.
+``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching;
+``--shots`` and ``--adapt`` choose which of the ``bcauto adapt`` runs to make (each one is minutes on a CPU).
 
 The other lab's images are only scored: nothing is trained, selected or tuned on them, except inside ``bcauto
 adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
@@ -24,6 +25,7 @@ one row per study and seed and the mean and spread over seeds.
     python bench/cross_lab.py --seeds 0,1,2                      # both studies at their own trial budget
     python bench/cross_lab.py --seeds 0 --trials 2 --pool 1500 --holdout-max 300   # smoke run
     python bench/cross_lab.py --seeds 0 --model WORK/models/NAME  # score an existing model
+    python bench/cross_lab.py --seeds 0 --model WORK/models/NAME --shots 50 --adapt bn   # one adapt run
     python bench/cross_lab.py --report WORK/cross_lab.json       # print a saved run again
 """
 
@@ -44,7 +46,8 @@ from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet, save_npz, spl
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
-SHOTS = (10, 50)
+SHOTS = "10,50"
+ADAPT_VARIANTS = "plain,bn,bn+classes"
 OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 
 
@@ -134,9 +137,10 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "otherlab_adapt_bn_among_accuracy": adapted_bn_among["accuracy"],
         "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
     }
-    for shots in SHOTS:
+    variants = {"plain": (), "bn": ("--adapt-bn",), "bn+classes": ("--adapt-bn", *among)}
+    for shots in (int(n) for n in args.shots.split(",")):
         # fine-tuning alone; after recomputing BatchNorm on the lab's images; and a classifier of its classes only
-        for extra in ((), ("--adapt-bn",), ("--adapt-bn", *among)):
+        for extra in (variants[v] for v in args.adapt.split(",")):
             key = f"adapt{shots}{'_bn' if extra else ''}{'_cls' if len(extra) > 1 else ''}"
             out = work / "models" / f"{name}-{key}"
             bcauto(
@@ -225,10 +229,19 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", type=float, default=0.1, help="stratified share of --data kept aside (default 0.1)")
     parser.add_argument("--holdout-max", type=int, default=1500, help="score on at most this many held-out images (default 1500)")
     parser.add_argument("--pool", type=int, default=0, help="images the searches use, drawn from the rest (default 0: all)")
+    parser.add_argument("--shots", default=SHOTS, help=f"labelled cells of the other lab to adapt with (default {SHOTS})")
+    parser.add_argument(
+        "--adapt",
+        default=ADAPT_VARIANTS,
+        help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn, --adapt-bn --classes; default all)",
+    )
     parser.add_argument("--model", help="score this refitted model (trained on the --work split of the one --seeds) instead of searching")
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
     parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")
     args = parser.parse_args(argv)
+    unknown = set(args.adapt.split(",")) - set(ADAPT_VARIANTS.split(","))
+    if unknown:
+        parser.error(f"--adapt: unknown {', '.join(sorted(unknown))}; choose among {ADAPT_VARIANTS}")
     if args.model and ("," in args.seeds or "," in args.studies):
         parser.error("--model scores one model: give one --seeds (the split it was trained on) and one --studies (its label)")
     quiet()
