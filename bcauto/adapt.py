@@ -29,7 +29,6 @@ from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
 EPOCH_CHOICES = (10, 20, 40, 80, 160)  # what --epochs auto cross-validates
-LONGEST_EPOCHS = 320  # ... and doubles the longest of them up to, while it scores best
 CV_FOLDS = 5
 UNCHECKED_EPOCHS = 40  # when no class has two shots to cross-validate with
 DEFAULT_LEARNING_RATE = 3e-4
@@ -291,8 +290,6 @@ def fine_tune(
     seed: int,
     batch_size: int = DEFAULT_BATCH,
     callbacks: tuple = (),
-    initial_epoch: int = 0,
-    optimizer_state: list | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` on the few labelled ``images`` (labels: the model's class indices); returns the recipe used.
 
@@ -302,15 +299,14 @@ def fine_tune(
     there are too few images to hold some back for early stopping). The model's own augmentation layers act, as
     they do in training, so each epoch sees other views of the few images; batches are shuffled by a seeded RNG
     and the classes weighted to balance when the shots are imbalanced. ``callbacks`` (Keras callbacks) see the
-    training. ``initial_epoch`` and ``optimizer_state`` (the values of ``model.optimizer.variables`` when an
-    earlier call stopped) continue an earlier fine-tuning up to ``epochs``.
+    training.
 
     Adam at 3e-4 in batches of 8 takes small steps: a pretrained network moves towards the new lab's look
     without being trained away from what it learned, and the number of epochs is the one knob left to set.
     """
     import keras
 
-    keras.utils.set_random_seed(seed + initial_epoch)
+    keras.utils.set_random_seed(seed)
     norms = batchnorm_layers(model)
     was_trainable = [layer.trainable for layer in norms]
     for layer in norms:
@@ -319,29 +315,17 @@ def fine_tune(
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.CategoricalCrossentropy(), jit_compile=False
     )
-    if optimizer_state is not None:
-        model.optimizer.build(model.trainable_variables)
-        for variable, value in zip(model.optimizer.variables, optimizer_state, strict=True):
-            variable.assign(value)
     import tensorflow as tf
 
     y = np.eye(num_classes, dtype=np.float32)[labels]
     batch = min(batch_size, len(labels))
     shuffled = (
         tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
-        .shuffle(len(labels), seed=seed + initial_epoch, reshuffle_each_iteration=True)
+        .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
         .batch(batch)
     )
     try:
-        history = model.fit(
-            shuffled,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            verbose=0,
-            class_weight=weights,
-            shuffle=False,
-            callbacks=list(callbacks),
-        )
+        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False, callbacks=list(callbacks))
         losses = [float(v) for v in history.history["loss"]]
     finally:
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings
@@ -369,22 +353,18 @@ def choose_epochs(
     seed: int,
     choices=EPOCH_CHOICES,
     folds: int = CV_FOLDS,
-    longest: int = LONGEST_EPOCHS,
 ) -> tuple[int, dict[str, Any]]:
     """How many epochs :func:`fine_tune` should train on these shots, chosen by stratified k-fold cross-validation
     within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
     ``max(choices)`` epochs, and its predictions for the fold are taken after each epoch count in ``choices``. The
-    count with the highest macro-F1 over all these out-of-fold predictions wins (the fewer epochs on a tie). While
-    the longest count wins and twice it is at most ``longest``, every fold's fine-tuning goes on (from where it
-    stopped, optimizer state included) to twice as many epochs, and that count is scored too. The model's variables
-    are restored afterwards. Returns (epochs, the record of the choice); with one shot a class, there is no fold to
-    score, and it returns ``UNCHECKED_EPOCHS`` and says so.
+    count with the highest macro-F1 over all these out-of-fold predictions wins (the fewer epochs on a tie). The
+    model's variables are restored afterwards. Returns (epochs, the record of the choice); with one shot a class,
+    there is no fold to score, and it returns ``UNCHECKED_EPOCHS`` and says so.
 
     Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train
     depends on the model, the shift and the number of shots (too short leaves the parent's view of its own lab, too
     long learns the few shots by heart), so it is measured here rather than fixed; in the one comparison made so
-    far (bench/RESULTS.md, "how `bcauto adapt` fine-tunes") it mattered more than the other settings tried. Going
-    on only while the longest count wins keeps the cost of the longer counts to the shots that need them.
+    far (bench/RESULTS.md, "how `bcauto adapt` fine-tunes") it mattered more than the other settings tried.
     """
     import warnings
 
@@ -401,8 +381,8 @@ def choose_epochs(
     predicted = {c: np.full(len(labels), -1) for c in choices}
     start = [np.array(v.numpy()) for v in model.variables]  # weights, and the augmentation's seed states too
 
-    def restore(values):
-        for variable, value in zip(model.variables, values, strict=True):
+    def restore():
+        for variable, value in zip(model.variables, start):
             variable.assign(value)
 
     class FoldPredictions(keras.callbacks.Callback):
@@ -415,48 +395,25 @@ def choose_epochs(
                 probs = self.model.predict(images[self.held].astype(np.float32), verbose=0)
                 predicted[epoch + 1][self.held] = probs.argmax(axis=1)
 
-    def scores():
-        return {c: float(f1_score(labels, predicted[c], average="macro")) for c in predicted}
-
-    def best(scored):
-        return max(scored, key=lambda c: (round(scored[c], 6), -c))
-
     with warnings.catch_warnings():  # a class with fewer shots than folds is left out of some folds, knowingly
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         folds_of = list(StratifiedKFold(splits, shuffle=True, random_state=seed).split(images, labels))
-    stopped = [(start, None)] * splits  # each fold's variables and optimizer state where its fine-tuning stopped
-    trained = 0
     try:
-        while True:
-            target = max(predicted)
-            for k, (train, held) in enumerate(folds_of):
-                restore(stopped[k][0])
-                fine_tune(
-                    model,
-                    images[train],
-                    labels[train],
-                    num_classes,
-                    target,
-                    learning_rate,
-                    seed + k,
-                    callbacks=(FoldPredictions(held),),
-                    initial_epoch=trained,
-                    optimizer_state=stopped[k][1],
-                )
-                stopped[k] = ([np.array(v.numpy()) for v in model.variables], [np.array(v.numpy()) for v in model.optimizer.variables])
-            trained = target
-            if best(scores()) != target or target * 2 > longest:
-                break
-            predicted[target * 2] = np.full(len(labels), -1)
+        for k, (train, held) in enumerate(folds_of):
+            restore()
+            fine_tune(
+                model, images[train], labels[train], num_classes, choices[-1], learning_rate, seed + k, callbacks=(FoldPredictions(held),)
+            )
     finally:
-        restore(start)
-    scored = scores()
+        restore()
+    scores = {c: float(f1_score(labels, predicted[c], average="macro")) for c in choices}
+    best = max(choices, key=lambda c: (round(scores[c], 6), -c))
     record = {
         "chosen_by": f"{splits}-fold cross-validation within the shots (macro-F1 of the out-of-fold predictions)",
         "folds": splits,
-        "macro_f1_by_epochs": {str(c): round(scored[c], 4) for c in sorted(scored)},
+        "macro_f1_by_epochs": {str(c): round(scores[c], 4) for c in choices},
     }
-    return best(scored), record
+    return best, record
 
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
@@ -508,7 +465,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             epochs, choice = choose_epochs(model, data.images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
         tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
         console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
-        if tried and epochs == LONGEST_EPOCHS:
+        if tried and epochs == max(EPOCH_CHOICES):
             console.print(
                 f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
                 "a longer one (--epochs N) may score higher still"

@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
-    from bcauto.adapt import DEFAULT_LEARNING_RATE, EPOCH_CHOICES, LONGEST_EPOCHS
+    from bcauto.adapt import DEFAULT_LEARNING_RATE, EPOCH_CHOICES
 
     adapt = sub.add_parser(
         "adapt",
@@ -597,7 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N|auto",
         help=f"fine-tuning epochs, or auto (the default): chosen among {', '.join(map(str, EPOCH_CHOICES))} by "
-        f"cross-validation within the shots, the longest doubled up to {LONGEST_EPOCHS} while it scores best",
+        "cross-validation within the shots",
     )
     adapt.add_argument(
         "--lr",

@@ -408,8 +408,7 @@ def test_adapt_with_classes_writes_a_classifier_of_those_classes(parent, three_c
     auto = load_bundle(tmp_path / "b")
     assert auto.class_names == CLASSES
     choice = auto.info["adapted"]["recipe"]["epochs_choice"]
-    tried = set(choice["macro_f1_by_epochs"])
-    assert choice["folds"] == 3 and tried in ({"10", "20", "40", "80", "160"}, {"10", "20", "40", "80", "160", "320"})  # 3 shots a class
+    assert choice["folds"] == 3 and set(choice["macro_f1_by_epochs"]) == {"10", "20", "40", "80", "160"}  # 3 shots a class
     assert auto.info["adapted"]["recipe"]["epochs"] == max(
         (int(k) for k in choice["macro_f1_by_epochs"]), key=lambda k: (choice["macro_f1_by_epochs"][str(k)], -k)
     )
@@ -437,51 +436,12 @@ def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_we
     labels = label_map(data.class_names, CLASSES)[data.labels]
     shots = choose_shots(labels, 6, True, seed=0)
     before = variables(model)
-    args = (model, data.images[shots], labels[shots], 4, 1e-3)
-    runs = [choose_epochs(*args, seed=0, choices=(1, 20), folds=3, longest=40) for _ in range(2)]
+    runs = [choose_epochs(model, data.images[shots], labels[shots], 4, 1e-3, seed=0, choices=(1, 40), folds=3) for _ in range(2)]
     (epochs, record), again = runs
-    scores = record["macro_f1_by_epochs"]
-    # inverted colours need more than one epoch; 20 scored best, so the folds went on to 40; the choice is seeded
-    assert set(scores) == {"1", "20", "40"} and epochs in (20, 40) and again == runs[0]
-    assert record["folds"] == 3 and scores["20"] > scores["1"] + 0.2
+    assert epochs == 40 and again == runs[0]  # inverted colours need more than one epoch; the choice is seeded
+    assert record["folds"] == 3 and record["macro_f1_by_epochs"]["40"] > record["macro_f1_by_epochs"]["1"] + 0.2
     after = variables(model)
     assert all(np.array_equal(before[k], after[k]) for k in before)
-    # a learning rate too small to change anything: every count ties, the fewest epochs win, nothing is added
-    epochs, record = choose_epochs(model, data.images[shots], labels[shots], 4, 1e-9, seed=0, choices=(1, 2), folds=3, longest=8)
-    assert epochs == 1 and set(record["macro_f1_by_epochs"]) == {"1", "2"}
-
-
-def test_fine_tune_goes_on_where_it_stopped_with_its_optimizer_state():
-    from bcauto.adapt import fine_tune
-
-    keras.utils.set_random_seed(0)
-    model = classifier(backbone(), noise=0.0)  # no noise: it is drawn per position in a batch, and so per shuffle
-    data = inverted(blob_data(12, SIZE, seed=3))
-    start = [np.array(v.numpy()) for v in model.variables]
-
-    def train(epochs, initial_epoch=0, optimizer_state=None):
-        # one batch of all the images: the epochs' gradients do not depend on the order they are shuffled in
-        fine_tune(
-            model, data.images, data.labels, 4, epochs, 1e-2, 0, batch_size=12, initial_epoch=initial_epoch, optimizer_state=optimizer_state
-        )
-
-    def reset():
-        for variable, value in zip(model.variables, start):
-            variable.assign(value)
-
-    train(6)
-    whole = variables(model)
-    reset()
-    train(3)
-    halfway, state = variables(model), [np.array(v.numpy()) for v in model.optimizer.variables]
-    train(6, initial_epoch=3, optimizer_state=state)
-    resumed = variables(model)
-    assert all(np.allclose(resumed[k], whole[k], atol=1e-4) for k in whole)
-    for variable, value in zip(model.variables, (halfway[v.path] for v in model.variables)):
-        variable.assign(value)
-    train(6, initial_epoch=3)  # the same epochs with a fresh optimizer end elsewhere
-    restarted = variables(model)
-    assert not all(np.allclose(restarted[k], whole[k], atol=1e-4) for k in whole)
 
 
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
