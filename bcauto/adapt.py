@@ -1,15 +1,8 @@
-"""A saved model brought to another lab (other microscope, stain, camera).
-
-Two remedies:
-
-* :func:`recompute_batchnorm` (``--adapt-bn`` of ``bcauto evaluate``, ``predict`` and ``adapt``): test-time
-  BatchNorm adaptation (AdaBN). Every BatchNormalization layer, in nested models too, gets the mean and variance
-  of its inputs over the unlabelled target images in place of the training lab's. No label is read and nothing
-  else in the model changes.
-* :func:`adapt` (``bcauto adapt``): fine-tuning on a few labelled images of the new lab (for a number of epochs
-  chosen by cross-validation within them, and among the classes the lab's slides show when ``--classes`` names
-  them), scored before and after on the rest of those images, written as a new model directory with its
-  lineage, and logged to MLflow.
+"""``bcauto adapt``: a saved model fine-tuned on a few labelled images of another lab (other microscope, stain,
+camera), for a number of epochs chosen by cross-validation within them and among the classes the lab's slides show
+when ``--classes`` names them; scored before and after on the rest of those images, written as a new model
+directory with its lineage, and logged to MLflow. The label-free steps that may come first (``--adapt-bn``,
+``--adapt-im``) are in :mod:`bcauto.test_time`.
 """
 
 from __future__ import annotations
@@ -25,6 +18,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
+from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
@@ -33,131 +27,6 @@ CV_FOLDS = 5
 UNCHECKED_EPOCHS = 40  # when no class has two shots to cross-validate with
 DEFAULT_LEARNING_RATE = 3e-4
 DEFAULT_BATCH = 8
-BN_BATCH = 256
-
-
-# --- test-time BatchNorm adaptation ------------------------------------------------------------------------------
-
-
-def batchnorm_layers(model) -> list:
-    """Every BatchNormalization layer of ``model``, nested models and layers included (each once)."""
-    import keras
-
-    found, seen = [], set()
-    stack = [model]
-    while stack:
-        layer = stack.pop()
-        if id(layer) in seen:
-            continue
-        seen.add(id(layer))
-        if isinstance(layer, keras.layers.BatchNormalization):
-            found.append(layer)
-        stack.extend(reversed(list(getattr(layer, "_layers", ()))))
-    return found
-
-
-class _Moments:
-    """Count, mean and sum of squared deviations per channel, merged batch by batch (Chan et al.) in float64."""
-
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def add(self, n: int, mean: np.ndarray, var: np.ndarray) -> None:
-        mean, m2 = mean.astype(np.float64), var.astype(np.float64) * n
-        if self.n == 0:
-            self.n, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.n + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.n * n / total)
-        self.n = total
-
-    @property
-    def variance(self) -> np.ndarray:
-        return self.m2 / self.n
-
-
-def _capturing_call(layer, moments: _Moments):
-    """A replacement for ``layer.call``: normalises by the batch's own statistics (as BatchNorm does in training,
-    so the layers after it see inputs normalised for the target domain) and records them, whatever ``training``
-    it is called with; never touches the layer's variables."""
-    from keras import ops
-
-    def call(inputs, training=None, mask=None):
-        x = ops.cast(inputs, "float32")
-        axis = layer.axis if layer.axis >= 0 else len(x.shape) + layer.axis
-        reduce = [a for a in range(len(x.shape)) if a != axis]
-        mean, variance = ops.moments(x, axes=reduce)
-        count = int(np.prod([x.shape[a] for a in reduce]))
-        moments.add(count, ops.convert_to_numpy(mean), ops.convert_to_numpy(variance))
-        outputs = ops.batch_normalization(
-            x,
-            mean,
-            variance,
-            axis=axis,
-            epsilon=layer.epsilon,
-            offset=ops.cast(layer.beta, "float32") if layer.center else None,
-            scale=ops.cast(layer.gamma, "float32") if layer.scale else None,
-        )
-        return ops.cast(outputs, layer.compute_dtype)
-
-    return call
-
-
-def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -> int:
-    """Set the moving mean and variance of every BatchNormalization layer of ``model`` (nested models included)
-    to the statistics of its inputs over ``images`` (uint8 or float pixels, N x S x S x 3); returns how many
-    layers were set (0, and nothing changed, when the model has none).
-
-    The model runs once over the images in inference mode (``training=False``: augmentation layers and dropout do
-    nothing), with each BatchNorm layer's ``call`` replaced for the pass. That reaches the layers of pretrained
-    backbones, which the classifier calls with ``training=False`` and so a training-mode call would not. During the
-    pass each BatchNorm layer normalises by the statistics of the current batch, as in training and in AdaBN, and
-    accumulates the exact mean and (biased, as Keras's) variance of its inputs over all images, merged batch by
-    batch (the images are split into batches of nearly equal size, at most ``batch_size``). A layer whose inputs
-    come through no other BatchNorm layer thus gets the population statistics of its inputs exactly; a deeper one
-    those of its inputs with the layers before it normalising per batch of
-    ``batch_size`` images, which are the population statistics whenever the images fit in one batch. Trainable
-    weights, other non-trainable variables (seed generators included) and the layers' configuration stay as they
-    were.
-    """
-    import keras
-
-    layers = batchnorm_layers(model)
-    if not layers or len(images) == 0:
-        return 0
-    moments = {id(layer): _Moments() for layer in layers}
-    for layer in layers:
-        layer.__dict__["call"] = _capturing_call(layer, moments[id(layer)])
-    try:
-        parts = -(-len(images) // batch_size)  # batches of nearly equal size: no small last batch to normalise by
-        for index in np.array_split(np.arange(len(images)), parts):
-            model(keras.ops.convert_to_tensor(np.asarray(images[index], np.float32)), training=False)
-    finally:
-        for layer in layers:
-            layer.__dict__.pop("call", None)
-    unreached = [layer.name for layer in layers if moments[id(layer)].n == 0]
-    if unreached:
-        raise BcautoError(
-            f"--adapt-bn: BatchNorm layer(s) {', '.join(unreached)} were not reached by a pass over the images; "
-            "their statistics cannot be recomputed"
-        )
-    for layer in layers:
-        m = moments[id(layer)]
-        layer.moving_mean.assign(m.mean.astype(np.float32))
-        layer.moving_variance.assign(m.variance.astype(np.float32))
-    return len(layers)
-
-
-def adapt_bn_summary(model, images: np.ndarray, source: str) -> tuple[dict[str, Any], str]:
-    """Recompute the BatchNorm statistics of ``model`` on ``images``; returns (the record for JSON, the line to print)."""
-    layers = recompute_batchnorm(model, images)
-    record: dict[str, Any] = {"images": len(images), "layers": layers}
-    if layers == 0:
-        record["note"] = "the model has no BatchNorm layer; nothing was changed"
-        return record, "--adapt-bn: the model has no BatchNorm layer, so there are no statistics to recompute; the model is unchanged"
-    return record, f"BatchNorm statistics recomputed on {plural(len(images), 'image')} of {source} ({plural(layers, 'layer')})"
 
 
 # --- few-shot fine-tuning ------------------------------------------------------------------------------------------
@@ -255,6 +124,7 @@ class AdaptRequest:
     learning_rate: float = DEFAULT_LEARNING_RATE
     out: str | None = None
     adapt_bn: bool = False
+    adapt_im: bool = False
     classes: str | None = None
     tracking_uri: str = "sqlite:///mlflow.db"
 
@@ -418,8 +288,8 @@ def choose_epochs(
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
-    score the model on the rest, fine-tune (:func:`fine_tune`, after :func:`recompute_batchnorm` on all the images
-    with ``adapt_bn``), score again on the same rest, write the adapted model directory with its lineage, log an
+    score the model on the rest, fine-tune (:func:`fine_tune`, after a label-free step on all the images with
+    ``adapt_bn`` or ``adapt_im``), score again on the same rest, write the adapted model directory with its lineage, log an
     MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
     import keras
 
@@ -453,12 +323,17 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
     rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored))]
-    bn_record = None
-    if request.adapt_bn:
+    bn_record = im_record = None
+    if request.adapt_bn and not request.adapt_im:
         bn_record, line = adapt_bn_summary(model, data.images, data.source)
         console.print(line)
         if bn_record["layers"]:
             rows.append(("BatchNorm recomputed", _scores(start, scored)))
+    if request.adapt_im:
+        with console.status(f"information maximization on {plural(len(labels), 'unlabelled image')}"):
+            im_record, line = adapt_im_summary(model, data.images, data.source, seed=request.seed)
+        console.print(line)
+        rows.append(("information maximization", _scores(start, scored)))
     epochs, choice = request.epochs, None
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
@@ -473,7 +348,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     recipe["epochs_choice"] = choice or "--epochs"
+    if im_record:  # information maximization recomputes the BatchNorm statistics itself, before and after
+        bn_record = {"images": im_record["images"], "layers": im_record["batchnorm_layers"], "part_of": "--adapt-im"}
     recipe["adapt_bn"] = bn_record or False
+    recipe["adapt_im"] = im_record or False
     after = _scores(Bundle(out, model, start.info), scored)
     rows.append(("adapted", after))
     model = _without_optimizer(model)
@@ -496,8 +374,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "after": after,
         "recipe": recipe,
     }
-    if len(rows) == 3:
-        adapted["after_batchnorm_only"] = rows[1][1]
+    if len(rows) == 3:  # the label-free step's scores
+        adapted["after_information_maximization" if im_record else "after_batchnorm_only"] = rows[1][1]
     paths = source_paths(data)
     if paths is not None:
         adapted["shot_files"] = [paths[i] for i in shots]
@@ -593,6 +471,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "lr": recipe["learning_rate"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
+            "adapt_im": bool(recipe["adapt_im"]),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],
@@ -602,8 +481,9 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
-    if "after_batchnorm_only" in adapted:
-        metrics.update({f"adapt_bn_{key}": adapted["after_batchnorm_only"][key] for key in ("accuracy", "macro_f1")})
+    for stage, prefix in (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im")):
+        if stage in adapted:
+            metrics.update({f"{prefix}_{key}": adapted[stage][key] for key in ("accuracy", "macro_f1")})
     tracker.log_metrics(run_id, metrics)
     tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
     tracker.log_artifact(run_id, out / MODEL_FILE, "bundle")
@@ -612,7 +492,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
 
 
 def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
-    """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
+    """The scores on the kept-out images: the parent, after the label-free step (if any), after fine-tuning."""
     from rich.table import Table
 
     from bcauto.evaluate import span

@@ -19,6 +19,12 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING = "sqlite:///mlflow.db"
 # commands that neither train nor track start without TensorFlow and MLflow (seconds each); value: uses Optuna
 LIGHT_COMMANDS = {"best": True, "plugins": False, "new-plugin": False}
+ADAPT_IM_HELP = (
+    "adapt to the images first, labels unread, further than --adapt-bn: recompute the BatchNorm statistics, then "
+    "fine-tune the layers before the classifier so each image gets a confident class and the images spread over "
+    "the classes (information maximization, SHOT-IM; among --classes when given); implies --adapt-bn"
+)
+
 CLASSES_HELP = (
     "predict only among these of the model's classes, comma-separated (the ones your slides can show, "
     "e.g. the white cells: basophil,eosinophil,lymphocyte,monocyte,neutrophil); default: all of them"
@@ -271,12 +277,7 @@ def cmd_evaluate(args, console) -> int:
     allowed = class_subset(args.classes, bundle.class_names)
     comps = components()
     data = load_data(args.data, bundle.image_size, comps, {"seed": args.seed})
-    adapted = None
-    if args.adapt_bn:  # on the evaluation images themselves, their labels unread
-        from bcauto.adapt import adapt_bn_summary
-
-        adapted, line = adapt_bn_summary(bundle.model, data.images, data.source)
-        (Console(stderr=True) if args.json else console).print(escape(line))
+    adapted = label_free(args, bundle, data.images, data.source, allowed, Console(stderr=True) if args.json else console)
     shifts = comps.shifts if args.shift else None
     steps = 1 + (shift_steps(shifts) if shifts is not None else 0)
     with transient_progress(Console(stderr=True)) as progress:
@@ -304,7 +305,7 @@ def cmd_evaluate(args, console) -> int:
     )
     result["confusion_matrix"] = str(image)
     if adapted is not None:
-        result["adapt_bn"] = adapted
+        result["adapt_im" if args.adapt_im else "adapt_bn"] = adapted
     (out / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result, indent=2))
@@ -314,6 +315,24 @@ def cmd_evaluate(args, console) -> int:
     if problem:
         (Console(stderr=True) if args.json else console).print(f"[yellow]warning:[/] {escape(result['warning'])}")
     return 0
+
+
+def label_free(args, bundle, images, source: str, allowed, console) -> dict | None:
+    """``--adapt-bn`` or ``--adapt-im`` on the images to score or predict, their labels unread: the record of what
+    was done (None when neither was asked for)."""
+    if args.adapt_im:
+        from bcauto.test_time import adapt_im_summary
+
+        with console.status(f"information maximization on {len(images)} images"):
+            record, line = adapt_im_summary(bundle.model, images, source, allowed, seed=args.seed)
+    elif args.adapt_bn:
+        from bcauto.test_time import adapt_bn_summary
+
+        record, line = adapt_bn_summary(bundle.model, images, source)
+    else:
+        return None
+    console.print(escape(line))
+    return record
 
 
 def cmd_predict(args, console) -> int:
@@ -326,11 +345,10 @@ def cmd_predict(args, console) -> int:
     bundle = load_bundle(args.model)
     allowed = class_subset(args.classes, bundle.class_names)
     prepare = None
-    if args.adapt_bn:
-        from bcauto.adapt import adapt_bn_summary
+    if args.adapt_bn or args.adapt_im:
 
         def prepare(images):
-            console.print(escape(adapt_bn_summary(bundle.model, images, ", ".join(args.inputs))[1]))
+            label_free(args, bundle, images, ", ".join(args.inputs), allowed, console)
 
     skipped: list[str] | None = [] if args.on_bad_image == "skip" else None
     rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped, allowed=allowed)
@@ -356,6 +374,7 @@ def cmd_adapt(args, console) -> int:
         learning_rate=args.lr,
         out=args.out,
         adapt_bn=args.adapt_bn,
+        adapt_im=args.adapt_im,
         classes=args.classes,
         tracking_uri=args.tracking_uri,
     )
@@ -527,13 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="average the probabilities over the 8 dihedral views (4 quarter-turn rotations, each also mirrored)",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the corruptions (and of generated data; default 0)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the corruptions, of --adapt-im and of generated data (default 0)")
     evaluate.add_argument(
         "--adapt-bn",
         action="store_true",
         help="first recompute every BatchNorm layer's statistics on the evaluation images (labels unread; "
         "test-time adaptation to another lab)",
     )
+    evaluate.add_argument("--adapt-im", action="store_true", help=ADAPT_IM_HELP)
     evaluate.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
     evaluate.add_argument("--out", default="evaluation", help="folder for evaluation.json and confusion_matrix.png (default evaluation)")
@@ -561,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="first recompute every BatchNorm layer's statistics on all the input images (test-time "
         "adaptation to another lab; the images are all decoded before predicting)",
     )
+    predict.add_argument("--adapt-im", action="store_true", help=ADAPT_IM_HELP + " (all the input images are decoded first)")
+    predict.add_argument("--seed", type=int, default=0, help="seed of --adapt-im's shuffling (default 0)")
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
@@ -607,6 +629,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument(
         "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"
+    )
+    adapt.add_argument(
+        "--adapt-im",
+        action="store_true",
+        help="first adapt to all the data's images by information maximization, labels unread (see `bcauto evaluate "
+        "--adapt-im`); implies --adapt-bn",
     )
     adapt.add_argument(
         "--classes",

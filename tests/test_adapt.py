@@ -137,7 +137,7 @@ def variables(model):
 
 @pytest.mark.parametrize("batch_size", [16, 256])
 def test_recompute_batchnorm_sets_only_moving_statistics_to_those_of_the_target_images(batch_size):
-    from bcauto.adapt import recompute_batchnorm
+    from bcauto.test_time import recompute_batchnorm
 
     keras.utils.set_random_seed(1)
     features = backbone()
@@ -162,8 +162,8 @@ def test_recompute_batchnorm_sets_only_moving_statistics_to_those_of_the_target_
 
 
 def test_recompute_batchnorm_reaches_every_member_of_an_ensemble():
-    from bcauto.adapt import batchnorm_layers, recompute_batchnorm
     from bcauto.bundle import ensemble
+    from bcauto.test_time import batchnorm_layers, recompute_batchnorm
 
     keras.utils.set_random_seed(2)
     model = ensemble([classifier(backbone("a")), classifier(backbone("b"))])
@@ -175,7 +175,7 @@ def test_recompute_batchnorm_reaches_every_member_of_an_ensemble():
 
 
 def test_adapt_bn_on_a_model_without_batchnorm_says_so_and_changes_nothing(tmp_path, capsys):
-    from bcauto.adapt import recompute_batchnorm
+    from bcauto.test_time import recompute_batchnorm
 
     keras.utils.set_random_seed(3)
     model = classifier(backbone(batchnorm=False))
@@ -452,3 +452,130 @@ def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(pare
     images = blob_data(4, SIZE, seed=5).images  # one image of each class
     epochs, record = choose_epochs(load_bundle(path).model, images, np.arange(4), 4, 1e-3, seed=0)
     assert epochs == UNCHECKED_EPOCHS and "no class has two shots" in record["chosen_by"]
+
+
+# --- information maximization (--adapt-im) ------------------------------------------------------------------------
+
+
+def test_information_loss_rewards_confident_predictions_spread_over_the_classes():
+    from bcauto.test_time import information_loss
+
+    spread = np.eye(4, dtype=np.float32)  # each image sure of its own class
+    one_class = np.tile(np.eye(4, dtype=np.float32)[:1], (4, 1))  # every image sure of the same class
+    unsure = np.full((4, 4), 0.25, np.float32)
+    assert float(information_loss(spread)) == pytest.approx(-np.log(4), abs=1e-4)
+    assert float(information_loss(one_class)) == pytest.approx(0.0, abs=1e-4)
+    assert float(information_loss(unsure)) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_adapt_im_keeps_the_classifier_moves_the_features_and_is_seeded(parent, lab):
+    from bcauto.bundle import load_bundle
+    from bcauto.test_time import maximize_information
+
+    _, path = parent
+    with np.load(lab) as npz:
+        images = npz["images"]
+    runs = []
+    for _ in range(2):
+        model = load_bundle(path).model
+        before = variables(model)
+        record = maximize_information(model, images, epochs=3, seed=5)
+        runs.append(variables(model))
+    after = runs[0]
+    assert record["fixed"] == ["out"] and record["epochs"] == 3 and len(record["loss_by_epoch"]) == 3
+    assert record["batchnorm_layers"] == 2 and record["images"] == 96 and record["batch_size"] == 48
+    classifier_weights = {p for p in before if p.startswith("out/")}
+    assert len(classifier_weights) == 2 and all(np.array_equal(before[p], after[p]) for p in classifier_weights)
+    moved = [p for p in before if p.startswith(("conv", "bn")) and not np.allclose(before[p], after[p])]
+    assert len(moved) == 2 * 2 + 4 * 2  # each conv's kernel and bias, each BatchNorm's scale, offset and statistics
+    weights = [p for p in after if "seed_generator" not in p]  # (each load numbers its seed generators anew)
+    assert len(weights) == 14 and all(np.array_equal(runs[0][p], runs[1][p]) for p in weights)  # same seed, same model
+
+
+def test_adapt_im_makes_the_new_labs_predictions_confident_and_spread_and_beats_adapt_bn(parent):
+    """A lab whose camera rotates the colour channels: recomputed BatchNorm statistics leave most cells misread;
+    information maximization, reading no label, moves the features to where the classifier is sure and right."""
+    from bcauto.bundle import load_bundle
+    from bcauto.test_time import information_loss, maximize_information, recompute_batchnorm
+
+    _, path = parent
+    target = blob_data(96, SIZE, seed=7)
+    images, labels = target.images[..., [1, 2, 0]], target.labels
+
+    def scores(model):
+        probs = model.predict(images.astype(np.float32), verbose=0)
+        return float(information_loss(probs)), float((probs.argmax(1) == labels).mean())
+
+    bn = load_bundle(path).model
+    recompute_batchnorm(bn, images)
+    im = load_bundle(path).model
+    record = maximize_information(im, images, epochs=20, learning_rate=3e-3, seed=0)  # 40 steps: a clear effect
+    (bn_loss, bn_accuracy), (im_loss, im_accuracy) = scores(bn), scores(im)
+    assert record["loss_by_epoch"][-1] < record["loss_by_epoch"][0] - 0.1
+    assert im_loss < bn_loss - 0.1
+    assert bn_accuracy < 0.4 and im_accuracy > bn_accuracy + 0.15, (bn_accuracy, im_accuracy)
+
+
+def test_evaluate_predict_and_adapt_with_adapt_im_say_what_they_did_and_record_it(parent, lab, tmp_path, capsys):
+    import csv
+
+    root, model = parent
+    capsys.readouterr()
+    among = ["--classes", "round,square,bright"]
+    assert main(["evaluate", str(model), "--data", str(lab), "--adapt-im", *among, "--json", "--out", str(tmp_path / "im")]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    record = result["adapt_im"]
+    assert "adapt_bn" not in result and record["images"] == 96 and record["fixed"] == ["out"] and record["batchnorm_layers"] == 2
+    assert len(record["loss_by_epoch"]) == record["epochs"] == 10 and record["seed"] == 0
+    said = captured.err.replace("\n", "")
+    assert f"adapted to 96 images of {lab}, labels unread" in said and "information maximization with out kept fixed" in said
+
+    with np.load(lab) as npz:
+        np.savez(tmp_path / "unlabelled.npz", images=npz["images"][:30])
+    rows = {}
+    for flag in ("--adapt-bn", "--adapt-im"):
+        out = tmp_path / f"preds{flag}.csv"
+        assert main(["predict", str(model), str(tmp_path / "unlabelled.npz"), "--out", str(out), flag]) == 0
+        with out.open() as handle:
+            rows[flag] = [[float(row[f"prob_{c}"]) for c in CLASSES] for row in csv.DictReader(handle)]
+    assert "information maximization" in capsys.readouterr().out.replace("\n", "")
+    assert not np.allclose(rows["--adapt-bn"], rows["--adapt-im"], atol=1e-3)
+
+    out, uri = tmp_path / "adapted", f"sqlite:///{tmp_path}/mlflow.db"
+    args = [
+        "adapt",
+        str(model),
+        "--data",
+        str(lab),
+        "--shots",
+        "8",
+        "--epochs",
+        "5",
+        "--adapt-im",
+        "--out",
+        str(out),
+        "--tracking-uri",
+        uri,
+    ]
+    assert main(args) == 0
+    lineage = json.loads((out / "bcauto-model.json").read_text())["adapted"]
+    assert lineage["recipe"]["adapt_im"]["images"] == 96 and lineage["recipe"]["adapt_bn"]["part_of"] == "--adapt-im"
+    assert "after_information_maximization" in lineage and "after_batchnorm_only" not in lineage
+    run = MlflowClient(tracking_uri=uri).get_run(json.loads((out / "bcauto-model.json").read_text())["mlflow"]["run_id"])
+    assert run.data.params["adapt_im"] == "True"
+    assert run.data.metrics["adapt_im_accuracy"] == pytest.approx(lineage["after_information_maximization"]["accuracy"])
+    assert "information maximization" in capsys.readouterr().out
+
+
+def test_adapt_im_refuses_a_model_without_a_softmax_classifier_in_one_line(lab, tmp_path, capsys):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = layers.GlobalAveragePooling2D(name="gap")(backbone()(inputs))
+    logits = layers.Dense(NUM_CLASSES, name="logits")(x)
+    path = save(keras.Model(inputs, layers.Softmax(name="probs")(logits)), tmp_path / "softmax-apart")
+    capsys.readouterr()
+    assert main(["evaluate", str(path), "--data", str(lab), "--adapt-im", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "no softmax Dense layer (its classifier) to keep fixed; use --adapt-bn alone" in err.replace("\n", "")
+    assert "Traceback" not in err and not (tmp_path / "e").exists()

@@ -28,11 +28,11 @@ OPTIONS = {
     "ui": {"--name", "--tracking-uri", "--storage", "--host", "--port"},
     "new-plugin": {"KIND", "NAME", "--dir"},
     "refit": {"--name", "--top", "--storage", "--tracking-uri", "--data", "--study", "--epochs", "--out"},
-    "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--classes", "--json", "--out"},
-    "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--classes"},
+    "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--adapt-im", "--classes", "--json", "--out"},
+    "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
         *("MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr"),
-        *("--adapt-bn", "--classes", "--out", "--tracking-uri"),
+        *("--adapt-bn", "--adapt-im", "--classes", "--out", "--tracking-uri"),
     },
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},
 }
