@@ -9,7 +9,8 @@ model is scored, through the same commands a user runs, on:
 - another lab's white cells (``--otherlab``, default ``../shared/data/otherlab_dev/chula_wbc``): as is, with
   ``--adapt-bn`` (BatchNorm statistics from that lab's unlabelled images), both again with the predictions
   restricted to the classes that lab's slides show (``--classes``: the lab's list of white-cell types, known
-  without labelling a single image), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
+  without labelling a single image), with ``--adapt-im`` (information maximization on those unlabelled images, as
+  is and among ``--classes``; rows from 2026-12-02 on), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
   (scored on the cells that were not shots), without and with ``--adapt-bn`` (BatchNorm statistics from all of
   that lab's images, unlabelled, before fine-tuning on the shots), and with ``--adapt-bn --classes`` (the
   adapted model a classifier of that lab's classes only). ``bcauto adapt`` chooses its epochs by
@@ -116,6 +117,8 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
     among = ("--classes", args.otherlab_classes)
     other_among = evaluate(model, args.otherlab, work, log, *among)
     adapted_bn_among = evaluate(model, args.otherlab, work, log, "--adapt-bn", *among)
+    adapted_im = evaluate(model, args.otherlab, work, log, "--adapt-im")
+    adapted_im_among = evaluate(model, args.otherlab, work, log, "--adapt-im", *among)
     row = {
         "study": study,
         "seed": seed,
@@ -136,6 +139,10 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "otherlab_among_macro_f1": other_among["macro_f1"],
         "otherlab_adapt_bn_among_accuracy": adapted_bn_among["accuracy"],
         "otherlab_adapt_bn_among_macro_f1": adapted_bn_among["macro_f1"],
+        "otherlab_adapt_im_accuracy": adapted_im["accuracy"],
+        "otherlab_adapt_im_macro_f1": adapted_im["macro_f1"],
+        "otherlab_adapt_im_among_accuracy": adapted_im_among["accuracy"],
+        "otherlab_adapt_im_among_macro_f1": adapted_im_among["macro_f1"],
     }
     variants = {"plain": (), "bn": ("--adapt-bn",), "bn+classes": ("--adapt-bn", *among)}
     for shots in (int(n) for n in args.shots.split(",")):
@@ -179,6 +186,8 @@ COLUMNS = (
     ("otherlab_adapt_bn_accuracy", "+adapt-bn acc"),
     ("otherlab_among_accuracy", "5-cls acc"),
     ("otherlab_adapt_bn_among_accuracy", "5-cls+bn acc"),
+    ("otherlab_adapt_im_accuracy", "+adapt-im acc"),
+    ("otherlab_adapt_im_among_accuracy", "5-cls+im acc"),
     ("adapt10_accuracy", "adapt 10 acc"),
     ("adapt50_accuracy", "adapt 50 acc"),
     ("adapt10_bn_accuracy", "adapt 10+bn acc"),
