@@ -277,7 +277,7 @@ def cmd_evaluate(args, console) -> int:
     allowed = class_subset(args.classes, bundle.class_names)
     comps = components()
     data = load_data(args.data, bundle.image_size, comps, {"seed": args.seed})
-    adapted = label_free(args, bundle, data.images, data.source, allowed, Console(stderr=True) if args.json else console)
+    adapted = adapt_without_labels(args, bundle, data.images, data.source, allowed, Console(stderr=True) if args.json else console)
     shifts = comps.shifts if args.shift else None
     steps = 1 + (shift_steps(shifts) if shifts is not None else 0)
     with transient_progress(Console(stderr=True)) as progress:
@@ -317,7 +317,7 @@ def cmd_evaluate(args, console) -> int:
     return 0
 
 
-def label_free(args, bundle, images, source: str, allowed, console) -> dict | None:
+def adapt_without_labels(args, bundle, images, source: str, allowed, console) -> dict | None:
     """``--adapt-bn`` or ``--adapt-im`` on the images to score or predict, their labels unread: the record of what
     was done (None when neither was asked for)."""
     if args.adapt_im:
@@ -348,7 +348,7 @@ def cmd_predict(args, console) -> int:
     if args.adapt_bn or args.adapt_im:
 
         def prepare(images):
-            label_free(args, bundle, images, ", ".join(args.inputs), allowed, console)
+            adapt_without_labels(args, bundle, images, ", ".join(args.inputs), allowed, console)
 
     skipped: list[str] | None = [] if args.on_bad_image == "skip" else None
     rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped, allowed=allowed)
