@@ -6,7 +6,7 @@ import difflib
 import re
 from collections.abc import Iterable
 
-IRREGULAR = {"child": "children", "index": "indices"}
+IRREGULAR = {"child": "children", "index": "indices", "epoch": "epochs"}  # "epoch": a hard "ch", no "es"
 
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:

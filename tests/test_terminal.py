@@ -246,8 +246,10 @@ def test_plural_counts_one_thing_in_the_singular():
         plural(3, "entry"),
         plural(0, "image"),
         plural(1, "epoch"),
+        plural(10, "epoch"),
         plural(4, "index"),
-    ] == ["1 class", "2 classes", "1 entry", "3 entries", "0 images", "1 epoch", "4 indices"]
+        plural(2, "batch"),
+    ] == ["1 class", "2 classes", "1 entry", "3 entries", "0 images", "1 epoch", "10 epochs", "4 indices", "2 batches"]
 
 
 def test_an_image_folder_with_one_stray_file_says_one_entry(tmp_path):
