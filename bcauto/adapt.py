@@ -1,8 +1,8 @@
 """``bcauto adapt``: a saved model fine-tuned on a few labelled images of another lab (other microscope, stain,
 camera), for a number of epochs chosen by cross-validation within them and among the classes the lab's slides show
 when ``--classes`` names them; scored before and after on the rest of those images, written as a new model
-directory with its lineage, and logged to MLflow. The label-free steps that may come first (``--adapt-bn``,
-``--adapt-im``) are in :mod:`bcauto.test_time`.
+directory with its lineage, and logged to MLflow. The BatchNorm recomputation that may come first
+(``--adapt-bn``) is in :mod:`bcauto.test_time`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
-from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
+from bcauto.test_time import adapt_bn_summary, batchnorm_layers
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
@@ -124,7 +124,6 @@ class AdaptRequest:
     learning_rate: float = DEFAULT_LEARNING_RATE
     out: str | None = None
     adapt_bn: bool = False
-    adapt_im: bool = False
     classes: str | None = None
     tracking_uri: str = "sqlite:///mlflow.db"
 
@@ -288,8 +287,8 @@ def choose_epochs(
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
-    score the model on the rest, fine-tune (:func:`fine_tune`, after a label-free step on all the images with
-    ``adapt_bn`` or ``adapt_im``), score again on the same rest, write the adapted model directory with its lineage, log an
+    score the model on the rest, fine-tune (:func:`fine_tune`, after :func:`recompute_batchnorm` on all the images
+    with ``adapt_bn``), score again on the same rest, write the adapted model directory with its lineage, log an
     MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
     import keras
 
@@ -323,17 +322,12 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
     rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored))]
-    bn_record = im_record = None
-    if request.adapt_bn and not request.adapt_im:
+    bn_record = None
+    if request.adapt_bn:
         bn_record, line = adapt_bn_summary(model, data.images, data.source)
         console.print(line)
         if bn_record["layers"]:
             rows.append(("BatchNorm recomputed", _scores(start, scored)))
-    if request.adapt_im:
-        with console.status(f"information maximization on {plural(len(labels), 'unlabelled image')}"):
-            im_record, line = adapt_im_summary(model, data.images, data.source, seed=request.seed)
-        console.print(line)
-        rows.append(("information maximization", _scores(start, scored)))
     epochs, choice = request.epochs, None
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
@@ -348,10 +342,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     recipe["epochs_choice"] = choice or "--epochs"
-    if im_record:  # information maximization recomputes the BatchNorm statistics itself, before and after
-        bn_record = {"images": im_record["images"], "layers": im_record["batchnorm_layers"], "part_of": "--adapt-im"}
     recipe["adapt_bn"] = bn_record or False
-    recipe["adapt_im"] = im_record or False
     after = _scores(Bundle(out, model, start.info), scored)
     rows.append(("adapted", after))
     model = _without_optimizer(model)
@@ -374,8 +365,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "after": after,
         "recipe": recipe,
     }
-    if len(rows) == 3:  # the label-free step's scores
-        adapted["after_information_maximization" if im_record else "after_batchnorm_only"] = rows[1][1]
+    if len(rows) == 3:
+        adapted["after_batchnorm_only"] = rows[1][1]
     paths = source_paths(data)
     if paths is not None:
         adapted["shot_files"] = [paths[i] for i in shots]
@@ -471,7 +462,6 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "lr": recipe["learning_rate"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
-            "adapt_im": bool(recipe["adapt_im"]),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],
@@ -481,9 +471,8 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
-    for stage, prefix in (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im")):
-        if stage in adapted:
-            metrics.update({f"{prefix}_{key}": adapted[stage][key] for key in ("accuracy", "macro_f1")})
+    if "after_batchnorm_only" in adapted:
+        metrics.update({f"adapt_bn_{key}": adapted["after_batchnorm_only"][key] for key in ("accuracy", "macro_f1")})
     tracker.log_metrics(run_id, metrics)
     tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
     tracker.log_artifact(run_id, out / MODEL_FILE, "bundle")
@@ -492,7 +481,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
 
 
 def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
-    """The scores on the kept-out images: the parent, after the label-free step (if any), after fine-tuning."""
+    """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
     from rich.table import Table
 
     from bcauto.evaluate import span
