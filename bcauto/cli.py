@@ -31,6 +31,21 @@ CLASSES_HELP = (
 )
 
 
+def refit_epochs(value: str) -> str | int:
+    """``--epochs`` of ``bcauto refit``: ``best``, ``trained`` or a whole number of epochs."""
+    from bcauto.refit_trials import EPOCH_MODES
+
+    if value in EPOCH_MODES:
+        return value
+    try:
+        epochs = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(EPOCH_MODES)} or a whole number of epochs, got {value!r}") from None
+    if epochs < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more epochs, got {epochs}")
+    return epochs
+
+
 def epochs_or_auto(value: str) -> int | None:
     """``--epochs`` of ``bcauto adapt``: a whole number, or ``auto`` (None)."""
     if value.strip().lower() == "auto":
@@ -522,10 +537,13 @@ def build_parser() -> argparse.ArgumentParser:
     refit.add_argument("--study", help="study file (default: the one the search ran with)")
     refit.add_argument(
         "--epochs",
-        choices=("best", "trained"),
+        type=refit_epochs,
         default="best",
+        metavar="{best,trained,N}",
         help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial "
-        "(default); trained: every epoch the trial trained, constant learning rate",
+        "(default); trained: every epoch the trial trained, constant learning rate; N: N epochs in all, shared "
+        "between the phases as the trial kept them, the learning rate falling along a half cosine from the "
+        "trial's (for a search that trained each trial briefly)",
     )
     refit.add_argument("--out", help="model directory to write (default models/STUDY)")
     refit.set_defaults(func=cmd_refit)

@@ -34,6 +34,7 @@ from bcauto.refit_tracking import (
 from bcauto.refit_trials import (
     EPOCH_MODES,
     PhaseSchedule,
+    cosine_schedule,
     describe_schedule,
     phase_schedule,
     plan_from_trial,
@@ -50,6 +51,7 @@ __all__ = [
     "PhaseSchedule",
     "RefitRequest",
     "RefitResult",
+    "cosine_schedule",
     "describe_schedule",
     "load_study_data",
     "log_refit",
@@ -75,7 +77,7 @@ class RefitRequest:
     data: str | None = None
     out: str | None = None
     study_file: str | None = None
-    epochs: str = "best"
+    epochs: str | int = "best"
     has_gpu: bool = False
     register: bool = True
 
@@ -138,7 +140,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
 
     study = _load_study(request.study_name, request.storage)
     chosen = select_trials(study, request.top)
-    schedules = [phase_schedule(trial, request.epochs) for trial in chosen]
+    stretch_to = request.epochs if isinstance(request.epochs, int) else None
+    schedules = [phase_schedule(trial, "best" if stretch_to else str(request.epochs)) for trial in chosen]
     study_file = request.study_file or study.user_attrs.get("study_file")
     if not study_file:
         raise BcautoError(f"study {study.study_name!r} does not record its study file; pass --study")
@@ -165,6 +168,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
+            if stretch_to:
+                schedule = cosine_schedule(schedule, stretch_to, {"head": plan.lr_head, "finetune": plan.lr_finetune})
             console.print(
                 f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
                 f"{plan.imbalance.name}, {describe_schedule(schedule)}"

@@ -7,7 +7,10 @@ is no validation set left to stop on, so each phase trains for the epochs the tr
 epochs whose weights the trial kept (``kept_epochs``: early stopping restores the lowest validation loss; a
 fine-tune that never beat the frozen model is dropped), each at the learning rate the trial trained it with
 (``epoch_lr``). With ``epochs="trained"``, or for a trial that recorded neither, the phases run for every epoch the
-trial trained (its ``phase_epochs``) at a constant learning rate.
+trial trained (its ``phase_epochs``) at a constant learning rate. With a number of epochs, :func:`cosine_schedule`
+stretches the kept epochs to that many: a search that trains each trial briefly, to try many, leaves the
+refit short of what its configuration can learn, and the refit has no validation set to stop on, so the rate
+falls along a half cosine to near zero, the usual fixed-length schedule, instead of waiting for a plateau.
 """
 
 from __future__ import annotations
@@ -120,6 +123,26 @@ def phase_schedule(trial: optuna.trial.FrozenTrial, mode: str = "best") -> Phase
         "finetune": [float(r) for r in rates[head : head + epochs["finetune"]]],
     }
     return PhaseSchedule(epochs, learning_rates, "the epochs the trial kept, at its learning rates")
+
+
+def cosine_schedule(schedule: PhaseSchedule, total: int, start_rates: dict[str, float]) -> PhaseSchedule:
+    """``schedule`` stretched to ``total`` epochs, shared between the phases in the proportions of its epochs; each
+    phase's learning rate falls along a half cosine from its first rate (the trial's, else ``start_rates``, the
+    plan's) towards zero: epoch ``e`` of ``n`` at ``rate * (1 + cos(pi * e / n)) / 2``."""
+    if total < 1:
+        raise BcautoError(f"--epochs must be 1 or more, got {total}")
+    head, finetune = schedule.epochs.get("head", 0), schedule.epochs.get("finetune", 0)
+    if finetune and total > 1:
+        head_epochs = min(total - 1, max(1, round(total * head / (head + finetune))))
+    else:
+        head_epochs = total
+    epochs = {"head": head_epochs, "finetune": total - head_epochs}
+    learning_rates: dict[str, list[float] | None] = {}
+    for phase, n in epochs.items():
+        trial_rates = schedule.learning_rates.get(phase)
+        start = trial_rates[0] if trial_rates else start_rates[phase]
+        learning_rates[phase] = [start * (1 + math.cos(math.pi * e / n)) / 2 for e in range(n)]
+    return PhaseSchedule(epochs, learning_rates, f"{total} epochs from the trial's, learning rate on a half cosine from the trial's first")
 
 
 def describe_schedule(schedule: PhaseSchedule) -> str:

@@ -16,6 +16,8 @@ model is scored, through the same commands a user runs, on:
   adapted model a classifier of that lab's classes only). ``bcauto adapt`` chooses its epochs by
   cross-validation within the shots (its default, ``--epochs auto``) since 2026-12-02; earlier rows trained 40.
 
+``--refit-epochs`` is passed to ``bcauto refit --epochs`` (``best``, or a number of epochs to train the best
+configuration for, on a half-cosine learning rate); each row records the epochs its model was refitted for.
 ``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching;
 ``--shots`` and ``--adapt`` choose which of the ``bcauto adapt`` runs to make (each one is minutes on a CPU).
 
@@ -102,7 +104,7 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     bcauto(*search, work=work, log=log)
     search_s = time.perf_counter() - started
     model = work / "models" / name
-    bcauto("refit", "--name", name, "--out", str(model), *common[:4], work=work, log=log)
+    bcauto("refit", "--name", name, "--out", str(model), "--epochs", args.refit_epochs, *common[:4], work=work, log=log)
     refit_s = time.perf_counter() - started - search_s
     best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
     return score_model(model, study, seed, args, work, held_npz, started, search_s, refit_s, best)
@@ -127,6 +129,7 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "best_trial": best.get("number"),
         "best_value": best.get("value"),
         "best_params": best.get("params"),
+        "refit_epochs": [member["epochs"] for member in json.loads((model / "bcauto-model.json").read_text()).get("members", [])],
         "heldout_clean_macro_f1": held["macro_f1"],
         **{f"heldout_{g}_macro_f1": v for g, v in held["shift"]["by_group"].items()},
         "otherlab_accuracy": other["accuracy"],
@@ -244,6 +247,7 @@ def main(argv=None) -> int:
         default=ADAPT_VARIANTS,
         help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn, --adapt-bn --classes; default all)",
     )
+    parser.add_argument("--refit-epochs", default="best", help="`bcauto refit --epochs`: best, trained or a number (default best)")
     parser.add_argument("--model", help="score this refitted model (trained on the --work split of the one --seeds) instead of searching")
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
     parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")

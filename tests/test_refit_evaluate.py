@@ -197,6 +197,37 @@ def test_phase_schedule_takes_the_kept_epochs_and_their_learning_rates_from_the_
     assert phase_schedule(older).learning_rates == {"head": None, "finetune": None}
 
 
+def test_cosine_schedule_stretches_the_kept_epochs_and_lowers_each_phases_rate_from_the_trials_first():
+    from bcauto.refit import PhaseSchedule, cosine_schedule
+
+    kept = PhaseSchedule({"head": 3, "finetune": 2}, {"head": [1e-3, 1e-3, 5e-4], "finetune": [1e-5, 5e-6]})
+    stretched = cosine_schedule(kept, 10, {"head": 9.0, "finetune": 9.0})
+    assert stretched.epochs == {"head": 6, "finetune": 4}  # the trial's 3:2
+    head, finetune = stretched.learning_rates["head"], stretched.learning_rates["finetune"]
+    assert head[0] == pytest.approx(1e-3) and finetune[0] == pytest.approx(1e-5)  # the trial's rates, not the plan's
+    assert all(a > b for a, b in zip(head, head[1:])) and head[-1] < 0.1 * head[0]
+    assert head[3] == pytest.approx(1e-3 * (1 + np.cos(np.pi * 3 / 6)) / 2)
+    assert all(a > b for a, b in zip(finetune, finetune[1:]))
+    untimed = PhaseSchedule({"head": 4, "finetune": 0}, {"head": None, "finetune": None})
+    constant = cosine_schedule(untimed, 5, {"head": 2e-3, "finetune": 1e-5})
+    assert constant.epochs == {"head": 5, "finetune": 0} and constant.learning_rates["head"][0] == pytest.approx(2e-3)
+    assert cosine_schedule(kept, 1, {"head": 1.0, "finetune": 1.0}).epochs == {"head": 1, "finetune": 0}
+
+
+def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_it(study, capsys):
+    from bcauto.bundle import load_bundle
+
+    root, stores = study
+    assert main(["refit", "--name", "tiny", *stores, "--epochs", "4", "--out", str(root / "longer")]) == 0
+    assert "head 4, fine-tuning 0 (4 epochs" in " ".join(capsys.readouterr().out.split())
+    member = load_bundle(root / "longer").info["members"][0]
+    best = load(root).best_trial
+    first = best.user_attrs["epoch_lr"][0]
+    assert member["epochs"] == {"head": 4, "finetune": 0} and member["epochs_source"].startswith("4 epochs")
+    # the optimizer's rate at each epoch: the trial's first, then down a half cosine
+    assert member["learning_rates"] == pytest.approx([first * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)], rel=1e-5)
+
+
 def test_kept_epochs_end_each_phase_at_its_lowest_validation_loss_and_drop_a_fine_tune_that_never_beat_the_head():
     from bcauto.training import kept_epochs
 
