@@ -538,12 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     refit.add_argument(
         "--epochs",
         type=refit_epochs,
-        default="best",
         metavar="{best,trained,N}",
-        help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial "
-        "(default); trained: every epoch the trial trained, constant learning rate; N: N epochs in all, shared "
-        "between the phases as the trial kept them, the learning rate falling along a half cosine from the "
-        "trial's (for a search that trained each trial briefly)",
+        help="best: each phase up to the epoch whose weights the trial kept, learning rates as in the trial; "
+        "trained: every epoch the trial trained, constant learning rate; N: N epochs in all, shared between the "
+        "phases as the trial kept them, the learning rate falling along a half cosine from the trial's (for a "
+        "search that trained each trial briefly). Default: the study file's [train] refit_epochs, else best",
     )
     refit.add_argument("--out", help="model directory to write (default models/STUDY)")
     refit.set_defaults(func=cmd_refit)

@@ -77,7 +77,7 @@ class RefitRequest:
     data: str | None = None
     out: str | None = None
     study_file: str | None = None
-    epochs: str | int = "best"
+    epochs: str | int | None = None  # None: the study file's [train] refit_epochs, else "best"
     has_gpu: bool = False
     register: bool = True
 
@@ -140,12 +140,13 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
 
     study = _load_study(request.study_name, request.storage)
     chosen = select_trials(study, request.top)
-    stretch_to = request.epochs if isinstance(request.epochs, int) else None
-    schedules = [phase_schedule(trial, "best" if stretch_to else str(request.epochs)) for trial in chosen]
     study_file = request.study_file or study.user_attrs.get("study_file")
     if not study_file:
         raise BcautoError(f"study {study.study_name!r} does not record its study file; pass --study")
     cfg = load_study(study_file)
+    mode = request.epochs if request.epochs is not None else cfg.train.refit_epochs or "best"
+    stretch_to = mode if isinstance(mode, int) else None
+    schedules = [phase_schedule(trial, "best" if stretch_to else str(mode)) for trial in chosen]
     tracker = Tracker(request.tracking_uri, experiment=study.study_name)
     client = tracker.client if tracker.available else None
     params = study_run_params(client, study, chosen[0])

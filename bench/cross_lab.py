@@ -17,7 +17,8 @@ model is scored, through the same commands a user runs, on:
   cross-validation within the shots (its default, ``--epochs auto``) since 2026-12-02; earlier rows trained 40.
 
 ``--refit-epochs`` is passed to ``bcauto refit --epochs`` (``best``, or a number of epochs to train the best
-configuration for, on a half-cosine learning rate); each row records the epochs its model was refitted for.
+configuration for, on a half-cosine learning rate; default: the study file's ``refit_epochs``); each row
+records the epochs its model was refitted for.
 ``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching;
 ``--shots`` and ``--adapt`` choose which of the ``bcauto adapt`` runs to make (each one is minutes on a CPU).
 
@@ -104,7 +105,8 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     bcauto(*search, work=work, log=log)
     search_s = time.perf_counter() - started
     model = work / "models" / name
-    bcauto("refit", "--name", name, "--out", str(model), "--epochs", args.refit_epochs, *common[:4], work=work, log=log)
+    epochs = ["--epochs", args.refit_epochs] if args.refit_epochs else []
+    bcauto("refit", "--name", name, "--out", str(model), *epochs, *common[:4], work=work, log=log)
     refit_s = time.perf_counter() - started - search_s
     best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
     return score_model(model, study, seed, args, work, held_npz, started, search_s, refit_s, best)
@@ -247,7 +249,9 @@ def main(argv=None) -> int:
         default=ADAPT_VARIANTS,
         help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn, --adapt-bn --classes; default all)",
     )
-    parser.add_argument("--refit-epochs", default="best", help="`bcauto refit --epochs`: best, trained or a number (default best)")
+    parser.add_argument(
+        "--refit-epochs", default="", help="`bcauto refit --epochs`: best, trained or a number (default: the study file's refit_epochs)"
+    )
     parser.add_argument("--model", help="score this refitted model (trained on the --work split of the one --seeds) instead of searching")
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
     parser.add_argument("--report", metavar="JSON", help="only print the table of a saved cross_lab.json")

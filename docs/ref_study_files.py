@@ -64,6 +64,9 @@ MEANINGS = {
     "phase 1 (0: run the augmentation online instead)",
     "train.activation_cache_gb": "memory budget for phase 2's cached activations at the first unfrozen block; larger "
     "sets fine-tune the whole model online",
+    "train.refit_epochs": "epochs `bcauto refit` trains the best configuration for (shared between the phases as "
+    "its trial kept them, the learning rate falling along a half cosine from the trial's); 0: the epochs the trial "
+    "kept. For a search that trains each trial briefly to try many; `bcauto refit --epochs` overrides it",
     "search.backbone": "backbone names, as listed by `bcauto plugins`",
     "search.augmentation": "augmentation policy names, as listed by `bcauto plugins`",
     "search.canonicalization": "input canonicalizer names, as listed by `bcauto plugins`: `none`, `stain_norm` "

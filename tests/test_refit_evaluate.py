@@ -14,7 +14,8 @@ from PIL import Image
 
 from bcauto.cli import main
 
-TINY_STUDY = tiny_study_toml(search={"loss": ["crossentropy", "focal"], "label_smoothing": {"low": 0.0, "high": 0.2}})
+TINY_SEARCH = {"loss": ["crossentropy", "focal"], "label_smoothing": {"low": 0.0, "high": 0.2}}
+TINY_STUDY = tiny_study_toml(search=TINY_SEARCH)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +219,9 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     from bcauto.bundle import load_bundle
 
     root, stores = study
-    assert main(["refit", "--name", "tiny", *stores, "--epochs", "4", "--out", str(root / "longer")]) == 0
+    longer = root / "longer.toml"  # the search's study file, but for [train] refit_epochs
+    longer.write_text(tiny_study_toml(search=TINY_SEARCH, train={"refit_epochs": 4}))
+    assert main(["refit", "--name", "tiny", *stores, "--study", str(longer), "--out", str(root / "longer")]) == 0
     assert "head 4, fine-tuning 0 (4 epochs" in " ".join(capsys.readouterr().out.split())
     member = load_bundle(root / "longer").info["members"][0]
     best = load(root).best_trial
@@ -226,6 +229,9 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     assert member["epochs"] == {"head": 4, "finetune": 0} and member["epochs_source"].startswith("4 epochs")
     # the optimizer's rate at each epoch: the trial's first, then down a half cosine
     assert member["learning_rates"] == pytest.approx([first * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(4)], rel=1e-5)
+    # --epochs overrides the study file
+    assert main(["refit", "--name", "tiny", *stores, "--study", str(longer), "--epochs", "best", "--out", str(root / "kept")]) == 0
+    assert load_bundle(root / "kept").info["members"][0]["epochs"] == best.user_attrs["kept_epochs"]
 
 
 def test_kept_epochs_end_each_phase_at_its_lowest_validation_loss_and_drop_a_fine_tune_that_never_beat_the_head():
