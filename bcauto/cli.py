@@ -38,12 +38,9 @@ def refit_epochs(value: str) -> str | int:
     if value in EPOCH_MODES:
         return value
     try:
-        epochs = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {', '.join(EPOCH_MODES)} or a whole number of epochs, got {value!r}") from None
-    if epochs < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more epochs, got {epochs}")
-    return epochs
+        return positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(EPOCH_MODES)} or a number of epochs (1 or more), got {value!r}") from None
 
 
 def epochs_or_auto(value: str) -> int | None:

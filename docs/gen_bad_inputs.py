@@ -241,6 +241,14 @@ CASES: list[Case] = [
     ),
     Case("study-missing", "names a study file that does not exist", ["search", "--study", "nothere.toml"], 2, "nothere.toml"),
     Case(
+        "study-refit-epochs-negative",
+        "asks the refit for a negative number of epochs (`refit_epochs = -5` in `[train]`)",
+        STUDY_ARGS,
+        2,
+        "refit_epochs",
+        study("[train]\nrefit_epochs = -5\n"),
+    ),
+    Case(
         "unknown-backbone",
         "asks for a backbone no installed plugin provides (`resnet5O`)",
         STUDY_ARGS,
@@ -347,6 +355,8 @@ CASES: list[Case] = [
         "folder-truncated-image",
     ),
     # commands on a study or a model
+    Case("refit-epochs-zero", "runs `refit --epochs 0`", ["refit", "--epochs", "0"], 2, "--epochs"),
+    Case("refit-epochs-word", "runs `refit --epochs longer`", ["refit", "--epochs", "longer"], 2, "--epochs"),
     Case("best-empty-folder", "runs `bcauto best` in a folder without a study", ["best"], 2, "optuna.db"),
     Case(
         "refit-unknown-study", "refits a study name the storage does not hold", ["refit", "--name", "tni"], 2, "'tni'", storage_with_study
