@@ -146,7 +146,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     cfg = load_study(study_file)
     mode = request.epochs if request.epochs is not None else cfg.train.refit_epochs or "best"
     stretch_to = mode if isinstance(mode, int) else None
-    schedules = [phase_schedule(trial, "best" if stretch_to else str(mode)) for trial in chosen]
+    schedules = [phase_schedule(trial, "best" if stretch_to is not None else str(mode)) for trial in chosen]
     tracker = Tracker(request.tracking_uri, experiment=study.study_name)
     client = tracker.client if tracker.available else None
     params = study_run_params(client, study, chosen[0])
@@ -169,7 +169,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
             plan = plan_from_trial(trial, cfg, components, settings)
-            if stretch_to:
+            if stretch_to is not None:
                 schedule = cosine_schedule(schedule, stretch_to, {"head": plan.lr_head, "finetune": plan.lr_finetune})
             console.print(
                 f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "

@@ -130,7 +130,7 @@ def cosine_schedule(schedule: PhaseSchedule, total: int, start_rates: dict[str, 
     phase's learning rate falls along a half cosine from its first rate (the trial's, else ``start_rates``, the
     plan's) towards zero: epoch ``e`` of ``n`` at ``rate * (1 + cos(pi * e / n)) / 2``."""
     if total < 1:
-        raise BcautoError(f"--epochs must be 1 or more, got {total}")
+        raise BcautoError(f"a refit of a number of epochs needs 1 or more, got {total}")
     head, finetune = schedule.epochs.get("head", 0), schedule.epochs.get("finetune", 0)
     if finetune and total > 1:
         head_epochs = min(total - 1, max(1, round(total * head / (head + finetune))))

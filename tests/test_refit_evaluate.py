@@ -199,6 +199,7 @@ def test_phase_schedule_takes_the_kept_epochs_and_their_learning_rates_from_the_
 
 
 def test_cosine_schedule_stretches_the_kept_epochs_and_lowers_each_phases_rate_from_the_trials_first():
+    from bcauto.errors import BcautoError
     from bcauto.refit import PhaseSchedule, cosine_schedule
 
     kept = PhaseSchedule({"head": 3, "finetune": 2}, {"head": [1e-3, 1e-3, 5e-4], "finetune": [1e-5, 5e-6]})
@@ -213,6 +214,8 @@ def test_cosine_schedule_stretches_the_kept_epochs_and_lowers_each_phases_rate_f
     constant = cosine_schedule(untimed, 5, {"head": 2e-3, "finetune": 1e-5})
     assert constant.epochs == {"head": 5, "finetune": 0} and constant.learning_rates["head"][0] == pytest.approx(2e-3)
     assert cosine_schedule(kept, 1, {"head": 1.0, "finetune": 1.0}).epochs == {"head": 1, "finetune": 0}
+    with pytest.raises(BcautoError, match="1 or more, got 0"):
+        cosine_schedule(kept, 0, {"head": 1.0, "finetune": 1.0})
 
 
 def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_it(study, capsys):
