@@ -11,7 +11,7 @@ does: that, unlike the other lab, may choose between configurations. ``--stats``
 nucleus density of both sets instead.
 
 A configuration is ``CHAIN:NORM:AUGMENTATION``, AUGMENTATION one of ``stain`` (strength 0.7), ``lab`` (0.6,
-zoom 1.4) and ``corruption`` (0.7), CHAIN being steps joined by ``+``:
+zoom 1.4), ``corruption`` (0.7) and ``robust`` (0.7), CHAIN being steps joined by ``+``:
 
 - ``crop``, ``stain_norm``: the built-in canonicalizers' layers (cell_crop, Reinhard colour transfer);
 - ``density``, ``mask``: two experiments defined here, not in the product. ``density`` brings each image's
@@ -87,7 +87,7 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     import keras
     from keras import layers
 
-    from bcauto_builtin.augmentation_pipelines import build_corruption, build_lab, build_stain
+    from bcauto_builtin.augmentation_pipelines import build_corruption, build_lab, build_robust, build_stain
     from bcauto_builtin.canonical_layers import CellCentredCrop, StainNormalization
     from bcauto_builtin.small_cnns import build_mini_cnn
 
@@ -97,6 +97,7 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
         "stain": lambda: build_stain({"strength": 0.7}, size, seed),
         "lab": lambda: build_lab({"strength": 0.6, "zoom": 1.4}, size, seed),
         "corruption": lambda: build_corruption({"strength": 0.7}, size, seed),
+        "robust": lambda: build_robust({"strength": 0.7}, size, seed),
     }
     inputs = keras.Input((size, size, 3))
     x = augment[augmentation]()(inputs)
@@ -110,8 +111,8 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     return model
 
 
-def shift_scores(model, images, labels, names, size: int, registry) -> dict[str, float]:
-    """Mean macro-F1 per shift group over every registered shift and severity, as `bcauto evaluate --shift`."""
+def shift_scores(model, images, labels, names, size: int, registry) -> dict:
+    """Macro-F1 under every registered shift and severity, as `bcauto evaluate --shift` (its ``shift`` entry)."""
     from bcauto.bundle import Bundle
     from bcauto.data import Dataset
     from bcauto.evaluate import evaluate
@@ -120,7 +121,7 @@ def shift_scores(model, images, labels, names, size: int, registry) -> dict[str,
     result, _, _ = evaluate(
         bundle, Dataset(np.clip(np.round(images), 0, 255).astype(np.uint8), labels, tuple(names), "pilot"), shifts=registry
     )
-    return result["shift"]["by_group"]
+    return result["shift"]
 
 
 def load(path: str, size: int):
@@ -178,9 +179,8 @@ def main() -> None:
         started = time.perf_counter()
         model.fit(images[train], labels[train], batch_size=64, epochs=args.epochs, class_weight=dict(enumerate(weights)), verbose=0)
         val_f1 = f1_score(labels[val], model.predict(images[val], verbose=0).argmax(1), average="macro")
-        by_group = (
-            shift_scores(model, images[val[: args.shift]], labels[val[: args.shift]], names, args.size, registry) if args.shift else {}
-        )
+        shift = shift_scores(model, images[val[: args.shift]], labels[val[: args.shift]], names, args.size, registry) if args.shift else {}
+        by_group = shift.get("by_group", {})
         scores = model.predict(other, verbose=0)
         accuracy = np.mean(scores.argmax(1) == other_truth)
         restricted = np.mean(present[scores[:, present].argmax(1)] == other_truth)
@@ -188,6 +188,8 @@ def main() -> None:
         seconds = time.perf_counter() - started
         group_columns = "".join(f" {by_group[group]:14.3f}" for group in sorted(by_group))
         print(f"{config:34s} {val_f1:7.3f}{group_columns} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
+        if shift:
+            print("    per shift: " + ", ".join(f"{name} {value:.2f}" for name, value in shift["by_corruption"].items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from skimage.color import hed2rgb, rgb2hed
 
 from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
-from bcauto_builtin.layers import CellAugMix, RandomHEDJitter, RandomMagnification, RandomWhiteBalance
+from bcauto_builtin.layers import CellAugMix, RandomHEDJitter, RandomMagnification, RandomOcclusion, RandomWhiteBalance
 
 SIZE, BATCH, CLASSES, SEED = 32, 8, 3, 7
 POLICIES = components().augmentations.names()
@@ -61,7 +61,7 @@ def cells():
 
 
 def test_every_policy_is_registered_with_a_description():
-    assert set(POLICIES) >= {"none", "flip_rotate_zoom", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption", "lab"}
+    assert set(POLICIES) >= {"none", "flip_rotate_zoom", "randaugment", "augmix", "mixup_cutmix", "stain", "corruption", "lab", "robust"}
     assert all(policy(name).description and "\n" not in policy(name).description for name in POLICIES)
     assert [name for name in POLICIES if policy(name).mixes_labels] == ["mixup_cutmix"]
 
@@ -105,7 +105,7 @@ def test_model_with_the_layer_round_trips_through_keras_file(name, images, tmp_p
     assert [type(layer) for layer in loaded.layers[1].layers] == [type(layer) for layer in model.layers[1].layers]
 
 
-@pytest.mark.parametrize("name", ["flip_rotate_zoom", "stain", "corruption", "lab"])
+@pytest.mark.parametrize("name", ["flip_rotate_zoom", "stain", "corruption", "lab", "robust"])
 def test_strength_grows_the_change(name, cells):
     def change(end):
         out = build(name, params_at(name, end))(cells, training=True)
@@ -167,12 +167,13 @@ def test_augmix_draws_its_operations_on_every_call_of_a_compiled_function(images
     assert len(drawn) > 1
 
 
-# --- the lab policy's layers ------------------------------------------------------------------------------
+# --- the lab and robust policies' layers ------------------------------------------------------------------
 
 LAB_LAYERS = {
     "hed": lambda seed: RandomHEDJitter(0.2, 0.05, seed=seed),
     "white_balance": lambda seed: RandomWhiteBalance(0.15, seed=seed),
     "magnification": lambda seed: RandomMagnification(2.0, seed=seed),
+    "occlusion": lambda seed: RandomOcclusion(1.0, seed=seed),
 }
 OD_PER_SKIMAGE_UNIT = -np.log(1e-6)  # skimage's rgb2hed divides optical densities by this
 BACKGROUND = np.array([235.0, 205.0, 215.0])  # the cells fixture's, outside the disc
@@ -280,3 +281,29 @@ def test_lab_policy_trains_inside_model_fit():
     model.compile("adam", "sparse_categorical_crossentropy", jit_compile=False)
     history = model.fit(data.images.astype("float32"), data.labels, batch_size=BATCH, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_occlusion_covers_a_square_of_one_colour_within_its_area_bounds(cells):
+    out = numpy(RandomOcclusion(1.0, (0.1, 0.3), seed=SEED)(cells, training=True))
+    for image, before in zip(out, cells):
+        changed = np.any(image != before, axis=-1)
+        rows, cols = np.nonzero(changed)
+        # the patch may take the disc's or the background's colour in places, so bound it by its box
+        box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert np.all(box == box[0, 0])
+        assert 0.1 * 0.8 <= box.shape[0] * box.shape[1] / SIZE**2 <= 0.3 * 1.2
+        assert abs(box.shape[0] - box.shape[1]) <= 1
+
+
+def test_occlusion_rate_sets_the_share_of_images_occluded(cells):
+    batch = np.repeat(cells, 16, axis=0)
+    out = numpy(RandomOcclusion(0.5, seed=SEED)(batch, training=True))
+    share = np.mean([np.any(o != c) for o, c in zip(out, batch)])
+    assert 0.35 < share < 0.65
+    np.testing.assert_array_equal(numpy(RandomOcclusion(0.0, seed=SEED)(batch, training=True)), batch)
+
+
+@pytest.mark.parametrize("rate, area", [(1.5, (0.1, 0.2)), (0.5, (0.0, 0.2)), (0.5, (0.3, 0.2))])
+def test_occlusion_refuses_a_rate_or_area_out_of_range(rate, area):
+    with pytest.raises(ValueError, match="need"):
+        RandomOcclusion(rate, area)

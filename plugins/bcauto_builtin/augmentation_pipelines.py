@@ -15,6 +15,7 @@ from bcauto_builtin.layers import (
     PixelNoise,
     RandomHEDJitter,
     RandomMagnification,
+    RandomOcclusion,
     RandomTranspose,
     RandomWhiteBalance,
 )
@@ -234,5 +235,43 @@ def build_lab(params: dict, image_size: int, seed: int | None) -> keras.Sequenti
             _blur(s, image_size, seeds),
             _contrast(LAB_CONTRAST * s, seeds),
             _brightness(LAB_BRIGHTNESS * s, seeds),
+        ],
+    )
+
+
+# robust at strength 1: contrast down to x0.3, as the corruption suite's contrast loss reaches 0.2 at severity 5;
+# an occluding patch of 5-40% of the image on half the images (the suite's covers 10-50%)
+ROBUST_CONTRAST = 0.7
+
+
+ROBUST_NOISE = 0.04 * 255
+
+
+ROBUST_OCCLUSION_RATE = 0.5
+
+
+ROBUST_OCCLUSION_AREA = (0.05, 0.4)
+
+
+def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Sequential:
+    """Orientation, the ``stain`` policy's colour jitter, then the damage a smear and a camera bring: contrast loss,
+    blur, sensor noise and an occluding patch.
+
+    At strength ``s``: hue within +-18 s degrees, saturation x(1 +- 0.86 s) as in ``stain``; contrast x(1 +-
+    0.7 s); brightness +-20 s % of the range; blur on half the images (sigma up to ``s`` x 1/64 of the side);
+    Gaussian noise of 0.04 s of the range; on half the images a patch of one random colour over 5-40% of it.
+    """
+    s, seeds = params["strength"], _seeds(seed)
+    return _pipeline(
+        "robust",
+        [
+            *_orientation(seeds),
+            layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            _contrast(ROBUST_CONTRAST * s, seeds),
+            _brightness(0.2 * s, seeds),
+            _blur(s, image_size, seeds),
+            _noise(ROBUST_NOISE * s, seeds),
+            RandomOcclusion(ROBUST_OCCLUSION_RATE, ROBUST_OCCLUSION_AREA, seed=next(seeds), dtype=DTYPE),
         ],
     )

@@ -1,4 +1,5 @@
-"""Built-in augmentation policies: none, flip_rotate_zoom (the seed report's), RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab.
+"""Built-in augmentation policies: none, flip_rotate_zoom (the seed report's), RandAugment, AugMix, MixUp/CutMix, stain, corruption, lab,
+robust.
 
 Each image policy is a ``keras.Sequential`` of Keras preprocessing layers ending in a clip to [0, 255]. Its
 random layers act only when called with ``training=True``, so the trained model predicts on untouched
@@ -29,6 +30,7 @@ build_mix_batch = lazy(_PIPELINES, "build_mix_batch")
 build_stain = lazy(_PIPELINES, "build_stain")
 build_corruption = lazy(_PIPELINES, "build_corruption")
 build_lab = lazy(_PIPELINES, "build_lab")
+build_robust = lazy(_PIPELINES, "build_robust")
 
 
 # --- none -------------------------------------------------------------------------------------------------
@@ -102,6 +104,14 @@ def lab_space(trial) -> dict:
     }
 
 
+# --- robust -----------------------------------------------------------------------------------------------
+
+
+def robust_space(trial) -> dict:
+    """``strength`` scales the colour jitter, contrast, blur and noise (the occluding patch does not change)."""
+    return {"strength": trial.suggest_float("strength", 0.3, 1.0)}
+
+
 @hookimpl
 def load_keras_objects():
     from bcauto_builtin import layers  # noqa: F401  (registers the policies' own layers)
@@ -157,5 +167,13 @@ def register_augmentations(register):
     register(
         AugmentationSpec(
             "lab", build_lab, lab_space, description="flips/quarter turns + zoom, HED stain, white balance, blur, contrast, brightness"
+        )
+    )
+    register(
+        AugmentationSpec(
+            "robust",
+            build_robust,
+            robust_space,
+            description="flips/quarter turns + stain colour jitter, contrast loss, blur, noise, an occluding patch",
         )
     )

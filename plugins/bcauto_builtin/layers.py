@@ -125,6 +125,59 @@ class PixelNoise(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
+class RandomOcclusion(keras.layers.Layer):
+    """A square patch of one random colour over part of the image, in training only: debris, a label, a fibre.
+
+    Each image is occluded with probability ``rate``; the patch covers a fraction of the image drawn from
+    U(``area``), at a uniformly random position, in a colour uniform over the RGB cube. ``keras.layers.
+    RandomErasing`` fills with Gaussian noise and sizes its patch per side, so a patch of a fifth of the image
+    is rare and never of one flat colour.
+    """
+
+    def __init__(self, rate: float, area: tuple[float, float] = (0.05, 0.4), seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"need 0 <= rate <= 1, got {rate}")
+        if not 0.0 < area[0] <= area[1] <= 1.0:
+            raise ValueError(f"need 0 < area[0] <= area[1] <= 1, got {area}")
+        self.rate = float(rate)
+        self.area = (float(area[0]), float(area[1]))
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        ops = keras.ops
+        images = ops.cast(inputs, self.compute_dtype)
+        batch, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
+        draw = keras.random.uniform((batch, 5), dtype=self.compute_dtype, seed=self.seed_generator)
+        occluded = draw[:, 0] < self.rate
+        fraction = self.area[0] + (self.area[1] - self.area[0]) * draw[:, 1]
+        side_h = ops.sqrt(fraction) * ops.cast(height, self.compute_dtype)
+        side_w = ops.sqrt(fraction) * ops.cast(width, self.compute_dtype)
+        top = draw[:, 2] * (ops.cast(height, self.compute_dtype) - side_h)
+        left = draw[:, 3] * (ops.cast(width, self.compute_dtype) - side_w)
+        rows = ops.cast(ops.arange(height), self.compute_dtype)[None, :, None]
+        cols = ops.cast(ops.arange(width), self.compute_dtype)[None, None, :]
+        inside = (
+            (rows >= top[:, None, None])
+            & (rows < (top + side_h)[:, None, None])
+            & (cols >= left[:, None, None])
+            & (cols < (left + side_w)[:, None, None])
+            & occluded[:, None, None]
+        )
+        colour = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, dtype=self.compute_dtype, seed=self.seed_generator)
+        return ops.where(inside[..., None], colour, images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "area": self.area, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
 class RandomTranspose(keras.layers.Layer):
     """Swaps the height and width axes of half the images (square, channels-last), in training only.
 
