@@ -151,7 +151,7 @@ class RandomOcclusion(keras.layers.Layer):
         ops = keras.ops
         images = ops.cast(inputs, self.compute_dtype)
         batch, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
-        draw = keras.random.uniform((batch, 5), dtype=self.compute_dtype, seed=self.seed_generator)
+        draw = keras.random.uniform((batch, 4), dtype=self.compute_dtype, seed=self.seed_generator)
         occluded = draw[:, 0] < self.rate
         fraction = self.area[0] + (self.area[1] - self.area[0]) * draw[:, 1]
         side_h = ops.sqrt(fraction) * ops.cast(height, self.compute_dtype)
