@@ -257,8 +257,8 @@ def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Seque
     """Orientation, the ``stain`` policy's colour jitter, then the damage a smear and a camera bring: contrast loss,
     blur, sensor noise and an occluding patch.
 
-    At strength ``s``: hue within +-18 s degrees, saturation x(1 +- 0.86 s) as in ``stain``; contrast x(1 +-
-    0.7 s); brightness +-20 s % of the range; blur on half the images (sigma up to ``s`` x 1/64 of the side);
+    At strength ``s``: hue within +-18 s degrees and saturation as in ``stain`` (x0.54..x1.86 at 1); contrast
+    x(1 +- 0.7 s); brightness +-20 s % of the range; blur on half the images (sigma up to ``s`` x 1/64 of the side);
     Gaussian noise of 0.04 s of the range; on half the images a patch of one random colour over 5-40% of it.
     """
     s, seeds = params["strength"], _seeds(seed)
