@@ -288,7 +288,6 @@ def test_occlusion_covers_a_square_of_one_colour_within_its_area_bounds(cells):
     for image, before in zip(out, cells):
         changed = np.any(image != before, axis=-1)
         rows, cols = np.nonzero(changed)
-        # the patch may take the disc's or the background's colour in places, so bound it by its box
         box = image[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
         assert np.all(box == box[0, 0])
         assert 0.1 * 0.8 <= box.shape[0] * box.shape[1] / SIZE**2 <= 0.3 * 1.2

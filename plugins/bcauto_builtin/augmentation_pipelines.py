@@ -68,6 +68,15 @@ def _orientation(seeds: Seeds) -> list[layers.Layer]:
     return [*_flips(seeds), RandomTranspose(seed=next(seeds), dtype=DTYPE)]
 
 
+def _hue_saturation(strength: float, seeds: Seeds) -> list[layers.Layer]:
+    """Hue within +-18 ``strength`` degrees, saturation x0.54..x1.86 at strength 1: a stain's palette."""
+    return [
+        layers.RandomHue(0.1 * strength, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+        # RandomSaturation's factor f multiplies saturation by f / (1 - f): 0.5 keeps it
+        layers.RandomSaturation((0.5 - 0.15 * strength, 0.5 + 0.15 * strength), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+    ]
+
+
 def _brightness(factor: float, seeds: Seeds) -> layers.Layer:
     return layers.RandomBrightness(factor, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE)
 
@@ -156,9 +165,7 @@ def build_stain(params: dict, image_size: int, seed: int | None) -> keras.Sequen
         "stain",
         [
             *_orientation(seeds),
-            layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
-            # RandomSaturation's factor f multiplies saturation by f / (1 - f): 0.5 keeps it
-            layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            *_hue_saturation(s, seeds),
             _contrast(0.3 * s, seeds),
             _brightness(0.2 * s, seeds),
         ],
@@ -266,8 +273,7 @@ def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Seque
         "robust",
         [
             *_orientation(seeds),
-            layers.RandomHue(0.1 * s, value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
-            layers.RandomSaturation((0.5 - 0.15 * s, 0.5 + 0.15 * s), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE),
+            *_hue_saturation(s, seeds),
             _contrast(ROBUST_CONTRAST * s, seeds),
             _brightness(0.2 * s, seeds),
             _blur(s, image_size, seeds),

@@ -97,35 +97,52 @@ class CellAugMix(keras.layers.AugMix):
         return self.backend.numpy.clip(images, self.value_range[0], self.value_range[1])
 
 
+class SeededAugmentation(keras.layers.Layer):
+    """Base of the random layers below: seeded, they change images only in training and keep their shape.
+
+    A subclass draws with ``self.seed_generator`` in ``augment``, and adds its own fields to ``get_config``.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        return self.augment(inputs) if training else inputs
+
+    def augment(self, inputs):
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
 @keras.saving.register_keras_serializable(package="bcauto")
-class PixelNoise(keras.layers.Layer):
+class PixelNoise(SeededAugmentation):
     """Additive Gaussian noise in pixel units, in training only.
 
     ``keras.layers.GaussianNoise`` refuses a ``stddev`` above 1, a third of one grey level on [0, 255] images.
     """
 
     def __init__(self, stddev: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         self.stddev = float(stddev)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         noise = keras.random.normal(keras.ops.shape(inputs), stddev=self.stddev, dtype=self.compute_dtype, seed=self.seed_generator)
         return keras.ops.cast(inputs, self.compute_dtype) + noise
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
+        return {**super().get_config(), "stddev": self.stddev}
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
-class RandomOcclusion(keras.layers.Layer):
+class RandomOcclusion(SeededAugmentation):
     """A square patch of one random colour over part of the image, in training only: debris, a label, a fibre.
 
     Each image is occluded with probability ``rate``; the patch covers a fraction of the image drawn from
@@ -135,19 +152,15 @@ class RandomOcclusion(keras.layers.Layer):
     """
 
     def __init__(self, rate: float, area: tuple[float, float] = (0.05, 0.4), seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"need 0 <= rate <= 1, got {rate}")
         if not 0.0 < area[0] <= area[1] <= 1.0:
             raise ValueError(f"need 0 < area[0] <= area[1] <= 1, got {area}")
         self.rate = float(rate)
         self.area = (float(area[0]), float(area[1]))
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         ops = keras.ops
         images = ops.cast(inputs, self.compute_dtype)
         batch, height, width = ops.shape(images)[0], ops.shape(images)[1], ops.shape(images)[2]
@@ -170,15 +183,12 @@ class RandomOcclusion(keras.layers.Layer):
         colour = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, dtype=self.compute_dtype, seed=self.seed_generator)
         return ops.where(inside[..., None], colour, images)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "area": self.area, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate, "area": self.area}
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
-class RandomTranspose(keras.layers.Layer):
+class RandomTranspose(SeededAugmentation):
     """Swaps the height and width axes of half the images (square, channels-last), in training only.
 
     After ``RandomFlip("horizontal_and_vertical")`` this makes each of the square's 8 symmetries equally
@@ -186,26 +196,13 @@ class RandomTranspose(keras.layers.Layer):
     ``RandomRotation``, it compiles with XLA.
     """
 
-    def __init__(self, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-
     def build(self, input_shape):
         if input_shape[1] != input_shape[2]:
             raise ValueError(f"RandomTranspose needs square images, got shape {input_shape}")
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         swap = keras.random.uniform((keras.ops.shape(inputs)[0], 1, 1, 1), seed=self.seed_generator) < 0.5
         return keras.ops.where(swap, keras.ops.transpose(inputs, (0, 2, 1, 3)), inputs)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
 
 
 # scikit-image's stain matrices (Ruifrok and Johnston's H, E and DAB vectors), as plain lists for the graph
@@ -216,7 +213,7 @@ INTENSITY_FLOOR = 1e-6
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
-class RandomHEDJitter(keras.layers.Layer):
+class RandomHEDJitter(SeededAugmentation):
     """Tellez et al.'s HED stain augmentation, drawn per image, in training only.
 
     Each image in [0, 255] is turned into optical densities, unmixed into haematoxylin, eosin and DAB
@@ -234,13 +231,11 @@ class RandomHEDJitter(keras.layers.Layer):
     """
 
     def __init__(self, sigma: float, bias: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0.0 <= sigma < 1.0 or bias < 0.0:
             raise ValueError(f"need 0 <= sigma < 1 and bias >= 0, got sigma={sigma}, bias={bias}")
         self.sigma = float(sigma)
         self.bias = float(bias)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def jitter(self, images, alpha, beta):
         """The images with each stain concentration scaled by ``alpha`` and shifted by ``beta``.
@@ -255,23 +250,18 @@ class RandomHEDJitter(keras.layers.Layer):
         density = ops.matmul(stains, ops.convert_to_tensor(RGB_FROM_HED, dtype=dtype))
         return ops.clip(ops.exp(-density) * 255.0, 0.0, 255.0)
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         draws = (keras.ops.shape(inputs)[0], 1, 1, 3)
         alpha = keras.random.uniform(draws, 1.0 - self.sigma, 1.0 + self.sigma, dtype=self.compute_dtype, seed=self.seed_generator)
         beta = keras.random.uniform(draws, -self.bias, self.bias, dtype=self.compute_dtype, seed=self.seed_generator)
         return self.jitter(inputs, alpha, beta)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "sigma": self.sigma, "bias": self.bias, "seed": self.seed}
+        return {**super().get_config(), "sigma": self.sigma, "bias": self.bias}
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
-class RandomWhiteBalance(keras.layers.Layer):
+class RandomWhiteBalance(SeededAugmentation):
     """A colour cast per image, in training only: each channel times a gain from U(1 - factor, 1 + factor).
 
     The three gains of an image are divided by their mean, so a grey keeps its brightness and only its
@@ -279,16 +269,12 @@ class RandomWhiteBalance(keras.layers.Layer):
     """
 
     def __init__(self, factor: float, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 0.0 <= factor < 1.0:
             raise ValueError(f"need 0 <= factor < 1, got {factor}")
         self.factor = float(factor)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         ops = keras.ops
         gains = keras.random.uniform(
             (ops.shape(inputs)[0], 1, 1, 3), 1.0 - self.factor, 1.0 + self.factor, dtype=self.compute_dtype, seed=self.seed_generator
@@ -296,15 +282,12 @@ class RandomWhiteBalance(keras.layers.Layer):
         gains = gains / ops.mean(gains, axis=-1, keepdims=True)
         return ops.clip(ops.cast(inputs, self.compute_dtype) * gains, 0.0, 255.0)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor, "seed": self.seed}
+        return {**super().get_config(), "factor": self.factor}
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
-class RandomMagnification(keras.layers.Layer):
+class RandomMagnification(SeededAugmentation):
     """Shows each image's centre at another magnification, per image, in training only (square images).
 
     The scale (the cell's size on the output over its size on the input) is log-uniform in
@@ -316,13 +299,11 @@ class RandomMagnification(keras.layers.Layer):
     """
 
     def __init__(self, max_zoom: float, border: float = 0.125, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         if not 1.0 <= max_zoom <= 4.0 or not 0.0 < border <= 0.5:
             raise ValueError(f"need 1 <= max_zoom <= 4 and 0 < border <= 0.5, got {max_zoom}, {border}")
         self.max_zoom = float(max_zoom)
         self.border = float(border)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape):
         if input_shape[1] != input_shape[2] or input_shape[1] is None:
@@ -339,9 +320,7 @@ class RandomMagnification(keras.layers.Layer):
             padded += width
         return images, padded
 
-    def call(self, inputs, training=False):
-        if not training:
-            return inputs
+    def augment(self, inputs):
         ops = keras.ops
         side = inputs.shape[1]
         images = ops.cast(inputs, self.compute_dtype)
@@ -357,8 +336,5 @@ class RandomMagnification(keras.layers.Layer):
         out = ops.image.affine_transform(padded, transform, interpolation="bilinear", fill_mode="reflect")
         return ops.cast(out[:, :side, :side, :], self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        return {**super().get_config(), "max_zoom": self.max_zoom, "border": self.border, "seed": self.seed}
+        return {**super().get_config(), "max_zoom": self.max_zoom, "border": self.border}
