@@ -1,8 +1,9 @@
 """``bcauto adapt``: a saved model fine-tuned on a few labelled images of another lab (other microscope, stain,
 camera), for a number of epochs chosen by cross-validation within them and among the classes the lab's slides show
 when ``--classes`` names them; scored before and after on the rest of those images, written as a new model
-directory with its lineage, and logged to MLflow. The BatchNorm recomputation that may come first
-(``--adapt-bn``) is in :mod:`bcauto.test_time`.
+directory with its lineage, and logged to MLflow. The label-free adaptation that may come first, on all the lab's
+images with their labels unread (``--adapt-bn``: BatchNorm statistics; ``--adapt-im``: information maximization),
+is in :mod:`bcauto.test_time`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
-from bcauto.test_time import adapt_bn_summary, batchnorm_layers
+from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
@@ -124,6 +125,7 @@ class AdaptRequest:
     learning_rate: float = DEFAULT_LEARNING_RATE
     out: str | None = None
     adapt_bn: bool = False
+    adapt_im: bool = False
     classes: str | None = None
     tracking_uri: str = "sqlite:///mlflow.db"
 
@@ -287,9 +289,10 @@ def choose_epochs(
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
-    score the model on the rest, fine-tune (:func:`fine_tune`, after :func:`recompute_batchnorm` on all the images
-    with ``adapt_bn``), score again on the same rest, write the adapted model directory with its lineage, log an
-    MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
+    score the model on the rest, adapt it to all the images with their labels unread when asked
+    (:func:`label_free_step`), fine-tune (:func:`fine_tune`), score again on the same rest, write the adapted model
+    directory with its lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the scores before and
+    after."""
     import keras
 
     from bcauto.evaluate import label_map
@@ -322,12 +325,9 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
     rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored))]
-    bn_record = None
-    if request.adapt_bn:
-        bn_record, line = adapt_bn_summary(model, data.images, data.source)
-        console.print(line)
-        if bn_record["layers"]:
-            rows.append(("BatchNorm recomputed", _scores(start, scored)))
+    label_free = label_free_step(request, model, data, console)
+    if label_free and label_free[0]:
+        rows.append((label_free[0], _scores(start, scored)))
     epochs, choice = request.epochs, None
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
@@ -342,7 +342,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     recipe["epochs_choice"] = choice or "--epochs"
-    recipe["adapt_bn"] = bn_record or False
+    recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
+    recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
     after = _scores(Bundle(out, model, start.info), scored)
     rows.append(("adapted", after))
     model = _without_optimizer(model)
@@ -366,7 +367,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "recipe": recipe,
     }
     if len(rows) == 3:
-        adapted["after_batchnorm_only"] = rows[1][1]
+        adapted["after_information_maximization" if request.adapt_im else "after_batchnorm_only"] = rows[1][1]
     paths = source_paths(data)
     if paths is not None:
         adapted["shot_files"] = [paths[i] for i in shots]
@@ -384,6 +385,23 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[yellow]warning:[/] {problem}")
     render(rows, console)
     return AdaptResult(out, run_id, info)
+
+
+def label_free_step(request: AdaptRequest, model, data, console) -> tuple[str | None, dict[str, Any]] | None:
+    """``--adapt-im`` or ``--adapt-bn`` on all the lab's images, their labels unread, before the fine-tuning: (the
+    name of the row for the scores after it, None when the model was left unchanged; its record), or None when
+    neither was asked for. Information maximization recomputes the BatchNorm statistics first, so it includes
+    ``--adapt-bn``; the model is by then the one of :func:`among_classes`, so it maximizes among ``--classes``."""
+    if request.adapt_im:
+        with console.status(f"information maximization on {plural(len(data.images), 'image')}"):
+            record, line = adapt_im_summary(model, data.images, data.source, seed=request.seed)
+        console.print(line)
+        return "information maximized", record
+    if request.adapt_bn:
+        record, line = adapt_bn_summary(model, data.images, data.source)
+        console.print(line)
+        return ("BatchNorm recomputed" if record["layers"] else None), record
+    return None
 
 
 def among_classes(parent: Bundle, names: str | None, labels: np.ndarray, source, console) -> tuple[Any, tuple[str, ...], np.ndarray]:
@@ -462,6 +480,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "lr": recipe["learning_rate"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
+            "adapt_im": bool(recipe.get("adapt_im")),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],
@@ -471,8 +490,9 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
-    if "after_batchnorm_only" in adapted:
-        metrics.update({f"adapt_bn_{key}": adapted["after_batchnorm_only"][key] for key in ("accuracy", "macro_f1")})
+    for step, prefix in (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im")):
+        if step in adapted:
+            metrics.update({f"{prefix}_{key}": adapted[step][key] for key in ("accuracy", "macro_f1")})
     tracker.log_metrics(run_id, metrics)
     tracker.log_artifact(run_id, out / INFO_FILE, "bundle")
     tracker.log_artifact(run_id, out / MODEL_FILE, "bundle")

@@ -386,6 +386,7 @@ def cmd_adapt(args, console) -> int:
         learning_rate=args.lr,
         out=args.out,
         adapt_bn=args.adapt_bn,
+        adapt_im=args.adapt_im,
         classes=args.classes,
         tracking_uri=args.tracking_uri,
     )
@@ -642,6 +643,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument(
         "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"
+    )
+    adapt.add_argument(
+        "--adapt-im",
+        action="store_true",
+        help="first adapt to all the data's images, labels unread, as `bcauto evaluate --adapt-im` does (BatchNorm "
+        "statistics, then information maximization among --classes when given); implies --adapt-bn",
     )
     adapt.add_argument(
         "--classes",

@@ -12,9 +12,11 @@ model is scored, through the same commands a user runs, on:
   without labelling a single image), with ``--adapt-im`` (information maximization on those unlabelled images, as
   is and among ``--classes``; rows from 2026-12-02 on), and after ``bcauto adapt`` with 10 and with 50 labelled cells of that lab
   (scored on the cells that were not shots), without and with ``--adapt-bn`` (BatchNorm statistics from all of
-  that lab's images, unlabelled, before fine-tuning on the shots), and with ``--adapt-bn --classes`` (the
-  adapted model a classifier of that lab's classes only). ``bcauto adapt`` chooses its epochs by
-  cross-validation within the shots (its default, ``--epochs auto``) since 2026-12-02; earlier rows trained 40.
+  that lab's images, unlabelled, before fine-tuning on the shots), with ``--adapt-bn --classes`` (the
+  adapted model a classifier of that lab's classes only), and with ``--adapt-im`` and ``--adapt-im --classes``
+  (information maximization on all that lab's images, unlabelled, before fine-tuning; from 2026-12-03 on).
+  ``bcauto adapt`` chooses its epochs by cross-validation within the shots (its default, ``--epochs auto``) since
+  2026-12-02; earlier rows trained 40.
 
 ``--refit-epochs`` is passed to ``bcauto refit --epochs`` (``best``, or a number of epochs to train the best
 configuration for, on a half-cosine learning rate; default: the study file's ``refit_epochs``); each row
@@ -51,7 +53,7 @@ from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet, save_npz, spl
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
 SHOTS = "10,50"
-ADAPT_VARIANTS = "plain,bn,bn+classes"
+ADAPT_VARIANTS = "plain,bn,bn+classes,im,im+classes"
 OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 
 
@@ -149,11 +151,18 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "otherlab_adapt_im_among_accuracy": adapted_im_among["accuracy"],
         "otherlab_adapt_im_among_macro_f1": adapted_im_among["macro_f1"],
     }
-    variants = {"plain": (), "bn": ("--adapt-bn",), "bn+classes": ("--adapt-bn", *among)}
+    # fine-tuning alone; after recomputing BatchNorm, or information maximization, on the lab's images; and each
+    # of these two as a classifier of the lab's classes only (suffix: the key of the row's columns)
+    variants = {
+        "plain": ((), ""),
+        "bn": (("--adapt-bn",), "_bn"),
+        "bn+classes": (("--adapt-bn", *among), "_bn_cls"),
+        "im": (("--adapt-im",), "_im"),
+        "im+classes": (("--adapt-im", *among), "_im_cls"),
+    }
     for shots in (int(n) for n in args.shots.split(",")):
-        # fine-tuning alone; after recomputing BatchNorm on the lab's images; and a classifier of its classes only
-        for extra in (variants[v] for v in args.adapt.split(",")):
-            key = f"adapt{shots}{'_bn' if extra else ''}{'_cls' if len(extra) > 1 else ''}"
+        for extra, suffix in (variants[v] for v in args.adapt.split(",")):
+            key = f"adapt{shots}{suffix}"
             out = work / "models" / f"{name}-{key}"
             bcauto(
                 "adapt",
@@ -199,6 +208,10 @@ COLUMNS = (
     ("adapt50_bn_accuracy", "adapt 50+bn acc"),
     ("adapt10_bn_cls_accuracy", "adapt 10+bn+cls acc"),
     ("adapt50_bn_cls_accuracy", "adapt 50+bn+cls acc"),
+    ("adapt10_im_accuracy", "adapt 10+im acc"),
+    ("adapt50_im_accuracy", "adapt 50+im acc"),
+    ("adapt10_im_cls_accuracy", "adapt 10+im+cls acc"),
+    ("adapt50_im_cls_accuracy", "adapt 50+im+cls acc"),
 )
 
 
@@ -247,7 +260,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--adapt",
         default=ADAPT_VARIANTS,
-        help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn, --adapt-bn --classes; default all)",
+        help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn or --adapt-im, with or without --classes; default all)",
     )
     parser.add_argument(
         "--refit-epochs", default="", help="`bcauto refit --epochs`: best, trained or a number (default: the study file's refit_epochs)"

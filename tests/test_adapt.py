@@ -554,3 +554,47 @@ def test_adapt_im_refuses_a_model_without_a_softmax_classifier_in_one_line(lab, 
     err = capsys.readouterr().err
     assert "no softmax Dense layer (its classifier) to keep fixed; use --adapt-bn alone" in err.replace("\n", "")
     assert "Traceback" not in err and not (tmp_path / "e").exists()
+
+
+def test_adapt_with_adapt_im_maximizes_information_on_all_the_labs_images_before_fine_tuning(parent, tmp_path, capsys):
+    """``bcauto adapt --adapt-im``: the label-free step of ``bcauto evaluate --adapt-im`` on every image of the lab
+    (shots included, labels unread), scored on its own row, then the fine-tuning on the shots from there."""
+    from bcauto.bundle import load_bundle
+    from bcauto.data import Dataset
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import evaluate
+    from bcauto.plugins import components
+    from bcauto.test_time import maximize_information
+
+    root, model = parent
+    target = blob_data(96, SIZE, seed=7)
+    lab = save_npz(tmp_path / "rotated.npz", Dataset(target.images[..., [1, 2, 0]], target.labels, CLASSES, "rotated"))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    capsys.readouterr()
+    args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "2", "--epochs", "2", "--tracking-uri", uri]
+    assert main([*args, "--adapt-im", "--out", str(tmp_path / "im")]) == 0
+    said = "".join(capsys.readouterr().out.split())  # rich wraps lines where it likes
+    assert "".join(f"adapted to 96 images of {lab}, labels unread".split()) in said and "informationmaximization" in said
+    adapted = load_bundle(tmp_path / "im")
+    lineage = adapted.info["adapted"]
+    record = lineage["recipe"]["adapt_im"]
+    assert record["images"] == 96 and record["fixed"] == ["out"] and record["seed"] == 2 and lineage["recipe"]["adapt_bn"] is False
+
+    # the middle row is the parent after information maximization on all 96 images, scored on the 88 kept out
+    data = load_data(str(lab), SIZE, components())
+    expected = load_bundle(model)
+    import keras as _keras
+
+    _keras.utils.set_random_seed(2)
+    maximize_information(expected.model, data.images, seed=2)
+    rest = np.setdiff1d(np.arange(96), lineage["shot_indices"])
+    scored, _, _ = evaluate(expected, Dataset(data.images[rest], data.labels[rest], data.class_names, data.source))
+    step = lineage["after_information_maximization"]
+    assert step["images"] == 88 and step["accuracy"] == pytest.approx(scored["accuracy"])
+    assert step["accuracy"] != pytest.approx(lineage["before"]["accuracy"])
+    run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
+    assert run.data.params["adapt_im"] == "True" and run.data.metrics["adapt_im_accuracy"] == pytest.approx(step["accuracy"])
+
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # without it: no label-free step, recorded as none
+    plain = load_bundle(tmp_path / "plain").info["adapted"]
+    assert plain["recipe"]["adapt_im"] is False and "after_information_maximization" not in plain
