@@ -480,7 +480,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "lr": recipe["learning_rate"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
-            "adapt_im": bool(recipe.get("adapt_im")),
+            "adapt_im": bool(recipe["adapt_im"]),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],

@@ -566,7 +566,7 @@ def test_adapt_with_adapt_im_maximizes_information_on_all_the_labs_images_before
     from bcauto.plugins import components
     from bcauto.test_time import maximize_information
 
-    root, model = parent
+    _, model = parent
     target = blob_data(96, SIZE, seed=7)
     lab = save_npz(tmp_path / "rotated.npz", Dataset(target.images[..., [1, 2, 0]], target.labels, CLASSES, "rotated"))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -583,9 +583,7 @@ def test_adapt_with_adapt_im_maximizes_information_on_all_the_labs_images_before
     # the middle row is the parent after information maximization on all 96 images, scored on the 88 kept out
     data = load_data(str(lab), SIZE, components())
     expected = load_bundle(model)
-    import keras as _keras
-
-    _keras.utils.set_random_seed(2)
+    keras.utils.set_random_seed(2)
     maximize_information(expected.model, data.images, seed=2)
     rest = np.setdiff1d(np.arange(96), lineage["shot_indices"])
     scored, _, _ = evaluate(expected, Dataset(data.images[rest], data.labels[rest], data.class_names, data.source))
