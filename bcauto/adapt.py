@@ -19,6 +19,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
+from bcauto.self_training import Snapshot, choose_pseudo_labels, pseudo_label_record
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
@@ -126,6 +127,7 @@ class AdaptRequest:
     out: str | None = None
     adapt_bn: bool = False
     adapt_im: bool = False
+    pseudo_labels: bool = False
     classes: str | None = None
     tracking_uri: str = "sqlite:///mlflow.db"
 
@@ -250,11 +252,7 @@ def choose_epochs(
     splits = max(2, min(folds, smallest, len(labels) // 2))
     choices = sorted({int(c) for c in choices})
     predicted = {c: np.full(len(labels), -1) for c in choices}
-    start = [np.array(v.numpy()) for v in model.variables]  # weights, and the augmentation's seed states too
-
-    def restore():
-        for variable, value in zip(model.variables, start):
-            variable.assign(value)
+    start = Snapshot(model)
 
     class FoldPredictions(keras.callbacks.Callback):
         def __init__(self, held):
@@ -271,12 +269,12 @@ def choose_epochs(
         folds_of = list(StratifiedKFold(splits, shuffle=True, random_state=seed).split(images, labels))
     try:
         for k, (train, held) in enumerate(folds_of):
-            restore()
+            start.restore()
             fine_tune(
                 model, images[train], labels[train], num_classes, choices[-1], learning_rate, seed + k, callbacks=(FoldPredictions(held),)
             )
     finally:
-        restore()
+        start.restore()
     scores = {c: float(f1_score(labels, predicted[c], average="macro")) for c in choices}
     best = max(choices, key=lambda c: (round(scores[c], 6), -c))
     record = {
@@ -339,8 +337,12 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
                 f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
                 "a longer one (--epochs N) may score higher still"
             )
+    before_fine_tuning = Snapshot(model) if request.pseudo_labels else None
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
+    if before_fine_tuning is not None:
+        rows.append(("fine-tuned on the shots", _scores(start, scored)))
+        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, data.images, labels, shots, rest, classes, epochs, request, console)
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
@@ -366,8 +368,14 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "after": after,
         "recipe": recipe,
     }
-    if len(rows) == 3:
-        adapted["after_information_maximization" if request.adapt_im else "after_batchnorm_only"] = rows[1][1]
+    steps = dict(rows[1:-1])
+    for row, key in (
+        ("information maximized", "after_information_maximization"),
+        ("BatchNorm recomputed", "after_batchnorm_only"),
+        ("fine-tuned on the shots", "after_shots_only"),
+    ):
+        if row in steps:
+            adapted[key] = steps[row]
     paths = source_paths(data)
     if paths is not None:
         adapted["shot_files"] = [paths[i] for i in shots]
@@ -385,6 +393,41 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[yellow]warning:[/] {problem}")
     render(rows, console)
     return AdaptResult(out, run_id, info)
+
+
+def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, console) -> dict[str, Any]:
+    """``--pseudo-labels``: the model fine-tuned on the shots labels the images that are not shots (their labels
+    unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`), and the
+    fine-tuning starts again from where it began (``before_fine_tuning``), on the shots and those images, for the
+    same epochs. Starting again rather than going on keeps the model from learning its own mistakes on the few
+    shots twice over. Returns the record for the lineage; how many pseudo-labels were right is read from the
+    labels afterwards, only to report it."""
+    probs = model.predict(images[rest].astype(np.float32), batch_size=256, verbose=0)
+    index, predicted = choose_pseudo_labels(probs)
+    record = pseudo_label_record(index, predicted, len(rest), classes)
+    before_fine_tuning.restore()
+    chosen = rest[index]
+    with console.status(f"fine-tuning again on {plural(len(shots), 'shot')} and {plural(len(chosen), 'pseudo-labelled image')}"):
+        second = fine_tune(
+            model,
+            np.concatenate([images[shots], images[chosen]]),
+            np.concatenate([labels[shots], predicted]),
+            len(classes),
+            epochs,
+            request.learning_rate,
+            request.seed,
+        )
+    record["indices"] = chosen.tolist()
+    record["labels"] = predicted.tolist()
+    record["correct"] = round(float((predicted == labels[chosen]).mean()), 4) if len(chosen) else None
+    record["final_loss"] = second["final_loss"]
+    record["class_weight"] = second["class_weight"]
+    console.print(
+        f"pseudo-labelled {len(chosen)} of the {len(rest)} images that are not shots ("
+        + ", ".join(f"{k}={v}" for k, v in record["by_class"].items())
+        + f"; {record['correct']:.0%} of them right, read afterwards) and fine-tuned again on them and the shots"
+    )
+    return record
 
 
 def label_free_step(request: AdaptRequest, model, data, console) -> tuple[str | None, dict[str, Any]] | None:
@@ -481,6 +524,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
             "adapt_im": bool(recipe["adapt_im"]),
+            "pseudo_labels": bool(recipe.get("pseudo_labels")),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],
@@ -490,7 +534,8 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
-    for step, prefix in (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im")):
+    steps = (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im"), ("after_shots_only", "shots_only"))
+    for step, prefix in steps:
         if step in adapted:
             metrics.update({f"{prefix}_{key}": adapted[step][key] for key in ("accuracy", "macro_f1")})
     tracker.log_metrics(run_id, metrics)

@@ -387,6 +387,7 @@ def cmd_adapt(args, console) -> int:
         out=args.out,
         adapt_bn=args.adapt_bn,
         adapt_im=args.adapt_im,
+        pseudo_labels=args.pseudo_labels,
         classes=args.classes,
         tracking_uri=args.tracking_uri,
     )
@@ -649,6 +650,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="first adapt to all the data's images, labels unread, as `bcauto evaluate --adapt-im` does (BatchNorm "
         "statistics, then information maximization among --classes when given); implies --adapt-bn",
+    )
+    adapt.add_argument(
+        "--pseudo-labels",
+        action="store_true",
+        help="self-training: after fine-tuning on the shots, the model labels the data's other images (labels unread), "
+        "and the most confident half of each predicted class join the shots for a second fine-tuning, started "
+        "again from the same weights",
     )
     adapt.add_argument(
         "--classes",

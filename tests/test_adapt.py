@@ -596,3 +596,80 @@ def test_adapt_with_adapt_im_maximizes_information_on_all_the_labs_images_before
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0  # without it: no label-free step, recorded as none
     plain = load_bundle(tmp_path / "plain").info["adapted"]
     assert plain["recipe"]["adapt_im"] is False and "after_information_maximization" not in plain
+
+
+# --- self-training (--pseudo-labels) -------------------------------------------------------------------------------
+
+
+def test_choose_pseudo_labels_takes_the_most_confident_share_of_each_predicted_class():
+    from bcauto.self_training import choose_pseudo_labels
+
+    probs = np.array(
+        [
+            [0.9, 0.1, 0.0],  # class 0, surest
+            [0.6, 0.4, 0.0],
+            [0.5, 0.3, 0.2],
+            [0.7, 0.2, 0.1],
+            [0.2, 0.5, 0.3],  # the only image called class 1: kept though it is less sure than any dropped one
+            [0.1, 0.1, 0.8],
+            [0.0, 0.1, 0.9],
+        ]
+    )
+    index, labels = choose_pseudo_labels(probs, share=0.5)
+    assert index.tolist() == [0, 3, 4, 6] and labels.tolist() == [0, 0, 1, 2]
+    index, labels = choose_pseudo_labels(probs, share=1.0)
+    assert index.tolist() == list(range(7)) and labels.tolist() == probs.argmax(1).tolist()
+    with pytest.raises(ValueError, match="share"):
+        choose_pseudo_labels(probs, share=0.0)
+
+
+def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_and_the_surest_other_images(parent, lab, tmp_path, capsys):
+    """``bcauto adapt --pseudo-labels``: the model fine-tuned on the shots (scored on its own row, the same model a
+    run without the flag writes) labels the images that are not shots; the surest half of each predicted class and
+    the shots train a second fine-tuning that starts again from the weights the first started from."""
+    from bcauto.adapt import fine_tune
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map
+    from bcauto.plugins import components
+    from bcauto.self_training import choose_pseudo_labels
+    from bcauto.test_time import recompute_batchnorm
+
+    _, model = parent
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "20", "--lr", "1e-3"]
+    assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert main([*args, "--pseudo-labels", "--tracking-uri", uri, "--out", str(tmp_path / "self")]) == 0
+    said = "".join(capsys.readouterr().out.split())
+    plain, adapted = load_bundle(tmp_path / "plain"), load_bundle(tmp_path / "self")
+    lineage = adapted.info["adapted"]
+    assert "pseudo_labels" not in plain.info["adapted"]["recipe"] and "after_shots_only" not in plain.info["adapted"]
+    first = lineage["after_shots_only"]
+    assert first["accuracy"] == pytest.approx(plain.info["adapted"]["after"]["accuracy"])
+    assert first["macro_f1"] == pytest.approx(plain.info["adapted"]["after"]["macro_f1"])
+
+    data = load_data(str(lab), SIZE, components())
+    labels = label_map(data.class_names, CLASSES)[data.labels]
+    shots = np.array(lineage["shot_indices"])
+    rest = np.setdiff1d(np.arange(96), shots)
+    record = lineage["recipe"]["pseudo_labels"]
+    index, predicted = choose_pseudo_labels(plain.model.predict(data.images[rest].astype(np.float32), verbose=0))
+    assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist()
+    assert not set(record["indices"]) & set(shots.tolist()) and record["pool"] == 88
+    assert record["pseudo_labelled"] == len(index) and 88 * 0.4 <= len(index) <= 88 * 0.6
+    assert record["correct"] == pytest.approx(float((predicted == labels[rest[index]]).mean()), abs=1e-4)
+    assert f"pseudo-labelled{len(index)}ofthe88images" in said
+
+    # replayed: the parent with its statistics recomputed, fine-tuned once on the shots and the pseudo-labelled images
+    expected = load_bundle(model)
+    keras.utils.set_random_seed(1)
+    recompute_batchnorm(expected.model, data.images)
+    images = np.concatenate([data.images[shots], data.images[rest[index]]])
+    fine_tune(expected.model, images, np.concatenate([labels[shots], predicted]), NUM_CLASSES, 20, 1e-3, 1)
+    probe = data.images[:32].astype(np.float32)
+    assert np.allclose(expected.model.predict(probe, verbose=0), adapted.model.predict(probe, verbose=0), atol=1e-4)
+    assert not np.allclose(plain.model.predict(probe, verbose=0), adapted.model.predict(probe, verbose=0), atol=1e-3)
+
+    run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
+    assert run.data.params["pseudo_labels"] == "True" and run.data.metrics["shots_only_accuracy"] == pytest.approx(first["accuracy"])
