@@ -57,6 +57,9 @@ def run_adapt(model: str, data: str, shots: int, seed: int, options: list[str], 
         "epochs": adapted["recipe"]["epochs"],
         "epochs_choice": adapted["recipe"]["epochs_choice"],
         "scored": adapted["scored_images"],
+        # with --pseudo-labels: the model fine-tuned on the shots alone, and how many of its pseudo-labels were right
+        "shots_only_accuracy": adapted.get("after_shots_only", {}).get("accuracy"),
+        "pseudo_labels_correct": (adapted["recipe"].get("pseudo_labels") or {}).get("correct"),
         "seconds": time.perf_counter() - started,
     }
 

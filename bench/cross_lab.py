@@ -53,7 +53,7 @@ from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet, save_npz, spl
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
 SHOTS = "10,50"
-ADAPT_VARIANTS = "plain,bn,bn+classes,im,im+classes"
+ADAPT_VARIANTS = "plain,bn,bn+classes,im,im+classes,bn+pl,im+classes+pl"
 OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 
 
@@ -159,6 +159,8 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "bn+classes": (("--adapt-bn", *among), "_bn_cls"),
         "im": (("--adapt-im",), "_im"),
         "im+classes": (("--adapt-im", *among), "_im_cls"),
+        "bn+pl": (("--adapt-bn", "--pseudo-labels"), "_bn_pl"),
+        "im+classes+pl": (("--adapt-im", *among, "--pseudo-labels"), "_im_cls_pl"),
     }
     for shots in (int(n) for n in args.shots.split(",")):
         for extra, suffix in (variants[v] for v in args.adapt.split(",")):
@@ -187,6 +189,8 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
             row[f"{key}_macro_f1"] = adapted["after"]["macro_f1"]
             row[f"{key}_scored"] = adapted["scored_images"]
             row[f"{key}_epochs"] = adapted["recipe"]["epochs"]
+            if "after_shots_only" in adapted:  # --pseudo-labels: the same run before its self-training
+                row[f"{key}_shots_only_accuracy"] = adapted["after_shots_only"]["accuracy"]
     row["total_s"] = time.perf_counter() - started
     return row
 
@@ -212,6 +216,10 @@ COLUMNS = (
     ("adapt50_im_accuracy", "adapt 50+im acc"),
     ("adapt10_im_cls_accuracy", "adapt 10+im+cls acc"),
     ("adapt50_im_cls_accuracy", "adapt 50+im+cls acc"),
+    ("adapt10_bn_pl_accuracy", "adapt 10+bn+pl acc"),
+    ("adapt50_bn_pl_accuracy", "adapt 50+bn+pl acc"),
+    ("adapt10_im_cls_pl_accuracy", "adapt 10+im+cls+pl acc"),
+    ("adapt50_im_cls_pl_accuracy", "adapt 50+im+cls+pl acc"),
 )
 
 
@@ -219,20 +227,21 @@ def report(saved: dict, console) -> None:
     from rich.table import Table
 
     rows = saved["rows"]
+    columns = [(key, label) for key, label in COLUMNS if any(row.get(key) is not None for row in rows)]  # measured ones
     table = Table(title=f"cross-lab benchmark ({saved['machine']}, {saved['date']})")
-    for column in ("study", "seed", "search min", *(label for _, label in COLUMNS)):
+    for column in ("study", "seed", "search min", *(label for _, label in columns)):
         table.add_column(column, justify="left" if column == "study" else "right")
     for row in rows:
         table.add_row(
             Path(row["study"]).stem,
             str(row["seed"]),
             f"{row['search_s'] / 60:.1f}",
-            *(f"{row[key]:.3f}" if row.get(key) is not None else "-" for key, _ in COLUMNS),
+            *(f"{row[key]:.3f}" if row.get(key) is not None else "-" for key, _ in columns),
         )
     for study in dict.fromkeys(row["study"] for row in rows):
         mine = [row for row in rows if row["study"] == study]
         cells = []
-        for key, _ in COLUMNS:
+        for key, _ in columns:
             values = [row[key] for row in mine if row.get(key) is not None]
             cells.append(f"{np.mean(values):.3f}±{np.std(values):.3f}" if values else "-")
         table.add_row(
@@ -260,7 +269,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--adapt",
         default=ADAPT_VARIANTS,
-        help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (--adapt-bn or --adapt-im, with or without --classes; default all)",
+        help=f"which `bcauto adapt` runs, of {ADAPT_VARIANTS} (pl: with --pseudo-labels; default all)",
     )
     parser.add_argument(
         "--refit-epochs", default="", help="`bcauto refit --epochs`: best, trained or a number (default: the study file's refit_epochs)"
