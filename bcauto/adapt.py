@@ -20,7 +20,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
-from bcauto.self_training import Snapshot, choose_pseudo_labels, pseudo_label_record
+from bcauto.self_training import choose_pseudo_labels, pseudo_label_record
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
@@ -33,6 +33,19 @@ DEFAULT_BATCH = 8
 
 
 # --- few-shot fine-tuning ------------------------------------------------------------------------------------------
+
+
+class Snapshot:
+    """Every variable of a model as it is now (weights, BatchNorm statistics, the augmentation's seed states), to
+    put back with :meth:`restore`."""
+
+    def __init__(self, model):
+        self.model = model
+        self.values = [np.array(v.numpy()) for v in model.variables]
+
+    def restore(self) -> None:
+        for variable, value in zip(self.model.variables, self.values):
+            variable.assign(value)
 
 
 def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, class_names=None) -> np.ndarray:
@@ -420,7 +433,7 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
         )
     record["indices"] = chosen.tolist()
     record["labels"] = predicted.tolist()
-    record["correct"] = round(float((predicted == labels[chosen]).mean()), 4) if len(chosen) else None
+    record["correct"] = round(float((predicted == labels[chosen]).mean()), 4)  # choose_shots leaves rest an image
     record["final_loss"] = second["final_loss"]
     record["class_weight"] = second["class_weight"]
     console.print(

@@ -32,19 +32,6 @@ def choose_pseudo_labels(probs: np.ndarray, share: float = PSEUDO_SHARE) -> tupl
     return index.astype(np.int64), predicted[index]
 
 
-class Snapshot:
-    """Every variable of a model as it is now (weights, BatchNorm statistics, the augmentation's seed states), to
-    put back with :meth:`restore`."""
-
-    def __init__(self, model):
-        self.model = model
-        self.values = [np.array(v.numpy()) for v in model.variables]
-
-    def restore(self) -> None:
-        for variable, value in zip(self.model.variables, self.values):
-            variable.assign(value)
-
-
 def pseudo_label_record(index: np.ndarray, predicted: np.ndarray, pool: int, class_names) -> dict[str, Any]:
     """What was pseudo-labelled, for the lineage: how many of the pool, and how many as each class."""
     counts = np.bincount(predicted, minlength=len(class_names))
