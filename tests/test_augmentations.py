@@ -10,7 +10,14 @@ from skimage.color import hed2rgb, rgb2hed
 
 from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
-from bcauto_builtin.layers import CellAugMix, RandomHEDJitter, RandomMagnification, RandomOcclusion, RandomWhiteBalance
+from bcauto_builtin.layers import (
+    CellAugMix,
+    RandomHEDJitter,
+    RandomMagnification,
+    RandomOcclusion,
+    RandomWhiteBalance,
+    ReflectedGaussianBlur,
+)
 
 SIZE, BATCH, CLASSES, SEED = 32, 8, 3, 7
 POLICIES = components().augmentations.names()
@@ -306,3 +313,25 @@ def test_occlusion_rate_sets_the_share_of_images_occluded(cells):
 def test_occlusion_refuses_a_rate_or_area_out_of_range(rate, area):
     with pytest.raises(ValueError, match="need"):
         RandomOcclusion(rate, area)
+
+
+def blur_layers(seed=SEED):
+    """Keras's blur and bcauto's, always applied, with the same settings and seed (so the same sigma)."""
+    settings = dict(factor=(1.0, 1.0), kernel_size=5, sigma=(0.9, 1.0), value_range=(0.0, 255.0), seed=seed)
+    return keras.layers.RandomGaussianBlur(**settings), ReflectedGaussianBlur(**settings)
+
+
+def test_blur_keeps_a_plain_field_plain_up_to_its_edge():
+    field = np.full((2, SIZE, SIZE, 3), 200.0, "float32")
+    zero_padded, reflected = blur_layers()
+    assert numpy(zero_padded(field, training=True))[:, 0].min() < 160.0  # Keras's dark frame, which this layer removes
+    np.testing.assert_allclose(numpy(reflected(field, training=True)), field, atol=1e-3)
+
+
+def test_blur_is_keras_blur_away_from_the_edge(images):
+    zero_padded, reflected = blur_layers()
+    ours, theirs = numpy(reflected(images, training=True)), numpy(zero_padded(images, training=True))
+    assert ours.shape == images.shape
+    np.testing.assert_allclose(ours[:, 2:-2, 2:-2], theirs[:, 2:-2, 2:-2], atol=1e-3)
+    assert ours.std() < 0.6 * images.std()  # it blurs
+    np.testing.assert_array_equal(numpy(reflected(images, training=False)), images)

@@ -18,6 +18,7 @@ from bcauto_builtin.layers import (
     RandomOcclusion,
     RandomTranspose,
     RandomWhiteBalance,
+    ReflectedGaussianBlur,
 )
 
 VALUE_RANGE = (0.0, 255.0)
@@ -176,7 +177,7 @@ def _blur(strength: float, image_size: int, seeds: Seeds) -> layers.Layer:
     """Gaussian blur on half the images; sigma, drawn per batch, up to ``strength`` x 1/64 of the image side."""
     sigma = max(strength * image_size / 64, 0.1)
     kernel = 2 * max(1, round(2 * sigma)) + 1  # covers +-2 sigma
-    return layers.RandomGaussianBlur(
+    return ReflectedGaussianBlur(
         factor=(0.5, 0.5), kernel_size=kernel, sigma=(0.05, sigma), value_range=VALUE_RANGE, seed=next(seeds), dtype=DTYPE
     )
 
