@@ -265,7 +265,9 @@ def main(argv=None) -> int:
     parser.add_argument("--holdout", type=float, default=0.1, help="stratified share of --data kept aside (default 0.1)")
     parser.add_argument("--holdout-max", type=int, default=1500, help="score on at most this many held-out images (default 1500)")
     parser.add_argument("--pool", type=int, default=0, help="images the searches use, drawn from the rest (default 0: all)")
-    parser.add_argument("--shots", default=SHOTS, help=f"labelled cells of the other lab to adapt with (default {SHOTS}; \"\": no `bcauto adapt` run)")
+    parser.add_argument(
+        "--shots", default=SHOTS, help=f"labelled cells of the other lab to adapt with (default {SHOTS}; empty: no `bcauto adapt` run)"
+    )
     parser.add_argument(
         "--adapt",
         default=ADAPT_VARIANTS,
