@@ -335,3 +335,4 @@ def test_blur_is_keras_blur_away_from_the_edge(images):
     np.testing.assert_allclose(ours[:, 2:-2, 2:-2], theirs[:, 2:-2, 2:-2], atol=1e-3)
     assert ours.std() < 0.6 * images.std()  # it blurs
     np.testing.assert_array_equal(numpy(reflected(images, training=False)), images)
+    assert numpy(reflected(images[0], training=True)).shape == images[0].shape  # one image, unbatched

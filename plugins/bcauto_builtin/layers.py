@@ -101,8 +101,8 @@ class CellAugMix(keras.layers.AugMix):
 class ReflectedGaussianBlur(keras.layers.RandomGaussianBlur):
     """:class:`keras.layers.RandomGaussianBlur` with the image's edge reflected instead of padded with zeros.
 
-    Keras 3.15 blurs with a zero-padded convolution, which darkens every blurred image towards its border (at
-    sigma 1 and a 5-pixel kernel, the outer row of a plain field loses 28% and a fifth of a 40x40 image is
+    Keras 3.15 blurs with a zero-padded convolution, which darkens every blurred image towards its border (near
+    sigma 1 with a 5-pixel kernel, the outer row of a plain field loses 28% and a fifth of a 40x40 image is
     darkened): a frame the model learns and no microscope draws. A lens blurs a field that goes on past the
     frame, which reflection imitates, as the ``defocus_blur`` shift does.
     """
@@ -110,6 +110,8 @@ class ReflectedGaussianBlur(keras.layers.RandomGaussianBlur):
     def transform_images(self, images, transformation=None, training=True):
         if not training or transformation is None:
             return super().transform_images(images, transformation, training)
+        if len(images.shape) == 3:  # one image: the padding below is written for a batch
+            return self.transform_images(images[None], transformation, training)[0]
         rows, columns = (k // 2 for k in self.kernel_size)
         spatial = [[rows, rows], [columns, columns]]
         padding = [[0, 0], *spatial, [0, 0]] if self.data_format == "channels_last" else [[0, 0], [0, 0], *spatial]
