@@ -116,9 +116,9 @@ class ReflectedGaussianBlur(keras.layers.RandomGaussianBlur):
         spatial = [[rows, rows], [columns, columns]]
         padding = [[0, 0], *spatial, [0, 0]] if self.data_format == "channels_last" else [[0, 0], [0, 0], *spatial]
         blurred = super().transform_images(keras.ops.pad(images, padding, mode="reflect"), transformation, training)
-        if self.data_format == "channels_last":
-            return blurred[:, rows : rows + images.shape[1], columns : columns + images.shape[2], :]
-        return blurred[:, :, rows : rows + images.shape[2], columns : columns + images.shape[3]]
+        # slices from both ends, so images whose size is only known when they arrive are cropped too
+        inner = (slice(rows, -rows or None), slice(columns, -columns or None))
+        return blurred[(slice(None), *inner)] if self.data_format == "channels_last" else blurred[(slice(None), slice(None), *inner)]
 
 
 class SeededAugmentation(keras.layers.Layer):
