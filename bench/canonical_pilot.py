@@ -26,6 +26,7 @@ zoom 1.4), ``corruption`` (0.7) and ``robust`` (0.7), CHAIN being steps joined b
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,7 @@ def density_statistics(images: np.ndarray) -> tuple[np.ndarray, float]:
     return np.median(background, axis=0), float(np.median(np.quantile(density, 0.99, axis=1)))
 
 
-def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
+def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int, learning_rate: float):
     import keras
     from keras import layers
 
@@ -107,7 +108,7 @@ def build_model(chain: str, norm: str, augmentation: str, size: int, seed: int):
     x = build_mini_cnn((size, size, 3), base_filters=16, norm=norm)(layers.Rescaling(1 / 255.0)(x))
     x = layers.Dropout(0.3)(layers.Dense(128, activation="relu")(layers.GlobalAveragePooling2D()(x)))
     model = keras.Model(inputs, layers.Dense(8, activation="softmax")(x))
-    model.compile(keras.optimizers.Lion(1e-3 / 3), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.Lion(learning_rate), "sparse_categorical_crossentropy")
     return model
 
 
@@ -142,6 +143,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=40)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="also score each model after recomputing its BatchNorm statistics on the un-augmented training images",
+    )
+    parser.add_argument("--lr", type=float, default=1e-3 / 3, help="Lion's learning rate (its first, with --cosine)")
+    parser.add_argument(
+        "--cosine", action="store_true", help="the learning rate along a half cosine towards zero, epoch by epoch, as in `bcauto refit`"
+    )
     parser.add_argument("--stats", action="store_true", help="only print both sets' background and nucleus density")
     parser.add_argument(
         "--shift", type=int, default=0, metavar="N", help="also score N validation images under every registered shift (group means)"
@@ -151,6 +161,8 @@ def main() -> None:
     import keras
     from sklearn.metrics import f1_score
     from sklearn.model_selection import train_test_split
+
+    from bcauto.test_time import recompute_batchnorm
 
     images, labels, names = load(args.data, args.size)
     other, other_labels, other_names = load(args.otherlab, args.size)
@@ -163,7 +175,8 @@ def main() -> None:
     present = np.unique(other_truth)
     train, val = train_test_split(np.arange(len(labels)), test_size=0.2, stratify=labels, random_state=args.seed)
     weights = len(train) / (len(names) * np.bincount(labels[train], minlength=len(names)))
-    print(f"{machine()}; {args.size}x{args.size}, {args.epochs} epochs, seed {args.seed}")
+    schedule = "half cosine" if args.cosine else "constant"
+    print(f"{machine()}; {args.size}x{args.size}, {args.epochs} epochs, Lion {args.lr:g} ({schedule}), seed {args.seed}")
     shifted = ""
     if args.shift:
         from bcauto.plugins import components
@@ -175,21 +188,31 @@ def main() -> None:
     for config in args.configs.split(","):
         chain, norm, augmentation = config.split(":")
         keras.utils.set_random_seed(args.seed)
-        model = build_model(chain, norm, augmentation, args.size, args.seed)
+        model = build_model(chain, norm, augmentation, args.size, args.seed, args.lr)
         started = time.perf_counter()
-        model.fit(images[train], labels[train], batch_size=64, epochs=args.epochs, class_weight=dict(enumerate(weights)), verbose=0)
-        val_f1 = f1_score(labels[val], model.predict(images[val], verbose=0).argmax(1), average="macro")
-        shift = shift_scores(model, images[val[: args.shift]], labels[val[: args.shift]], names, args.size, registry) if args.shift else {}
-        by_group = shift.get("by_group", {})
-        scores = model.predict(other, verbose=0)
-        accuracy = np.mean(scores.argmax(1) == other_truth)
-        restricted = np.mean(present[scores[:, present].argmax(1)] == other_truth)
-        called = np.bincount(scores.argmax(1), minlength=len(names))
+        cosine = keras.callbacks.LearningRateScheduler(lambda e: args.lr * (1 + math.cos(math.pi * e / args.epochs)) / 2)
+        fit = {"class_weight": dict(enumerate(weights)), "callbacks": [cosine] if args.cosine else [], "verbose": 0}
+        model.fit(images[train], labels[train], batch_size=64, epochs=args.epochs, **fit)
         seconds = time.perf_counter() - started
-        group_columns = "".join(f" {by_group[group]:14.3f}" for group in sorted(by_group))
-        print(f"{config:34s} {val_f1:7.3f}{group_columns} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
-        if shift:
-            print("    per shift: " + ", ".join(f"{name} {value:.2f}" for name, value in shift["by_corruption"].items()), flush=True)
+
+        def report(label: str, model=model, seconds=seconds) -> None:
+            val_f1 = f1_score(labels[val], model.predict(images[val], verbose=0).argmax(1), average="macro")
+            subset = val[: args.shift]
+            shift = shift_scores(model, images[subset], labels[subset], names, args.size, registry) if args.shift else {}
+            by_group = shift.get("by_group", {})
+            scores = model.predict(other, verbose=0)
+            accuracy = np.mean(scores.argmax(1) == other_truth)
+            restricted = np.mean(present[scores[:, present].argmax(1)] == other_truth)
+            called = np.bincount(scores.argmax(1), minlength=len(names))
+            group_columns = "".join(f" {by_group[group]:14.3f}" for group in sorted(by_group))
+            print(f"{label:34s} {val_f1:7.3f}{group_columns} {accuracy:9.3f} {restricted:11.3f}  {called}  ({seconds:.0f} s)", flush=True)
+            if shift:
+                print("    per shift: " + ", ".join(f"{name} {value:.2f}" for name, value in shift["by_corruption"].items()), flush=True)
+
+        report(config)
+        if args.recalibrate:
+            recompute_batchnorm(model, images[train])
+            report(f"{config} +clean BN")
 
 
 if __name__ == "__main__":
