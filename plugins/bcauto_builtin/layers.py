@@ -229,6 +229,110 @@ class RandomTranspose(SeededAugmentation):
         return keras.ops.where(swap, keras.ops.transpose(inputs, (0, 2, 1, 3)), inputs)
 
 
+# ITU-T T.81 Annex K's quantization tables (libjpeg's, which PIL uses), luminance then chrominance, row by row
+JPEG_LUMA_TABLE = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+JPEG_CHROMA_TABLE = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99, 47, 66) + (99,) * 38
+# JFIF's full-range BT.601 conversion, RGB to (Y, Cb, Cr) before the offset of 128 on Cb and Cr
+YCBCR_FROM_RGB = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+
+def _dct_matrix(n: int = 8) -> list[list[float]]:
+    """The orthonormal DCT-II matrix: row ``i`` is the ``i``-th cosine basis vector."""
+    return [[math.sqrt((1 if i == 0 else 2) / n) * math.cos((2 * j + 1) * i * math.pi / (2 * n)) for j in range(n)] for i in range(n)]
+
+
+@keras.saving.register_keras_serializable(package="bcauto")
+class RandomJPEG(SeededAugmentation):
+    """JPEG compression of a fraction of the images at a random quality, in training only: a camera's or a scanner's files.
+
+    Each image is compressed with probability ``rate`` at a quality drawn uniformly from ``quality`` (1-100, as
+    PIL and libjpeg count it): baseline JPEG as PIL writes it by default, with the chroma averaged over 2x2
+    pixels (4:2:0), 8x8 block DCTs quantized with the Annex K tables scaled for that quality, and the result
+    decoded, the chroma interpolated back to full size (libjpeg's "fancy upsampling" is this bilinear
+    interpolation). The tests bound the difference from PIL's own JPEG. Written in ``keras.ops``, batched, for any backend and device:
+    ``tf.image.adjust_jpeg_quality`` encodes one image at a time, on the CPU only, and not under XLA. Square or
+    not, the height and width must be known when the model is built.
+    """
+
+    def __init__(self, rate: float, quality: tuple[int, int] = (10, 90), seed: int | None = None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"need 0 <= rate <= 1, got {rate}")
+        if not 1 <= quality[0] <= quality[1] <= 100:
+            raise ValueError(f"need 1 <= quality[0] <= quality[1] <= 100, got {quality}")
+        self.rate = float(rate)
+        self.quality = (int(quality[0]), int(quality[1]))
+
+    def build(self, input_shape):
+        if input_shape[1] is None or input_shape[2] is None:
+            raise ValueError(f"RandomJPEG needs a known height and width, got shape {input_shape}")
+
+    def tables(self, quality):
+        """libjpeg's quantization tables for each image's ``quality``: (batch, 8, 8) luminance and chrominance."""
+        ops = keras.ops
+        quality = ops.clip(quality, 1.0, 100.0)[:, None, None]
+        scale = ops.where(quality < 50.0, 5000.0 / quality, 200.0 - 2.0 * quality)
+
+        def scaled(table):
+            base = ops.reshape(ops.convert_to_tensor(table, dtype="float32"), (1, 8, 8))
+            return ops.clip(ops.floor((base * scale + 50.0) / 100.0), 1.0, 255.0)
+
+        return scaled(JPEG_LUMA_TABLE), scaled(JPEG_CHROMA_TABLE)
+
+    @staticmethod
+    def _quantize(planes, table):
+        """``planes`` (batch, h, w, c) through 8x8 DCTs quantized by ``table`` (batch, 8, 8), and back."""
+        ops = keras.ops
+        height, width, channels = planes.shape[1], planes.shape[2], planes.shape[3]
+        pad_h, pad_w = -height % 8, -width % 8
+        if pad_h or pad_w:  # libjpeg repeats the edge into the last blocks; a mirror is as smooth
+            planes = ops.pad(planes, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+        rows, columns = (height + pad_h) // 8, (width + pad_w) // 8
+        blocks = ops.reshape(planes - 128.0, (-1, rows, 8, columns, 8, channels))
+        blocks = ops.reshape(ops.transpose(blocks, (0, 1, 3, 2, 4, 5)), (-1, rows * columns, 8, 8, channels))
+        dct = ops.convert_to_tensor(_dct_matrix(), dtype="float32")
+        coefficients = ops.einsum("ij,bnjkc,lk->bnilc", dct, blocks, dct)
+        step = table[:, None, :, :, None]
+        coefficients = ops.round(coefficients / step) * step
+        blocks = ops.einsum("ij,bnilc,lk->bnjkc", dct, coefficients, dct)
+        blocks = ops.transpose(ops.reshape(blocks, (-1, rows, columns, 8, 8, channels)), (0, 1, 3, 2, 4, 5))
+        return ops.reshape(blocks, (-1, rows * 8, columns * 8, channels))[:, :height, :width, :] + 128.0
+
+    def compress(self, images, quality):
+        """``images`` (batch, height, width, 3) in [0, 255] after JPEG at each image's ``quality`` (batch,)."""
+        ops = keras.ops
+        height, width = images.shape[1], images.shape[2]
+        forward = ops.convert_to_tensor(YCBCR_FROM_RGB, dtype="float32")
+        offset = ops.convert_to_tensor([0.0, 128.0, 128.0], dtype="float32")
+        ycc = ops.matmul(ops.cast(images, "float32"), ops.transpose(forward)) + offset
+        luma_table, chroma_table = self.tables(ops.cast(quality, "float32"))
+        luma = self._quantize(ycc[..., :1], luma_table)
+        chroma = ycc[..., 1:]
+        if height % 2 or width % 2:
+            chroma = ops.pad(chroma, ((0, 0), (0, height % 2), (0, width % 2), (0, 0)), mode="symmetric")
+        half_h, half_w = chroma.shape[1] // 2, chroma.shape[2] // 2
+        chroma = ops.mean(ops.reshape(chroma, (-1, half_h, 2, half_w, 2, 2)), axis=(2, 4))
+        chroma = self._quantize(chroma, chroma_table)
+        chroma = keras.ops.image.resize(chroma, (2 * half_h, 2 * half_w), interpolation="bilinear")[:, :height, :width, :]
+        rgb = ops.matmul(ops.concatenate([luma, chroma], axis=-1) - offset, ops.transpose(ops.inv(forward)))
+        return ops.clip(ops.round(rgb), 0.0, 255.0)
+
+    def augment(self, inputs):
+        ops = keras.ops
+        batch = ops.shape(inputs)[0]
+        draw = keras.random.uniform((batch, 2), dtype="float32", seed=self.seed_generator)
+        quality = ops.floor(self.quality[0] + (self.quality[1] + 1 - self.quality[0]) * draw[:, 1])
+        compressed = ops.cast(self.compress(inputs, quality), self.compute_dtype)
+        return ops.where((draw[:, 0] < self.rate)[:, None, None, None], compressed, ops.cast(inputs, self.compute_dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "quality": self.quality}
+
+
 # scikit-image's stain matrices (Ruifrok and Johnston's H, E and DAB vectors), as plain lists for the graph
 RGB_FROM_HED = rgb_from_hed.tolist()
 HED_FROM_RGB = hed_from_rgb.tolist()
