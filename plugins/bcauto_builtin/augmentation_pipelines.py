@@ -14,7 +14,6 @@ from bcauto_builtin.layers import (
     CellRandAugment,
     PixelNoise,
     RandomHEDJitter,
-    RandomJPEG,
     RandomMagnification,
     RandomOcclusion,
     RandomTranspose,
@@ -267,23 +266,13 @@ ROBUST_OCCLUSION_RATE = 0.5
 ROBUST_OCCLUSION_AREA = (0.05, 0.4)
 
 
-# JPEG on half the images at a quality from 10 to 90 (the suite's JPEG runs from 60 down to 8): the strength does not
-# scale it. Without it the models lost a fifth of their macro-F1 at quality 60, mostly to the chroma blocks of
-# 4:2:0 subsampling (bench/RESULTS.md, "Cross-lab, fifteenth run")
-ROBUST_JPEG_RATE = 0.5
-
-
-ROBUST_JPEG_QUALITY = (10, 90)
-
-
 def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Sequential:
     """Orientation, the ``stain`` policy's colour jitter, then the damage a smear and a camera bring: contrast loss,
-    blur, sensor noise, an occluding patch and JPEG compression.
+    blur, sensor noise and an occluding patch.
 
     At strength ``s``: hue within +-18 s degrees and saturation as in ``stain`` (x0.54..x1.86 at 1); contrast
     x(1 +- 0.7 s); brightness +-20 s % of the range; blur on half the images (sigma up to ``s`` x 1/24 of the side);
-    Gaussian noise of 0.04 s of the range; on half the images a patch of one random colour over 5-40% of it; at
-    every strength, half the images saved as JPEG at a quality from 10 to 90.
+    Gaussian noise of 0.04 s of the range; on half the images a patch of one random colour over 5-40% of it.
     """
     s, seeds = params["strength"], _seeds(seed)
     return _pipeline(
@@ -296,6 +285,5 @@ def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Seque
             _blur(s, image_size, seeds, ROBUST_BLUR_REACH),
             _noise(ROBUST_NOISE * s, seeds),
             RandomOcclusion(ROBUST_OCCLUSION_RATE, ROBUST_OCCLUSION_AREA, seed=next(seeds), dtype=DTYPE),
-            RandomJPEG(ROBUST_JPEG_RATE, ROBUST_JPEG_QUALITY, seed=next(seeds), dtype=DTYPE),
         ],
     )

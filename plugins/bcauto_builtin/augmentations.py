@@ -108,7 +108,7 @@ def lab_space(trial) -> dict:
 
 
 def robust_space(trial) -> dict:
-    """``strength`` scales the colour jitter, contrast, blur and noise (the occluding patch and JPEG do not change)."""
+    """``strength`` scales the colour jitter, contrast, blur and noise (the occluding patch does not change)."""
     return {"strength": trial.suggest_float("strength", 0.3, 1.0)}
 
 
@@ -174,6 +174,6 @@ def register_augmentations(register):
             "robust",
             build_robust,
             robust_space,
-            description="flips/quarter turns + stain colour jitter, contrast loss, blur, noise, an occluding patch, JPEG",
+            description="flips/quarter turns + stain colour jitter, contrast loss, blur, noise, an occluding patch",
         )
     )
