@@ -347,10 +347,11 @@ def test_blur_crops_images_whose_size_is_known_only_at_run_time(images):
 
 
 @pytest.mark.parametrize("size", [40, 96])
-def test_robust_blur_reaches_the_suite_defocus_range(size):
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_robust_blur_reaches_the_suite_defocus_range_at_every_strength(size, strength):
     # the suite's defocus blur at severity 5: sigma 3.6 pixels on a 96-pixel image, in proportion on others
     heaviest = 3.6 * size / 96
-    pipeline = policy("robust").build({"strength": 1.0}, size, SEED)
+    pipeline = policy("robust").build({"strength": strength}, size, SEED)
     (blur,) = [layer for layer in pipeline.layers if isinstance(layer, ReflectedGaussianBlur)]
     assert heaviest <= max(blur.sigma) <= 1.25 * heaviest
     assert blur.kernel_size[0] >= 4 * max(blur.sigma)  # the kernel covers +-2 sigma
