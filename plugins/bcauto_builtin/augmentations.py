@@ -108,7 +108,7 @@ def lab_space(trial) -> dict:
 
 
 def robust_space(trial) -> dict:
-    """``strength`` scales the colour jitter, contrast and noise (the blur's reach and the occluding patch do not change)."""
+    """``strength`` scales the colour jitter, contrast, brightness and noise (not the blur's reach nor the occluding patch)."""
     return {"strength": trial.suggest_float("strength", 0.3, 1.0)}
 
 
