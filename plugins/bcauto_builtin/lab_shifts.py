@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import ndimage, special
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from bcauto_builtin.shifts import _clip, _jpeg_at, _level, _scale
+from bcauto_builtin.shifts import _clip, _jpeg_at, _level, _scale, at_reference_size
 
 # ---------------------------------------------------------------------------------------------------------
 # geometry: zoom and translate about the centre, the uncovered border filled with smear background
@@ -234,23 +234,23 @@ def _resize(images: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(im).resize(size, resample)) for im in images])
 
 
+@at_reference_size
 def camera_optics(images, severity, rng):
     """A low-resolution camera behind soft optics: blur, a small sensor, noise, bled colour, JPEG.
 
-    The image is blurred (sigma 0.4 to 1.6 pixels at 96, severity 1 to 5), taken down to 80% to 32% of its
-    side, given sensor noise, its colour (YCbCr chroma) blurred further, brought back up bilinearly and
-    saved as JPEG at quality 85 to 40.
+    The image is blurred (sigma 0.4 to 1.6 pixels, severity 1 to 5), taken down to 80% to 32% of its side,
+    given sensor noise, its colour (YCbCr chroma) blurred further, brought back up bilinearly and saved as
+    JPEG at quality 85 to 40; all at 96 pixels (:func:`at_reference_size`), whatever the images' size.
     """
     _, h, w, _ = images.shape
-    scale = _scale(images)
-    sigma = _level(severity, (0.4, 0.7, 1.0, 1.3, 1.6)) * scale
+    sigma = _level(severity, (0.4, 0.7, 1.0, 1.3, 1.6))
     blurred = _clip(ndimage.gaussian_filter(images.astype(np.float32), (0, sigma, sigma, 0)))
     factor = _level(severity, (0.8, 0.65, 0.5, 0.4, 0.32))
     small = (max(2, round(w * factor)), max(2, round(h * factor)))
     low = _resize(blurred, small, Image.BILINEAR).astype(np.float32)
     low += rng.normal(0, _level(severity, (1.5, 2.5, 3.5, 4.5, 6.0)), low.shape)
     ycc = np.stack([np.asarray(Image.fromarray(im).convert("YCbCr"), np.float32) for im in _clip(low)])
-    bleed = _level(severity, (0.5, 1.0, 1.5, 2.0, 2.5)) * scale * factor
+    bleed = _level(severity, (0.5, 1.0, 1.5, 2.0, 2.5)) * factor
     ycc[..., 1:] = ndimage.gaussian_filter(ycc[..., 1:], (0, bleed, bleed, 0))
     low = np.stack([np.asarray(Image.fromarray(im, "YCbCr").convert("RGB")) for im in _clip(ycc)])
     return _jpeg_at(_resize(low, (w, h), Image.BILINEAR), int(_level(severity, (85, 75, 65, 52, 40))))

@@ -9,6 +9,7 @@ augmentation policy covers training).
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -27,9 +28,38 @@ def _clip(images: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
 
+REFERENCE_SIZE = 96
+
+
 def _scale(images: np.ndarray) -> float:
     """Severity tables are written for 96-pixel cells; spatial sizes follow the image size."""
-    return images.shape[1] / 96.0
+    return images.shape[1] / REFERENCE_SIZE
+
+
+def _resized(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.LANCZOS)) for im in images])
+
+
+def at_reference_size(shift):
+    """``shift`` applied at the 96-pixel scale its severity table is written for, whatever the images' size.
+
+    For damage that lives on the pixel grid and cannot be scaled by a parameter (JPEG's 8 x 8 blocks, noise
+    drawn per pixel, a small camera sensor): at 40 x 40, JPEG's blocks would cover 2.4 times more of the cell
+    than at 96, which is not what a lab's image suffers before it is brought down to a model's size. The
+    images are brought up to 96, damaged there, and only the damage (the difference it made) is brought back
+    down and added, so the round trip's own resampling leaves nothing behind.
+    """
+
+    @functools.wraps(shift)
+    def applied(images, severity, rng):
+        size = images.shape[2], images.shape[1]
+        if size == (REFERENCE_SIZE, REFERENCE_SIZE):
+            return shift(images, severity, rng)
+        up = _resized(images, (REFERENCE_SIZE, REFERENCE_SIZE))
+        damage = _resized(shift(up, severity, rng), size).astype(np.float32) - _resized(up, size)
+        return _clip(images + damage)
+
+    return applied
 
 
 def defocus_blur(images, severity, rng):
@@ -62,6 +92,7 @@ def _jpeg_at(images: np.ndarray, quality: int) -> np.ndarray:
     return out
 
 
+@at_reference_size
 def jpeg(images, severity, rng):
     return _jpeg_at(images, int(_level(severity, (60, 40, 25, 15, 8))))
 
@@ -110,6 +141,7 @@ def hue(images, severity, rng):
     return _rgb(hsv)
 
 
+@at_reference_size
 def gaussian_noise(images, severity, rng):
     sigma = _level(severity, (6, 12, 20, 30, 42))
     return _clip(images.astype(np.float32) + rng.normal(0, sigma, images.shape))
