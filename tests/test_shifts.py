@@ -122,12 +122,12 @@ def test_stain_palettes_differ_from_one_another(data):
 def test_pixel_grid_damage_is_what_a_96_pixel_image_suffers_brought_down(name):
     """JPEG blocks and per-pixel noise on a 40-pixel image match the damage of a 96-pixel image brought down to 40
     (within 20%), not the 2.4 times coarser damage of the corruption applied at 40."""
-    from bcauto_builtin.shifts import _resized
+    from bcauto_builtin.shifts import _resize
 
     spec = components().shifts.get(name)
     big = blob_data(32, 96, seed=7).images
-    small = _resized(big, (40, 40))
+    small = _resize(big, (40, 40))
     for severity in (1, 5):
-        expected = np.abs(_resized(spec.apply(big, severity, np.random.default_rng(2)), (40, 40)).astype(float) - small).mean()
+        expected = np.abs(_resize(spec.apply(big, severity, np.random.default_rng(2)), (40, 40)).astype(float) - small).mean()
         damage = np.abs(spec.apply(small, severity, np.random.default_rng(2)).astype(float) - small).mean()
         assert abs(damage - expected) < 0.2 * expected, f"{name} {severity}: {damage:.2f} against {expected:.2f} at 96 brought down"

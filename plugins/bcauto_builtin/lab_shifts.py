@@ -18,7 +18,7 @@ from PIL import Image
 from scipy import ndimage, special
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from bcauto_builtin.shifts import _clip, _jpeg_at, _level, _scale, at_reference_size
+from bcauto_builtin.shifts import _clip, _jpeg_at, _level, _resize, _scale, at_reference_size
 
 # ---------------------------------------------------------------------------------------------------------
 # geometry: zoom and translate about the centre, the uncovered border filled with smear background
@@ -228,10 +228,6 @@ def white_balance(images, severity, rng):
 
 # ---------------------------------------------------------------------------------------------------------
 # a cheap camera
-
-
-def _resize(images: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
-    return np.stack([np.asarray(Image.fromarray(im).resize(size, resample)) for im in images])
 
 
 @at_reference_size

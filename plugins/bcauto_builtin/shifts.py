@@ -36,8 +36,8 @@ def _scale(images: np.ndarray) -> float:
     return images.shape[1] / REFERENCE_SIZE
 
 
-def _resized(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.LANCZOS)) for im in images])
+def _resize(images: np.ndarray, size: tuple[int, int], resample=Image.Resampling.LANCZOS) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(im).resize(size, resample)) for im in images])
 
 
 def at_reference_size(shift):
@@ -55,8 +55,8 @@ def at_reference_size(shift):
         size = images.shape[2], images.shape[1]
         if size == (REFERENCE_SIZE, REFERENCE_SIZE):
             return shift(images, severity, rng)
-        up = _resized(images, (REFERENCE_SIZE, REFERENCE_SIZE))
-        damage = _resized(shift(up, severity, rng), size).astype(np.float32) - _resized(up, size)
+        up = _resize(images, (REFERENCE_SIZE, REFERENCE_SIZE))
+        damage = _resize(shift(up, severity, rng), size).astype(np.float32) - _resize(up, size)
         return _clip(images + damage)
 
     return applied
