@@ -264,6 +264,7 @@ def cmd_refit(args, console) -> int:
         out=args.out,
         study_file=args.study,
         epochs=args.epochs,
+        image_size=args.image_size,
         has_gpu=has_gpu(),
     )
     result = refit(request, components(), console)
@@ -542,6 +543,14 @@ def build_parser() -> argparse.ArgumentParser:
         "trained: every epoch the trial trained, constant learning rate; N: N epochs in all, shared between the "
         "phases as the trial kept them, the learning rate falling along a half cosine from the trial's (for a "
         "search that trained each trial briefly). Default: the study file's [train] refit_epochs, else best",
+    )
+    refit.add_argument(
+        "--image-size",
+        type=positive_int,
+        metavar="S",
+        help="train at S x S pixels rather than the size the study searched at (the same images, read again at S): "
+        "search small and fast, train the chosen configuration on more detail. Default: the study file's [train] "
+        "refit_image_size, else the searched size",
     )
     refit.add_argument("--out", help="model directory to write (default models/STUDY)")
     refit.set_defaults(func=cmd_refit)

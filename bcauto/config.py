@@ -188,6 +188,7 @@ class TrainTable(_Model):
     augmented_views: int = Field(0, ge=0)
     activation_cache_gb: float = Field(4.0, ge=0)
     refit_epochs: int = Field(0, ge=0)
+    refit_image_size: int = Field(0, ge=0)
 
     @field_validator("weights")
     @classmethod

@@ -78,6 +78,7 @@ class RefitRequest:
     out: str | None = None
     study_file: str | None = None
     epochs: str | int | None = None  # None: the study file's [train] refit_epochs, else "best"
+    image_size: int | None = None  # None: the study file's [train] refit_image_size, else the size searched at
     has_gpu: bool = False
     register: bool = True
 
@@ -97,23 +98,33 @@ def _load_study(name: str | None, storage: str) -> optuna.Study:
     return load_existing_study(name, storage)
 
 
-def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, components, study_name: str) -> Dataset:
+def load_study_data(
+    spec: str | None, params: dict[str, Any], cfg: StudyConfig, components, study_name: str, image_size: int | None = None
+) -> Dataset:
     """The data the study searched on (``spec`` overrides where it is read from; cleaned again by the audit where
-    the study had ``[data] clean``), refused when its fingerprint differs from the one the study logged."""
+    the study had ``[data] clean``), refused when its fingerprint differs from the one the study logged; read again
+    at ``image_size`` when that differs from the size the study searched at (the same images, checked at the
+    searched size first)."""
     from bcauto.data.sources import load_data
 
     source = spec or params.get("data.source")
     if not source:
         raise BcautoError(f"study {study_name!r} logged no data source; pass --data")
-    image_size = int(params.get("image_size", cfg.data.image_size))
+    searched_size = int(params.get("image_size", cfg.data.image_size))
     seed = int(params.get("study_seed", cfg.study.seed))
     # "skip" reproduces either setting of the search: with "stop" every image decoded, with "skip" the same ones are left out
     options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": "skip"}
-    data = load_data(source, image_size, components, options)
-    if str(params.get("data.clean", cfg.data.clean)) == "True":  # the search removed the audit's flags; so does the refit
-        from bcauto.audit import audit_and_clean
+    clean = str(params.get("data.clean", cfg.data.clean)) == "True"  # the search removed the audit's flags; so does the refit
 
-        data, _, _ = audit_and_clean(data)
+    def read(size: int) -> Dataset:
+        data = load_data(source, size, components, options)
+        if clean:
+            from bcauto.audit import audit_and_clean
+
+            data, _, _ = audit_and_clean(data)
+        return data
+
+    data = read(searched_size)
     expected = params.get("data.fingerprint")
     if expected and data.fingerprint() != str(expected):
         given = f"--data {spec!r}" if spec else f"the study's data source {source!r}"
@@ -122,6 +133,8 @@ def load_study_data(spec: str | None, params: dict[str, Any], cfg: StudyConfig, 
             f"(fingerprint {expected}, source {params.get('data.source')!r}); refit needs the same images, "
             "pass --data with the data the search used"
         )
+    if image_size is not None and image_size != searched_size:
+        return read(image_size)
     return data
 
 
@@ -150,9 +163,15 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     tracker = Tracker(request.tracking_uri, experiment=study.study_name)
     client = tracker.client if tracker.available else None
     params = study_run_params(client, study, chosen[0])
-    data = load_study_data(request.data, params, cfg, components, study.study_name)
+    searched_size = int(params.get("image_size", cfg.data.image_size))
+    refit_size = request.image_size or cfg.train.refit_image_size or None
+    data = load_study_data(request.data, params, cfg, components, study.study_name, refit_size)
+    resized = ""
+    if data.image_size != searched_size:
+        resized = f" at {data.image_size}x{data.image_size} (searched at {searched_size}x{searched_size})"
     console.print(
-        f"refit data: {data.source}: {len(data.labels)} images (training and validation split together), fingerprint {data.fingerprint()}"
+        f"refit data: {data.source}: {len(data.labels)} images{resized} (training and validation split together), "
+        f"fingerprint {data.fingerprint()}"
     )
     logged_batch = params.get("batch_size")
     if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
@@ -199,6 +218,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
         model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
         info = model_info(study, study_file, cfg, data, members, chosen, precision, components)
+        if data.image_size != searched_size:
+            info["searched_image_size"] = searched_size
         save_bundle(model, info, out)
     load_bundle(out)  # what was written must load with safe_mode=True
     run_id, name, version = log_refit(tracker, study, model, out, info, request.register, model_requirements())

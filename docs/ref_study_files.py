@@ -67,6 +67,9 @@ MEANINGS = {
     "train.refit_epochs": "epochs `bcauto refit` trains the best configuration for (shared between the phases as "
     "its trial kept them, the learning rate falling along a half cosine from the trial's); 0: the epochs the trial "
     "kept. For a search that trains each trial briefly to try many; `bcauto refit --epochs` overrides it",
+    "train.refit_image_size": "side in pixels `bcauto refit` trains the best configuration at (the study's images "
+    "read again at that size, after the fingerprint check at the searched size); 0: the size searched at. For a "
+    "search run small to try many; `bcauto refit --image-size` overrides it",
     "search.backbone": "backbone names, as listed by `bcauto plugins`",
     "search.augmentation": "augmentation policy names, as listed by `bcauto plugins`",
     "search.canonicalization": "input canonicalizer names, as listed by `bcauto plugins`: `none`, `stain_norm` "

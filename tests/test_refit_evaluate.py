@@ -237,6 +237,28 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     assert load_bundle(root / "kept").info["members"][0]["epochs"] == best.user_attrs["kept_epochs"]
 
 
+def test_refit_at_another_image_size_checks_the_images_at_the_searched_size_and_trains_at_the_new_one(study, capsys):
+    from bcauto.bundle import load_bundle
+
+    root, stores = study
+    capsys.readouterr()
+    assert main(["refit", "--name", "tiny", *stores, "--image-size", "40", "--out", str(root / "larger")]) == 0
+    assert "at 40x40 (searched at 32x32)" in " ".join(capsys.readouterr().out.split())
+    bundle = load_bundle(root / "larger")
+    assert bundle.info["image_size"] == 40 and bundle.info["searched_image_size"] == 32
+    assert tuple(bundle.model.input_shape[1:]) == (40, 40, 3)
+    probs = bundle.model.predict(np.zeros((2, 40, 40, 3), np.float32), verbose=0)
+    assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # the study file's [train] refit_image_size asks the same; other data is refused at the searched size first
+    sized = root / "sized.toml"
+    sized.write_text(tiny_study_toml(search=TINY_SEARCH, train={"refit_image_size": 40}))
+    args = ["refit", "--name", "tiny", *stores, "--study", str(sized)]
+    assert main([*args, "--data", "synthetic:200", "--out", str(root / "sized-other")]) == 2
+    assert "other data" in capsys.readouterr().err.replace("\n", " ") and not (root / "sized-other").exists()
+    assert main([*args, "--epochs", "1", "--out", str(root / "sized")]) == 0
+    assert load_bundle(root / "sized").info["image_size"] == 40
+
+
 def test_kept_epochs_end_each_phase_at_its_lowest_validation_loss_and_drop_a_fine_tune_that_never_beat_the_head():
     from bcauto.training import kept_epochs
 
