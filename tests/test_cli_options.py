@@ -27,12 +27,12 @@ OPTIONS = {
     "plugins": {"--json"},
     "ui": {"--name", "--tracking-uri", "--storage", "--host", "--port"},
     "new-plugin": {"KIND", "NAME", "--dir"},
-    "refit": {"--name", "--top", "--storage", "--tracking-uri", "--data", "--study", "--epochs", "--out"},
+    "refit": {"--name", "--top", "--storage", "--tracking-uri", "--data", "--study", "--epochs", "--image-size", "--out"},
     "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--adapt-im", "--classes", "--json", "--out"},
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
         *("MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr"),
-        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--classes", "--out", "--tracking-uri"),
+        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--classes", "--tta", "--out", "--tracking-uri"),
     },
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},
 }
