@@ -20,6 +20,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
+from bcauto.evaluate import TTA_DESCRIPTION, predict_probs
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
@@ -143,6 +144,7 @@ class AdaptRequest:
     adapt_im: bool = False
     pseudo_labels: bool = False
     classes: str | None = None
+    tta: bool = False  # score, and choose pseudo-labels, on the mean of the 8 dihedral views
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -154,10 +156,10 @@ class AdaptResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _scores(bundle, data) -> dict[str, Any]:
+def _scores(bundle, data, tta: bool) -> dict[str, Any]:
     from bcauto.evaluate import evaluate
 
-    result, _, _ = evaluate(bundle, data)
+    result, _, _ = evaluate(bundle, data, tta=tta)
     return {
         "accuracy": result["accuracy"],
         "macro_f1": result["macro_f1"],
@@ -336,10 +338,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     )
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
-    rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored))]
+    rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored, request.tta))]
     label_free = label_free_step(request, model, data, console)
     if label_free and label_free[0]:
-        rows.append((label_free[0], _scores(start, scored)))
+        rows.append((label_free[0], _scores(start, scored, request.tta)))
     epochs, choice = request.epochs, None
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
@@ -355,12 +357,12 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
         recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     if before_fine_tuning is not None:
-        rows.append(("fine-tuned on the shots", _scores(start, scored)))
+        rows.append(("fine-tuned on the shots", _scores(start, scored, request.tta)))
         recipe["pseudo_labels"] = self_train(model, before_fine_tuning, data.images, labels, shots, rest, classes, epochs, request, console)
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
-    after = _scores(Bundle(out, model, start.info), scored)
+    after = _scores(Bundle(out, model, start.info), scored, request.tta)
     rows.append(("adapted", after))
     model = _without_optimizer(model)
 
@@ -378,6 +380,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "shot_counts": counts,
         "classes": list(classes) if len(classes) < len(parent.class_names) else "all the parent's",
         "scored_images": len(rest),
+        "tta": TTA_DESCRIPTION if request.tta else "none",
         "before": rows[0][1],
         "after": after,
         "recipe": recipe,
@@ -405,7 +408,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         _update_info(out, info)
     for problem in problems:
         console.print(f"[yellow]warning:[/] {problem}")
-    render(rows, console)
+    render(rows, console, request.tta)
     return AdaptResult(out, run_id, info)
 
 
@@ -414,9 +417,13 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
     unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`), and the
     fine-tuning starts again from where it began (``before_fine_tuning``), on the shots and those images, for the
     same epochs. Starting again rather than going on keeps the model from learning its own mistakes on the few
-    shots twice over. Returns the record for the lineage; how many pseudo-labels were right is read from the
-    labels afterwards, only to report it."""
-    probs = model.predict(images[rest].astype(np.float32), batch_size=256, verbose=0)
+    shots twice over. With ``--tta`` the labels come from the mean over the 8 dihedral views of each image. Returns
+    the record for the lineage; how many pseudo-labels were right is read from the labels afterwards, only to
+    report it."""
+    if request.tta:
+        probs = predict_probs(model, images[rest], tta=True)
+    else:
+        probs = model.predict(images[rest].astype(np.float32), batch_size=256, verbose=0)
     index, predicted = choose_pseudo_labels(probs)
     record = pseudo_label_record(index, predicted, len(rest), classes)
     before_fine_tuning.restore()
@@ -545,6 +552,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "parent": adapted["parent"],
             "shots_taken": len(adapted["shot_indices"]),
             "scored_images": adapted["scored_images"],
+            "tta": adapted.get("tta", "none") != "none",
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
@@ -559,7 +567,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
     return run_id, list(tracker.problems)
 
 
-def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
+def render(rows: list[tuple[str, dict[str, Any]]], console, tta: bool = False) -> None:
     """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
     from rich.table import Table
 
@@ -567,7 +575,8 @@ def render(rows: list[tuple[str, dict[str, Any]]], console) -> None:
 
     first = rows[0][1]
     level = f"{first['interval']['level']:.0%}"
-    table = Table(title=f"scores on the {first['images']} images not fine-tuned on")
+    views = ", TTA: mean of the 8 dihedral views" if tta else ""
+    table = Table(title=f"scores on the {first['images']} images not fine-tuned on{views}")
     for column in ("model", "accuracy", f"{level} interval", "macro F1", f"{level} interval", "change in macro F1"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, s in rows:

@@ -390,6 +390,7 @@ def cmd_adapt(args, console) -> int:
         adapt_im=args.adapt_im,
         pseudo_labels=args.pseudo_labels,
         classes=args.classes,
+        tta=args.tta,
         tracking_uri=args.tracking_uri,
     )
     result = adapt(request, components(), console)
@@ -672,6 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAMES",
         help="make the adapted model a classifier of these of the model's classes only, comma-separated (the ones "
         "the new lab's slides can show; they must include every class of --data); default: all of them",
+    )
+    adapt.add_argument(
+        "--tta",
+        action="store_true",
+        help="score before and after, and choose --pseudo-labels, on the mean of the 8 dihedral views of each image "
+        "(eight times the prediction time); predict with --tta to get the scores it reports",
     )
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
     adapt.set_defaults(func=cmd_adapt)

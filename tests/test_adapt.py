@@ -673,3 +673,42 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
 
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["pseudo_labels"] == "True" and run.data.metrics["shots_only_accuracy"] == pytest.approx(first["accuracy"])
+
+
+def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(parent, lab, tmp_path, capsys):
+    """``bcauto adapt --tta``: the scores before and after are those of ``evaluate --tta`` on the images that are not
+    shots, and the pseudo-labels are chosen from the mean of the 8 dihedral views of each image, not from one view."""
+    from bcauto.bundle import load_bundle
+    from bcauto.data import Dataset
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import TTA_DESCRIPTION, evaluate, label_map, predict_probs
+    from bcauto.plugins import components
+    from bcauto.self_training import choose_pseudo_labels
+
+    _, model = parent
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "20", "--lr", "1e-3", "--tta"]
+    assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--pseudo-labels", "--tracking-uri", uri, "--out", str(tmp_path / "self")]) == 0
+    assert "TTA: mean of the 8 dihedral views" in " ".join(capsys.readouterr().out.split())
+    plain, adapted = load_bundle(tmp_path / "plain"), load_bundle(tmp_path / "self")
+    lineage = adapted.info["adapted"]
+    assert lineage["tta"] == TTA_DESCRIPTION
+
+    data = load_data(str(lab), SIZE, components())
+    labels = label_map(data.class_names, CLASSES)[data.labels]
+    rest = np.setdiff1d(np.arange(96), lineage["shot_indices"])
+    scored = Dataset(data.images[rest], labels[rest], CLASSES, "lab")
+    for bundle, recorded in ((load_bundle(model), lineage["before"]), (adapted, lineage["after"])):
+        with_views, _, _ = evaluate(bundle, scored, tta=True)
+        assert (recorded["accuracy"], recorded["macro_f1"]) == pytest.approx((with_views["accuracy"], with_views["macro_f1"]), abs=1e-4)
+    one_view, _, _ = evaluate(load_bundle(model), scored)
+    assert one_view["macro_f1"] != pytest.approx(lineage["before"]["macro_f1"], abs=1e-4), "one view scores the same here"
+
+    record = lineage["recipe"]["pseudo_labels"]
+    index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True))
+    assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist()
+    surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]))
+    assert rest[surest_of_one_view].tolist() != record["indices"], "one view chooses the same images here: the test cannot tell"
+    run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
+    assert run.data.params["tta"] == "True"
