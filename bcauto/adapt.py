@@ -20,7 +20,7 @@ from bcauto.data import Dataset
 from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
-from bcauto.evaluate import TTA_DESCRIPTION, predict_probs
+from bcauto.evaluate import TTA_DESCRIPTION, class_subset, evaluate, label_map, predict_probs, span
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
@@ -157,8 +157,6 @@ class AdaptResult:
 
 
 def _scores(bundle, data, tta: bool) -> dict[str, Any]:
-    from bcauto.evaluate import evaluate
-
     result, _, _ = evaluate(bundle, data, tta=tta)
     return {
         "accuracy": result["accuracy"],
@@ -309,8 +307,6 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     ``bcauto.role = adapt``) and print the scores before and after."""
     import keras
 
-    from bcauto.evaluate import label_map
-
     if request.epochs is not None and request.epochs < 1:
         raise BcautoError(f"--epochs must be 1 or more, got {request.epochs}")
     if not request.learning_rate > 0:
@@ -420,10 +416,7 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
     shots twice over. With ``--tta`` the labels come from the mean over the 8 dihedral views of each image. Returns
     the record for the lineage; how many pseudo-labels were right is read from the labels afterwards, only to
     report it."""
-    if request.tta:
-        probs = predict_probs(model, images[rest], tta=True)
-    else:
-        probs = model.predict(images[rest].astype(np.float32), batch_size=256, verbose=0)
+    probs = predict_probs(model, images[rest], request.tta)
     index, predicted = choose_pseudo_labels(probs)
     record = pseudo_label_record(index, predicted, len(rest), classes)
     before_fine_tuning.restore()
@@ -473,7 +466,6 @@ def among_classes(parent: Bundle, names: str | None, labels: np.ndarray, source,
     ``names`` (``--classes``), the parent predicting among those of its classes only (:func:`restrict_classes`),
     which the fine-tuning then trains as a classifier of those classes. Without ``names``, data holding fewer
     classes than the model gets a note saying how to restrict it."""
-    from bcauto.evaluate import class_subset
     from bcauto.model import restrict_classes
 
     classes = parent.class_names
@@ -552,7 +544,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "parent": adapted["parent"],
             "shots_taken": len(adapted["shot_indices"]),
             "scored_images": adapted["scored_images"],
-            "tta": adapted.get("tta", "none") != "none",
+            "tta": adapted["tta"] != "none",
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
@@ -570,8 +562,6 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
 def render(rows: list[tuple[str, dict[str, Any]]], console, tta: bool = False) -> None:
     """The scores on the kept-out images: the parent, after BatchNorm recomputation (if any), after fine-tuning."""
     from rich.table import Table
-
-    from bcauto.evaluate import span
 
     first = rows[0][1]
     level = f"{first['interval']['level']:.0%}"
