@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import optuna
 from rich.markup import escape
 
@@ -104,27 +105,24 @@ def load_study_data(
     """The data the study searched on (``spec`` overrides where it is read from; cleaned again by the audit where
     the study had ``[data] clean``), refused when its fingerprint differs from the one the study logged; read again
     at ``image_size`` when that differs from the size the study searched at (the same images, checked at the
-    searched size first)."""
+    searched size first, and the same ones left out by the audit there: run again at another size, the audit
+    could flag others)."""
     from bcauto.data.sources import load_data
 
     source = spec or params.get("data.source")
     if not source:
         raise BcautoError(f"study {study_name!r} logged no data source; pass --data")
-    searched_size = int(params.get("image_size", cfg.data.image_size))
+    searched_size = searched_image_size(params, cfg)
     seed = int(params.get("study_seed", cfg.study.seed))
     # "skip" reproduces either setting of the search: with "stop" every image decoded, with "skip" the same ones are left out
     options = {"seed": seed, "synthetic_size": cfg.data.synthetic_size, "on_bad_image": "skip"}
-    clean = str(params.get("data.clean", cfg.data.clean)) == "True"  # the search removed the audit's flags; so does the refit
+    data = load_data(source, searched_size, components, options)
+    kept = np.arange(len(data.labels))
+    if str(params.get("data.clean", cfg.data.clean)) == "True":  # the search removed the audit's flags; so does the refit
+        from bcauto.audit import audit_and_clean
 
-    def read(size: int) -> Dataset:
-        data = load_data(source, size, components, options)
-        if clean:
-            from bcauto.audit import audit_and_clean
-
-            data, _, _ = audit_and_clean(data)
-        return data
-
-    data = read(searched_size)
+        data, removed, _ = audit_and_clean(data)
+        kept = np.setdiff1d(kept, [entry["index"] for entry in removed])
     expected = params.get("data.fingerprint")
     if expected and data.fingerprint() != str(expected):
         given = f"--data {spec!r}" if spec else f"the study's data source {source!r}"
@@ -134,8 +132,13 @@ def load_study_data(
             "pass --data with the data the search used"
         )
     if image_size is not None and image_size != searched_size:
-        return read(image_size)
+        return replace(load_data(source, image_size, components, options).subset(kept), notes=data.notes)
     return data
+
+
+def searched_image_size(params: dict[str, Any], cfg: StudyConfig) -> int:
+    """The image side the study searched at: as its trials logged it, else the study file's."""
+    return int(params.get("image_size", cfg.data.image_size))
 
 
 def train_member(plan: TrialPlan, settings: TrainSettings, data: Dataset, schedule: PhaseSchedule, callbacks=()) -> TrainResult:
@@ -163,7 +166,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     tracker = Tracker(request.tracking_uri, experiment=study.study_name)
     client = tracker.client if tracker.available else None
     params = study_run_params(client, study, chosen[0])
-    searched_size = int(params.get("image_size", cfg.data.image_size))
+    searched_size = searched_image_size(params, cfg)
     refit_size = request.image_size or cfg.train.refit_image_size or None
     data = load_study_data(request.data, params, cfg, components, study.study_name, refit_size)
     resized = ""

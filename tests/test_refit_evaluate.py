@@ -158,6 +158,36 @@ def test_refit_data_of_a_cleaned_study_is_cleaned_again_before_the_fingerprint_c
         load_study_data(None, {**params, "data.clean": "False"}, load_study(cfg_file), comps, "tiny")
 
 
+def test_refit_at_another_size_keeps_the_images_the_audit_kept_at_the_searched_size(tmp_path, monkeypatch):
+    """Run again at another size, the audit could flag other images; the refit trains on the ones the search kept."""
+    import dataclasses
+
+    import bcauto.audit
+    from bcauto.config import load_study
+    from bcauto.data.sources import load_data
+    from bcauto.plugins import components
+    from bcauto.refit import load_study_data
+
+    def audit_that_depends_on_the_size(data, options=None, kinds=None):
+        flagged = len(data.labels) - 1 if data.image_size == 32 else 0
+        kept = np.setdiff1d(np.arange(len(data.labels)), [flagged])
+        note = f"audit: removed 1 of {len(data.labels)} images"
+        return dataclasses.replace(data.subset(kept), notes=(*data.notes, note)), [{"index": flagged}], None
+
+    monkeypatch.setattr(bcauto.audit, "audit_and_clean", audit_that_depends_on_the_size)
+    path = synthetic_npz(tmp_path / "cells.npz", n=40)
+    comps = components()
+    searched, _, _ = audit_that_depends_on_the_size(load_data(str(path), 32, comps, {"seed": 0}))
+    cfg_file = tmp_path / "tiny.toml"
+    cfg_file.write_text(TINY_STUDY)
+    params = {"data.source": str(path), "image_size": "32", "study_seed": "0", "data.clean": "True"}
+    params["data.fingerprint"] = searched.fingerprint()
+    data = load_study_data(None, params, load_study(cfg_file), comps, "tiny", image_size=40)
+    expected = load_data(str(path), 40, comps, {"seed": 0}).subset(np.arange(39))
+    assert data.image_size == 40 and np.array_equal(data.images, expected.images) and np.array_equal(data.labels, expected.labels)
+    assert data.notes == searched.notes and any("audit: removed 1 of 40" in note for note in data.notes)
+
+
 def test_top2_ensemble_outputs_the_mean_of_its_members(study, ensembled):
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
