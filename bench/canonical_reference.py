@@ -4,7 +4,7 @@
 
 Prints the mean over images of each image's CIELAB channel means and standard deviations (stain_norm's
 reference style) and the distribution of the nucleus spread as a fraction of the image side over the white
-cells (cell_crop's canonical size). Another --data shows how far another lab's images are from them.
+cells under each spread estimate (cell_crop's canonical size). Another --data shows how far another lab's images are from them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from skimage.color import rgb2lab
 
 from bcauto.data.sources import load_data
 from bcauto.plugins import components
-from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
+from bcauto_builtin.canonical_layers import SPREAD_ESTIMATES, nucleus_centre_and_spread
 
 WHITE_CELLS = {"basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil"}
 
@@ -32,15 +32,16 @@ def main() -> None:
     print(f"{data.source}: {len(data.labels)} images")
     print("LAB mean of per-image means:", np.round(means.mean(axis=0), 1), " of per-image stds:", np.round(stds.mean(axis=0), 1))
     white = np.isin(np.array(data.class_names)[data.labels], list(WHITE_CELLS))
-    spreads = []
-    for start in range(0, int(white.sum()), 512):
-        batch = data.images[white][start : start + 512].astype("float32")
-        spreads.append(np.asarray(nucleus_centre_and_spread(batch)[2]))
-    fraction = np.concatenate(spreads) / args.image_size
-    print(
-        f"nucleus spread / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
-        f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}"
-    )
+    for estimate in SPREAD_ESTIMATES:
+        spreads = []
+        for start in range(0, int(white.sum()), 512):
+            batch = data.images[white][start : start + 512].astype("float32")
+            spreads.append(np.asarray(nucleus_centre_and_spread(batch, spread_estimate=estimate)[2]))
+        fraction = np.concatenate(spreads) / args.image_size
+        print(
+            f"nucleus spread ({estimate}) / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
+            f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}"
+        )
 
 
 if __name__ == "__main__":

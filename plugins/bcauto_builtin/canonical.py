@@ -4,7 +4,8 @@
   those of a reference style (the PBC/CellaVision May-Grünwald-Giemsa look), so a pale, blue-violet or
   yellow-cast smear reaches the network in the colours it learned from.
 - ``cell_crop``: finds the white cell by its nucleus (the darkest, bluest pixels of the image) and
-  zooms so that it sits in the centre at a canonical size, so another microscope's magnification or an
+  zooms so that it sits in the centre at a canonical size (its nucleus's median distance from its centre a fixed
+  fraction of the side), so another microscope's magnification or an
   off-centre crop reaches the network at the scale it learned from.
 - ``cell_crop_stain_norm``: both, crop first, so the colour statistics are those of the canonical window.
 
@@ -28,9 +29,15 @@ build_cell_crop = lazy(_LAYERS, "build_cell_crop")
 build_cell_crop_stain_norm = lazy(_LAYERS, "build_cell_crop_stain_norm")
 
 
+# how the nucleus spread that sets the zoom is measured (canonical_layers.nucleus_centre_and_spread): the median
+# distance, which stain deposits and a zoomed-out field's other cells move little (bench/RESULTS.md, "the cell
+# finder's spread"). Logged with each trial's parameters; models saved before it existed measured "rms".
+SPREAD_ESTIMATE = "median"
+
+
 def crop_space(trial) -> dict:
     """``strength``: how much of the zoom correction to apply (0.5: its square root; 1: all of it)."""
-    return {"strength": trial.suggest_float("strength", 0.5, 1.0)}
+    return {"strength": trial.suggest_float("strength", 0.5, 1.0), "spread_estimate": SPREAD_ESTIMATE}
 
 
 def build_none(params: dict, image_size: int) -> None:

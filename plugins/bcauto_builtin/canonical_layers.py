@@ -22,16 +22,20 @@ REFERENCE_LAB_MEAN = (79.6, 10.7, 7.3)
 REFERENCE_LAB_STD = (15.4, 8.0, 12.8)
 
 
-# cell_crop: the nucleus spread (root-mean-square distance of nucleus stain from its centre) as a fraction of
-# the image side that the crop aims for: the median over PBC's white cells (bench/canonical_reference.py), so
-# images of the training lab change little and other labs' images are brought to that scale.
-CANONICAL_NUCLEUS_SPREAD = 0.117
+# cell_crop: the nucleus spread (how far nucleus stain lies from its centre, under each way of measuring it: see
+# nucleus_centre_and_spread) as a fraction of the image side that the crop aims for: the median over PBC's white
+# cells (bench/canonical_reference.py), so images of the training lab change little and other labs' images are
+# brought to that scale.
+CANONICAL_NUCLEUS_SPREAD = {"median": 0.106, "rms": 0.115}
 
 
 ZOOM_RANGE = (0.5, 2.5)
 
 
 NUCLEUS_THRESHOLD = 2.5
+
+
+SPREAD_ESTIMATES = tuple(CANONICAL_NUCLEUS_SPREAD)
 
 
 def rgb_to_lab(rgb):
@@ -84,7 +88,12 @@ class StainNormalization(keras.layers.Layer):
         return {**super().get_config(), "reference_mean": self.reference_mean, "reference_std": self.reference_std}
 
 
-def nucleus_centre_and_spread(images, prior_width: float = 0.3):
+def check_spread_estimate(name: str) -> None:
+    if name not in SPREAD_ESTIMATES:
+        raise ValueError(f"spread_estimate must be one of {', '.join(SPREAD_ESTIMATES)}, got {name!r}")
+
+
+def nucleus_centre_and_spread(images, prior_width: float = 0.3, spread_estimate: str = "median", fallback: float | None = None):
     """Where the white cell's nucleus is and how large, per image: (row, column, spread) in pixels.
 
     Nucleus pixels are those that are both dark and blue for their image: the sum of the standardised (per
@@ -93,8 +102,13 @@ def nucleus_centre_and_spread(images, prior_width: float = 0.3):
     threshold (colour deconvolution) also fires on the dark rims of red cells under another lab's optics. The centre is found
     twice, each time weighted by a Gaussian prior (first around the image centre, then around the first
     estimate), so a neighbouring cell at the edge pulls the estimate little. The spread is the weighted
-    root-mean-square distance from that centre.
+    median distance from that centre (``spread_estimate="median"``) or the root-mean-square distance (``"rms"``,
+    what models saved before 2026-12-04 use): dark specks far from the cell (stain deposits, other cells in a
+    zoomed-out field) inflate a mean of squared distances, but move a median only as far as the share of nucleus
+    weight they take (bench/RESULTS.md, "the cell finder's spread"). Where no nucleus is found the spread is
+    ``fallback`` (a fraction of the side; default the canonical spread), so the crop leaves the scale alone.
     """
+    check_spread_estimate(spread_estimate)
     lab = rgb_to_lab(ops.cast(images, "float32"))
     standardised = (lab - ops.mean(lab, axis=(1, 2), keepdims=True)) / (ops.std(lab, axis=(1, 2), keepdims=True) + EPSILON)
     mask = ops.relu(-(standardised[..., 0] + standardised[..., 2]) - NUCLEUS_THRESHOLD)
@@ -114,9 +128,23 @@ def nucleus_centre_and_spread(images, prior_width: float = 0.3):
     # the spread under the first, wider prior: the narrow one would shrink a large nucleus
     d2 = (rows - centre_row[:, None, None]) ** 2 + (cols - centre_col[:, None, None]) ** 2
     weights = mask * ops.exp(-d2 / (2.0 * (prior_width * side) ** 2))
-    spread = ops.sqrt(ops.sum(weights * d2, axis=(1, 2)) / (ops.sum(weights, axis=(1, 2)) + EPSILON))
-    spread = ops.where(found, spread, CANONICAL_NUCLEUS_SPREAD * side)  # no nucleus found: leave the scale alone
+    if spread_estimate == "median":
+        spread = weighted_median(ops.sqrt(ops.reshape(d2, (-1, size * size))), ops.reshape(weights, (-1, size * size)))
+    else:
+        spread = ops.sqrt(ops.sum(weights * d2, axis=(1, 2)) / (ops.sum(weights, axis=(1, 2)) + EPSILON))
+    fallback = CANONICAL_NUCLEUS_SPREAD[spread_estimate] if fallback is None else fallback
+    spread = ops.where(found, spread, fallback * side)
     return centre_row, centre_col, spread
+
+
+def weighted_median(values, weights):
+    """Per row of ``values`` (N x P), the smallest value at which the cumulative ``weights`` reach half their sum."""
+    order = ops.argsort(values, axis=1)
+    values = ops.take_along_axis(values, order, axis=1)
+    cumulative = ops.cumsum(ops.take_along_axis(weights, order, axis=1), axis=1)
+    below = ops.sum(ops.cast(cumulative < 0.5 * cumulative[:, -1:], "int32"), axis=1)
+    index = ops.minimum(below, ops.shape(values)[1] - 1)
+    return ops.take_along_axis(values, index[:, None], axis=1)[:, 0]
 
 
 @keras.saving.register_keras_serializable(package="bcauto")
@@ -124,14 +152,17 @@ class CellCentredCrop(keras.layers.Layer):
     """Centre each image on its white cell's nucleus and zoom it to a canonical size (smear background mirrored in
     where zooming out needs more than the frame).
 
-    ``spread`` is the nucleus spread to reach, as a fraction of the side; ``strength`` in [0, 1] damps the zoom
-    (1: the full correction; 0.5: its square root), since part of a cell's size is a class cue; the centring is
-    limited to the middle half of the frame and the zoom to ``zoom_range``.
+    ``spread`` is the nucleus spread to reach, as a fraction of the side (default: the canonical one under
+    ``spread_estimate``, how the spread is measured: see :func:`nucleus_centre_and_spread`); ``strength`` in
+    [0, 1] damps the zoom (1: the full correction; 0.5: its square root), since part of a cell's size is a class
+    cue; the centring is limited to the middle half of the frame and the zoom to ``zoom_range``.
     """
 
-    def __init__(self, spread=CANONICAL_NUCLEUS_SPREAD, strength=1.0, zoom_range=ZOOM_RANGE, **kwargs):
+    def __init__(self, spread=None, strength=1.0, zoom_range=ZOOM_RANGE, spread_estimate="median", **kwargs):
         super().__init__(**kwargs)
-        self.spread = float(spread)
+        check_spread_estimate(spread_estimate)
+        self.spread_estimate = spread_estimate
+        self.spread = float(CANONICAL_NUCLEUS_SPREAD[spread_estimate] if spread is None else spread)
         self.strength = float(strength)
         self.zoom_range = tuple(float(v) for v in zoom_range)
         # keras.ops.image.affine_transform has no XLA kernel on TensorFlow
@@ -140,7 +171,7 @@ class CellCentredCrop(keras.layers.Layer):
     def call(self, images):
         images = ops.cast(images, "float32")
         side = ops.cast(ops.shape(images)[1], "float32")
-        row, col, spread = nucleus_centre_and_spread(images)
+        row, col, spread = nucleus_centre_and_spread(images, spread_estimate=self.spread_estimate, fallback=self.spread)
         zoom = ops.power(self.spread * side / ops.maximum(spread, 1.0), self.strength)
         zoom = ops.clip(zoom, self.zoom_range[0], self.zoom_range[1])
         row = ops.clip(row, 0.25 * side, 0.75 * side)
@@ -156,7 +187,18 @@ class CellCentredCrop(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "spread": self.spread, "strength": self.strength, "zoom_range": self.zoom_range}
+        return {
+            **super().get_config(),
+            "spread": self.spread,
+            "strength": self.strength,
+            "zoom_range": self.zoom_range,
+            "spread_estimate": self.spread_estimate,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        # models saved before the estimate was a setting measured the root-mean-square spread: they keep it
+        return cls(**{"spread_estimate": "rms", **config})
 
 
 def build_stain_norm(params: dict, image_size: int) -> keras.layers.Layer:
@@ -164,7 +206,9 @@ def build_stain_norm(params: dict, image_size: int) -> keras.layers.Layer:
 
 
 def build_cell_crop(params: dict, image_size: int) -> keras.layers.Layer:
-    return CellCentredCrop(strength=params.get("strength", 1.0), name="canonical_cell_crop")
+    return CellCentredCrop(
+        strength=params.get("strength", 1.0), spread_estimate=params.get("spread_estimate", "median"), name="canonical_cell_crop"
+    )
 
 
 def build_cell_crop_stain_norm(params: dict, image_size: int) -> keras.Sequential:
