@@ -10,15 +10,18 @@ cells under each spread estimate (cell_crop's canonical size). Another --data sh
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 from skimage.color import rgb2lab
 
 from bcauto.data.sources import load_data
 from bcauto.plugins import components
-from bcauto_builtin.canonical_layers import SPREAD_ESTIMATES, nucleus_centre_and_spread
+from bcauto_builtin.canonical_layers import SPREAD_ESTIMATES
 
-WHITE_CELLS = {"basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import WHITE_CELLS, find_nuclei
 
 
 def main() -> None:
@@ -31,13 +34,10 @@ def main() -> None:
     means, stds = lab.mean(axis=(1, 2)), lab.std(axis=(1, 2))
     print(f"{data.source}: {len(data.labels)} images")
     print("LAB mean of per-image means:", np.round(means.mean(axis=0), 1), " of per-image stds:", np.round(stds.mean(axis=0), 1))
-    white = np.isin(np.array(data.class_names)[data.labels], list(WHITE_CELLS))
+    white = np.isin(np.array(data.class_names)[data.labels], WHITE_CELLS)
+    cells = data.images[white]
     for estimate in SPREAD_ESTIMATES:
-        spreads = []
-        for start in range(0, int(white.sum()), 512):
-            batch = data.images[white][start : start + 512].astype("float32")
-            spreads.append(np.asarray(nucleus_centre_and_spread(batch, spread_estimate=estimate)[2]))
-        fraction = np.concatenate(spreads) / args.image_size
+        fraction = find_nuclei(cells, estimate)[:, 2] / args.image_size
         print(
             f"nucleus spread ({estimate}) / side over {white.sum()} white cells: median {np.median(fraction):.3f}, "
             f"quartiles {np.quantile(fraction, 0.25):.3f}-{np.quantile(fraction, 0.75):.3f}"

@@ -4,7 +4,7 @@
 
 `cell_crop` centres each image on the nucleus and zooms it so the nucleus spread reaches a canonical fraction of
 the side (`nucleus_centre_and_spread`). A shift that moves the centre or the spread moves the crop, and the model
-then sees a cell at another place or scale than in training. For a stratified sample of white cells this prints,
+then sees a cell at another place or scale than in training. For a seeded random sample of white cells this prints,
 for every shift and severity and each spread estimate (`rms`, `median`): the median ratio of the spread to the
 clean image's, the share of cells whose spread moved by more than 20%, and the share whose centre moved by more
 than a tenth of the side. It also prints each estimate's median spread on the clean cells as a fraction of the
@@ -22,22 +22,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_DATA, machine, quiet
+from common import DEFAULT_DATA, WHITE_CELLS, find_nuclei, machine, quiet
 
-WHITE_CELLS = ("basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil")
 ESTIMATES = ("rms", "median")
 ZOOMS = (0.4, 0.55, 0.75, 1.35, 1.8, 2.25)
-
-
-def finder(images: np.ndarray, estimate: str) -> np.ndarray:
-    """(row, column, spread) per image, N x 3."""
-    from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
-
-    rows = []
-    for start in range(0, len(images), 256):
-        found = nucleus_centre_and_spread(images[start : start + 256].astype("float32"), spread_estimate=estimate)
-        rows.append(np.stack([np.asarray(v) for v in found], 1))
-    return np.concatenate(rows)
 
 
 def quartiles(fraction: np.ndarray) -> str:
@@ -65,7 +53,7 @@ def main() -> None:
     images = data.images[chosen]
     side = args.image_size
     print(f"{data.source}: {len(chosen)} white cells at {side} x {side}; {machine()}")
-    clean = {e: finder(images, e) for e in ESTIMATES}
+    clean = {e: find_nuclei(images, e) for e in ESTIMATES}
     for e in ESTIMATES:
         print(f"  {e:>6} spread / side on clean cells: {quartiles(clean[e][:, 2] / side)}")
     from bcauto_builtin.lab_shifts import zoom
@@ -75,13 +63,13 @@ def main() -> None:
         zoomed = zoom(images, factor, np.random.default_rng(args.seed))
         line = f"{factor:<8}"
         for e in ESTIMATES:
-            relative = finder(zoomed, e)[:, 2] / np.maximum(clean[e][:, 2], 1e-6) / factor
+            relative = find_nuclei(zoomed, e)[:, 2] / np.maximum(clean[e][:, 2], 1e-6) / factor
             line += f"{np.median(relative):>24.2f}{np.mean(np.abs(relative - 1) <= 0.2):>18.0%}"
         print(line, flush=True)
     if args.otherlab:
         other = load_data(args.otherlab, side, registered, {"seed": args.seed, "on_bad_image": "skip"})
         for e in ESTIMATES:
-            print(f"{other.source}: {e} spread / side {quartiles(finder(other.images, e)[:, 2] / side)}")
+            print(f"{other.source}: {e} spread / side {quartiles(find_nuclei(other.images, e)[:, 2] / side)}")
     names = [n for n in args.shifts.split(",") if n] or registered.shifts.names()
     print(f"\n{'shift':<16}{'sev':>4}" + "".join(f"{e + ' ratio':>14}{e + ' >20%':>14}{e + ' moved':>14}" for e in ESTIMATES))
     for k, name in enumerate(names):
@@ -90,7 +78,7 @@ def main() -> None:
             shifted = corrupt(images, spec, severity, args.seed + 100 * k + severity)
             line = f"{name:<16}{severity:>4}"
             for e in ESTIMATES:
-                found = finder(shifted, e)
+                found = find_nuclei(shifted, e)
                 ratio = found[:, 2] / np.maximum(clean[e][:, 2], 1e-6)
                 moved = np.hypot(found[:, 0] - clean[e][:, 0], found[:, 1] - clean[e][:, 1]) > side / 10
                 line += f"{np.median(ratio):>14.2f}{np.mean(np.abs(ratio - 1) > 0.2):>14.0%}{np.mean(moved):>14.0%}"

@@ -11,6 +11,7 @@ import numpy as np
 
 DEFAULT_DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "pbc96")
 DEFAULT_OTHERLAB = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "otherlab_dev" / "chula_wbc")
+WHITE_CELLS = ("basophil", "eosinophil", "immature_granulocyte", "lymphocyte", "monocyte", "neutrophil")
 
 
 def quiet():
@@ -145,3 +146,15 @@ def split_holdout(data, fraction: float, pool: int, holdout_max: int, seed: int)
     if holdout_max and holdout_max < len(held):
         held, _ = train_test_split(held, train_size=holdout_max, stratify=data.labels[held], random_state=seed)
     return data.subset(np.sort(rest)), data.subset(np.sort(held))
+
+
+def find_nuclei(images: np.ndarray, estimate: str, batch: int = 256) -> np.ndarray:
+    """``cell_crop``'s cell finder on ``images`` in batches: (row, column, spread) per image, N x 3, the spread
+    measured as ``estimate`` says (``bcauto_builtin.canonical_layers.SPREAD_ESTIMATES``)."""
+    from bcauto_builtin.canonical_layers import nucleus_centre_and_spread
+
+    rows = []
+    for start in range(0, len(images), batch):
+        found = nucleus_centre_and_spread(images[start : start + batch].astype("float32"), spread_estimate=estimate)
+        rows.append(np.stack([np.asarray(v) for v in found], 1))
+    return np.concatenate(rows)
