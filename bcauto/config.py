@@ -7,6 +7,7 @@ during a search does not change the space under the running study.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -409,6 +410,51 @@ def load_study(path: str | Path, components=None) -> StudyConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise BcautoError(f"study file {path} cannot be read: {exc}") from None
     return parse_study(text, path, components)
+
+
+REFIT_TABLES = ("data", "train", "search")  # what a refit reads from the study file besides the trials' own plans
+
+
+def recorded_config(cfg: StudyConfig) -> dict[str, Any]:
+    """``cfg`` as JSON-ready data to keep with the study (every table; not its path)."""
+    dumped = cfg.model_dump(mode="json")
+    return {table: dumped[table] for table in ("study", *REFIT_TABLES)}
+
+
+def config_from_record(recorded: dict[str, Any], path: str | Path) -> StudyConfig:
+    """The :class:`StudyConfig` a :func:`recorded_config` was made from, as study file ``path``."""
+    try:
+        return StudyConfig.model_validate_json(json.dumps({**recorded, "path": str(path)}))
+    except ValidationError as exc:
+        problem = _describe(exc.errors(include_url=False)[0], Path(path))
+        raise BcautoError(f"the copy of {path} recorded with the study is not valid: {problem}") from None
+
+
+def config_changes(recorded: dict[str, Any], cfg: StudyConfig) -> list[str]:
+    """How the data, train and search tables of ``cfg`` differ from a :func:`recorded_config`: one
+    ``[table] field: before -> now`` per changed field (nested tables such as ``[search.mini_cnn]`` field by field),
+    in the study file's order."""
+
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(value, dict) and not {"low", "high"} <= set(value):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}.{key}" if prefix else key).items()}
+        return {prefix: value}
+
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):  # a range
+            return f"{value['low']}..{value['high']}" + (" (log)" if value.get("log") else "")
+        return "(none)" if value is None else repr(value)
+
+    now = recorded_config(cfg)
+    changes = []
+    for table in REFIT_TABLES:
+        before, after = flat(recorded.get(table, {}), ""), flat(now[table], "")
+        for key in [*after, *(k for k in before if k not in after)]:
+            if before.get(key) != after.get(key):
+                head, _, field = key.rpartition(".")
+                where = f"[{table}.{head}]" if head else f"[{table}]"
+                changes.append(f"{where} {field}: {shown(before.get(key))} -> {shown(after.get(key))}")
+    return changes
 
 
 def check_components(cfg: StudyConfig, components) -> None:

@@ -99,6 +99,34 @@ def _load_study(name: str | None, storage: str) -> optuna.Study:
     return load_existing_study(name, storage)
 
 
+def study_config(study: optuna.Study, given: str | None, console) -> tuple[str, StudyConfig, list[str]]:
+    """The study file to refit with (``given``, else the one the search ran with), its config, and how it differs
+    from the copy the search recorded (:func:`~bcauto.config.config_changes`), said on the console: an edit since
+    the search (a longer ``refit_epochs``, say) may be meant, so it is not refused; each trial's plan is checked
+    against the file all the same (:func:`plan_from_trial`). When the search's own file is gone (moved, or the
+    refit runs from another folder), the recorded copy is used and that is said too."""
+    from bcauto.config import config_changes, config_from_record, load_study
+
+    recorded = study.user_attrs.get("study_config")
+    study_file = given or study.user_attrs.get("study_file")
+    if not study_file:
+        raise BcautoError(f"study {study.study_name!r} does not record its study file; pass --study")
+    if not given and recorded and not Path(study_file).is_file():
+        console.print(
+            f"[cyan]note:[/] the study file {escape(study_file)} is not there; refitting with the copy of it recorded "
+            "with the study when it searched"
+        )
+        return study_file, config_from_record(recorded, study_file), []
+    cfg = load_study(study_file)
+    changes = config_changes(recorded, cfg) if recorded else []
+    if changes:
+        console.print(
+            f"[cyan]note:[/] {escape(study_file)} differs from the file the study searched with: {escape('; '.join(changes))}. "
+            "The refit uses it as it is now; each trial's plan is still checked against the one it ran"
+        )
+    return study_file, cfg, changes
+
+
 def load_study_data(
     spec: str | None, params: dict[str, Any], cfg: StudyConfig, components, study_name: str, image_size: int | None = None
 ) -> Dataset:
@@ -149,17 +177,13 @@ def train_member(plan: TrialPlan, settings: TrainSettings, data: Dataset, schedu
 def refit(request: RefitRequest, components, console) -> RefitResult:
     """Train the selected trial(s) on all the study's data and save, log and register the model."""
     from bcauto.bundle import ensemble, load_bundle, register_layers, save_bundle
-    from bcauto.config import load_study
     from bcauto.objective import model_requirements, start_fresh
     from bcauto.study import configure_precision, settings_from
     from bcauto.tracking import Tracker
 
     study = _load_study(request.study_name, request.storage)
     chosen = select_trials(study, request.top)
-    study_file = request.study_file or study.user_attrs.get("study_file")
-    if not study_file:
-        raise BcautoError(f"study {study.study_name!r} does not record its study file; pass --study")
-    cfg = load_study(study_file)
+    study_file, cfg, changes = study_config(study, request.study_file, console)
     mode = request.epochs if request.epochs is not None else cfg.train.refit_epochs or "best"
     stretch_to = mode if isinstance(mode, int) else None
     schedules = [phase_schedule(trial, "best" if stretch_to is not None else str(mode)) for trial in chosen]
@@ -190,7 +214,13 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         for k, (trial, schedule) in enumerate(zip(chosen, schedules), start=1):
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
-            plan = plan_from_trial(trial, cfg, components, settings)
+            outside: list[str] = []
+            plan = plan_from_trial(trial, cfg, components, settings, outside)
+            if outside:
+                console.print(
+                    f"[cyan]note:[/] trial {trial.number}'s {escape(', '.join(outside))} is outside what {escape(study_file)} "
+                    "searches now; the refit trains the trial's value"
+                )
             if stretch_to is not None:
                 schedule = cosine_schedule(schedule, stretch_to, {"head": plan.lr_head, "finetune": plan.lr_finetune})
             console.print(
@@ -221,6 +251,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
         model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
         info = model_info(study, study_file, cfg, data, members, chosen, precision, components)
+        if changes:
+            info["study_file_changes"] = changes
         if data.image_size != searched_size:
             info["searched_image_size"] = searched_size
         save_bundle(model, info, out)

@@ -16,6 +16,8 @@ falls along a half cosine to near zero, the usual fixed-length schedule, instead
 from __future__ import annotations
 
 import math
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import optuna
@@ -26,13 +28,22 @@ from bcauto.search_space import plan_params, suggest_plan
 from bcauto.training import TrainSettings, TrialPlan
 
 EPOCH_MODES = ("best", "trained")
+_OUT_OF_RANGE = re.compile(r"The value (?P<value>.+) of the parameter '(?P<name>.+)' is out of the range")
 
 
-def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, components, settings: TrainSettings | None = None) -> TrialPlan:
+def plan_from_trial(
+    trial: optuna.trial.FrozenTrial,
+    cfg: StudyConfig,
+    components,
+    settings: TrainSettings | None = None,
+    outside: list[str] | None = None,
+) -> TrialPlan:
     """The plan ``trial`` ran, rebuilt by :func:`suggest_plan` from the trial's parameters.
 
     Refused (BcautoError) when the study file no longer yields that plan: a parameter it does not ask for, one
-    the trial does not have, or a logged parameter that now comes out different.
+    the trial does not have, or a logged parameter that now comes out different. A value outside a range or list
+    the file has narrowed since still gives the trial's plan; each such ``name = value`` is appended to
+    ``outside`` (Optuna's warning about it is not shown).
     """
     if settings is None:
         from bcauto.study import settings_from
@@ -40,13 +51,21 @@ def plan_from_trial(trial: optuna.trial.FrozenTrial, cfg: StudyConfig, component
         settings = settings_from(cfg, cfg.study.seed, has_gpu=False)
     fixed = optuna.trial.FixedTrial(dict(trial.params), number=trial.number)
     where = f"trial {trial.number}: {cfg.path}"
-    try:
-        plan = suggest_plan(fixed, cfg, components, settings)
-    except ValueError as exc:  # FixedTrial: a parameter the trial never had
-        raise BcautoError(
-            f"{where} asks for a parameter the trial does not have ({exc}); the study file changed since "
-            "the search; pass the study file the search ran with (--study)"
-        ) from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            plan = suggest_plan(fixed, cfg, components, settings)
+        except ValueError as exc:  # FixedTrial: a parameter the trial never had
+            raise BcautoError(
+                f"{where} asks for a parameter the trial does not have ({exc}); the study file changed since "
+                "the search; pass the study file the search ran with (--study)"
+            ) from None
+    for warning in caught:
+        found = _OUT_OF_RANGE.match(str(warning.message))
+        if found is None:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+        elif outside is not None:
+            outside.append(f"{found['name']} = {found['value']}")
     unused = sorted(set(trial.params) - set(fixed.params))
     if unused:
         raise BcautoError(

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from bcauto import __version__
-from bcauto.config import StudyConfig, check_components
+from bcauto.config import StudyConfig, check_components, config_changes, recorded_config
 from bcauto.data.dataset import Dataset
 from bcauto.data.split import Split, hold_out_domain, stratified_split
 from bcauto.errors import BcautoError
@@ -292,6 +292,19 @@ def describe_run(
     return params, tags
 
 
+def record_config(study: optuna.Study, cfg: StudyConfig, console: Console) -> None:
+    """Keep the study file's data, train and search tables with the study, for refit to compare with the file it
+    reads later; a study resumed under a changed file says what changed, since its earlier trials ran without it."""
+    recorded = study.user_attrs.get("study_config")
+    changes = config_changes(recorded, cfg) if recorded else []
+    if changes:
+        console.print(
+            f"[cyan]note:[/] {escape(str(cfg.path))} changed since this study last searched: {escape('; '.join(changes))}. "
+            "The trials to come run with it as it is now; the earlier ones ran without these changes"
+        )
+    study.set_user_attr("study_config", recorded_config(cfg))
+
+
 def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
     """Run (or resume) a study until it holds ``request.trials`` finished trials."""
     cfg = request.cfg
@@ -326,6 +339,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         )
     study.set_user_attr("mlflow_parent_run_id", parent or "")
     study.set_user_attr("study_file", str(cfg.path))
+    record_config(study, cfg, console)
     study.set_user_attr(
         "data", {"source": request.data.source, "fingerprint": prepared.data_fingerprint, "split": prepared.split_fingerprint}
     )

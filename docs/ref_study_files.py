@@ -226,13 +226,21 @@ def study_files_page() -> str:
             "a value out of range stops `bcauto search` before any trial, in one line with the file, the table, the field, "
             "the value and what was expected (and the closest known name for a typo), for example "
             "`studies/x.toml: [train] lr_factor = 7.0: must be < 1`. The study's name is the file name without `.toml`. "
-            "The files shipped in `studies/` are `cpu.toml` (small, offline), `default.toml` (GPU) and "
-            "`report-reproduction.toml` (the seed report, see [Reproduce the seed report](reproduce-seed.md))."
+            "The files shipped in `studies/` are `cpu.toml` (small, offline), `robust-cpu.toml` (small, offline, for models "
+            "that keep working in other labs; see [Deploying in another lab](deploying-in-another-lab.md)), "
+            "`default.toml` (GPU) and `report-reproduction.toml` (the seed report, see "
+            "[Reproduce the seed report](reproduce-seed.md))."
         ),
         "",
         (
             "A running search keeps the study file as it was read at the start: its workers receive the validated "
-            "values, not the file, so editing the file changes only the next search."
+            "values, not the file, so editing the file changes only the next search. The study also keeps a copy of "
+            "the validated file with its trials. `bcauto refit` compares the file it reads with that copy and names "
+            "each `[data]`, `[train]` and `[search]` field that changed since the search (for example "
+            "`[train] refit_epochs: 15 -> 30`), on the console and in the model's `study_file_changes`; it refits "
+            "with the file as it is now, and still refuses a trial whose plan the file no longer gives. When the "
+            "file is gone (moved, or the refit runs from another folder) and `--study` names none, it refits with the "
+            "copy. A search resumed under a changed file names the changes too."
         ),
         "",
     ]

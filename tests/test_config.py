@@ -325,3 +325,60 @@ def test_workers_search_the_space_the_search_started_with_when_the_file_is_edite
     drawn = [t.user_attrs["drawn"] for t in optuna.load_study(study_name="edited", storage=request.storage).trials]
     assert len(drawn) == 4
     assert all(backbone in ("mini_cnn", "resnet_cnn") and units in (16, 32) for backbone, units in drawn), drawn
+
+
+def test_a_recorded_config_rebuilds_the_same_config_and_names_each_field_changed_since():
+    from bcauto.config import config_changes, config_from_record, recorded_config
+
+    text = """
+[study]
+trials = 4
+[train]
+refit_epochs = 15
+[search]
+backbone = ["mini_cnn"]
+augmentation = ["robust"]
+lr_head = { low = 1e-4, high = 1e-3, log = true }
+[search.robust]
+strength = { low = 0.3, high = 1.0 }
+"""
+    before = parse_study(text, Path("s.toml"), components())
+    recorded = recorded_config(before)
+    assert config_from_record(recorded, "s.toml") == before
+    assert config_changes(recorded, before) == []
+    edited = (
+        text.replace("refit_epochs = 15", "refit_epochs = 30")
+        .replace("high = 1.0", "high = 0.6")
+        .replace('augmentation = ["robust"]', 'augmentation = ["robust", "stain"]')
+        .replace("trials = 4", "trials = 8")  # [study] is not read by refit
+        + "[search.mini_cnn]\nbase_filters = 16\n"
+    )
+    assert config_changes(recorded, parse_study(edited, Path("s.toml"), components())) == [
+        "[train] refit_epochs: 15 -> 30",
+        "[search] augmentation: ['robust'] -> ['robust', 'stain']",
+        "[search.robust] strength: 0.3..1.0 -> 0.3..0.6",
+        "[search.mini_cnn] base_filters: (none) -> 16",
+    ]
+    broken = {**recorded, "train": {**recorded["train"], "batch_size": "big"}}
+    with pytest.raises(BcautoError, match=r"recorded with the study is not valid: s\.toml: \[train\] batch_size"):
+        config_from_record(broken, "s.toml")
+
+
+def test_a_study_resumed_under_a_changed_file_says_what_changed_and_records_the_new_file():
+    import io
+
+    import optuna
+    from rich.console import Console
+
+    from bcauto.config import recorded_config
+    from bcauto.study import record_config
+
+    first = parse_study("[train]\nrefit_epochs = 15\n", Path("s.toml"))
+    study = optuna.create_study()
+    out = io.StringIO()
+    record_config(study, first, Console(file=out, width=300))
+    assert study.user_attrs["study_config"] == recorded_config(first) and out.getvalue() == ""
+    edited = parse_study("[train]\nrefit_epochs = 30\n", Path("s.toml"))
+    record_config(study, edited, Console(file=out, width=300))
+    assert "s.toml changed since this study last searched: [train] refit_epochs: 15 -> 30." in out.getvalue()
+    assert study.user_attrs["study_config"] == recorded_config(edited)

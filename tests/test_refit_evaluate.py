@@ -96,6 +96,27 @@ def test_plan_from_trial_refuses_a_changed_study_file(study, tmp_path):
         plan_from_trial(trial, load_study(changed), components())
 
 
+def test_plan_from_trial_lists_a_value_outside_a_narrowed_range_instead_of_optunas_warning(study, tmp_path):
+    import warnings
+
+    from bcauto.config import load_study
+    from bcauto.plugins import components
+    from bcauto.refit import plan_from_trial
+
+    root, _ = study
+    trial = load(root).trials[0]
+    value = trial.params["label_smoothing"]
+    narrowed = tmp_path / "tiny.toml"
+    narrowed.write_text(tiny_study_toml(search={**TINY_SEARCH, "label_smoothing": {"low": value + 0.1, "high": value + 0.2}}))
+    outside: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = plan_from_trial(trial, load_study(narrowed), components(), outside=outside)
+    assert plan.label_smoothing == pytest.approx(value)
+    assert outside == [f"label_smoothing = {value}"]
+    assert not [w for w in caught if "out of the range" in str(w.message)]
+
+
 def test_refit_writes_the_model_directory_logs_a_refit_run_and_registers_a_version(study, refitted):
     from bcauto.bundle import load_bundle
 
@@ -255,7 +276,11 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     longer = root / "longer.toml"  # the search's study file, but for [train] refit_epochs
     longer.write_text(tiny_study_toml(search=TINY_SEARCH, train={"refit_epochs": 4}))
     assert main(["refit", "--name", "tiny", *stores, "--study", str(longer), "--out", str(root / "longer")]) == 0
-    assert "head 4, fine-tuning 0 (4 epochs" in " ".join(capsys.readouterr().out.split())
+    out = " ".join(capsys.readouterr().out.split())
+    assert "head 4, fine-tuning 0 (4 epochs" in out
+    # the edit is said and kept with the model, not refused
+    assert f"{longer} differs from the file the study searched with: [train] refit_epochs: 0 -> 4." in out
+    assert load_bundle(root / "longer").info["study_file_changes"] == ["[train] refit_epochs: 0 -> 4"]
     member = load_bundle(root / "longer").info["members"][0]
     best = load(root).best_trial
     first = best.user_attrs["epoch_lr"][0]
@@ -265,6 +290,28 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     # --epochs overrides the study file
     assert main(["refit", "--name", "tiny", *stores, "--study", str(longer), "--epochs", "best", "--out", str(root / "kept")]) == 0
     assert load_bundle(root / "kept").info["members"][0]["epochs"] == best.user_attrs["kept_epochs"]
+
+
+def test_refit_of_an_unchanged_study_file_says_nothing_of_changes(refitted):
+    from bcauto.bundle import load_bundle
+
+    assert "study_file_changes" not in load_bundle(refitted).info
+
+
+def test_refit_uses_the_study_file_recorded_by_the_search_when_the_file_is_gone(study, capsys):
+    from bcauto.bundle import load_bundle
+
+    root, stores = study
+    moved = root / "tiny.moved"
+    (root / "tiny.toml").rename(moved)
+    try:
+        capsys.readouterr()
+        assert main(["refit", "--name", "tiny", *stores, "--epochs", "1", "--out", str(root / "recorded")]) == 0
+    finally:
+        moved.rename(root / "tiny.toml")
+    assert "is not there; refitting with the copy of it recorded with the study" in " ".join(capsys.readouterr().out.split())
+    info = load_bundle(root / "recorded").info
+    assert info["study_file"] == str(root / "tiny.toml") and info["members"][0]["trial"] == load(root).best_trial.number
 
 
 def test_refit_at_another_image_size_checks_the_images_at_the_searched_size_and_trains_at_the_new_one(study, capsys):
