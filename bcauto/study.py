@@ -293,8 +293,9 @@ def describe_run(
 
 
 def record_config(study: optuna.Study, cfg: StudyConfig, console: Console) -> None:
-    """Keep the study file's data, train and search tables with the study, for refit to compare with the file it
-    reads later; a study resumed under a changed file says what changed, since its earlier trials ran without it."""
+    """Keep the validated study file with the study (:func:`~bcauto.config.recorded_config`), for refit to compare
+    with the file it reads later or to use when that file is gone; a study resumed under a file whose data, train or
+    search tables changed says what changed, since its earlier trials ran without it."""
     recorded = study.user_attrs.get("study_config")
     changes = config_changes(recorded, cfg) if recorded else []
     if changes:
