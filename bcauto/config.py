@@ -413,6 +413,7 @@ def load_study(path: str | Path, components=None) -> StudyConfig:
 
 
 REFIT_TABLES = ("data", "train", "search")  # what a refit reads from the study file besides the trials' own plans
+RANGE_KEYS = set(Range.model_fields)  # a range is one value to compare, not a table of fields
 
 
 def recorded_config(cfg: StudyConfig) -> dict[str, Any]:
@@ -436,7 +437,7 @@ def config_changes(recorded: dict[str, Any], cfg: StudyConfig) -> list[str]:
     in the study file's order."""
 
     def flat(value: Any, prefix: str) -> dict[str, Any]:
-        if isinstance(value, dict) and not {"low", "high"} <= set(value):
+        if isinstance(value, dict) and set(value) != RANGE_KEYS:
             return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}.{key}" if prefix else key).items()}
         return {prefix: value}
 
