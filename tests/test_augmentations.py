@@ -12,7 +12,6 @@ from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
 from bcauto_builtin.layers import (
     CellAugMix,
-    PixelNoise,
     RandomHEDJitter,
     RandomMagnification,
     RandomOcclusion,
@@ -356,21 +355,3 @@ def test_robust_blur_reaches_the_suite_defocus_range_at_every_strength(size, str
     (blur,) = [layer for layer in pipeline.layers if isinstance(layer, ReflectedGaussianBlur)]
     assert heaviest <= max(blur.sigma) <= 1.25 * heaviest
     assert blur.kernel_size[0] >= 4 * max(blur.sigma)  # the kernel covers +-2 sigma
-
-
-def test_robust_noise_follows_the_image_size_as_the_suite_sensor_noise_does():
-    # the suite draws its noise on a 96-pixel image and brings it down: per model pixel it grows with the side
-    from bcauto_builtin.shifts import gaussian_noise
-
-    flat = np.full((16, 96, 96, 3), 128, np.uint8)
-
-    def suite_noise(size):
-        small = flat[:, :size, :size]
-        return (gaussian_noise(small, 3, np.random.default_rng(SEED)).astype(np.float32) - 128.0).std()
-
-    def robust_noise(size):
-        (noise,) = [layer for layer in policy("robust").build({"strength": 0.5}, size, SEED).layers if isinstance(layer, PixelNoise)]
-        return noise.stddev
-
-    for small, large in ((40, 64), (40, 96)):
-        assert robust_noise(large) / robust_noise(small) == pytest.approx(suite_noise(large) / suite_noise(small), rel=0.15)

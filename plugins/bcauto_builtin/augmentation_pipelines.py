@@ -258,15 +258,7 @@ ROBUST_CONTRAST = 0.7
 ROBUST_BLUR_REACH = 1 / 24
 
 
-# Gaussian noise at strength 1 on a 40-pixel image, 0.04 of the range. A camera's noise is per sensor pixel, and an
-# image brought down to fewer pixels averages more of them into each, so at another side the noise scales with it:
-# as the shift suite's sensor noise does, drawn at 96 pixels and brought down with the image. Fixed per pixel, it
-# was 1.6 times weaker than the suite's at 64 and refits there lost the noise shift (bench/RESULTS.md,
-# "seventeenth run").
 ROBUST_NOISE = 0.04 * 255
-
-
-ROBUST_NOISE_SIDE = 40
 
 
 ROBUST_OCCLUSION_RATE = 0.5
@@ -280,9 +272,9 @@ def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Seque
     blur, sensor noise and an occluding patch.
 
     At strength ``s``: hue within +-18 s degrees and saturation as in ``stain`` (x0.54..x1.86 at 1); contrast
-    x(1 +- 0.7 s); brightness +-20 s % of the range; Gaussian noise of 0.04 s of the range at 40 pixels, in
-    proportion to the side at other sizes. At every strength: blur on half the images (sigma up to 1/24 of the side)
-    and, on half the images, a patch of one random colour over 5-40% of it.
+    x(1 +- 0.7 s); brightness +-20 s % of the range; Gaussian noise of 0.04 s of the range. At every strength: blur
+    on half the images (sigma up to 1/24 of the side) and, on half the images, a patch of one random colour over
+    5-40% of it.
     """
     s, seeds = params["strength"], _seeds(seed)
     return _pipeline(
@@ -293,7 +285,7 @@ def build_robust(params: dict, image_size: int, seed: int | None) -> keras.Seque
             _contrast(ROBUST_CONTRAST * s, seeds),
             _brightness(0.2 * s, seeds),
             _blur(1.0, image_size, seeds, ROBUST_BLUR_REACH),
-            _noise(ROBUST_NOISE * s * image_size / ROBUST_NOISE_SIDE, seeds),
+            _noise(ROBUST_NOISE * s, seeds),
             RandomOcclusion(ROBUST_OCCLUSION_RATE, ROBUST_OCCLUSION_AREA, seed=next(seeds), dtype=DTYPE),
         ],
     )
