@@ -21,7 +21,7 @@ from bcauto.data.images import list_images
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
 from bcauto.evaluate import TTA_DESCRIPTION, class_subset, evaluate, label_map, predict_probs, span
-from bcauto.self_training import choose_pseudo_labels, pseudo_label_record
+from bcauto.self_training import choose_pseudo_labels, pseudo_label_record, shot_prior
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
@@ -410,15 +410,17 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
 def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, console) -> dict[str, Any]:
     """``--pseudo-labels``: the model fine-tuned on the shots labels the images that are not shots (their labels
-    unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`), and the
-    fine-tuning starts again from where it began (``before_fine_tuning``), on the shots and those images, for the
-    same epochs. Starting again rather than going on keeps the model from learning its own mistakes on the few
-    shots twice over. With ``--tta`` the labels come from the mean over the 8 dihedral views of each image. Returns
-    the record for the lineage; how many pseudo-labels were right is read from the labels afterwards, only to
-    report it."""
+    unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`, the probabilities
+    first aligned to the class mix of the shots, which follows the lab's own unless ``--per-class`` drew as many of
+    every class, and then nothing is aligned), and the fine-tuning starts again from where it began
+    (``before_fine_tuning``), on the shots and those images, for the same epochs. Starting again rather than going
+    on keeps the model from learning its own mistakes on the few shots twice over. With ``--tta`` the labels come
+    from the mean over the 8 dihedral views of each image. Returns the record for the lineage; how many
+    pseudo-labels were right is read from the labels afterwards, only to report it."""
     probs = predict_probs(model, images[rest], request.tta)
-    index, predicted = choose_pseudo_labels(probs)
-    record = pseudo_label_record(index, predicted, len(rest), classes)
+    prior = None if request.per_class else shot_prior(labels[shots], len(classes))
+    index, predicted = choose_pseudo_labels(probs, prior=prior)
+    record = pseudo_label_record(index, predicted, len(rest), classes, prior)
     before_fine_tuning.restore()
     chosen = rest[index]
     with console.status(f"fine-tuning again on {plural(len(shots), 'shot')} and {plural(len(chosen), 'pseudo-labelled image')}"):

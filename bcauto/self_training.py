@@ -4,7 +4,11 @@ fine-tuning, so that hundreds of the lab's images teach the model its look rathe
 
 The choice is class-balanced (CBST, Zou et al., ECCV 2018): a threshold per predicted class, the most confident
 share of each, so a class the model is less sure of in the new lab still gets pseudo-labelled images and the
-common classes do not crowd it out.
+common classes do not crowd it out. Before choosing, the probabilities are aligned to the new lab's class mix as
+the shots show it (distribution alignment, Berthelot et al., ReMixMatch, ICLR 2020): a model trained on another lab's
+mix under-predicts the classes that are rarer there, and the surest images of a class it under-predicts are its most
+typical ones, so without alignment its borderline members are pseudo-labelled as the neighbouring class and the
+second fine-tuning learns the model's own bias.
 """
 
 from __future__ import annotations
@@ -16,11 +20,30 @@ import numpy as np
 PSEUDO_SHARE = 0.5  # of the images predicted as each class, the most confident half are pseudo-labelled
 
 
-def choose_pseudo_labels(probs: np.ndarray, share: float = PSEUDO_SHARE) -> tuple[np.ndarray, np.ndarray]:
+def shot_prior(shot_labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The new lab's class mix as ``shot_labels`` show it, Laplace-smoothed (add one to every class) so that a class
+    the shots happen to miss keeps a small share rather than none."""
+    counts = np.bincount(shot_labels, minlength=num_classes).astype(np.float64)
+    return (counts + 1) / (counts.sum() + num_classes)
+
+
+def align(probs: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``probs`` with each class scaled by ``prior`` over the mean prediction for that class across ``probs``, each
+    row renormalized: the mean prediction moves to ``prior`` (exactly so before the renormalization)."""
+    if prior.shape != (probs.shape[1],) or not np.all(prior > 0):
+        raise ValueError(f"prior must hold {probs.shape[1]} positive class shares, got {prior}")
+    scaled = probs * (prior / np.maximum(probs.mean(axis=0), 1e-12))
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
+def choose_pseudo_labels(probs: np.ndarray, share: float = PSEUDO_SHARE, prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(indices into ``probs`` sorted, their predicted classes): for every class predicted at least once, the
-    ``share`` of the images predicted as it with the highest probability (at least one; ties by index)."""
+    ``share`` of the images predicted as it with the highest probability (at least one; ties by index). With a
+    ``prior`` (the new lab's class shares), the probabilities are first aligned to it (:func:`align`)."""
     if not 0 < share <= 1:
         raise ValueError(f"share must be in (0, 1], got {share}")
+    if prior is not None:
+        probs = align(probs, prior)
     predicted = probs.argmax(axis=1)
     confidence = probs.max(axis=1)
     chosen = []
@@ -32,11 +55,15 @@ def choose_pseudo_labels(probs: np.ndarray, share: float = PSEUDO_SHARE) -> tupl
     return index.astype(np.int64), predicted[index]
 
 
-def pseudo_label_record(index: np.ndarray, predicted: np.ndarray, pool: int, class_names) -> dict[str, Any]:
-    """What was pseudo-labelled, for the lineage: how many of the pool, and how many as each class."""
+def pseudo_label_record(
+    index: np.ndarray, predicted: np.ndarray, pool: int, class_names, prior: np.ndarray | None = None
+) -> dict[str, Any]:
+    """What was pseudo-labelled, for the lineage: how many of the pool, how many as each class, and the class mix
+    the probabilities were aligned to."""
     counts = np.bincount(predicted, minlength=len(class_names))
     return {
         "method": f"class-balanced self-training: the most confident {PSEUDO_SHARE:.0%} of the images predicted as each class",
+        "aligned_to": {class_names[c]: round(float(p), 4) for c, p in enumerate(prior)} if prior is not None else None,
         "pool": int(pool),
         "pseudo_labelled": int(len(index)),
         "by_class": {class_names[c]: int(n) for c, n in enumerate(counts) if n},

@@ -623,6 +623,26 @@ def test_choose_pseudo_labels_takes_the_most_confident_share_of_each_predicted_c
         choose_pseudo_labels(probs, share=0.0)
 
 
+def test_pseudo_labels_aligned_to_the_shots_class_mix_give_an_under_predicted_class_its_borderline_members():
+    """A model that calls class 1 on a fifth of the pool while the shots say half of the lab is class 1: aligned, the
+    mean prediction moves to the shots' mix and the borderline images are pseudo-labelled class 1, not class 0."""
+    from bcauto.self_training import align, choose_pseudo_labels, pseudo_label_record, shot_prior
+
+    prior = shot_prior(np.array([0, 0, 0, 1, 1, 1]), 2)
+    assert prior.tolist() == [0.5, 0.5]
+    assert shot_prior(np.array([0, 0]), 3).tolist() == pytest.approx([0.6, 0.2, 0.2])  # a missed class keeps a share
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.2, 0.8]])
+    aligned = align(probs, prior)
+    assert np.allclose(aligned.sum(axis=1), 1) and probs[:, 1].mean() + 0.05 < aligned[:, 1].mean() <= 0.5
+    assert (aligned.argmax(1) != probs.argmax(1)).tolist() == [False, False, True, True, False]
+    index, labels = choose_pseudo_labels(probs, share=1.0, prior=prior)
+    assert labels.tolist() == [0, 0, 1, 1, 1]
+    assert choose_pseudo_labels(probs, share=1.0)[1].tolist() == [0, 0, 0, 0, 1]
+    assert pseudo_label_record(index, labels, 5, ("a", "b"), prior)["aligned_to"] == {"a": 0.5, "b": 0.5}
+    with pytest.raises(ValueError, match="positive class shares"):
+        align(probs, np.array([1.0, 0.0]))
+
+
 def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_and_the_surest_other_images(parent, lab, tmp_path, capsys):
     """``bcauto adapt --pseudo-labels``: the model fine-tuned on the shots (scored on its own row, the same model a
     run without the flag writes) labels the images that are not shots; the surest half of each predicted class and
@@ -632,7 +652,7 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
     from bcauto.plugins import components
-    from bcauto.self_training import choose_pseudo_labels
+    from bcauto.self_training import choose_pseudo_labels, shot_prior
     from bcauto.test_time import recompute_batchnorm
 
     _, model = parent
@@ -654,8 +674,10 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     shots = np.array(lineage["shot_indices"])
     rest = np.setdiff1d(np.arange(96), shots)
     record = lineage["recipe"]["pseudo_labels"]
-    index, predicted = choose_pseudo_labels(plain.model.predict(data.images[rest].astype(np.float32), verbose=0))
+    prior = shot_prior(labels[shots], NUM_CLASSES)
+    index, predicted = choose_pseudo_labels(plain.model.predict(data.images[rest].astype(np.float32), verbose=0), prior=prior)
     assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist()
+    assert list(record["aligned_to"].values()) == pytest.approx(prior.tolist(), abs=1e-4)
     assert not set(record["indices"]) & set(shots.tolist()) and record["pool"] == 88
     assert record["pseudo_labelled"] == len(index) and 88 * 0.4 <= len(index) <= 88 * 0.6
     assert record["correct"] == pytest.approx(float((predicted == labels[rest[index]]).mean()), abs=1e-4)
@@ -674,6 +696,11 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["pseudo_labels"] == "True" and run.data.metrics["shots_only_accuracy"] == pytest.approx(first["accuracy"])
 
+    # --per-class draws as many shots of every class, so they say nothing of the lab's mix: nothing is aligned
+    per_class = [*args[:4], "--shots", "2", "--per-class", "--epochs", "2", "--pseudo-labels", "--tracking-uri", uri]
+    assert main([*per_class, "--out", str(tmp_path / "per-class")]) == 0
+    assert load_bundle(tmp_path / "per-class").info["adapted"]["recipe"]["pseudo_labels"]["aligned_to"] is None
+
 
 def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(parent, lab, tmp_path, capsys):
     """``bcauto adapt --tta``: the scores before and after are those of ``evaluate --tta`` on the images that are not
@@ -683,7 +710,7 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     from bcauto.data.sources import load_data
     from bcauto.evaluate import TTA_DESCRIPTION, evaluate, label_map, predict_probs
     from bcauto.plugins import components
-    from bcauto.self_training import choose_pseudo_labels
+    from bcauto.self_training import choose_pseudo_labels, shot_prior
 
     _, model = parent
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -697,7 +724,8 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
 
     data = load_data(str(lab), SIZE, components())
     labels = label_map(data.class_names, CLASSES)[data.labels]
-    rest = np.setdiff1d(np.arange(96), lineage["shot_indices"])
+    shots = np.array(lineage["shot_indices"])
+    rest = np.setdiff1d(np.arange(96), shots)
     scored = Dataset(data.images[rest], labels[rest], CLASSES, "lab")
     for bundle, recorded in ((load_bundle(model), lineage["before"]), (adapted, lineage["after"])):
         with_views, _, _ = evaluate(bundle, scored, tta=True)
@@ -706,9 +734,10 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     assert one_view["macro_f1"] != pytest.approx(lineage["before"]["macro_f1"], abs=1e-4), "one view scores the same here"
 
     record = lineage["recipe"]["pseudo_labels"]
-    index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True))
+    prior = shot_prior(labels[shots], NUM_CLASSES)
+    index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True), prior=prior)
     assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist()
-    surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]))
+    surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]), prior=prior)
     assert rest[surest_of_one_view].tolist() != record["indices"], "one view chooses the same images here: the test cannot tell"
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["tta"] == "True"

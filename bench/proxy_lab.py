@@ -1,0 +1,62 @@
+"""A stand-in for another lab, made from the training lab's own held-out images, to compare `bcauto adapt` recipes
+without choosing them on a real other lab's cells (those only score the choice afterwards).
+
+The white-cell classes of a held-out npz (the one `bench/cross_lab.py` writes), as many of each, all moved to one
+stain palette at one strength and taken through one camera: one lab's look for every image, as in a real lab, and
+a class mix unlike the training lab's (there, eosinophils and neutrophils outnumber the other white cells 2.5 to 1).
+
+    python bench/proxy_lab.py bench/out/s2_crop/heldout-s2.npz bench/out/proxy-blue.npz --palette blue_violet
+    python bench/adapt_recipes.py --model MODEL --otherlab bench/out/proxy-blue.npz --recipes "..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+from bcauto_builtin.lab_shifts import PALETTES, camera_optics, stain_transfer
+
+WHITE_CELLS = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+def proxy_lab(images, labels, class_names, per_class: int, palette: str, strength: float, optics: int, seed: int):
+    """(images, labels, class names) of the stand-in lab: ``per_class`` images of each white-cell class drawn with
+    ``seed``, moved towards ``palette`` by ``strength`` and through :func:`camera_optics` at severity ``optics``."""
+    rng = np.random.default_rng(seed)
+    names = [str(n) for n in class_names]
+    chosen = []
+    for name in WHITE_CELLS:
+        members = np.flatnonzero(labels == names.index(name))
+        if len(members) < per_class:
+            raise SystemExit(f"{name}: {len(members)} images, fewer than --per-class {per_class}")
+        chosen.append(np.sort(rng.choice(members, per_class, replace=False)))
+    index = np.concatenate(chosen)
+    moved = stain_transfer(images[index], [palette] * len(index), [strength] * len(index))
+    through_camera = camera_optics(moved, optics, rng)
+    return through_camera, np.repeat(np.arange(len(WHITE_CELLS)), per_class), np.array(WHITE_CELLS)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("heldout", help="held-out npz of the training lab (images, labels, class_names)")
+    parser.add_argument("out", help="npz to write")
+    parser.add_argument("--palette", choices=sorted(PALETTES), default="blue_violet")
+    parser.add_argument("--strength", type=float, default=0.6, help="of the palette's full change (default 0.6)")
+    parser.add_argument("--optics", type=int, default=2, help="camera_optics severity, 1-5 (default 2)")
+    parser.add_argument("--per-class", type=int, default=60, help="images of each white-cell class (default 60)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    held = np.load(args.heldout)
+    images, labels, names = proxy_lab(
+        held["images"], held["labels"], held["class_names"], args.per_class, args.palette, args.strength, args.optics, args.seed
+    )
+    np.savez_compressed(args.out, images=images, labels=labels, class_names=names)
+    print(f"{args.out}: {len(labels)} images, {args.per_class} of each of {', '.join(WHITE_CELLS)}")
+
+
+if __name__ == "__main__":
+    main()
