@@ -665,8 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--pseudo-labels",
         action="store_true",
         help="self-training: after fine-tuning on the shots, the model labels the data's other images (labels unread), "
-        "and the most confident half of each predicted class join the shots for a second fine-tuning, started "
-        "again from the same weights",
+        "and the most confident half of each predicted class (the predictions first aligned to the class mix of the "
+        "shots, unless --per-class) join the shots for a second fine-tuning, started again from the same weights",
     )
     adapt.add_argument(
         "--classes",
