@@ -143,6 +143,7 @@ class AdaptRequest:
     adapt_bn: bool = False
     adapt_im: bool = False
     pseudo_labels: bool = False
+    align_to_shots: bool = False  # align the pseudo-labelling predictions to the shots' class mix
     classes: str | None = None
     tta: bool = False  # score, and choose pseudo-labels, on the mean of the 8 dihedral views
     tracking_uri: str = "sqlite:///mlflow.db"
@@ -309,6 +310,12 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     if request.epochs is not None and request.epochs < 1:
         raise BcautoError(f"--epochs must be 1 or more, got {request.epochs}")
+    if request.align_to_shots and not request.pseudo_labels:
+        raise BcautoError("--align-to-shots aligns the predictions that choose pseudo-labels; add --pseudo-labels")
+    if request.align_to_shots and request.per_class:
+        raise BcautoError(
+            "--align-to-shots aligns to the class mix of the shots, and --per-class draws as many of every class; drop one of them"
+        )
     if not request.learning_rate > 0:
         raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
     keras.utils.set_random_seed(request.seed)  # before loading: layers draw their seed generators' states then
@@ -410,15 +417,14 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
 def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, console) -> dict[str, Any]:
     """``--pseudo-labels``: the model fine-tuned on the shots labels the images that are not shots (their labels
-    unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`, the probabilities
-    first aligned to the class mix of the shots, which follows the lab's own unless ``--per-class`` drew as many of
-    every class, and then nothing is aligned), and the fine-tuning starts again from where it began
-    (``before_fine_tuning``), on the shots and those images, for the same epochs. Starting again rather than going
+    unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`; with
+    ``--align-to-shots`` the probabilities first aligned to the class mix of the shots), and the fine-tuning starts
+    again from where it began (``before_fine_tuning``), on the shots and those images, for the same epochs. Starting again rather than going
     on keeps the model from learning its own mistakes on the few shots twice over. With ``--tta`` the labels come
     from the mean over the 8 dihedral views of each image. Returns the record for the lineage; how many
     pseudo-labels were right is read from the labels afterwards, only to report it."""
     probs = predict_probs(model, images[rest], request.tta)
-    prior = None if request.per_class else shot_prior(labels[shots], len(classes))
+    prior = shot_prior(labels[shots], len(classes)) if request.align_to_shots else None
     index, predicted = choose_pseudo_labels(probs, prior=prior)
     record = pseudo_label_record(index, predicted, len(rest), classes, prior)
     before_fine_tuning.restore()
@@ -540,6 +546,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "adapt_bn": bool(recipe["adapt_bn"]),
             "adapt_im": bool(recipe["adapt_im"]),
             "pseudo_labels": bool(recipe.get("pseudo_labels")),
+            "align_to_shots": bool(recipe.get("pseudo_labels", {}).get("aligned_to")),
             "classes": ",".join(adapted["classes"]) if isinstance(adapted["classes"], list) else "all",
             "data.source": adapted["data"],
             "data.fingerprint": adapted["fingerprint"],

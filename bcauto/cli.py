@@ -389,6 +389,7 @@ def cmd_adapt(args, console) -> int:
         adapt_bn=args.adapt_bn,
         adapt_im=args.adapt_im,
         pseudo_labels=args.pseudo_labels,
+        align_to_shots=args.align_to_shots,
         classes=args.classes,
         tta=args.tta,
         tracking_uri=args.tracking_uri,
@@ -665,8 +666,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pseudo-labels",
         action="store_true",
         help="self-training: after fine-tuning on the shots, the model labels the data's other images (labels unread), "
-        "and the most confident half of each predicted class (the predictions first aligned to the class mix of the "
-        "shots, unless --per-class) join the shots for a second fine-tuning, started again from the same weights",
+        "and the most confident half of each predicted class join the shots for a second fine-tuning, started "
+        "again from the same weights",
+    )
+    adapt.add_argument(
+        "--align-to-shots",
+        action="store_true",
+        help="with --pseudo-labels: first align the predictions to the class mix of the shots (drawn stratified, "
+        "so not with --per-class), for a lab whose mix differs from the training lab's and a model that "
+        "under-predicts one of its classes",
     )
     adapt.add_argument(
         "--classes",

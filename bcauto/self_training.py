@@ -4,11 +4,11 @@ fine-tuning, so that hundreds of the lab's images teach the model its look rathe
 
 The choice is class-balanced (CBST, Zou et al., ECCV 2018): a threshold per predicted class, the most confident
 share of each, so a class the model is less sure of in the new lab still gets pseudo-labelled images and the
-common classes do not crowd it out. Before choosing, the probabilities are aligned to the new lab's class mix as
-the shots show it (distribution alignment, Berthelot et al., ReMixMatch, ICLR 2020): a model trained on another lab's
-mix under-predicts the classes that are rarer there, and the surest images of a class it under-predicts are its most
-typical ones, so without alignment its borderline members are pseudo-labelled as the neighbouring class and the
-second fine-tuning learns the model's own bias.
+common classes do not crowd it out. On request (``--align-to-shots``) the probabilities are first aligned to the
+new lab's class mix as the shots show it (distribution alignment, Berthelot et al., ReMixMatch, ICLR 2020): a model
+trained on another lab's mix may under-predict a class that is commoner in the new lab, and the surest images of a
+class it under-predicts are its most typical ones, so its borderline members are pseudo-labelled as the
+neighbouring class and the second fine-tuning learns the model's own bias.
 """
 
 from __future__ import annotations

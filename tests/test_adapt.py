@@ -308,6 +308,8 @@ def test_the_adapted_model_beats_its_parent_in_the_new_lab(adapted):
         (["--shots", "0"], "--shots must be 1 or more"),
         (["--shots", "93"], "more than the data allows"),
         (["--shots", "24", "--per-class"], "leaves no image to score"),
+        (["--shots", "8", "--align-to-shots"], "add --pseudo-labels"),
+        (["--shots", "2", "--per-class", "--pseudo-labels", "--align-to-shots"], "--per-class draws as many of every class"),
     ],
 )
 def test_adapt_refuses_shots_the_data_cannot_give_in_one_line(parent, lab, tmp_path, capsys, args, message):
@@ -660,7 +662,7 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "20", "--lr", "1e-3"]
     assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "plain")]) == 0
     capsys.readouterr()
-    assert main([*args, "--pseudo-labels", "--tracking-uri", uri, "--out", str(tmp_path / "self")]) == 0
+    assert main([*args, "--pseudo-labels", "--align-to-shots", "--tracking-uri", uri, "--out", str(tmp_path / "self")]) == 0
     said = "".join(capsys.readouterr().out.split())
     plain, adapted = load_bundle(tmp_path / "plain"), load_bundle(tmp_path / "self")
     lineage = adapted.info["adapted"]
@@ -695,11 +697,7 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
 
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["pseudo_labels"] == "True" and run.data.metrics["shots_only_accuracy"] == pytest.approx(first["accuracy"])
-
-    # --per-class draws as many shots of every class, so they say nothing of the lab's mix: nothing is aligned
-    per_class = [*args[:4], "--shots", "2", "--per-class", "--epochs", "2", "--pseudo-labels", "--tracking-uri", uri]
-    assert main([*per_class, "--out", str(tmp_path / "per-class")]) == 0
-    assert load_bundle(tmp_path / "per-class").info["adapted"]["recipe"]["pseudo_labels"]["aligned_to"] is None
+    assert run.data.params["align_to_shots"] == "True"
 
 
 def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(parent, lab, tmp_path, capsys):
@@ -710,7 +708,7 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     from bcauto.data.sources import load_data
     from bcauto.evaluate import TTA_DESCRIPTION, evaluate, label_map, predict_probs
     from bcauto.plugins import components
-    from bcauto.self_training import choose_pseudo_labels, shot_prior
+    from bcauto.self_training import choose_pseudo_labels
 
     _, model = parent
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -734,10 +732,9 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     assert one_view["macro_f1"] != pytest.approx(lineage["before"]["macro_f1"], abs=1e-4), "one view scores the same here"
 
     record = lineage["recipe"]["pseudo_labels"]
-    prior = shot_prior(labels[shots], NUM_CLASSES)
-    index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True), prior=prior)
-    assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist()
-    surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]), prior=prior)
+    index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True))
+    assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist() and record["aligned_to"] is None
+    surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]))
     assert rest[surest_of_one_view].tolist() != record["indices"], "one view chooses the same images here: the test cannot tell"
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["tta"] == "True"

@@ -32,7 +32,7 @@ OPTIONS = {
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
         *("MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr"),
-        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--classes", "--tta", "--out", "--tracking-uri"),
+        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--align-to-shots", "--classes", "--tta", "--out", "--tracking-uri"),
     },
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},
 }
