@@ -3,9 +3,11 @@ without choosing them on a real other lab's cells (those only score the choice a
 
 The white-cell classes of a held-out npz (the one `bench/cross_lab.py` writes), as many of each, all moved to one
 stain palette at one strength and taken through one camera: one lab's look for every image, as in a real lab, and
-a class mix unlike the training lab's (there, eosinophils and neutrophils outnumber the other white cells 2.5 to 1).
+a class mix unlike the training lab's (there, eosinophils and neutrophils outnumber the other white cells 2.5 to 1):
+as many of each class, or the counts ``--counts`` names (a lab whose mix the model's prior gets wrong).
 
     python bench/proxy_lab.py bench/out/s2_crop/heldout-s2.npz bench/out/proxy-blue.npz --palette blue_violet
+    python bench/proxy_lab.py HELDOUT.npz OUT.npz --counts basophil=20,eosinophil=20,lymphocyte=90,monocyte=90,neutrophil=60
     python bench/adapt_recipes.py --model MODEL --otherlab bench/out/proxy-blue.npz --recipes "..."
 """
 
@@ -23,21 +25,35 @@ from bcauto_builtin.lab_shifts import PALETTES, camera_optics, stain_transfer
 WHITE_CELLS = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
 
-def proxy_lab(images, labels, class_names, per_class: int, palette: str, strength: float, optics: int, seed: int):
-    """(images, labels, class names) of the stand-in lab: ``per_class`` images of each white-cell class drawn with
-    ``seed``, moved towards ``palette`` by ``strength`` and through :func:`camera_optics` at severity ``optics``."""
+def parse_counts(text: str) -> dict[str, int]:
+    """``basophil=20,eosinophil=20,...`` (every white-cell class, once) as {class: count}."""
+    counts = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, number = item.partition("=")
+        if name not in WHITE_CELLS or not number.isdigit() or name in counts:
+            raise SystemExit(f"--counts: {item!r} is not CLASS=N for a new one of {', '.join(WHITE_CELLS)}")
+        counts[name] = int(number)
+    if set(counts) != set(WHITE_CELLS):
+        raise SystemExit(f"--counts names {', '.join(sorted(counts))}; it needs each of {', '.join(WHITE_CELLS)}")
+    return counts
+
+
+def proxy_lab(images, labels, class_names, counts: dict[str, int], palette: str, strength: float, optics: int, seed: int):
+    """(images, labels, class names) of the stand-in lab: ``counts[c]`` images of each white-cell class ``c`` drawn
+    with ``seed``, moved towards ``palette`` by ``strength`` and through :func:`camera_optics` at severity
+    ``optics``."""
     rng = np.random.default_rng(seed)
     names = [str(n) for n in class_names]
     chosen = []
     for name in WHITE_CELLS:
         members = np.flatnonzero(labels == names.index(name))
-        if len(members) < per_class:
-            raise SystemExit(f"{name}: {len(members)} images, fewer than --per-class {per_class}")
-        chosen.append(np.sort(rng.choice(members, per_class, replace=False)))
+        if len(members) < counts[name]:
+            raise SystemExit(f"{name}: {len(members)} images, fewer than the {counts[name]} asked for")
+        chosen.append(np.sort(rng.choice(members, counts[name], replace=False)))
     index = np.concatenate(chosen)
     moved = stain_transfer(images[index], [palette] * len(index), [strength] * len(index))
     through_camera = camera_optics(moved, optics, rng)
-    return through_camera, np.repeat(np.arange(len(WHITE_CELLS)), per_class), np.array(WHITE_CELLS)
+    return through_camera, np.repeat(np.arange(len(WHITE_CELLS)), [counts[n] for n in WHITE_CELLS]), np.array(WHITE_CELLS)
 
 
 def main() -> None:
@@ -48,14 +64,16 @@ def main() -> None:
     parser.add_argument("--strength", type=float, default=0.6, help="of the palette's full change (default 0.6)")
     parser.add_argument("--optics", type=int, default=2, help="camera_optics severity, 1-5 (default 2)")
     parser.add_argument("--per-class", type=int, default=60, help="images of each white-cell class (default 60)")
+    parser.add_argument("--counts", help="CLASS=N for each white-cell class instead of --per-class: a skewed class mix")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    counts = parse_counts(args.counts) if args.counts else dict.fromkeys(WHITE_CELLS, args.per_class)
     held = np.load(args.heldout)
     images, labels, names = proxy_lab(
-        held["images"], held["labels"], held["class_names"], args.per_class, args.palette, args.strength, args.optics, args.seed
+        held["images"], held["labels"], held["class_names"], counts, args.palette, args.strength, args.optics, args.seed
     )
     np.savez_compressed(args.out, images=images, labels=labels, class_names=names)
-    print(f"{args.out}: {len(labels)} images, {args.per_class} of each of {', '.join(WHITE_CELLS)}")
+    print(f"{args.out}: {len(labels)} images: {', '.join(f'{n} {k}' for n, k in counts.items())}")
 
 
 if __name__ == "__main__":
