@@ -1,10 +1,10 @@
 """A stand-in for another lab, made from the training lab's own held-out images, to compare `bcauto adapt` recipes
 without choosing them on a real other lab's cells (those only score the choice afterwards).
 
-The white-cell classes of a held-out npz (the one `bench/cross_lab.py` writes), as many of each, all moved to one
-stain palette at one strength and taken through one camera: one lab's look for every image, as in a real lab, and
-a class mix unlike the training lab's (there, eosinophils and neutrophils outnumber the other white cells 2.5 to 1):
-as many of each class, or the counts ``--counts`` names (a lab whose mix the model's prior gets wrong).
+The white-cell classes of a held-out npz (the one `bench/cross_lab.py` writes), all moved to one stain palette at
+one strength and taken through one camera: one lab's look for every image, as in a real lab, and a class mix unlike
+the training lab's (there, eosinophils and neutrophils outnumber the other white cells 2.5 to 1): as many of each
+class (``--per-class``), or the counts ``--counts`` names (a lab whose mix the model's prior gets wrong).
 
     python bench/proxy_lab.py bench/out/s2_crop/heldout-s2.npz bench/out/proxy-blue.npz --palette blue_violet
     python bench/proxy_lab.py HELDOUT.npz OUT.npz --counts basophil=20,eosinophil=20,lymphocyte=90,monocyte=90,neutrophil=60
@@ -26,15 +26,16 @@ WHITE_CELLS = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
 
 def parse_counts(text: str) -> dict[str, int]:
-    """``basophil=20,eosinophil=20,...`` (every white-cell class, once) as {class: count}."""
+    """``basophil=20,eosinophil=20,...`` (every white-cell class, once, at least one image each) as {class: count};
+    an argparse ``type``."""
     counts = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, number = item.partition("=")
-        if name not in WHITE_CELLS or not number.isdigit() or name in counts:
-            raise SystemExit(f"--counts: {item!r} is not CLASS=N for a new one of {', '.join(WHITE_CELLS)}")
+        if name not in WHITE_CELLS or not number.isdigit() or int(number) < 1 or name in counts:
+            raise argparse.ArgumentTypeError(f"{item!r} is not CLASS=N (N >= 1) for a new one of {', '.join(WHITE_CELLS)}")
         counts[name] = int(number)
     if set(counts) != set(WHITE_CELLS):
-        raise SystemExit(f"--counts names {', '.join(sorted(counts))}; it needs each of {', '.join(WHITE_CELLS)}")
+        raise argparse.ArgumentTypeError(f"it names {', '.join(sorted(counts)) or 'no class'}; it needs each of {', '.join(WHITE_CELLS)}")
     return counts
 
 
@@ -63,11 +64,12 @@ def main() -> None:
     parser.add_argument("--palette", choices=sorted(PALETTES), default="blue_violet")
     parser.add_argument("--strength", type=float, default=0.6, help="of the palette's full change (default 0.6)")
     parser.add_argument("--optics", type=int, default=2, help="camera_optics severity, 1-5 (default 2)")
-    parser.add_argument("--per-class", type=int, default=60, help="images of each white-cell class (default 60)")
-    parser.add_argument("--counts", help="CLASS=N for each white-cell class instead of --per-class: a skewed class mix")
+    mix = parser.add_mutually_exclusive_group()
+    mix.add_argument("--per-class", type=int, default=60, help="images of each white-cell class (default 60)")
+    mix.add_argument("--counts", type=parse_counts, help="CLASS=N for each white-cell class, comma-separated: a skewed class mix")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    counts = parse_counts(args.counts) if args.counts else dict.fromkeys(WHITE_CELLS, args.per_class)
+    counts = args.counts or dict.fromkeys(WHITE_CELLS, args.per_class)
     held = np.load(args.heldout)
     images, labels, names = proxy_lab(
         held["images"], held["labels"], held["class_names"], counts, args.palette, args.strength, args.optics, args.seed
