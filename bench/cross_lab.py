@@ -21,6 +21,7 @@ model is scored, through the same commands a user runs, on:
 ``--refit-epochs`` is passed to ``bcauto refit --epochs`` (``best``, or a number of epochs to train the best
 configuration for, on a half-cosine learning rate; default: the study file's ``refit_epochs``); each row
 records the epochs its model was refitted for.
+``--refit-image-size`` is passed to ``bcauto refit --image-size`` (default: the study file's ``refit_image_size``).
 ``--model`` scores a model already refitted from a ``--work`` split of the same seed instead of searching;
 ``--shots`` and ``--adapt`` choose which of the ``bcauto adapt`` runs to make (each one is minutes on a CPU).
 
@@ -108,7 +109,8 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     search_s = time.perf_counter() - started
     model = work / "models" / name
     epochs = ["--epochs", args.refit_epochs] if args.refit_epochs else []
-    bcauto("refit", "--name", name, "--out", str(model), *epochs, *common[:4], work=work, log=log)
+    size = ["--image-size", str(args.refit_image_size)] if args.refit_image_size else []
+    bcauto("refit", "--name", name, "--out", str(model), *epochs, *size, *common[:4], work=work, log=log)
     refit_s = time.perf_counter() - started - search_s
     best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
     return score_model(model, study, seed, args, work, held_npz, started, search_s, refit_s, best)
@@ -275,6 +277,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         "--refit-epochs", default="", help="`bcauto refit --epochs`: best, trained or a number (default: the study file's refit_epochs)"
+    )
+    parser.add_argument(
+        "--refit-image-size",
+        type=int,
+        default=0,
+        help="`bcauto refit --image-size`: pixels a side to refit at (default: the study file's refit_image_size)",
     )
     parser.add_argument("--model", help="score this refitted model (trained on the --work split of the one --seeds) instead of searching")
     parser.add_argument("--work", default="bench/out/cross_lab", help="folder for stores, data, models and results")
