@@ -8,6 +8,7 @@ class (``--per-class``), or the counts ``--counts`` names (a lab whose mix the m
 
     python bench/proxy_lab.py bench/out/s2_crop/heldout-s2.npz bench/out/proxy-blue.npz --palette blue_violet
     python bench/proxy_lab.py HELDOUT.npz OUT.npz --counts basophil=20,eosinophil=20,lymphocyte=90,monocyte=90,neutrophil=60
+    python bench/proxy_lab.py HELDOUT.npz OUT.npz --palette pale --magnify 1.6 --optics 4
     python bench/adapt_recipes.py --model MODEL --otherlab bench/out/proxy-blue.npz --recipes "..."
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-from bcauto_builtin.lab_shifts import PALETTES, camera_optics, stain_transfer
+from bcauto_builtin.lab_shifts import PALETTES, camera_optics, stain_transfer, zoom
 
 WHITE_CELLS = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
@@ -39,9 +40,12 @@ def parse_counts(text: str) -> dict[str, int]:
     return counts
 
 
-def proxy_lab(images, labels, class_names, counts: dict[str, int], palette: str, strength: float, optics: int, seed: int):
+def proxy_lab(
+    images, labels, class_names, counts: dict[str, int], palette: str, strength: float, optics: int, seed: int, magnify: float = 1.0
+):
     """(images, labels, class names) of the stand-in lab: ``counts[c]`` images of each white-cell class ``c`` drawn
-    with ``seed``, moved towards ``palette`` by ``strength`` and through :func:`camera_optics` at severity
+    with ``seed``, moved towards ``palette`` by ``strength``, zoomed by ``magnify`` about the centre (one objective
+    for the whole lab: > 1 the cell fills more of the frame, < 1 less) and through :func:`camera_optics` at severity
     ``optics``."""
     rng = np.random.default_rng(seed)
     names = [str(n) for n in class_names]
@@ -53,6 +57,8 @@ def proxy_lab(images, labels, class_names, counts: dict[str, int], palette: str,
         chosen.append(np.sort(rng.choice(members, counts[name], replace=False)))
     index = np.concatenate(chosen)
     moved = stain_transfer(images[index], [palette] * len(index), [strength] * len(index))
+    if magnify != 1.0:
+        moved = zoom(moved, magnify, rng)
     through_camera = camera_optics(moved, optics, rng)
     return through_camera, np.repeat(np.arange(len(WHITE_CELLS)), [counts[n] for n in WHITE_CELLS]), np.array(WHITE_CELLS)
 
@@ -64,6 +70,7 @@ def main() -> None:
     parser.add_argument("--palette", choices=sorted(PALETTES), default="blue_violet")
     parser.add_argument("--strength", type=float, default=0.6, help="of the palette's full change (default 0.6)")
     parser.add_argument("--optics", type=int, default=2, help="camera_optics severity, 1-5 (default 2)")
+    parser.add_argument("--magnify", type=float, default=1.0, help="zoom of every image about its centre (default 1: none)")
     mix = parser.add_mutually_exclusive_group()
     mix.add_argument("--per-class", type=int, default=60, help="images of each white-cell class (default 60)")
     mix.add_argument("--counts", type=parse_counts, help="CLASS=N for each white-cell class, comma-separated: a skewed class mix")
@@ -72,7 +79,7 @@ def main() -> None:
     counts = args.counts or dict.fromkeys(WHITE_CELLS, args.per_class)
     held = np.load(args.heldout)
     images, labels, names = proxy_lab(
-        held["images"], held["labels"], held["class_names"], counts, args.palette, args.strength, args.optics, args.seed
+        held["images"], held["labels"], held["class_names"], counts, args.palette, args.strength, args.optics, args.seed, args.magnify
     )
     np.savez_compressed(args.out, images=images, labels=labels, class_names=names)
     print(f"{args.out}: {len(labels)} images: {', '.join(f'{n} {k}' for n, k in counts.items())}")

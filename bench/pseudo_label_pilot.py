@@ -1,0 +1,151 @@
+"""How long should `bcauto adapt --pseudo-labels` train its second fine-tuning? One model, one lab, several draws.
+
+A pilot, not a product option. For each draw it runs `bcauto adapt`'s own steps once (the shots drawn with the
+seed, information maximization on every image with labels unread, the epochs chosen by cross-validation within the
+shots, the fine-tuning on the shots, the pseudo-labels chosen), then trains the second fine-tuning several ways
+from the same point and scores each on the same kept-out images:
+
+- ``shots only``: no second fine-tuning.
+- ``default``: the product's, from the weights before the first fine-tuning, on the shots and the pseudo-labelled
+  images, for the epochs the cross-validation chose (so about as many more steps as there are more images).
+- ``continue``: from the model fine-tuned on the shots, on the same images, for as many steps as the first
+  fine-tuning took (the epochs scaled by shots / images).
+
+Each is also scored after its BatchNorm statistics are recomputed on all the lab's images, labels unread (``, bn``):
+the fine-tuning keeps BatchNorm frozen with the statistics of before, while the weights under them move.
+
+    python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --out bench/out/pl_pilot.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import DEFAULT_OTHERLAB, machine, quiet
+
+WHITE_CELLS = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
+SHOTS = 50
+LEARNING_RATE = 3e-4  # `bcauto adapt`'s default
+
+
+def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
+    import keras
+    from rich.console import Console
+    from sklearn.metrics import f1_score
+
+    from bcauto.adapt import Snapshot, among_classes, choose_epochs, choose_shots, fine_tune
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map, predict_probs
+    from bcauto.plugins import components
+    from bcauto.self_training import choose_pseudo_labels
+    from bcauto.test_time import maximize_information, recompute_batchnorm
+
+    loaded = components()  # before the seed, as `bcauto adapt` does: the plugins' imports must not move the draws
+    keras.utils.set_random_seed(seed)
+    parent = load_bundle(model_dir)
+    data = load_data(data_path, parent.image_size, loaded, {"seed": seed})
+    labels = label_map(data.class_names, parent.class_names, what="the lab")[data.labels]
+    model, classes, labels = among_classes(parent, WHITE_CELLS, labels, data.source, Console(quiet=True))
+    shots = choose_shots(labels, SHOTS, False, seed, classes)
+    rest = np.setdiff1d(np.arange(len(labels)), shots)
+    images = data.images
+
+    def score() -> dict:
+        predicted = predict_probs(model, images[rest]).argmax(axis=1)
+        return {
+            "accuracy": round(float((predicted == labels[rest]).mean()), 4),
+            "macro_f1": round(float(f1_score(labels[rest], predicted, average="macro")), 4),
+        }
+
+    started = time.perf_counter()
+    maximize_information(model, images, seed=seed)
+    after_im = score()
+    epochs, choice = choose_epochs(model, images[shots], labels[shots], len(classes), LEARNING_RATE, seed)
+    before = Snapshot(model)
+    rows = {"information maximized": after_im}
+
+    def pseudo_labelled() -> tuple[np.ndarray, np.ndarray, float]:
+        """The shots and the surest other images as the model now labels them, then how many of those were right."""
+        index, predicted = choose_pseudo_labels(predict_probs(model, images[rest]))
+        chosen = rest[index]
+        x, y = np.concatenate([images[shots], images[chosen]]), np.concatenate([labels[shots], predicted])
+        return x, y, round(float((predicted == labels[chosen]).mean()), 4)
+
+    record: dict = {}
+    if experiment == "second-stage":
+        fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
+        rows["shots only"] = score()
+        after_shots = Snapshot(model)
+        recompute_batchnorm(model, images)
+        rows["shots only, bn"] = score()
+        after_shots.restore()
+        x, y, record["pseudo_labels_right"] = pseudo_labelled()
+        matched = max(1, round(epochs * len(shots) / len(y)))
+        record["matched_epochs"] = matched
+        for name, start, n in (("default", before, epochs), ("continue", after_shots, matched)):
+            start.restore()
+            fine_tune(model, x, y, len(classes), n, LEARNING_RATE, seed)
+            rows[name] = score()
+            recompute_batchnorm(model, images)
+            rows[f"{name}, bn"] = score()
+    else:  # schedule: Adam at a constant rate (the product's) against the rate decayed to zero along a cosine
+        for name in ("constant", "cosine"):
+            before.restore()
+            fine_tune(model, images[shots], labels[shots], len(classes), epochs, rate(name, len(shots), epochs), seed)
+            rows[f"shots only, {name}"] = score()
+            x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
+            before.restore()
+            fine_tune(model, x, y, len(classes), epochs, rate(name, len(y), epochs), seed)
+            rows[f"pseudo-labels, {name}"] = score()
+    return {
+        "seed": seed,
+        "epochs": epochs,
+        "epochs_choice": choice,
+        **record,
+        "scores": rows,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def rate(schedule: str, images: int, epochs: int):
+    """Adam's rate: LEARNING_RATE throughout (``constant``), or from it down to zero along a cosine over the whole
+    fine-tuning of ``images`` in batches of 8 (``cosine``)."""
+    import keras
+
+    if schedule == "constant":
+        return LEARNING_RATE
+    return keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * -(-images // 8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", default=DEFAULT_OTHERLAB)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--experiment", choices=("second-stage", "schedule"), default="second-stage")
+    parser.add_argument("--out", required=True, help="JSON to write (rewritten after every draw)")
+    args = parser.parse_args()
+    quiet()
+    results = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        results.append(draw(args.model, args.data, seed, args.experiment))
+        Path(args.out).write_text(json.dumps({"model": args.model, "data": args.data, "machine": machine(), "draws": results}, indent=1))
+        row = results[-1]
+        accuracies = {k: v["accuracy"] for k, v in row["scores"].items()}
+        print(seed, row["epochs"], accuracies, flush=True)
+    names = list(results[0]["scores"])
+    for name in names:
+        values = [r["scores"][name]["accuracy"] for r in results]
+        print(f"{name:24s} " + " ".join(f"{v:.3f}" for v in values) + f"   mean {np.mean(values):.3f}")
+
+
+if __name__ == "__main__":
+    main()
