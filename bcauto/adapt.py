@@ -178,6 +178,7 @@ def fine_tune(
     seed: int,
     batch_size: int = DEFAULT_BATCH,
     callbacks: tuple = (),
+    decay: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` on the few labelled ``images`` (labels: the model's class indices); returns the recipe used.
 
@@ -191,6 +192,11 @@ def fine_tune(
 
     Adam at 3e-4 in batches of 8 takes small steps: a pretrained network moves towards the new lab's look
     without being trained away from what it learned, and the number of epochs is the one knob left to set.
+    With ``decay`` the rate falls from ``learning_rate`` to zero along a cosine over the whole fine-tuning
+    (``keras.optimizers.schedules.CosineDecay``): at a constant rate the model's predictions swing from one
+    epoch to the next on a few dozen augmented images, and where the fine-tuning stops decided where it landed;
+    with the decay, its last steps settle (bench/RESULTS.md, "twenty-sixth run"). The cross-validation
+    (:func:`choose_epochs`) reads one constant-rate run at several epoch counts, so it passes ``decay=False``.
     """
     import keras
 
@@ -200,13 +206,13 @@ def fine_tune(
     for layer in norms:
         layer.trainable = False
     weights = class_weights(labels)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=keras.losses.CategoricalCrossentropy(), jit_compile=False
-    )
+    batch = min(batch_size, len(labels))
+    steps = epochs * -(-len(labels) // batch)
+    rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps) if decay else learning_rate
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=rate), loss=keras.losses.CategoricalCrossentropy(), jit_compile=False)
     import tensorflow as tf
 
     y = np.eye(num_classes, dtype=np.float32)[labels]
-    batch = min(batch_size, len(labels))
     shuffled = (
         tf.data.Dataset.from_tensor_slices((images.astype(np.float32), y))
         .shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
@@ -221,6 +227,7 @@ def fine_tune(
     return {
         "optimizer": "Adam",
         "learning_rate": learning_rate,
+        "learning_rate_schedule": f"cosine decay to 0 over {plural(steps, 'step')}" if decay else "constant",
         "epochs": epochs,
         "batch_size": batch,
         "batchnorm": f"frozen during fine-tuning ({plural(len(norms), 'layer')}, inference mode)",
@@ -286,7 +293,15 @@ def choose_epochs(
         for k, (train, held) in enumerate(folds_of):
             start.restore()
             fine_tune(
-                model, images[train], labels[train], num_classes, choices[-1], learning_rate, seed + k, callbacks=(FoldPredictions(held),)
+                model,
+                images[train],
+                labels[train],
+                num_classes,
+                choices[-1],
+                learning_rate,
+                seed + k,
+                callbacks=(FoldPredictions(held),),
+                decay=False,
             )
     finally:
         start.restore()

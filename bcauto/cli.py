@@ -651,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=float,
         default=DEFAULT_LEARNING_RATE,
-        help=f"learning rate of the fine-tuning, Adam (default {DEFAULT_LEARNING_RATE:g})",
+        help=f"learning rate the fine-tuning starts at, Adam, falling to zero along a cosine (default {DEFAULT_LEARNING_RATE:g})",
     )
     adapt.add_argument(
         "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"

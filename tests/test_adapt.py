@@ -446,6 +446,28 @@ def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_we
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
+def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_validation_keeps_it_constant(parent, lab, adapted, monkeypatch):
+    import bcauto.adapt
+    from bcauto.adapt import choose_epochs, fine_tune
+    from bcauto.bundle import load_bundle
+
+    _, path = parent
+    data = blob_data(12, SIZE, seed=5)
+    rates = {}
+    for decay in (True, False):
+        model = load_bundle(path).model
+        recipe = fine_tune(model, data.images, data.labels, 4, epochs=3, learning_rate=1e-3, seed=0, decay=decay)
+        rates[decay] = (float(model.optimizer.learning_rate), int(model.optimizer.iterations), recipe["learning_rate_schedule"])
+    assert rates[True] == (pytest.approx(0.0, abs=1e-12), 6, "cosine decay to 0 over 6 steps")  # 3 epochs of 2 batches of 8
+    assert rates[False] == (pytest.approx(1e-3), 6, "constant")
+    schedules = []  # the cross-validation reads one run at several epoch counts: a decay would end at the last only
+    monkeypatch.setattr(bcauto.adapt, "fine_tune", lambda *a, **k: schedules.append(fine_tune(*a, **k)["learning_rate_schedule"]))
+    choose_epochs(load_bundle(path).model, data.images, data.labels, 4, 1e-3, seed=0, choices=(1, 2), folds=2)
+    assert schedules == ["constant", "constant"]
+    lineage = json.loads((adapted[0] / "bcauto-model.json").read_text())["adapted"]
+    assert lineage["recipe"]["learning_rate_schedule"] == "cosine decay to 0 over 160 steps"  # 80 epochs of 16 shots in 2 batches
+
+
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
     from bcauto.adapt import UNCHECKED_EPOCHS, choose_epochs
     from bcauto.bundle import load_bundle
