@@ -734,7 +734,7 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
 
     _, model = parent
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "20", "--lr", "1e-3", "--tta"]
+    args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "10", "--lr", "1e-3", "--tta"]
     assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "plain")]) == 0
     assert main([*args, "--pseudo-labels", "--tracking-uri", uri, "--out", str(tmp_path / "self")]) == 0
     assert "TTA: mean of the 8 dihedral views" in " ".join(capsys.readouterr().out.split())
