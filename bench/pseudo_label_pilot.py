@@ -1,20 +1,26 @@
-"""How long should `bcauto adapt --pseudo-labels` train its second fine-tuning? One model, one lab, several draws.
+"""How should `bcauto adapt` end its fine-tuning? One model, one lab, several draws, from one shared start.
 
 A pilot, not a product option. For each draw it runs `bcauto adapt`'s own steps once (the shots drawn with the
 seed, information maximization on every image with labels unread, the epochs chosen by cross-validation within the
-shots, the fine-tuning on the shots, the pseudo-labels chosen), then trains the second fine-tuning several ways
-from the same point and scores each on the same kept-out images:
+shots), then fine-tunes several ways from that point and scores each on the same kept-out images.
 
-- ``shots only``: no second fine-tuning.
-- ``default``: the product's, from the weights before the first fine-tuning, on the shots and the pseudo-labelled
-  images, for the epochs the cross-validation chose (so about as many more steps as there are more images).
-- ``continue``: from the model fine-tuned on the shots, on the same images, for as many steps as the first
-  fine-tuning took (the epochs scaled by shots / images).
+``--experiment second-stage`` (bench/RESULTS.md, "twenty-sixth run"), at the constant rate `bcauto adapt` used
+until then:
+
+- ``shots only``: the fine-tuning on the shots, no second one.
+- ``default``: `--pseudo-labels` as `bcauto adapt` runs it: the shots' model labels the other images, and the
+  fine-tuning starts again from the weights before it, on the shots and the pseudo-labelled images, for the epochs
+  the cross-validation chose (so about as many more steps as there are more images).
+- ``matched``: the same, for as many steps as the first fine-tuning took (the epochs scaled by shots / images).
+- ``continue``: from the model fine-tuned on the shots, on the same images, for the matched epochs.
 
 Each is also scored after its BatchNorm statistics are recomputed on all the lab's images, labels unread (``, bn``):
 the fine-tuning keeps BatchNorm frozen with the statistics of before, while the weights under them move.
 
-    python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --out bench/out/pl_pilot.json
+``--experiment schedule``: the shots alone and ``default``, each at a constant rate and with the rate decayed to
+zero along a cosine (what `bcauto adapt` does since).
+
+    python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --experiment schedule --out OUT.json
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
 
     record: dict = {}
     if experiment == "second-stage":
-        fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
+        fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed, decay=False)
         rows["shots only"] = score()
         after_shots = Snapshot(model)
         recompute_batchnorm(model, images)
@@ -90,20 +96,20 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
         x, y, record["pseudo_labels_right"] = pseudo_labelled()
         matched = max(1, round(epochs * len(shots) / len(y)))
         record["matched_epochs"] = matched
-        for name, start, n in (("default", before, epochs), ("continue", after_shots, matched)):
+        for name, start, n in (("default", before, epochs), ("matched", before, matched), ("continue", after_shots, matched)):
             start.restore()
-            fine_tune(model, x, y, len(classes), n, LEARNING_RATE, seed)
+            fine_tune(model, x, y, len(classes), n, LEARNING_RATE, seed, decay=False)
             rows[name] = score()
             recompute_batchnorm(model, images)
             rows[f"{name}, bn"] = score()
-    else:  # schedule: Adam at a constant rate (the product's) against the rate decayed to zero along a cosine
+    else:  # schedule
         for name in ("constant", "cosine"):
             before.restore()
-            fine_tune(model, images[shots], labels[shots], len(classes), epochs, rate(name, len(shots), epochs), seed)
+            fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed, decay=name == "cosine")
             rows[f"shots only, {name}"] = score()
             x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
             before.restore()
-            fine_tune(model, x, y, len(classes), epochs, rate(name, len(y), epochs), seed)
+            fine_tune(model, x, y, len(classes), epochs, LEARNING_RATE, seed, decay=name == "cosine")
             rows[f"pseudo-labels, {name}"] = score()
     return {
         "seed": seed,
@@ -113,16 +119,6 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
         "scores": rows,
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def rate(schedule: str, images: int, epochs: int):
-    """Adam's rate: LEARNING_RATE throughout (``constant``), or from it down to zero along a cosine over the whole
-    fine-tuning of ``images`` in batches of 8 (``cosine``)."""
-    import keras
-
-    if schedule == "constant":
-        return LEARNING_RATE
-    return keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=epochs * -(-images // 8))
 
 
 def main() -> None:
