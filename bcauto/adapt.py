@@ -193,8 +193,8 @@ def fine_tune(
     Adam at 3e-4 in batches of 8 takes small steps: a pretrained network moves towards the new lab's look
     without being trained away from what it learned, and the number of epochs is the one knob left to set.
     With ``decay`` the rate falls from ``learning_rate`` to zero along a cosine over the whole fine-tuning
-    (``keras.optimizers.schedules.CosineDecay``): at a constant rate the model's predictions swing from one
-    epoch to the next on a few dozen augmented images, and where the fine-tuning stops decides where it lands;
+    (``keras.optimizers.schedules.CosineDecay``): at a constant rate the predictions of a model trained on a few
+    dozen augmented images swing with the epoch it stops at, and where the fine-tuning stops decides where it lands;
     with the decay, its last steps settle (bench/RESULTS.md, "twenty-sixth run"). The cross-validation
     (:func:`choose_epochs`) reads one constant-rate run at several epoch counts, so it passes ``decay=False``.
     """
