@@ -557,6 +557,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "seed": adapted["seed"],
             "epochs": recipe["epochs"],
             "lr": recipe["learning_rate"],
+            "lr_schedule": recipe["learning_rate_schedule"],
             "batch_size": recipe["batch_size"],
             "adapt_bn": bool(recipe["adapt_bn"]),
             "adapt_im": bool(recipe["adapt_im"]),

@@ -466,6 +466,8 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
     assert schedules == ["constant", "constant"]
     lineage = json.loads((adapted[0] / "bcauto-model.json").read_text())["adapted"]
     assert lineage["recipe"]["learning_rate_schedule"] == "cosine decay to 0 over 160 steps"  # 80 epochs of 16 shots in 2 batches
+    run = MlflowClient(tracking_uri=adapted[1]).get_run(json.loads((adapted[0] / "bcauto-model.json").read_text())["mlflow"]["run_id"])
+    assert run.data.params["lr_schedule"] == lineage["recipe"]["learning_rate_schedule"]
 
 
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
