@@ -124,7 +124,11 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
-    parser.add_argument("--data", default=DEFAULT_OTHERLAB)
+    parser.add_argument(
+        "--data",
+        required=True,
+        help=f"the lab: a stand-in from bench/proxy_lab.py to choose on; the other lab ({DEFAULT_OTHERLAB}) only to score a choice made",
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--experiment", choices=("second-stage", "schedule"), default="second-stage")
     parser.add_argument("--out", required=True, help="JSON to write (rewritten after every draw)")

@@ -464,10 +464,10 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
     monkeypatch.setattr(bcauto.adapt, "fine_tune", lambda *a, **k: schedules.append(fine_tune(*a, **k)["learning_rate_schedule"]))
     choose_epochs(load_bundle(path).model, data.images, data.labels, 4, 1e-3, seed=0, choices=(1, 2), folds=2)
     assert schedules == ["constant", "constant"]
-    lineage = json.loads((adapted[0] / "bcauto-model.json").read_text())["adapted"]
-    assert lineage["recipe"]["learning_rate_schedule"] == "cosine decay to 0 over 160 steps"  # 80 epochs of 16 shots in 2 batches
-    run = MlflowClient(tracking_uri=adapted[1]).get_run(json.loads((adapted[0] / "bcauto-model.json").read_text())["mlflow"]["run_id"])
-    assert run.data.params["lr_schedule"] == lineage["recipe"]["learning_rate_schedule"]
+    info = json.loads((adapted[0] / "bcauto-model.json").read_text())
+    schedule = info["adapted"]["recipe"]["learning_rate_schedule"]
+    assert schedule == "cosine decay to 0 over 160 steps"  # 80 epochs of 16 shots in 2 batches
+    assert MlflowClient(tracking_uri=adapted[1]).get_run(info["mlflow"]["run_id"]).data.params["lr_schedule"] == schedule
 
 
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
