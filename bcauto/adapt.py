@@ -248,6 +248,7 @@ def choose_epochs(
     seed: int,
     choices=EPOCH_CHOICES,
     folds: int = CV_FOLDS,
+    decay: bool = False,
 ) -> tuple[int, dict[str, Any]]:
     """How many epochs :func:`fine_tune` should train on these shots, chosen by stratified k-fold cross-validation
     within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
@@ -260,6 +261,10 @@ def choose_epochs(
     depends on the model, the shift and the number of shots (too short leaves the parent's view of its own lab, too
     long learns the few shots by heart), so it is measured here rather than fixed; in the one comparison made so
     far (bench/RESULTS.md, "how `bcauto adapt` fine-tunes") it mattered more than the other settings tried.
+
+    Without ``decay`` each fold is one constant-rate run read at every count; with it, each count is its own run
+    whose rate decays over that count (as :func:`fine_tune` then trains), which costs the sum of the counts per fold
+    rather than the largest.
     """
     import warnings
 
@@ -289,26 +294,31 @@ def choose_epochs(
     with warnings.catch_warnings():  # a class with fewer shots than folds is left out of some folds, knowingly
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         folds_of = list(StratifiedKFold(splits, shuffle=True, random_state=seed).split(images, labels))
+    runs = [(c, c) for c in choices] if decay else [(choices[-1], None)]  # (epochs trained, the count read at the end)
     try:
         for k, (train, held) in enumerate(folds_of):
-            start.restore()
-            fine_tune(
-                model,
-                images[train],
-                labels[train],
-                num_classes,
-                choices[-1],
-                learning_rate,
-                seed + k,
-                callbacks=(FoldPredictions(held),),
-                decay=False,
-            )
+            for epochs, read_at_end in runs:
+                start.restore()
+                fine_tune(
+                    model,
+                    images[train],
+                    labels[train],
+                    num_classes,
+                    epochs,
+                    learning_rate,
+                    seed + k,
+                    callbacks=() if decay else (FoldPredictions(held),),
+                    decay=decay,
+                )
+                if read_at_end is not None:
+                    predicted[read_at_end][held] = model.predict(images[held].astype(np.float32), verbose=0).argmax(axis=1)
     finally:
         start.restore()
     scores = {c: float(f1_score(labels, predicted[c], average="macro")) for c in choices}
     best = max(choices, key=lambda c: (round(scores[c], 6), -c))
     record = {
         "chosen_by": f"{splits}-fold cross-validation within the shots (macro-F1 of the out-of-fold predictions)",
+        "learning_rate_schedule": "cosine decay over each count, one run per count" if decay else "constant, one run read at each count",
         "folds": splits,
         "macro_f1_by_epochs": {str(c): round(scores[c], 4) for c in choices},
     }

@@ -20,6 +20,10 @@ the fine-tuning keeps BatchNorm frozen with the statistics of before, while the 
 ``--experiment schedule``: the shots alone and ``default``, each at a constant rate and with the rate decayed to
 zero along a cosine (what `bcauto adapt` does since).
 
+``--experiment epochs``: `--pseudo-labels` as `bcauto adapt` runs it (both fine-tunings decayed), for the epochs
+chosen by the cross-validation at a constant rate (``cv constant``, the product), by a cross-validation whose runs
+decay (``cv decay``: one run per count), and for fixed counts (``fixed N``). A count two rows share is trained once.
+
     python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --experiment schedule --out OUT.json
 """
 
@@ -39,6 +43,7 @@ from common import DEFAULT_OTHERLAB, machine, quiet
 WHITE_CELLS = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 SHOTS = 50
 LEARNING_RATE = 3e-4  # `bcauto adapt`'s default
+FIXED_EPOCHS = (40, 80)
 
 
 def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
@@ -102,6 +107,23 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
             rows[name] = score()
             recompute_batchnorm(model, images)
             rows[f"{name}, bn"] = score()
+    elif experiment == "epochs":
+        decayed, record["epochs_choice_decay"] = choose_epochs(
+            model, images[shots], labels[shots], len(classes), LEARNING_RATE, seed, decay=True
+        )
+        by_count: dict[int, dict] = {}
+        recipes = {"cv constant": epochs, "cv decay": decayed, **{f"fixed {n}": n for n in FIXED_EPOCHS}}
+        for name, n in recipes.items():
+            if n not in by_count:
+                before.restore()
+                fine_tune(model, images[shots], labels[shots], len(classes), n, LEARNING_RATE, seed)
+                shots_only = score()
+                x, y, right = pseudo_labelled()
+                before.restore()
+                fine_tune(model, x, y, len(classes), n, LEARNING_RATE, seed)
+                by_count[n] = {"shots only": shots_only, "pseudo-labels": score(), "pseudo_labels_right": right}
+            rows[name] = {**by_count[n]["pseudo-labels"], "epochs": n}
+        record["by_epochs"] = {str(n): v for n, v in by_count.items()}
     else:  # schedule
         for name in ("constant", "cosine"):
             before.restore()
@@ -130,7 +152,7 @@ def main() -> None:
         help=f"the lab: a stand-in from bench/proxy_lab.py to choose on; the other lab ({DEFAULT_OTHERLAB}) only to score a choice made",
     )
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--experiment", choices=("second-stage", "schedule"), default="second-stage")
+    parser.add_argument("--experiment", choices=("second-stage", "schedule", "epochs"), default="second-stage")
     parser.add_argument("--out", required=True, help="JSON to write (rewritten after every draw)")
     args = parser.parse_args()
     quiet()

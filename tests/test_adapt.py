@@ -470,6 +470,26 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
     assert MlflowClient(tracking_uri=adapted[1]).get_run(info["mlflow"]["run_id"]).data.params["lr_schedule"] == schedule
 
 
+def test_choose_epochs_with_decay_trains_each_count_as_its_own_decayed_run_and_restores_the_weights(parent, monkeypatch):
+    import bcauto.adapt
+    from bcauto.adapt import choose_epochs, fine_tune
+    from bcauto.bundle import load_bundle
+
+    _, path = parent
+    data = blob_data(12, SIZE, seed=5)
+    model = load_bundle(path).model
+    before = variables(model)
+    runs = []
+    monkeypatch.setattr(bcauto.adapt, "fine_tune", lambda *a, **k: runs.append((a[4], fine_tune(*a, **k)["learning_rate_schedule"])))
+    epochs, record = choose_epochs(model, data.images, data.labels, 4, 1e-3, seed=0, choices=(2, 1), folds=2, decay=True)
+    steps = {1: 1, 2: 2}  # 6 images a fold in one batch of 8, per epoch
+    assert runs == [(n, f"cosine decay to 0 over {steps[n]} step" + ("s" if n > 1 else "")) for _ in range(2) for n in (1, 2)]
+    assert epochs in (1, 2) and set(record["macro_f1_by_epochs"]) == {"1", "2"}
+    assert record["learning_rate_schedule"] == "cosine decay over each count, one run per count"
+    after = variables(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
     from bcauto.adapt import UNCHECKED_EPOCHS, choose_epochs
     from bcauto.bundle import load_bundle
