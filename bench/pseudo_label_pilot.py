@@ -24,6 +24,10 @@ zero along a cosine (what `bcauto adapt` does since).
 chosen by the cross-validation at a constant rate (``cv constant``, the product), by a cross-validation whose runs
 decay (``cv decay``: one run per count), and for fixed counts (``fixed N``). A count two rows share is trained once.
 
+``--experiment augmentation``: the shots alone and `--pseudo-labels` as `bcauto adapt` runs them, the fine-tunings
+trained through the model's own augmentation (the product) or through its geometric layers only (``flips only``:
+flips and transposes, no colour, blur, noise or occlusion), the weights shared, for the cross-validation's epochs.
+
     python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --experiment schedule --out OUT.json
 """
 
@@ -44,6 +48,23 @@ WHITE_CELLS = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 SHOTS = 50
 LEARNING_RATE = 3e-4  # `bcauto adapt`'s default
 FIXED_EPOCHS = (40, 80)
+
+
+def geometric_view(model):
+    """``model`` (a chain: image, augmentation, backbone, ...) with only the flips and transposes of its
+    augmentation, every layer shared: training it trains ``model``."""
+    import keras
+
+    augmentation = model.layers[1]
+    if not augmentation.name.startswith("augment"):
+        raise SystemExit(f"expected the model's second layer to be its augmentation, got {augmentation.name}")
+    x = inputs = keras.Input(model.input_shape[1:])
+    for layer in augmentation.layers:
+        if type(layer).__name__ in ("RandomFlip", "RandomTranspose"):
+            x = layer(x)
+    for layer in model.layers[2:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=f"{model.name}_flips_only")
 
 
 def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
@@ -124,6 +145,16 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
                 by_count[n] = {"shots only": shots_only, "pseudo-labels": score(), "pseudo_labels_right": right}
             rows[name] = {**by_count[n]["pseudo-labels"], "epochs": n}
         record["by_epochs"] = {str(n): v for n, v in by_count.items()}
+    elif experiment == "augmentation":
+        flips_only = geometric_view(model)
+        for name, trained in (("own augmentation", model), ("flips only", flips_only)):
+            before.restore()
+            fine_tune(trained, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
+            rows[f"shots only, {name}"] = score()
+            x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
+            before.restore()
+            fine_tune(trained, x, y, len(classes), epochs, LEARNING_RATE, seed)
+            rows[f"pseudo-labels, {name}"] = score()
     else:  # schedule
         for name in ("constant", "cosine"):
             before.restore()
@@ -152,7 +183,7 @@ def main() -> None:
         help=f"the lab: a stand-in from bench/proxy_lab.py to choose on; the other lab ({DEFAULT_OTHERLAB}) only to score a choice made",
     )
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--experiment", choices=("second-stage", "schedule", "epochs"), default="second-stage")
+    parser.add_argument("--experiment", choices=("second-stage", "schedule", "epochs", "augmentation"), default="second-stage")
     parser.add_argument("--out", required=True, help="JSON to write (rewritten after every draw)")
     args = parser.parse_args()
     quiet()
