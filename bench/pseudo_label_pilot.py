@@ -28,6 +28,12 @@ decay (``cv decay``: one run per count), and for fixed counts (``fixed N``). A c
 trained through the model's own augmentation (the product) or through its geometric layers only (``flips only``:
 flips and transposes, no colour, blur, noise or occlusion), the weights shared, for the cross-validation's epochs.
 
+``--experiment layers``: the shots alone and `--pseudo-labels` as `bcauto adapt` runs them, with every layer but
+BatchNorm trained (the product) or only some (the others frozen, in both fine-tunings): ``blocks 1-2`` (the first
+two convolutions: a shift in the input, as a lab's stain and optics are, is said to be met best early in the
+network), ``blocks 4-5 + head`` (the last two convolutions and the dense layers), ``head`` (the dense layers only),
+for the cross-validation's epochs (chosen with every layer trained). `mini_cnn` models only (its layer names).
+
     python bench/pseudo_label_pilot.py --model MODEL --data LAB --seeds 0,1,2 --experiment schedule --out OUT.json
 """
 
@@ -65,6 +71,41 @@ def geometric_view(model):
     for layer in model.layers[2:]:
         x = layer(x)
     return keras.Model(inputs, x, name=f"{model.name}_flips_only")
+
+
+TRAINED_LAYERS = {
+    "every layer": None,
+    "blocks 1-2": ("block1_", "block2_"),
+    "blocks 4-5 + head": ("block4_", "block5_", "dense"),
+    "head": ("dense",),
+}
+
+
+def training_only(model, prefixes):
+    """Freeze every layer of ``model`` whose name starts with none of ``prefixes`` (``dense``: every Dense layer),
+    nested layers included; returns a function that restores the flags."""
+    import keras
+
+    from bcauto.test_time import nested_layers
+
+    leaves = [layer for layer in nested_layers(model) if not getattr(layer, "layers", None)]
+    before = [layer.trainable for layer in leaves]
+    chosen = [
+        layer
+        for layer in leaves
+        if layer.name.startswith(tuple(p for p in prefixes if p != "dense"))
+        or ("dense" in prefixes and isinstance(layer, keras.layers.Dense))
+    ]
+    if not chosen:
+        raise SystemExit(f"no layer of {model.name} matches {prefixes}: the layers experiment reads mini_cnn's names")
+    for layer in leaves:
+        layer.trainable = layer in chosen
+
+    def restore() -> None:
+        for layer, flag in zip(leaves, before):
+            layer.trainable = flag
+
+    return restore
 
 
 def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
@@ -155,6 +196,20 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
             before.restore()
             fine_tune(trained, x, y, len(classes), epochs, LEARNING_RATE, seed)
             rows[f"pseudo-labels, {name}"] = score()
+    elif experiment == "layers":
+        for name, prefixes in TRAINED_LAYERS.items():
+            restore = training_only(model, prefixes) if prefixes else (lambda: None)
+            try:
+                record[f"trainable weights, {name}"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+                before.restore()
+                fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
+                rows[f"shots only, {name}"] = score()
+                x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
+                before.restore()
+                fine_tune(model, x, y, len(classes), epochs, LEARNING_RATE, seed)
+                rows[f"pseudo-labels, {name}"] = score()
+            finally:
+                restore()
     else:  # schedule
         for name in ("constant", "cosine"):
             before.restore()
@@ -183,7 +238,7 @@ def main() -> None:
         help=f"the lab: a stand-in from bench/proxy_lab.py to choose on; the other lab ({DEFAULT_OTHERLAB}) only to score a choice made",
     )
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--experiment", choices=("second-stage", "schedule", "epochs", "augmentation"), default="second-stage")
+    parser.add_argument("--experiment", choices=("second-stage", "schedule", "epochs", "augmentation", "layers"), default="second-stage")
     parser.add_argument("--out", required=True, help="JSON to write (rewritten after every draw)")
     args = parser.parse_args()
     quiet()
