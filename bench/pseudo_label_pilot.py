@@ -153,6 +153,18 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
         return x, y, round(float((predicted == labels[chosen]).mean()), 4)
 
     record: dict = {}
+
+    def shots_then_pseudo_labels(trained, name: str, decay: bool = True) -> None:
+        """From ``before``, ``trained`` fine-tuned on the shots, then again on the shots and its pseudo-labels, as
+        `bcauto adapt --pseudo-labels` does: both scored as rows named after ``name``."""
+        before.restore()
+        fine_tune(trained, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed, decay=decay)
+        rows[f"shots only, {name}"] = score()
+        x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
+        before.restore()
+        fine_tune(trained, x, y, len(classes), epochs, LEARNING_RATE, seed, decay=decay)
+        rows[f"pseudo-labels, {name}"] = score()
+
     if experiment == "second-stage":
         fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed, decay=False)
         rows["shots only"] = score()
@@ -189,36 +201,18 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
     elif experiment == "augmentation":
         flips_only = geometric_view(model)
         for name, trained in (("own augmentation", model), ("flips only", flips_only)):
-            before.restore()
-            fine_tune(trained, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
-            rows[f"shots only, {name}"] = score()
-            x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
-            before.restore()
-            fine_tune(trained, x, y, len(classes), epochs, LEARNING_RATE, seed)
-            rows[f"pseudo-labels, {name}"] = score()
+            shots_then_pseudo_labels(trained, name)
     elif experiment == "layers":
         for name, prefixes in TRAINED_LAYERS.items():
             restore = training_only(model, prefixes) if prefixes else (lambda: None)
             try:
                 record[f"trainable weights, {name}"] = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
-                before.restore()
-                fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed)
-                rows[f"shots only, {name}"] = score()
-                x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
-                before.restore()
-                fine_tune(model, x, y, len(classes), epochs, LEARNING_RATE, seed)
-                rows[f"pseudo-labels, {name}"] = score()
+                shots_then_pseudo_labels(model, name)
             finally:
                 restore()
     else:  # schedule
         for name in ("constant", "cosine"):
-            before.restore()
-            fine_tune(model, images[shots], labels[shots], len(classes), epochs, LEARNING_RATE, seed, decay=name == "cosine")
-            rows[f"shots only, {name}"] = score()
-            x, y, record[f"pseudo_labels_right, {name}"] = pseudo_labelled()
-            before.restore()
-            fine_tune(model, x, y, len(classes), epochs, LEARNING_RATE, seed, decay=name == "cosine")
-            rows[f"pseudo-labels, {name}"] = score()
+            shots_then_pseudo_labels(model, name, decay=name == "cosine")
     return {
         "seed": seed,
         "epochs": epochs,
