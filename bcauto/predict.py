@@ -78,7 +78,7 @@ def decode_images(paths: list[Path], image_size: int, skipped: list[str] | None 
     kept, out = [], np.empty((len(paths), image_size, image_size, 3), np.uint8)
     for path in paths:
         try:
-            out[len(kept)], _ = decode_image(path, image_size)
+            out[len(kept)], _, _ = decode_image(path, image_size)
         except Exception as exc:
             if skipped is None:
                 raise BcautoError(f"{path}: cannot decode this image ({exc}); --on-bad-image skip leaves such files out") from None

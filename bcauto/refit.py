@@ -160,7 +160,9 @@ def load_study_data(
             "pass --data with the data the search used"
         )
     if image_size is not None and image_size != searched_size:
-        return replace(load_data(source, image_size, components, options).subset(kept), notes=data.notes)
+        resized = load_data(source, image_size, components, options)
+        new_notes = tuple(note for note in resized.notes if note not in data.notes)  # e.g. images enlarged to this size
+        return replace(resized.subset(kept), notes=data.notes + new_notes)
     return data
 
 
@@ -196,6 +198,8 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     resized = ""
     if data.image_size != searched_size:
         resized = f" at {data.image_size}x{data.image_size} (searched at {searched_size}x{searched_size})"
+    for note in data.notes:
+        console.print(f"[cyan]note:[/] {escape(note)}")
     console.print(
         f"refit data: {data.source}: {len(data.labels)} images{resized} (training and validation split together), "
         f"fingerprint {data.fingerprint()}"

@@ -130,6 +130,14 @@ def test_npz_seed_layout_with_conversions(tmp_path):
     assert any("converted to uint8" in note for note in data.notes)
 
 
+def test_npz_says_when_its_images_are_enlarged(tmp_path):
+    path = _save_npz(tmp_path / "small.npz", images=_rgb(6, 10, 14), labels=np.arange(6) % 3)
+    assert not [note for note in npz.load_npz(path, 10).notes if "enlarged" in note]  # 10 x 14 read at 10: cropped, not enlarged
+    assert [note for note in npz.load_npz(path, 12).notes if "enlarged" in note] == [
+        f"{path}: 6 of 6 images enlarged to 12x12 (the smallest has a 10-pixel side): enlarging adds no detail, only training time"
+    ]
+
+
 @pytest.mark.parametrize("shape, note", [((4, 10, 10), "grayscale"), ((4, 10, 10, 1), "grayscale"), ((4, 10, 10, 4), "RGBA")])
 def test_npz_grayscale_and_rgba_are_converted(tmp_path, shape, note):
     path = _save_npz(tmp_path / "x.npz", images=np.zeros(shape, np.uint8), labels=np.zeros(4, np.int64))
@@ -243,6 +251,28 @@ def test_folder_loads_sorted_classes_any_size_and_mode(tmp_path):
     assert data.class_names == ("a_cells", "b_cells") and data.labels.tolist() == [0, 0, 0, 1, 1]
     assert any("converted to RGB from L, RGBA" in note for note in data.notes)
     assert any("README.txt" in note for note in data.notes)
+
+
+def test_folder_says_how_many_of_its_images_are_enlarged(tmp_path):
+    root = _class_tree(tmp_path / "cells")  # shorter sides 20, 16, 12, 9 and 25 pixels
+    assert not [note for note in folder.load_folder(root, 9).notes if "enlarged" in note]
+    (note,) = [note for note in folder.load_folder(root, 16).notes if "enlarged" in note]
+    assert note.startswith(f"{root}: 2 of 5 images enlarged to 16x16 (the smallest has a 9-pixel side)")
+
+
+def test_refit_read_larger_than_the_searched_size_keeps_the_search_notes_and_adds_the_enlargement(tmp_path):
+    from bcauto.config import StudyConfig
+    from bcauto.refit import load_study_data
+
+    path = _save_npz(tmp_path / "small.npz", images=_rgb(6, 10, 10).astype(np.float64) / 255, labels=np.arange(6) % 3)
+    params = {"data.source": str(path), "image_size": 8}
+    cfg = StudyConfig(path=tmp_path / "s.toml")
+    searched = load_study_data(None, params, cfg, plugins.components(), "s")
+    refit = load_study_data(None, params, cfg, plugins.components(), "s", image_size=12)
+    assert refit.images.shape == (6, 12, 12, 3) and searched.notes and refit.notes[: len(searched.notes)] == searched.notes
+    assert [note for note in refit.notes[len(searched.notes) :]] == [
+        f"{path}: 6 of 6 images enlarged to 12x12 (the smallest has a 10-pixel side): enlarging adds no detail, only training time"
+    ]
 
 
 def test_folder_crops_to_the_centre_square(tmp_path):

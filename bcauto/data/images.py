@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from bcauto.errors import BcautoError
+from bcauto.text import plural
 
 RESAMPLE = Image.Resampling.LANCZOS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -55,6 +56,18 @@ def resize_images(images: np.ndarray, size: int, out: np.ndarray | None = None) 
     return out
 
 
+def enlarged_note(where: str, sides: np.ndarray, size: int) -> list[str]:
+    """A notice when images whose shorter side (``sides``, one per image) is under ``size`` were enlarged to it;
+    none when there were none. Enlarging adds no detail, only training time, so the user should hear of it."""
+    small = np.asarray(sides) < size
+    if not small.any():
+        return []
+    return [
+        f"{where}: {int(small.sum())} of {plural(small.size, 'image')} enlarged to {size}x{size} (the smallest has a "
+        f"{int(np.min(sides))}-pixel side): enlarging adds no detail, only training time"
+    ]
+
+
 def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[str]]:
     """Class names (sorted subfolders), image files, their int64 labels and notices about ignored files."""
     class_names, files, labels, ignored = scan_class_folders(root)
@@ -90,19 +103,20 @@ def ignored_notes(root: Path, ignored: list[Path]) -> list[str]:
     return [f"{root}: ignored {len(ignored)} {stray}: {file_names(ignored)}"] if ignored else []
 
 
-def decode_image(path: Path, size: int) -> tuple[np.ndarray, str]:
-    """The image file at ``path`` as an RGB uint8 ``size`` square (centre crop, resize), and its original mode.
+def decode_image(path: Path, size: int) -> tuple[np.ndarray, str, int]:
+    """The image file at ``path`` as an RGB uint8 ``size`` square (centre crop, resize), its original mode and
+    the original's shorter side in pixels.
 
     Every command that reads image files decodes them here, so training and prediction see the same pixels.
     """
     with Image.open(path) as image:
-        mode = image.mode
+        mode, side = image.mode, min(image.size)
         image.draft("RGB", (size, size))  # JPEG: let the decoder shrink large images by up to 8x first
         if image.mode in WIDE_MODES:
             image = to_8bit(image)
         if image.mode != "RGB":
             image = image.convert("RGB")
-        return np.asarray(fit_square(image, size)), mode
+        return np.asarray(fit_square(image, size)), mode, side
 
 
 def to_8bit(image: Image.Image) -> Image.Image:

@@ -15,6 +15,7 @@ import numpy as np
 from bcauto.data import Dataset
 from bcauto.data.images import (
     decode_image,
+    enlarged_note,
     file_names,
     ignored_notes,
     scan_class_folders,
@@ -51,33 +52,34 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
 
     def decode(i: int):
         try:
-            images[i], mode = decode_image(files[i], image_size)
-            return mode, None
+            images[i], mode, side = decode_image(files[i], image_size)
+            return mode, side, None
         except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files; all mean "cannot decode"
-            return None, exc
+            return None, 0, exc
 
     pool = ThreadPoolExecutor(min(MAX_THREADS, os.cpu_count() or 1))
     results = []
     try:
-        for i, (mode, exc) in enumerate(pool.map(decode, range(len(files)))):
+        for i, (mode, side, exc) in enumerate(pool.map(decode, range(len(files)))):
             if exc is not None and on_bad_image == "stop":
                 raise BcautoError(
                     f"{files[i]}: cannot decode this image ({exc}); fix or remove it, or pass "
                     "--on-bad-image skip to leave undecodable images out"
                 )
-            results.append((mode, exc))
+            results.append((mode, side, exc))
     finally:
         pool.shutdown(cancel_futures=True)
-    bad = [i for i, (_, exc) in enumerate(results) if exc is not None]
-    converted = sorted({mode for mode, _ in results if mode not in (None, "RGB")})
+    bad = [i for i, (_, _, exc) in enumerate(results) if exc is not None]
+    converted = sorted({mode for mode, _, _ in results if mode not in (None, "RGB")})
     if converted:
-        count = sum(mode not in (None, "RGB") for mode, _ in results)
+        count = sum(mode not in (None, "RGB") for mode, _, _ in results)
         notes.append(f"{root}: {count} image(s) converted to RGB from {', '.join(converted)}")
+    notes += enlarged_note(str(root), np.array([side for _, side, exc in results if exc is None]), image_size)
     left_out = [(_relative(path, root), "a folder, not an image" if path.is_dir() else "not an image file") for path in ignored]
     if bad:
         images, labels = _drop(images, labels, bad)
         notes.append(f"{root}: skipped {len(bad)} undecodable image(s): {file_names(files[i] for i in bad)}")
-        left_out += [(_relative(files[i], root), f"cannot be decoded ({results[i][1]})") for i in bad]
+        left_out += [(_relative(files[i], root), f"cannot be decoded ({results[i][2]})") for i in bad]
         emptied = np.flatnonzero(np.bincount(labels, minlength=len(class_names)) == 0)
         if len(emptied):
             raise BcautoError(f"{root / class_names[emptied[0]]}: none of its images could be decoded")

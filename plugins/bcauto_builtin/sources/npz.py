@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bcauto.data import Dataset, validate_arrays
-from bcauto.data.images import resize_images
+from bcauto.data.images import enlarged_note, resize_images
 from bcauto.errors import BcautoError
 from bcauto_builtin.sources import BLOOD_CELL_CLASSES
 
@@ -49,6 +49,7 @@ def load_npz(path: Path, image_size: int, class_names: tuple[str, ...] | None = 
                 _array(npz, images_key, path), _array(npz, labels_key, path), where, given_names
             )
             parts.append(resize_images(images, image_size))
+            notes += enlarged_note(where, np.full(len(images), min(images.shape[1:3])), image_size)
             labels.append(split_labels)
             names += [f"{images_key}[{i}]" for i in range(len(split_labels))]
             notes += split_notes
