@@ -270,7 +270,7 @@ def test_refit_read_larger_than_the_searched_size_keeps_the_search_notes_and_add
     searched = load_study_data(None, params, cfg, plugins.components(), "s")
     refit = load_study_data(None, params, cfg, plugins.components(), "s", image_size=12)
     assert refit.images.shape == (6, 12, 12, 3) and searched.notes and refit.notes[: len(searched.notes)] == searched.notes
-    assert [note for note in refit.notes[len(searched.notes) :]] == [
+    assert list(refit.notes[len(searched.notes) :]) == [
         f"{path}: 6 of 6 images enlarged to 12x12 (the smallest has a 10-pixel side): enlarging adds no detail, only training time"
     ]
 

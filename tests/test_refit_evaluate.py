@@ -206,7 +206,9 @@ def test_refit_at_another_size_keeps_the_images_the_audit_kept_at_the_searched_s
     data = load_study_data(None, params, load_study(cfg_file), comps, "tiny", image_size=40)
     expected = load_data(str(path), 40, comps, {"seed": 0}).subset(np.arange(39))
     assert data.image_size == 40 and np.array_equal(data.images, expected.images) and np.array_equal(data.labels, expected.labels)
-    assert data.notes == searched.notes and any("audit: removed 1 of 40" in note for note in data.notes)
+    assert data.notes[: len(searched.notes)] == searched.notes and any("audit: removed 1 of 40" in note for note in data.notes)
+    (enlarged,) = data.notes[len(searched.notes) :]  # the only note new at 40: the 32-pixel images were enlarged
+    assert enlarged.startswith(f"{path}: 40 of 40 images enlarged to 40x40 (the smallest has a 32-pixel side)")
 
 
 def test_top2_ensemble_outputs_the_mean_of_its_members(study, ensembled):
