@@ -260,21 +260,6 @@ def test_folder_says_how_many_of_its_images_are_enlarged(tmp_path):
     assert note.startswith(f"{root}: 2 of 5 images enlarged to 16x16 (the smallest has a 9-pixel side)")
 
 
-def test_refit_read_larger_than_the_searched_size_keeps_the_search_notes_and_adds_the_enlargement(tmp_path):
-    from bcauto.config import StudyConfig
-    from bcauto.refit import load_study_data
-
-    path = _save_npz(tmp_path / "small.npz", images=_rgb(6, 10, 10).astype(np.float64) / 255, labels=np.arange(6) % 3)
-    params = {"data.source": str(path), "image_size": 8}
-    cfg = StudyConfig(path=tmp_path / "s.toml")
-    searched = load_study_data(None, params, cfg, plugins.components(), "s")
-    refit = load_study_data(None, params, cfg, plugins.components(), "s", image_size=12)
-    assert refit.images.shape == (6, 12, 12, 3) and searched.notes and refit.notes[: len(searched.notes)] == searched.notes
-    assert list(refit.notes[len(searched.notes) :]) == [
-        f"{path}: 6 of 6 images enlarged to 12x12 (the smallest has a 10-pixel side): enlarging adds no detail, only training time"
-    ]
-
-
 def test_folder_crops_to_the_centre_square(tmp_path):
     path = tmp_path / "f" / "only" / "wide.png"
     path.parent.mkdir(parents=True)
