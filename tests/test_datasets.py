@@ -401,6 +401,34 @@ def test_a_source_breaking_the_contract_is_reported(tmp_path):
         plugins.unregister_plugin("tests:broken")
 
 
+def test_a_third_party_source_resizes_and_notes_enlargement_with_the_public_helpers():
+    import bcauto.data as public
+
+    small = np.arange(3 * 6 * 8 * 3, dtype=np.uint8).reshape(3, 6, 8, 3)
+
+    class Reader:
+        @hookimpl
+        def register_datasets(self, register):
+            from bcauto.specs import DatasetSpec
+
+            def load(arg, size, options):
+                notes = public.enlarged_note("reader", np.full(len(small), 6), size)
+                return Dataset(public.resize_images(small, size), np.zeros(3, np.int64), ("x",), "reader", notes=tuple(notes))
+
+            register(DatasetSpec("reader", load))
+
+    plugins.register_plugin(Reader(), "tests:reader")
+    try:
+        data = load_data("reader", 10, plugins.components(), {})
+        assert data.images.shape == (3, 10, 10, 3)
+        assert data.notes == (
+            "reader: 3 of 3 images enlarged to 10x10 (the smallest has a 6-pixel side): enlarging adds no detail, only training time",
+        )
+        assert load_data("reader", 6, plugins.components(), {}).notes == ()
+    finally:
+        plugins.unregister_plugin("tests:reader")
+
+
 def test_a_folder_with_one_class_is_refused_before_any_store_or_training(tmp_path, capsys):
     from bcauto.cli import main
 
