@@ -22,6 +22,7 @@ from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
 from bcauto.evaluate import TTA_DESCRIPTION, class_subset, evaluate, label_map, predict_probs, span
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record, shot_prior
+from bcauto.shot_choice import feature_model, typical_shots
 from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
 from bcauto.text import plural
 
@@ -31,6 +32,11 @@ CV_FOLDS = 5
 UNCHECKED_EPOCHS = 40  # when no class has two shots to cross-validate with
 DEFAULT_LEARNING_RATE = 3e-4
 DEFAULT_BATCH = 8
+SHOT_CHOICES = {
+    "random": "drawn at random with --seed, stratified by class (or --per-class)",
+    "typical": "the most typical image of each of --shots k-means clusters of the model's features (TypiClust), "
+    "after the label-free step; labels unread",
+}
 
 
 # --- few-shot fine-tuning ------------------------------------------------------------------------------------------
@@ -136,6 +142,7 @@ class AdaptRequest:
     data: str
     shots: int
     per_class: bool = False
+    choose_shots: str = "random"  # a key of SHOT_CHOICES
     seed: int = 0
     epochs: int | None = None  # None: chosen by cross-validation within the shots (choose_epochs)
     learning_rate: float = DEFAULT_LEARNING_RATE
@@ -341,6 +348,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         raise BcautoError(
             "--align-to-shots aligns to the class mix of the shots, and --per-class draws as many of every class; drop one of them"
         )
+    if request.choose_shots not in SHOT_CHOICES:
+        raise BcautoError(f"--choose-shots must be one of {', '.join(SHOT_CHOICES)}, got {request.choose_shots!r}")
+    if request.choose_shots == "typical" and (request.per_class or request.align_to_shots):
+        raise BcautoError("--choose-shots typical chooses from the images alone, not by class: drop --per-class and --align-to-shots")
     if not request.learning_rate > 0:
         raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
     keras.utils.set_random_seed(request.seed)  # before loading: layers draw their seed generators' states then
@@ -353,7 +364,15 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[cyan]note:[/] {note}")
     labels = label_map(data.class_names, parent.class_names, what="the adaptation data")[data.labels]
     model, classes, labels = among_classes(parent, request.classes, labels, data.source, console)
-    shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
+    if request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
+        untouched = Snapshot(model)
+        label_free = label_free_step(request, model, data, console)
+        with console.status(f"choosing {plural(request.shots, 'typical image')} to label"):
+            shots = typical_shots(predict_probs(feature_model(model), data.images), request.shots, request.seed)
+        label_freed = Snapshot(model)
+        untouched.restore()
+    else:
+        shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
     rest = np.setdiff1d(np.arange(len(labels)), shots)
     unscored = sorted(set(labels[shots].tolist()) - set(labels[rest].tolist()))
     if unscored:  # choose_shots leaves every class an image; this guards that promise
@@ -367,7 +386,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
     rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored, request.tta))]
-    label_free = label_free_step(request, model, data, console)
+    if request.choose_shots == "typical":
+        label_freed.restore()
+    else:
+        label_free = label_free_step(request, model, data, console)
     if label_free and label_free[0]:
         rows.append((label_free[0], _scores(start, scored, request.tta)))
     epochs, choice = request.epochs, None
@@ -403,6 +425,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "images": len(labels),
         "shots": int(request.shots),
         "per_class": bool(request.per_class),
+        "shot_choice": SHOT_CHOICES[request.choose_shots],
         "seed": int(request.seed),
         "shot_indices": shots.tolist(),
         "shot_counts": counts,

@@ -382,6 +382,7 @@ def cmd_adapt(args, console) -> int:
         data=args.data,
         shots=args.shots,
         per_class=args.per_class,
+        choose_shots=args.choose_shots,
         seed=args.seed,
         epochs=args.epochs,
         learning_rate=args.lr,
@@ -638,6 +639,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="images to fine-tune on, in all (stratified, one per class first), or per class with --per-class",
     )
     adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
+    adapt.add_argument(
+        "--choose-shots",
+        choices=("random", "typical"),
+        default="random",
+        help="random (the default): drawn with --seed, stratified by class; typical: from the images alone, the most "
+        "typical image of each of --shots clusters of the model's features, after --adapt-im/--adapt-bn (TypiClust), "
+        "so a lab can label just those",
+    )
     adapt.add_argument("--seed", type=int, default=0, help="seed of the choice of shots and of the fine-tuning (default 0)")
     adapt.add_argument(
         "--epochs",

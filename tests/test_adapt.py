@@ -40,7 +40,7 @@ def classifier(features, num_classes=NUM_CLASSES, frozen_inference=True, noise=4
 
     x = PixelNoise(noise, seed=1, name="augment_noise")(inputs)
     x = features(x, training=False) if frozen_inference else features(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.GlobalAveragePooling2D(name="head_gap")(x)
     return keras.Model(inputs, layers.Dense(num_classes, activation="softmax", name="out")(x), name="classifier")
 
 
@@ -783,3 +783,62 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     assert rest[surest_of_one_view].tolist() != record["indices"], "one view chooses the same images here: the test cannot tell"
     run = MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"])
     assert run.data.params["tta"] == "True"
+
+
+# --- choosing the shots to label (--choose-shots typical) ----------------------------------------------------------
+
+
+def test_typical_shots_take_one_central_image_from_each_cluster_and_are_seeded():
+    from bcauto.shot_choice import typical_shots
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    features = np.concatenate([c + 0.05 * rng.normal(size=(30, 3)) for c in centres])
+    features[[5, 40, 70]] = centres + 0.3  # an odd member in each group: never the typical one
+    chosen = typical_shots(features, 3, seed=0)
+    assert sorted(chosen // 30) == [0, 1, 2]  # one from each group
+    assert not set(chosen) & {5, 40, 70}
+    for i in chosen:  # each is near its group's middle, closer than most of its group
+        group = features[(i // 30) * 30 : (i // 30 + 1) * 30]
+        distance = np.linalg.norm(group - group.mean(axis=0), axis=1)
+        assert np.linalg.norm(features[i] - group.mean(axis=0)) <= np.quantile(distance, 0.25)
+    assert np.array_equal(typical_shots(features, 3, seed=0), chosen)
+    assert len(typical_shots(features, 12, seed=1)) == 12
+
+
+def test_adapt_choose_shots_typical_reads_the_features_after_the_label_free_step_and_never_the_labels(parent, lab, tmp_path, capsys):
+    from bcauto.bundle import load_bundle
+    from bcauto.data import Dataset
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import evaluate, predict_probs
+    from bcauto.plugins import components
+    from bcauto.shot_choice import feature_model, typical_shots
+    from bcauto.test_time import maximize_information
+
+    _, model = parent
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--shots", "8", "--seed", "1", "--epochs", "2", "--adapt-im", "--tracking-uri", uri]
+    assert main([*args, "--data", str(lab), "--choose-shots", "typical", "--out", str(tmp_path / "typical")]) == 0
+    lineage = load_bundle(tmp_path / "typical").info["adapted"]
+    assert lineage["shot_choice"].startswith("the most typical image of each of --shots k-means clusters")
+
+    data = load_data(str(lab), SIZE, components())
+    expected = load_bundle(model)
+    maximize_information(expected.model, data.images, seed=1)
+    features = predict_probs(feature_model(expected.model), data.images)
+    assert lineage["shot_indices"] == typical_shots(features, 8, seed=1).tolist()
+
+    # the labels play no part: the same images with the labels shuffled give the same shots
+    shuffled = tmp_path / "shuffled.npz"
+    np.savez(shuffled, images=data.images, labels=np.random.default_rng(0).permutation(data.labels), class_names=np.array(CLASSES))
+    assert main([*args, "--data", str(shuffled), "--choose-shots", "typical", "--out", str(tmp_path / "shuffled")]) == 0
+    assert load_bundle(tmp_path / "shuffled").info["adapted"]["shot_indices"] == lineage["shot_indices"]
+
+    # the parent's row is the parent as it was, before the label-free step, scored on the images that are not shots
+    rest = np.setdiff1d(np.arange(len(data.labels)), lineage["shot_indices"])
+    scored, _, _ = evaluate(load_bundle(model), Dataset(data.images[rest], data.labels[rest], data.class_names, data.source))
+    assert lineage["before"]["accuracy"] == pytest.approx(scored["accuracy"])
+    assert lineage["before"]["accuracy"] != pytest.approx(lineage["after_information_maximization"]["accuracy"])
+    capsys.readouterr()
+    assert main([*args, "--data", str(lab), "--choose-shots", "typical", "--per-class", "--out", str(tmp_path / "no")]) == 2
+    assert "--choose-shots typical chooses from the images alone, not by class" in " ".join(capsys.readouterr().err.split())

@@ -31,7 +31,7 @@ OPTIONS = {
     "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--adapt-im", "--classes", "--json", "--out"},
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
-        *("MODEL", "--data", "--shots", "--per-class", "--seed", "--epochs", "--lr"),
+        *("MODEL", "--data", "--shots", "--per-class", "--choose-shots", "--seed", "--epochs", "--lr"),
         *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--align-to-shots", "--classes", "--tta", "--out", "--tracking-uri"),
     },
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},

@@ -1,0 +1,63 @@
+"""Which images of a new lab to label for ``bcauto adapt --choose-shots typical``: chosen from the images alone, by
+the model's features, so a lab can label exactly those.
+
+Typical clustering (TypiClust, Hacohen et al., ICML 2022), made for budgets as small as a few labels a class: the
+images' features are split into as many k-means clusters as there are shots, and from each cluster the most typical
+image is taken, the one whose nearest neighbours in the cluster lie closest. A random draw of a few dozen can
+land on a class's odd members or miss one of its looks; one typical image per region of the feature space covers
+the lab's cells as they usually look.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bcauto.errors import BcautoError
+
+NEIGHBOURS = 20  # as TypiClust: typicality is the inverse mean distance to this many nearest neighbours
+
+
+def typicality(features: np.ndarray, neighbours: int = NEIGHBOURS) -> np.ndarray:
+    """One value per row of ``features``: the inverse of its mean distance to its ``neighbours`` nearest other rows
+    (fewer when there are fewer); a lone row gets 0."""
+    n = len(features)
+    k = min(neighbours, n - 1)
+    if k < 1:
+        return np.zeros(n)
+    distances = np.linalg.norm(features[:, None, :] - features[None, :, :], axis=-1)
+    nearest = np.sort(distances, axis=1)[:, 1 : k + 1]  # column 0 is the row itself
+    return 1.0 / (nearest.mean(axis=1) + 1e-12)
+
+
+def typical_shots(features: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of ``shots`` images: the most typical (:func:`typicality`) of each of ``shots`` k-means
+    clusters of the L2-normalized ``features`` (k-means++ seeded by ``seed``)."""
+    from sklearn.cluster import KMeans  # slow to import
+
+    n = len(features)
+    if shots < 1:
+        raise BcautoError(f"--shots must be 1 or more, got {shots}")
+    if shots >= n:
+        raise BcautoError(f"--shots {shots} --choose-shots typical leaves no image to score among {n}")
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    clusters = KMeans(n_clusters=shots, n_init=10, random_state=seed).fit_predict(unit)
+    chosen = []
+    for c in range(shots):
+        members = np.flatnonzero(clusters == c)
+        if len(members):
+            chosen.append(members[np.argmax(typicality(unit[members]))])
+    return np.sort(np.asarray(chosen, np.int64))
+
+
+def feature_model(model):
+    """A model from ``model``'s input to the pooled features its classifier head reads: the ``head_gap`` layer
+    bcauto puts before every head. An ensemble (one per member, inside them) is refused."""
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if "head_gap" not in names:
+        raise BcautoError(
+            "--choose-shots typical reads the features before the classifier head of a single model; this model "
+            "has none at its top level (an ensemble from `bcauto refit --top K`?): adapt a single model, or drop --choose-shots"
+        )
+    return keras.Model(model.inputs, model.get_layer("head_gap").output)
