@@ -4,7 +4,8 @@ when ``--classes`` names them; scored before and after on the rest of those imag
 directory with its lineage, and logged to MLflow. The label-free adaptation that may come first, on all the lab's
 images with their labels unread (``--adapt-bn``: BatchNorm statistics; ``--adapt-im``: information maximization),
 is in :mod:`bcauto.test_time`; the self-training that may follow the fine-tuning (``--pseudo-labels``) in
-:mod:`bcauto.self_training`.
+:mod:`bcauto.self_training`; the label-free choice of which images to label (``--choose-shots typical``) in
+:mod:`bcauto.shot_choice`.
 """
 
 from __future__ import annotations
@@ -333,11 +334,12 @@ def choose_epochs(
 
 
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
-    """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots,
-    score the model on the rest, adapt it to all the images with their labels unread when asked
-    (:func:`label_free_step`), fine-tune (:func:`fine_tune`), self-train on the rest when asked (:func:`self_train`),
-    score again on the same rest, write the adapted model directory with its lineage, log an MLflow run (tag
-    ``bcauto.role = adapt``) and print the scores before and after."""
+    """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots
+    (:func:`choose_shots`; with ``--choose-shots typical`` after the label-free step, by
+    :func:`bcauto.shot_choice.typical_shots`), score the model as it was on the rest, adapt it to all the images
+    with their labels unread when asked (:func:`label_free_step`), fine-tune (:func:`fine_tune`), self-train on the
+    rest when asked (:func:`self_train`), score again on the same rest, write the adapted model directory with its
+    lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
     import keras
 
     if request.epochs is not None and request.epochs < 1:

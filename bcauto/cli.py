@@ -620,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[tracking],
         help="fine-tune a saved model on a few labelled images of another lab, scored before and after",
         description="Fine-tune a model directory on a few labelled images (shots) of a new lab: the shots are "
-        "drawn with a seeded RNG, the rest of the data scores the model before and after; "
+        "drawn with a seeded RNG (or, with --choose-shots typical, chosen from the images alone), "
+        "the rest of the data scores the model before and after; "
         "BatchNorm layers stay frozen, the model's augmentation acts, and the number of epochs is chosen by "
         "cross-validation within the shots unless --epochs gives it. Writes a new model "
         "directory recording its parent, the data and the shots, and logs an MLflow run "
