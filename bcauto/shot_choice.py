@@ -10,6 +10,8 @@ the lab's cells as they usually look.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from bcauto.errors import BcautoError
@@ -20,19 +22,22 @@ NEIGHBOURS = 20  # as TypiClust: typicality is the inverse mean distance to this
 def typicality(features: np.ndarray, neighbours: int = NEIGHBOURS) -> np.ndarray:
     """One value per row of ``features``: the inverse of its mean distance to its ``neighbours`` nearest other rows
     (fewer when there are fewer); a lone row gets 0."""
+    from sklearn.neighbors import NearestNeighbors  # slow to import
+
     n = len(features)
     k = min(neighbours, n - 1)
     if k < 1:
         return np.zeros(n)
-    distances = np.linalg.norm(features[:, None, :] - features[None, :, :], axis=-1)
-    nearest = np.sort(distances, axis=1)[:, 1 : k + 1]  # column 0 is the row itself
-    return 1.0 / (nearest.mean(axis=1) + 1e-12)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(features).kneighbors(features)
+    return 1.0 / (distances[:, 1:].mean(axis=1) + 1e-12)  # column 0 is the row itself
 
 
 def typical_shots(features: np.ndarray, shots: int, seed: int) -> np.ndarray:
     """Indices (sorted) of ``shots`` images: the most typical (:func:`typicality`) of each of ``shots`` k-means
-    clusters of the L2-normalized ``features`` (k-means++ seeded by ``seed``)."""
+    clusters of the L2-normalized ``features`` (k-means++ seeded by ``seed``). When the images hold fewer distinct
+    points than ``shots`` (duplicates), the clusters left empty are made up by the most typical images not chosen."""
     from sklearn.cluster import KMeans  # slow to import
+    from sklearn.exceptions import ConvergenceWarning
 
     n = len(features)
     if shots < 1:
@@ -40,12 +45,17 @@ def typical_shots(features: np.ndarray, shots: int, seed: int) -> np.ndarray:
     if shots >= n:
         raise BcautoError(f"--shots {shots} --choose-shots typical leaves no image to score among {n}")
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-    clusters = KMeans(n_clusters=shots, n_init=10, random_state=seed).fit_predict(unit)
+    with warnings.catch_warnings():  # fewer distinct points than clusters: made up for below
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = KMeans(n_clusters=shots, n_init=10, random_state=seed).fit_predict(unit)
+    typical = np.zeros(n)
     chosen = []
-    for c in range(shots):
+    for c in np.unique(clusters):
         members = np.flatnonzero(clusters == c)
-        if len(members):
-            chosen.append(members[np.argmax(typicality(unit[members]))])
+        typical[members] = typicality(unit[members])
+        chosen.append(members[np.argmax(typical[members])])
+    spare = np.setdiff1d(np.arange(n), chosen)
+    chosen += spare[np.argsort(-typical[spare], kind="stable")[: shots - len(chosen)]].tolist()
     return np.sort(np.asarray(chosen, np.int64))
 
 

@@ -842,3 +842,13 @@ def test_adapt_choose_shots_typical_reads_the_features_after_the_label_free_step
     capsys.readouterr()
     assert main([*args, "--data", str(lab), "--choose-shots", "typical", "--per-class", "--out", str(tmp_path / "no")]) == 2
     assert "--choose-shots typical chooses from the images alone, not by class" in " ".join(capsys.readouterr().err.split())
+
+
+def test_typical_shots_make_up_for_duplicates_with_the_most_typical_images_left():
+    from bcauto.shot_choice import typical_shots
+
+    rng = np.random.default_rng(0)
+    features = np.repeat(rng.normal(size=(4, 8)), 5, axis=0)  # 4 distinct images, 5 copies each
+    chosen = typical_shots(features, 6, seed=0)
+    assert len(chosen) == 6 == len(set(chosen.tolist()))
+    assert sorted(set((chosen // 5).tolist())) == [0, 1, 2, 3]  # every distinct image still among them
