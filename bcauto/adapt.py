@@ -427,6 +427,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "images": len(labels),
         "shots": int(request.shots),
         "per_class": bool(request.per_class),
+        "choose_shots": request.choose_shots,
         "shot_choice": SHOT_CHOICES[request.choose_shots],
         "seed": int(request.seed),
         "shot_indices": shots.tolist(),
@@ -589,6 +590,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         {
             "shots": adapted["shots"],
             "per_class": adapted["per_class"],
+            "choose_shots": adapted["choose_shots"],
             "seed": adapted["seed"],
             "epochs": recipe["epochs"],
             "lr": recipe["learning_rate"],

@@ -61,7 +61,7 @@ def typical_shots(features: np.ndarray, shots: int, seed: int) -> np.ndarray:
 
 def feature_model(model):
     """A model from ``model``'s input to the pooled features its classifier head reads: the ``head_gap`` layer
-    bcauto puts before every head. An ensemble (one per member, inside them) is refused."""
+    bcauto puts before every head. An ensemble (whose pooling layers sit inside its members) is refused."""
     import keras
 
     names = {layer.name for layer in model.layers}

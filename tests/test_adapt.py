@@ -819,8 +819,11 @@ def test_adapt_choose_shots_typical_reads_the_features_after_the_label_free_step
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     args = ["adapt", str(model), "--shots", "8", "--seed", "1", "--epochs", "2", "--adapt-im", "--tracking-uri", uri]
     assert main([*args, "--data", str(lab), "--choose-shots", "typical", "--out", str(tmp_path / "typical")]) == 0
-    lineage = load_bundle(tmp_path / "typical").info["adapted"]
+    adapted = load_bundle(tmp_path / "typical")
+    lineage = adapted.info["adapted"]
+    assert lineage["choose_shots"] == "typical"
     assert lineage["shot_choice"].startswith("the most typical image of each of --shots k-means clusters")
+    assert MlflowClient(tracking_uri=uri).get_run(adapted.info["mlflow"]["run_id"]).data.params["choose_shots"] == "typical"
 
     data = load_data(str(lab), SIZE, components())
     expected = load_bundle(model)
@@ -852,3 +855,17 @@ def test_typical_shots_make_up_for_duplicates_with_the_most_typical_images_left(
     chosen = typical_shots(features, 6, seed=0)
     assert len(chosen) == 6 == len(set(chosen.tolist()))
     assert sorted(set((chosen // 5).tolist())) == [0, 1, 2, 3]  # every distinct image still among them
+
+
+def test_typical_shots_refuse_a_model_without_pooled_features_at_its_top_level():
+    from bcauto.errors import BcautoError
+    from bcauto.shot_choice import feature_model
+
+    inputs = keras.Input((SIZE, SIZE, 3))
+    members = [classifier(backbone(name=f"f{i}")) for i in range(2)]
+    for i, member in enumerate(members):
+        member.name = f"member{i}"
+    ensemble = keras.Model(inputs, layers.Average()([m(inputs) for m in members]))
+    with pytest.raises(BcautoError, match="an ensemble from `bcauto refit --top K`"):
+        feature_model(ensemble)
+    assert feature_model(members[0]).output_shape == (None, 16)  # a single model: its pooled features
