@@ -377,7 +377,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
     rest = np.setdiff1d(np.arange(len(labels)), shots)
     unscored = sorted(set(labels[shots].tolist()) - set(labels[rest].tolist()))
-    if unscored:  # choose_shots leaves every class an image; this guards that promise
+    if unscored:  # choose_shots leaves every class an image; typical shots may take a small class whole
         raise BcautoError(f"class(es) {', '.join(classes[c] for c in unscored)} have no image left to score")
     scored = Dataset(data.images[rest], labels[rest], classes, data.source)
     counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels)}

@@ -613,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
-    from bcauto.adapt import DEFAULT_LEARNING_RATE, EPOCH_CHOICES
+    from bcauto.adapt import DEFAULT_LEARNING_RATE, EPOCH_CHOICES, SHOT_CHOICES
 
     adapt = sub.add_parser(
         "adapt",
@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
     adapt.add_argument(
         "--choose-shots",
-        choices=("random", "typical"),
+        choices=tuple(SHOT_CHOICES),
         default="random",
         help="random (the default): drawn with --seed, stratified by class; typical: from the images alone, the most "
         "typical image of each of --shots clusters of the model's features, after --adapt-im/--adapt-bn (TypiClust), "
