@@ -19,12 +19,13 @@ import numpy as np
 from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle
 from bcauto.data import Dataset
 from bcauto.data.images import list_images
+from bcauto.data.inputs import read_inputs
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
 from bcauto.evaluate import TTA_DESCRIPTION, class_subset, evaluate, label_map, predict_probs, span
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record, shot_prior
-from bcauto.shot_choice import feature_model, typical_shots
-from bcauto.test_time import adapt_bn_summary, adapt_im_summary, batchnorm_layers
+from bcauto.shot_choice import choose_typical
+from bcauto.test_time import batchnorm_layers, label_free_step
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
@@ -141,7 +142,8 @@ class AdaptRequest:
 
     model: str
     data: str
-    shots: int
+    shots: int | None = None  # None with a pool: every image of ``data`` is a shot
+    pool: list[str] | None = None  # the lab's unlabelled images (files, folders, .npz), read as bcauto predict reads them
     per_class: bool = False
     choose_shots: str = "random"  # a key of SHOT_CHOICES
     seed: int = 0
@@ -333,15 +335,8 @@ def choose_epochs(
     return best, record
 
 
-def adapt(request: AdaptRequest, components, console) -> AdaptResult:
-    """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots
-    (:func:`choose_shots`; with ``--choose-shots typical`` after the label-free step, by
-    :func:`bcauto.shot_choice.typical_shots`), score the model as it was on the rest, adapt it to all the images
-    with their labels unread when asked (:func:`label_free_step`), fine-tune (:func:`fine_tune`), self-train on the
-    rest when asked (:func:`self_train`), score again on the same rest, write the adapted model directory with its
-    lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
-    import keras
-
+def check_request(request: AdaptRequest) -> None:
+    """Options that contradict each other, refused before anything is read."""
     if request.epochs is not None and request.epochs < 1:
         raise BcautoError(f"--epochs must be 1 or more, got {request.epochs}")
     if request.align_to_shots and not request.pseudo_labels:
@@ -356,6 +351,26 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         raise BcautoError("--choose-shots typical chooses from the images alone, not by class: drop --per-class and --align-to-shots")
     if not request.learning_rate > 0:
         raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
+    if request.pool and (request.shots is not None or request.per_class or request.choose_shots != "random"):
+        raise BcautoError(
+            "with --pool every image of --data is a shot (the cells your lab labelled); drop --shots, --per-class and --choose-shots"
+        )
+    if not request.pool and request.shots is None:
+        raise BcautoError(
+            "--shots is needed: how many of --data's images to fine-tune on (or give --pool, and every image of --data is a shot)"
+        )
+
+
+def adapt(request: AdaptRequest, components, console) -> AdaptResult:
+    """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots
+    (:func:`choose_shots`; with ``--choose-shots typical`` after the label-free step, by
+    :func:`bcauto.shot_choice.typical_shots`), score the model as it was on the rest, adapt it to all the images
+    with their labels unread when asked (:func:`bcauto.test_time.label_free_step`), fine-tune (:func:`fine_tune`), self-train on the
+    rest when asked (:func:`self_train`), score again on the same rest, write the adapted model directory with its
+    lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
+    import keras
+
+    check_request(request)
     keras.utils.set_random_seed(request.seed)  # before loading: layers draw their seed generators' states then
     parent = load_bundle(request.model)
     out = Path(request.out).expanduser() if request.out else parent.path.with_name(parent.path.name + "-adapted")
@@ -366,38 +381,52 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[cyan]note:[/] {note}")
     labels = label_map(data.class_names, parent.class_names, what="the adaptation data")[data.labels]
     model, classes, labels = among_classes(parent, request.classes, labels, data.source, console)
-    if request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
+    images, pool = data.images, None
+    if request.pool:  # the labelled images first, so the shots are 0..n-1; the pool's labels are unknown (-1)
+        unlabelled, pool = read_pool(request.pool, parent.image_size, data.images, console)
+        images = np.concatenate([data.images, unlabelled])
+        labels = np.concatenate([labels, np.full(len(images) - len(labels), -1)])
+        shots = np.arange(len(data.labels))
+    elif request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
         untouched = Snapshot(model)
-        label_free = label_free_step(request, model, data, console)
+        label_free = label_free_step(request, model, images, data.source, console)
         with console.status(f"choosing {plural(request.shots, 'typical image')} to label"):
-            shots = typical_shots(predict_probs(feature_model(model), data.images), request.shots, request.seed)
+            shots = choose_typical(model, images, request.shots, request.seed)
         label_freed = Snapshot(model)
         untouched.restore()
     else:
         shots = choose_shots(labels, request.shots, request.per_class, request.seed, classes)
     rest = np.setdiff1d(np.arange(len(labels)), shots)
+    scored = None if pool else Dataset(images[rest], labels[rest], classes, data.source)
     unscored = sorted(set(labels[shots].tolist()) - set(labels[rest].tolist()))
-    if unscored:  # choose_shots leaves every class an image; typical shots may take a small class whole
+    if scored is not None and unscored:  # choose_shots leaves every class an image; typical shots may take a small class whole
         raise BcautoError(f"class(es) {', '.join(classes[c] for c in unscored)} have no image left to score")
-    scored = Dataset(data.images[rest], labels[rest], classes, data.source)
-    counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels)}
+    counts = {classes[c]: int((labels[shots] == c).sum()) for c in np.unique(labels[labels >= 0])}
+    drawn = f"{plural(len(shots), 'shot')} to fine-tune on ({', '.join(f'{k}={v}' for k, v in counts.items())})"
     console.print(
-        f"data: {data.source}: {plural(len(labels), 'image')}; {plural(len(shots), 'shot')} to fine-tune on "
-        f"({', '.join(f'{k}={v}' for k, v in counts.items())}), {len(rest)} to score on"
+        f"data: {data.source}: {drawn}; {plural(pool['images'], 'unlabelled image')} in --pool"
+        if pool
+        else f"data: {data.source}: {plural(len(labels), 'image')}; {drawn}, {len(rest)} to score on"
     )
 
     start = Bundle(parent.path, model, {**parent.info, "class_names": list(classes)})
-    rows = [("parent" if model is parent.model else "parent, among --classes", _scores(start, scored, request.tta))]
+    rows: list[tuple[str, dict[str, Any]]] = []
+
+    def score(row: str, bundle: Bundle = start) -> None:
+        if scored is not None:  # with --pool no labelled image is kept aside to score on
+            rows.append((row, _scores(bundle, scored, request.tta)))
+
+    score("parent" if model is parent.model else "parent, among --classes")
     if request.choose_shots == "typical":
         label_freed.restore()
     else:
-        label_free = label_free_step(request, model, data, console)
+        label_free = label_free_step(request, model, images, data.source, console)
     if label_free and label_free[0]:
-        rows.append((label_free[0], _scores(start, scored, request.tta)))
+        score(label_free[0])
     epochs, choice = request.epochs, None
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
-            epochs, choice = choose_epochs(model, data.images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
+            epochs, choice = choose_epochs(model, images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
         tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
         console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
         if tried and epochs == max(EPOCH_CHOICES):
@@ -407,15 +436,14 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             )
     before_fine_tuning = Snapshot(model) if request.pseudo_labels else None
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
-        recipe = fine_tune(model, data.images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
+        recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     if before_fine_tuning is not None:
-        rows.append(("fine-tuned on the shots", _scores(start, scored, request.tta)))
-        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, data.images, labels, shots, rest, classes, epochs, request, console)
+        score("fine-tuned on the shots")
+        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, console)
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
-    after = _scores(Bundle(out, model, start.info), scored, request.tta)
-    rows.append(("adapted", after))
+    score("adapted", Bundle(out, model, start.info))
     model = _without_optimizer(model)
 
     parent_mlflow = parent.info.get("mlflow")
@@ -425,20 +453,22 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         "data": data.source,
         "fingerprint": data.fingerprint(),
         "images": len(labels),
-        "shots": int(request.shots),
+        "shots": len(shots) if pool else int(request.shots),
         "per_class": bool(request.per_class),
-        "choose_shots": request.choose_shots,
-        "shot_choice": SHOT_CHOICES[request.choose_shots],
+        "choose_shots": "every image of --data (--pool)" if pool else request.choose_shots,
+        "shot_choice": "the lab's own: every image of --data" if pool else SHOT_CHOICES[request.choose_shots],
         "seed": int(request.seed),
         "shot_indices": shots.tolist(),
         "shot_counts": counts,
         "classes": list(classes) if len(classes) < len(parent.class_names) else "all the parent's",
-        "scored_images": len(rest),
+        "scored_images": len(rest) if scored is not None else 0,
         "tta": TTA_DESCRIPTION if request.tta else "none",
-        "before": rows[0][1],
-        "after": after,
+        "before": rows[0][1] if rows else None,
+        "after": rows[-1][1] if rows else None,
         "recipe": recipe,
     }
+    if pool:
+        adapted["pool"] = pool
     steps = dict(rows[1:-1])
     for row, key in (
         ("information maximized", "after_information_maximization"),
@@ -462,8 +492,40 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         _update_info(out, info)
     for problem in problems:
         console.print(f"[yellow]warning:[/] {problem}")
-    render(rows, console, request.tta)
+    if rows:
+        render(rows, console, request.tta)
+    else:
+        console.print(
+            "[cyan]note:[/] with --pool no labelled image was kept aside, so the adapted model is not scored here: "
+            f"score it with `bcauto evaluate {out} --data CELLS` on labelled cells of your lab that were not shots"
+        )
     return AdaptResult(out, run_id, info)
+
+
+def read_pool(inputs: list[str], image_size: int, shots: np.ndarray, console) -> tuple[np.ndarray, dict[str, Any]]:
+    """``--pool``: the lab's unlabelled images (``images``), read as ``bcauto predict`` reads its inputs, less any
+    copy of a shot (the same pixels at the model's size: the cells a lab labelled usually come from its pool, and
+    an image must not be both a shot and unlabelled), and the record of what was read, for the lineage."""
+    import hashlib
+
+    sources, images = read_inputs(inputs, image_size)
+    labelled = {hashlib.sha256(image.tobytes()).digest() for image in shots}
+    kept = np.array([hashlib.sha256(image.tobytes()).digest() not in labelled for image in images], bool)
+    if not kept.any():
+        raise BcautoError(
+            f"--pool {' '.join(inputs)}: every image is one of the shots of --data; the pool must hold the lab's other, unlabelled images"
+        )
+    copies = int((~kept).sum())
+    if copies:
+        what = "is a shot" if copies == 1 else "are shots"
+        console.print(f"[cyan]note:[/] --pool: left out {plural(copies, 'image')} that {what} of --data")
+    images = images[kept]
+    return images, {
+        "inputs": list(inputs),
+        "images": len(images),
+        "copies_of_shots_left_out": copies,
+        "fingerprint": hashlib.sha256(images.tobytes()).hexdigest()[:16],
+    }
 
 
 def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, console) -> dict[str, Any]:
@@ -492,32 +554,17 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
         )
     record["indices"] = chosen.tolist()
     record["labels"] = predicted.tolist()
-    record["correct"] = round(float((predicted == labels[chosen]).mean()), 4)  # choose_shots leaves rest an image
+    known = labels[chosen] >= 0  # none with --pool
+    record["correct"] = round(float((predicted[known] == labels[chosen][known]).mean()), 4) if known.all() else None
     record["final_loss"] = second["final_loss"]
     record["class_weight"] = second["class_weight"]
     console.print(
         f"pseudo-labelled {len(chosen)} of the {len(rest)} images that are not shots ("
         + ", ".join(f"{k}={v}" for k, v in record["by_class"].items())
-        + f"; {record['correct']:.0%} of them right, read afterwards) and fine-tuned again on them and the shots"
+        + (f"; {record['correct']:.0%} of them right, read afterwards" if record["correct"] is not None else "")
+        + ") and fine-tuned again on them and the shots"
     )
     return record
-
-
-def label_free_step(request: AdaptRequest, model, data, console) -> tuple[str | None, dict[str, Any]] | None:
-    """``--adapt-im`` or ``--adapt-bn`` on all the lab's images, their labels unread, before the fine-tuning: (the
-    name of the row for the scores after it, None when the model was left unchanged; its record), or None when
-    neither was asked for. Information maximization recomputes the BatchNorm statistics first, so it includes
-    ``--adapt-bn``; the model is by then the one of :func:`among_classes`, so it maximizes among ``--classes``."""
-    if request.adapt_im:
-        with console.status(f"information maximization on {plural(len(data.images), 'image')}"):
-            record, line = adapt_im_summary(model, data.images, data.source, seed=request.seed)
-        console.print(line)
-        return "information maximized", record
-    if request.adapt_bn:
-        record, line = adapt_bn_summary(model, data.images, data.source)
-        console.print(line)
-        return ("BatchNorm recomputed" if record["layers"] else None), record
-    return None
 
 
 def among_classes(parent: Bundle, names: str | None, labels: np.ndarray, source, console) -> tuple[Any, tuple[str, ...], np.ndarray]:
@@ -606,10 +653,11 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "parent": adapted["parent"],
             "shots_taken": len(adapted["shot_indices"]),
             "scored_images": adapted["scored_images"],
+            "pool_images": adapted.get("pool", {}).get("images", 0),
             "tta": adapted["tta"] != "none",
         },
     )
-    metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") for key in ("accuracy", "macro_f1")}
+    metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") if adapted[when] for key in ("accuracy", "macro_f1")}
     steps = (("after_batchnorm_only", "adapt_bn"), ("after_information_maximization", "adapt_im"), ("after_shots_only", "shots_only"))
     for step, prefix in steps:
         if step in adapted:

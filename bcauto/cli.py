@@ -1,4 +1,4 @@
-"""The ``bcauto`` command line: search, best, refit, evaluate, predict, adapt, audit, plugins, ui."""
+"""The ``bcauto`` command line: search, best, refit, evaluate, predict, adapt, suggest, audit, plugins, ui."""
 
 from __future__ import annotations
 
@@ -381,6 +381,7 @@ def cmd_adapt(args, console) -> int:
         model=args.model,
         data=args.data,
         shots=args.shots,
+        pool=args.pool,
         per_class=args.per_class,
         choose_shots=args.choose_shots,
         seed=args.seed,
@@ -399,6 +400,25 @@ def cmd_adapt(args, console) -> int:
     console.print(
         f"saved {escape(str(result.path))} (adapted from {escape(str(result.info['adapted']['parent']))}); "
         f"MLflow run {result.run_id or '-'}"
+    )
+    return 0
+
+
+def cmd_suggest(args, console) -> int:
+    from bcauto.suggest import SUGGESTED_FILE, SuggestRequest, suggest
+
+    request = SuggestRequest(args.model, args.inputs, args.shots, args.out, args.seed, args.adapt_bn, args.adapt_im, args.classes)
+    copies = suggest(request, console)
+    out = escape(str(Path(args.out)))
+    options = "".join(f" {flag}" for flag, on in (("--adapt-bn", args.adapt_bn), ("--adapt-im", args.adapt_im)) if on)
+    options += f" --classes {args.classes}" if args.classes else ""
+    console.print(
+        f"copied {len(copies)} images to label into {out} ({SUGGESTED_FILE} there says where each came from).\n"
+        f"Next: make one subfolder per class in {out}, named as the model's classes, move each image into the folder "
+        f"of its class, then run\n  bcauto adapt {escape(args.model)} --data {out} "
+        + " ".join(f"--pool {escape(i)}" for i in args.inputs)
+        + escape(options)
+        + " --pseudo-labels"
     )
     return 0
 
@@ -636,8 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
     adapt.add_argument(
         "--shots",
         type=int,
-        required=True,
-        help="images to fine-tune on, in all (stratified, one per class first), or per class with --per-class",
+        help="images of --data to fine-tune on, in all (stratified, one per class first), or per class with --per-class; "
+        "the rest score the model (needed unless --pool is given)",
+    )
+    adapt.add_argument(
+        "--pool",
+        metavar="INPUT",
+        action="append",
+        help="the lab's unlabelled images (file, folder searched recursively, or .npz; may be repeated): every image of "
+        "--data is then a shot, and the label-free step and --pseudo-labels read the pool; nothing is scored "
+        "(see `bcauto suggest`)",
     )
     adapt.add_argument("--per-class", action="store_true", help="--shots images of every class in the data")
     adapt.add_argument(
@@ -700,6 +728,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
     adapt.set_defaults(func=cmd_adapt)
+
+    suggest = sub.add_parser(
+        "suggest",
+        help="choose which of a new lab's unlabelled images to label for `bcauto adapt --pool`",
+        description="Choose --shots of the images in INPUT for the lab to label, from the images alone: the most typical "
+        "image of each of --shots k-means clusters of the model's features (TypiClust), after --adapt-im/--adapt-bn "
+        "when given (the model is adapted in memory only). Copies them into the new folder --out, with "
+        "suggested.csv naming the image each was copied from; sort them into one subfolder per class, then run "
+        "`bcauto adapt MODEL --data OUT --pool INPUT`.",
+    )
+    suggest.add_argument("model", metavar="MODEL", help="model directory written by `bcauto refit` (or `bcauto adapt`)")
+    suggest.add_argument("inputs", metavar="INPUT", nargs="+", help="image file, folder of images (searched recursively), or .npz file")
+    suggest.add_argument("--shots", type=positive_int, required=True, help="how many images to label")
+    suggest.add_argument("--out", required=True, help="new folder to copy the images to label into")
+    suggest.add_argument("--seed", type=int, default=0, help="seed of the clustering and of --adapt-im (default 0)")
+    suggest.add_argument("--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the images")
+    suggest.add_argument("--adapt-im", action="store_true", help=ADAPT_IM_HELP)
+    suggest.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
+    suggest.set_defaults(func=cmd_suggest)
 
     audit = sub.add_parser(
         "audit",

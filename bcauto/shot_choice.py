@@ -71,3 +71,10 @@ def feature_model(model):
             "has none at its top level (an ensemble from `bcauto refit --top K`?): adapt a single model, or drop --choose-shots"
         )
     return keras.Model(model.inputs, model.get_layer("head_gap").output)
+
+
+def choose_typical(model, images: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """:func:`typical_shots` of ``images`` on ``model``'s features (:func:`feature_model`)."""
+    from bcauto.evaluate import predict_probs
+
+    return typical_shots(predict_probs(feature_model(model), images), shots, seed)

@@ -7,6 +7,7 @@
   then the feature layers fine-tuned on the unlabelled images so that each gets a confident prediction while the
   images as a whole spread over the classes (SHOT's information maximization, Liang et al., ICML 2020), the
   classifier layer kept as trained.
+* :func:`label_free_step`: either of them as ``bcauto adapt`` and ``bcauto suggest`` take it, said on the console.
 """
 
 from __future__ import annotations
@@ -272,3 +273,21 @@ def adapt_im_summary(
         f"({plural(record['batchnorm_layers'], 'layer')}), then {plural(record['epochs'], 'epoch')} of information "
         f"maximization with {', '.join(record['fixed'])} kept fixed (loss {losses[0]:.3f} -> {losses[-1]:.3f})"
     )
+
+
+def label_free_step(request, model, images: np.ndarray, source: str, console) -> tuple[str | None, dict[str, Any]] | None:
+    """``--adapt-im`` or ``--adapt-bn`` of ``bcauto adapt`` and ``bcauto suggest`` (``request``'s ``adapt_im``,
+    ``adapt_bn`` and ``seed``) on all the lab's images, their labels unread, before the fine-tuning or the choice of
+    images to label: (the name of the row for the scores after it, None when the model was left unchanged; its
+    record), or None when neither was asked for. Information maximization recomputes the BatchNorm statistics
+    first, so it includes ``--adapt-bn``; a model restricted to ``--classes`` maximizes among them."""
+    if request.adapt_im:
+        with console.status(f"information maximization on {plural(len(images), 'image')}"):
+            record, line = adapt_im_summary(model, images, source, seed=request.seed)
+        console.print(line)
+        return "information maximized", record
+    if request.adapt_bn:
+        record, line = adapt_bn_summary(model, images, source)
+        console.print(line)
+        return ("BatchNorm recomputed" if record["layers"] else None), record
+    return None

@@ -31,9 +31,10 @@ OPTIONS = {
     "evaluate": {"MODEL", "--data", "--shift", "--tta", "--seed", "--adapt-bn", "--adapt-im", "--classes", "--json", "--out"},
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
-        *("MODEL", "--data", "--shots", "--per-class", "--choose-shots", "--seed", "--epochs", "--lr"),
+        *("MODEL", "--data", "--shots", "--pool", "--per-class", "--choose-shots", "--seed", "--epochs", "--lr"),
         *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--align-to-shots", "--classes", "--tta", "--out", "--tracking-uri"),
     },
+    "suggest": {"MODEL", "INPUT", "--shots", "--out", "--seed", "--adapt-bn", "--adapt-im", "--classes"},
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},
 }
 
@@ -78,6 +79,8 @@ def test_a_shared_option_reads_the_same_in_every_command(option):
         assert getattr(parsed, option.lstrip("-").replace("-", "_")) == default, f"bcauto {name} {option}"
 
 
-def test_classes_is_the_same_option_for_evaluate_and_predict():
-    evaluate, predict = (next(a for a in commands()[c]._actions if "--classes" in a.option_strings) for c in ("evaluate", "predict"))
-    assert (evaluate.help, evaluate.metavar) == (predict.help, predict.metavar) and evaluate.metavar == "NAMES"
+@pytest.mark.parametrize("option", ["--classes", "--adapt-im"])
+def test_a_label_free_option_reads_the_same_for_evaluate_predict_and_suggest(option):
+    first, *others = (next(a for a in commands()[c]._actions if option in a.option_strings) for c in ("evaluate", "predict", "suggest"))
+    for other in others:
+        assert other.help.startswith(first.help) and other.metavar == first.metavar

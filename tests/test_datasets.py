@@ -253,6 +253,16 @@ def test_folder_loads_sorted_classes_any_size_and_mode(tmp_path):
     assert any("README.txt" in note for note in data.notes)
 
 
+def test_folder_names_images_outside_any_class_folder_apart_from_entries_that_are_not_images(tmp_path):
+    root = _class_tree(tmp_path / "cells")
+    _image_file(root / "unsorted.png", (8, 8))  # one a user forgot to sort (bcauto suggest's folder)
+    data = folder.load_folder(root, 8)
+    assert len(data.labels) == 5
+    assert f"{root}: ignored 1 image outside any class folder: unsorted.png" in data.notes
+    assert f"{root}: ignored 1 entry that is not an image: README.txt" in data.notes
+    assert dict(data.left_out) == {"unsorted.png": "an image outside any class folder", "a_cells/README.txt": "not an image file"}
+
+
 def test_folder_says_how_many_of_its_images_are_enlarged(tmp_path):
     root = _class_tree(tmp_path / "cells")  # shorter sides 20, 16, 12, 9 and 25 pixels
     assert not [note for note in folder.load_folder(root, 9).notes if "enlarged" in note]

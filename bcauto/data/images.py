@@ -75,7 +75,8 @@ def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, li
 
 
 def scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[Path]]:
-    """Class names (sorted subfolders), image files, their int64 labels, and the entries of class folders ignored."""
+    """Class names (sorted subfolders), image files, their int64 labels, and the entries ignored: those of class
+    folders that are not images, and images outside any class folder."""
     if not root.exists():
         raise BcautoError(f"{root}: folder not found")
     if not root.is_dir():
@@ -85,7 +86,8 @@ def scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndar
     if not class_dirs:
         what = "is empty" if not entries else "has no class subfolders"
         raise BcautoError(f"{root}: {what}; expected one subfolder per class holding its images ({root}/<class>/<image>.png)")
-    files, labels, ignored = [], [], []
+    files, labels = [], []
+    ignored = sorted(entry for entry in entries if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES)
     for label, class_dir in enumerate(class_dirs):
         members = sorted(entry for entry in class_dir.iterdir() if not entry.name.startswith("."))
         images = [entry for entry in members if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES]
@@ -98,9 +100,18 @@ def scan_class_folders(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndar
 
 
 def ignored_notes(root: Path, ignored: list[Path]) -> list[str]:
-    """A notice naming the entries of class folders that are not images (none when ``ignored`` is empty)."""
-    stray = "entry that is not an image" if len(ignored) == 1 else "entries that are not images"
-    return [f"{root}: ignored {len(ignored)} {stray}: {file_names(ignored)}"] if ignored else []
+    """A notice naming the images outside any class folder, and one naming the entries of class folders that are not
+    images (none when ``ignored`` is empty)."""
+    loose = [path for path in ignored if path.parent == root]
+    others = [path for path in ignored if path.parent != root]
+    notes = []
+    if loose:
+        images = "image" if len(loose) == 1 else "images"
+        notes.append(f"{root}: ignored {len(loose)} {images} outside any class folder: {file_names(loose)}")
+    if others:
+        stray = "entry that is not an image" if len(others) == 1 else "entries that are not images"
+        notes.append(f"{root}: ignored {len(others)} {stray}: {file_names(others)}")
+    return notes
 
 
 def decode_image(path: Path, size: int) -> tuple[np.ndarray, str, int]:

@@ -75,7 +75,7 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
         count = sum(mode not in (None, "RGB") for mode, _, _ in results)
         notes.append(f"{root}: {count} image(s) converted to RGB from {', '.join(converted)}")
     notes += enlarged_note(str(root), np.array([side for _, side, exc in results if exc is None]), image_size)
-    left_out = [(_relative(path, root), "a folder, not an image" if path.is_dir() else "not an image file") for path in ignored]
+    left_out = [(_relative(path, root), _why_ignored(path, root)) for path in ignored]
     if bad:
         images, labels = _drop(images, labels, bad)
         notes.append(f"{root}: skipped {len(bad)} undecodable image(s): {file_names(files[i] for i in bad)}")
@@ -86,6 +86,12 @@ def load_folder(root: Path, image_size: int, on_bad_image: str = "stop") -> Data
     dropped = set(bad)
     names = tuple(_relative(path, root) for i, path in enumerate(files) if i not in dropped)
     return Dataset(images, labels, class_names, str(root), tuple(notes), names, tuple(left_out))
+
+
+def _why_ignored(path: Path, root: Path) -> str:
+    if path.parent == root:
+        return "an image outside any class folder"
+    return "a folder, not an image" if path.is_dir() else "not an image file"
 
 
 def _drop(images: np.ndarray, labels: np.ndarray, bad: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,138 @@
+"""Asking before labelling: ``bcauto suggest`` chooses which of a new lab's unlabelled images to label, and
+``bcauto adapt --pool`` fine-tunes on the labelled ones and reads the rest of the lab's images unlabelled."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+from adapt_models import SIZE, trained_parent
+from helpers import CLASSES, blob_data
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from bcauto.cli import main
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suggest")
+    return root, trained_parent(root)
+
+
+@pytest.fixture(scope="module")
+def lab(parent):
+    """A new lab's 96 cells (colours inverted) and their labels, which the lab does not yet have."""
+    data = blob_data(96, SIZE, seed=7)
+    return 255 - data.images, data.labels
+
+
+def test_suggest_copies_the_most_typical_images_after_the_label_free_step_and_says_where_each_came_from(parent, lab, tmp_path, capsys):
+    from bcauto.bundle import load_bundle
+    from bcauto.evaluate import predict_probs
+    from bcauto.shot_choice import feature_model, typical_shots
+    from bcauto.test_time import maximize_information
+
+    _, model = parent
+    images, _ = lab
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(60):  # 60 image files and 36 rows of an .npz
+        Image.fromarray(images[i]).save(pool / f"cell_{i:02d}.png")
+    np.savez(tmp_path / "more.npz", images=images[60:])
+    out = tmp_path / "to-label"
+    args = ["suggest", str(model), str(pool), str(tmp_path / "more.npz"), "--shots", "6", "--seed", "1", "--adapt-im", "--out", str(out)]
+    assert main(args) == 0
+    said = " ".join(capsys.readouterr().out.split())
+
+    keras.utils.set_random_seed(1)
+    expected = load_bundle(model)
+    maximize_information(expected.model, images, seed=1)
+    chosen = typical_shots(predict_probs(feature_model(expected.model), images), 6, seed=1)
+    with (out / "suggested.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["source"] for row in rows] == [
+        str(pool / f"cell_{i:02d}.png") if i < 60 else str(tmp_path / "more.npz") for i in chosen.tolist()
+    ]
+    assert [row["index"] for row in rows] == ["" if i < 60 else str(i - 60) for i in chosen.tolist()]
+    for row, i in zip(rows, chosen.tolist()):
+        copy = out / row["file"]
+        if i < 60:  # the lab's own file, byte for byte
+            assert copy.read_bytes() == (pool / f"cell_{i:02d}.png").read_bytes()
+        else:
+            assert np.array_equal(np.asarray(Image.open(copy)), images[i])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(row["file"] for row in rows), "suggested.csv"])
+    assert f"copied 6 images to label into {out}" in said
+    assert f"--data {out} --pool {pool} --pool {tmp_path / 'more.npz'} --adapt-im --pseudo-labels" in said
+
+    # a folder that exists is never written into
+    assert main(args) == 2
+    assert "already exists; name a new folder" in capsys.readouterr().err
+    assert len(list(out.iterdir())) == 7
+
+
+def test_adapt_with_a_pool_fine_tunes_on_every_labelled_image_and_self_trains_on_the_pool_as_a_labelled_split_would(
+    parent, lab, tmp_path, capsys
+):
+    """The same shots given as a labelled folder and the rest as an unlabelled pool (holding a copy of one shot) train
+    the same model as ``--shots`` drawn from the fully labelled data; nothing is scored, and the lineage says so."""
+    from bcauto.adapt import choose_shots
+    from bcauto.bundle import load_bundle
+
+    _, model = parent
+    by_class = np.argsort(np.array(CLASSES)[lab[1]], kind="stable")  # the shots, in index order, as class folders list them
+    images, labels = lab[0][by_class], lab[1][by_class]
+    np.savez(tmp_path / "all.npz", images=images, labels=labels, class_names=np.array(CLASSES))
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = ["--seed", "1", "--epochs", "5", "--lr", "1e-3", "--pseudo-labels", "--tracking-uri", uri]
+    assert main(["adapt", str(model), "--data", str(tmp_path / "all.npz"), "--shots", "8", *common, "--out", str(tmp_path / "split")]) == 0
+
+    shots = choose_shots(labels, 8, False, seed=1)
+    rest = np.setdiff1d(np.arange(96), shots)
+    labelled = tmp_path / "labelled"
+    for rank, i in enumerate(shots):  # as a lab sorts bcauto suggest's folder: one subfolder per class
+        (labelled / CLASSES[labels[i]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(labelled / CLASSES[labels[i]] / f"{rank}.png")
+    np.savez(tmp_path / "pool.npz", images=np.concatenate([images[rest], images[shots[:1]]]))
+    capsys.readouterr()
+    run = ["adapt", str(model), "--data", str(labelled), "--pool", str(tmp_path / "pool.npz"), *common]
+    assert main([*run, "--out", str(tmp_path / "pooled")]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+
+    pooled = load_bundle(tmp_path / "pooled")
+    lineage = pooled.info["adapted"]
+    assert lineage["pool"]["images"] == 88 and lineage["pool"]["copies_of_shots_left_out"] == 1
+    assert lineage["shots"] == 8 and lineage["shot_indices"] == list(range(8)) and lineage["images"] == 96
+    assert lineage["before"] is None and lineage["after"] is None and lineage["scored_images"] == 0
+    record = lineage["recipe"]["pseudo_labels"]
+    assert min(record["indices"]) >= 8 and record["correct"] is None
+    assert "left out 1 image that is a shot of --data" in said and "88 unlabelled images in --pool" in said
+    assert "no labelled image was kept aside, so the adapted model is not scored here" in said
+
+    # the same shots in the same order, the pool in the split's: the same pseudo-labels, the same fine-tuning
+    split = load_bundle(tmp_path / "split")
+    assert record["labels"] == split.info["adapted"]["recipe"]["pseudo_labels"]["labels"]
+    probe = images[:32].astype(np.float32)
+    assert np.allclose(split.model.predict(probe, verbose=0), pooled.model.predict(probe, verbose=0), atol=1e-5)
+    mlflow_run = MlflowClient(tracking_uri=uri).get_run(pooled.info["mlflow"]["run_id"])
+    assert mlflow_run.data.params["pool_images"] == "88" and "after_accuracy" not in mlflow_run.data.metrics
+    assert json.loads((tmp_path / "pooled" / "bcauto-model.json").read_text())["adapted"]["pool"]["inputs"] == [str(tmp_path / "pool.npz")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pool", "POOL", "--shots", "4"], "with --pool every image of --data is a shot"),
+        (["--pool", "POOL", "--choose-shots", "typical"], "with --pool every image of --data is a shot"),
+        ([], "--shots is needed"),
+    ],
+)
+def test_adapt_refuses_shots_to_draw_with_a_pool_and_needs_them_without_one(parent, lab, tmp_path, capsys, extra, message):
+    _, model = parent
+    images, labels = lab
+    np.savez(tmp_path / "all.npz", images=images, labels=labels, class_names=np.array(CLASSES))
+    extra = [str(tmp_path / "all.npz") if part == "POOL" else part for part in extra]
+    assert main(["adapt", str(model), "--data", str(tmp_path / "all.npz"), *extra, "--out", str(tmp_path / "a")]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "a").exists()
