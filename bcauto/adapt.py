@@ -364,10 +364,12 @@ def check_request(request: AdaptRequest) -> None:
 def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     """Fine-tune the model directory ``request.model`` on a few labelled images of ``request.data``: choose the shots
     (:func:`choose_shots`; with ``--choose-shots typical`` after the label-free step, by
-    :func:`bcauto.shot_choice.typical_shots`), score the model as it was on the rest, adapt it to all the images
-    with their labels unread when asked (:func:`bcauto.test_time.label_free_step`), fine-tune (:func:`fine_tune`), self-train on the
-    rest when asked (:func:`self_train`), score again on the same rest, write the adapted model directory with its
-    lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the scores before and after."""
+    :func:`bcauto.shot_choice.typical_shots`; with ``--pool`` every image of ``request.data``, the pool being the
+    rest, :func:`read_pool`), score the model as it was on the rest (not with a pool: its labels are unknown), adapt
+    it to all the images with their labels unread when asked (:func:`bcauto.test_time.label_free_step`), fine-tune
+    (:func:`fine_tune`), self-train on the rest when asked (:func:`self_train`), score again on the same rest, write
+    the adapted model directory with its lineage, log an MLflow run (tag ``bcauto.role = adapt``) and print the
+    scores before and after."""
     import keras
 
     check_request(request)
@@ -503,12 +505,12 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
 
 
 def read_pool(inputs: list[str], image_size: int, shots: np.ndarray, console) -> tuple[np.ndarray, dict[str, Any]]:
-    """``--pool``: the lab's unlabelled images (``images``), read as ``bcauto predict`` reads its inputs, less any
-    copy of a shot (the same pixels at the model's size: the cells a lab labelled usually come from its pool, and
-    an image must not be both a shot and unlabelled), and the record of what was read, for the lineage."""
+    """``--pool``: the lab's unlabelled images, read as ``bcauto predict`` reads its inputs, less any copy of one of
+    the labelled ``shots`` (the same pixels at the model's size: the cells a lab labelled usually come from its
+    pool, and an image must not be both a shot and unlabelled); and the record of what was read, for the lineage."""
     import hashlib
 
-    sources, images = read_inputs(inputs, image_size)
+    _, images = read_inputs(inputs, image_size)
     labelled = {hashlib.sha256(image.tobytes()).digest() for image in shots}
     kept = np.array([hashlib.sha256(image.tobytes()).digest() not in labelled for image in images], bool)
     if not kept.any():
