@@ -18,3 +18,13 @@ def tiny_plugin():
         yield plugins.components()
     finally:
         plugins.unregister_plugin("tests:tiny")
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory):
+    """(a folder for the module's files, a small classifier's model directory): the model ``bcauto adapt`` and
+    ``bcauto suggest`` are tested on (tests/adapt_models.py), trained once per test module."""
+    from adapt_models import trained_parent
+
+    root = tmp_path_factory.mktemp("adapt")
+    return root, trained_parent(root)

@@ -6,18 +6,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from adapt_models import NUM_CLASSES, SIZE, backbone, classifier, inverted, new_lab, save, save_npz, trained_parent
+from adapt_models import NUM_CLASSES, SIZE, backbone, classifier, inverted, new_lab, save, save_npz
 from helpers import CLASSES, blob_data
 from keras import layers
 from mlflow.tracking import MlflowClient
 
 from bcauto.cli import main
-
-
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapt")
-    return root, trained_parent(root)
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from adapt_models import SIZE, trained_parent
+from adapt_models import SIZE
 from helpers import CLASSES, blob_data
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from bcauto.cli import main
-
-
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory):
-    root = tmp_path_factory.mktemp("suggest")
-    return root, trained_parent(root)
 
 
 @pytest.fixture(scope="module")
