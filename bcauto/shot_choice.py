@@ -67,8 +67,9 @@ def feature_model(model):
     names = {layer.name for layer in model.layers}
     if "head_gap" not in names:
         raise BcautoError(
-            "--choose-shots typical reads the features before the classifier head of a single model; this model "
-            "has none at its top level (an ensemble from `bcauto refit --top K`?): adapt a single model, or drop --choose-shots"
+            "choosing typical images to label (bcauto suggest, bcauto adapt --choose-shots typical) reads the features "
+            "before the classifier head of a single model; this model has none at its top level (an ensemble from "
+            "`bcauto refit --top K`?): use one of its members, or draw the shots at random (bcauto adapt --shots N)"
         )
     return keras.Model(model.inputs, model.get_layer("head_gap").output)
 
