@@ -383,15 +383,16 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[cyan]note:[/] {note}")
     labels = label_map(data.class_names, parent.class_names, what="the adaptation data")[data.labels]
     model, classes, labels = among_classes(parent, request.classes, labels, data.source, console)
-    images, pool = data.images, None
+    images, pool, seen = data.images, None, data.source  # seen: the images the label-free step reads, in words
     if request.pool:  # the labelled images first, so the shots are 0..n-1; the pool's labels are unknown (-1)
         unlabelled, pool = read_pool(request.pool, parent.image_size, data.images, console)
+        seen = f"{data.source} and --pool {', '.join(request.pool)}"
         images = np.concatenate([data.images, unlabelled])
         labels = np.concatenate([labels, np.full(len(images) - len(labels), -1)])
         shots = np.arange(len(data.labels))
     elif request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
         untouched = Snapshot(model)
-        label_free = label_free_step(request, model, images, data.source, console)
+        label_free = label_free_step(request, model, images, seen, console)
         with console.status(f"choosing {plural(request.shots, 'typical image')} to label"):
             shots = choose_typical(model, images, request.shots, request.seed)
         label_freed = Snapshot(model)
@@ -422,7 +423,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     if request.choose_shots == "typical":
         label_freed.restore()
     else:
-        label_free = label_free_step(request, model, images, data.source, console)
+        label_free = label_free_step(request, model, images, seen, console)
     if label_free and label_free[0]:
         score(label_free[0])
     epochs, choice = request.epochs, None

@@ -109,6 +109,11 @@ def test_adapt_with_a_pool_fine_tunes_on_every_labelled_image_and_self_trains_on
     assert record["labels"] == split.info["adapted"]["recipe"]["pseudo_labels"]["labels"]
     probe = images[:32].astype(np.float32)
     assert np.allclose(split.model.predict(probe, verbose=0), pooled.model.predict(probe, verbose=0), atol=1e-5)
+    # a label-free step reads the shots and the pool, and says so
+    assert main([*run, "--adapt-bn", "--out", str(tmp_path / "pooled-bn")]) == 0
+    assert f"BatchNorm statistics recomputed on 96 images of {labelled} and --pool {tmp_path / 'pool.npz'}" in " ".join(
+        capsys.readouterr().out.split()
+    )
     mlflow_run = MlflowClient(tracking_uri=uri).get_run(pooled.info["mlflow"]["run_id"])
     assert mlflow_run.data.params["pool_images"] == "88" and "after_accuracy" not in mlflow_run.data.metrics
     assert json.loads((tmp_path / "pooled" / "bcauto-model.json").read_text())["adapted"]["pool"]["inputs"] == [str(tmp_path / "pool.npz")]
