@@ -413,7 +413,7 @@ def cmd_suggest(args, console) -> int:
     options = "".join(f" {flag}" for flag, on in (("--adapt-bn", args.adapt_bn), ("--adapt-im", args.adapt_im)) if on)
     options += f" --classes {args.classes}" if args.classes else ""
     console.print(
-        f"copied {len(copies)} images to label into {out} ({SUGGESTED_FILE} there says where each came from).\n"
+        f"copied {plural(len(copies), 'image')} to label into {out} ({SUGGESTED_FILE} there says where each came from).\n"
         f"Next: make one subfolder per class in {out}, named as the model's classes, move each image into the folder "
         f"of its class, then run\n  bcauto adapt {escape(args.model)} --data {out} "
         + " ".join(f"--pool {escape(i)}" for i in args.inputs)
