@@ -692,18 +692,21 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"learning rate the fine-tuning starts at, Adam, falling to zero along a cosine (default {DEFAULT_LEARNING_RATE:g})",
     )
     adapt.add_argument(
-        "--adapt-bn", action="store_true", help="first recompute the BatchNorm statistics on all the data's images (labels unread)"
+        "--adapt-bn",
+        action="store_true",
+        help="first recompute the BatchNorm statistics on all the data's (and --pool's) images, labels unread",
     )
     adapt.add_argument(
         "--adapt-im",
         action="store_true",
-        help="first adapt to all the data's images, labels unread, as `bcauto evaluate --adapt-im` does (BatchNorm "
+        help="first adapt to all the data's (and --pool's) images, labels unread, as `bcauto evaluate --adapt-im` does (BatchNorm "
         "statistics, then information maximization among --classes when given); implies --adapt-bn",
     )
     adapt.add_argument(
         "--pseudo-labels",
         action="store_true",
-        help="self-training: after fine-tuning on the shots, the model labels the data's other images (labels unread), "
+        help="self-training: after fine-tuning on the shots, the model labels the data's other images, or the pool's "
+        "(labels unread), "
         "and the most confident half of each predicted class join the shots for a second fine-tuning, started "
         "again from the same weights",
     )
