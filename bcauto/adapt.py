@@ -18,7 +18,7 @@ import numpy as np
 
 from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle
 from bcauto.data import Dataset
-from bcauto.data.images import list_images
+from bcauto.data.images import content_order, list_images, pixel_digests
 from bcauto.data.inputs import read_inputs
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
@@ -389,12 +389,21 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         seen = f"{data.source} and --pool {', '.join(request.pool)}"
         images = np.concatenate([data.images, unlabelled])
         labels = np.concatenate([labels, np.full(len(images) - len(labels), -1)])
+    # every step that learns reads the images in the order of their contents, not of their files: the same cells,
+    # renamed, sorted into folders (bcauto suggest) or given as a pool, train the same model
+    order = content_order(images)
+    rank = np.argsort(order)
+
+    def in_content_order(indices: np.ndarray) -> np.ndarray:
+        return indices[np.argsort(rank[indices], kind="stable")]
+
+    if pool:
         shots = np.arange(len(data.labels))
     elif request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
         untouched = Snapshot(model)
-        label_free = label_free_step(request, model, images, seen, console)
+        label_free = label_free_step(request, model, images[order], seen, console)
         with console.status(f"choosing {plural(request.shots, 'typical image')} to label"):
-            shots = choose_typical(model, images, request.shots, request.seed)
+            shots = np.sort(order[choose_typical(model, images[order], request.shots, request.seed)])
         label_freed = Snapshot(model)
         untouched.restore()
     else:
@@ -423,13 +432,14 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     if request.choose_shots == "typical":
         label_freed.restore()
     else:
-        label_free = label_free_step(request, model, images, seen, console)
+        label_free = label_free_step(request, model, images[order], seen, console)
     if label_free and label_free[0]:
         score(label_free[0])
     epochs, choice = request.epochs, None
+    trained = in_content_order(shots)
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
-            epochs, choice = choose_epochs(model, images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
+            epochs, choice = choose_epochs(model, images[trained], labels[trained], len(classes), request.learning_rate, request.seed)
         tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
         console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
         if tried and epochs == max(EPOCH_CHOICES):
@@ -439,10 +449,11 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             )
     before_fine_tuning = Snapshot(model) if request.pseudo_labels else None
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
-        recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
+        recipe = fine_tune(model, images[trained], labels[trained], len(classes), epochs, request.learning_rate, request.seed)
     if before_fine_tuning is not None:
         score("fine-tuned on the shots")
-        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, console)
+        others = in_content_order(rest)
+        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, trained, others, classes, epochs, request, console)
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
@@ -512,8 +523,8 @@ def read_pool(inputs: list[str], image_size: int, shots: np.ndarray, console) ->
     import hashlib
 
     _, images = read_inputs(inputs, image_size)
-    labelled = {hashlib.sha256(image.tobytes()).digest() for image in shots}
-    kept = np.array([hashlib.sha256(image.tobytes()).digest() not in labelled for image in images], bool)
+    labelled = set(pixel_digests(shots))
+    kept = np.array([digest not in labelled for digest in pixel_digests(images)], bool)
     if not kept.any():
         raise BcautoError(
             f"--pool {' '.join(inputs)}: every image is one of the shots of --data; the pool must hold the lab's other, unlabelled images"

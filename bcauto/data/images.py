@@ -68,6 +68,19 @@ def enlarged_note(where: str, sides: np.ndarray, size: int) -> list[str]:
     ]
 
 
+def pixel_digests(images: np.ndarray) -> list[bytes]:
+    """The SHA-256 of each image's pixels: equal digests, equal images."""
+    import hashlib
+
+    return [hashlib.sha256(np.ascontiguousarray(image).tobytes()).digest() for image in images]
+
+
+def content_order(images: np.ndarray) -> np.ndarray:
+    """A permutation that puts ``images`` in the order of their pixels' digests: the same images, however they were
+    listed (files renamed, folders sorted another way), come out in the same order."""
+    return np.argsort(np.array(pixel_digests(images), dtype=object), kind="stable")
+
+
 def list_images(root: Path) -> tuple[tuple[str, ...], list[Path], np.ndarray, list[str]]:
     """Class names (sorted subfolders), image files, their int64 labels and notices about ignored files."""
     class_names, files, labels, ignored = scan_class_folders(root)
