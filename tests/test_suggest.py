@@ -114,6 +114,33 @@ def test_adapt_with_a_pool_trains_the_model_a_labelled_split_of_the_same_images_
     assert json.loads((tmp_path / "pooled" / "bcauto-model.json").read_text())["adapted"]["pool"]["inputs"] == [str(tmp_path / "pool.npz")]
 
 
+def test_adapt_with_a_pool_trains_the_model_choose_shots_typical_trains_on_the_same_shots(parent, lab, tmp_path):
+    """The shots ``--choose-shots typical`` took (its model saved and restored around the parent's score), sorted into
+    class folders with the rest as a pool: the same epochs, pseudo-labels and weights."""
+    from bcauto.bundle import load_bundle
+
+    _, model = parent
+    images, labels = lab
+    np.savez(tmp_path / "all.npz", images=images, labels=labels, class_names=np.array(CLASSES))
+    common = ["--seed", "1", "--lr", "1e-3", "--adapt-im", "--pseudo-labels", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+    data = ["--data", str(tmp_path / "all.npz"), "--shots", "8", "--choose-shots", "typical"]
+    assert main(["adapt", str(model), *data, *common, "--out", str(tmp_path / "typical")]) == 0
+    typical = load_bundle(tmp_path / "typical")
+    shots = np.array(typical.info["adapted"]["shot_indices"])
+    labelled = tmp_path / "labelled"
+    for rank, i in enumerate(shots):
+        (labelled / CLASSES[labels[i]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(labelled / CLASSES[labels[i]] / f"{rank}.png")
+    np.savez(tmp_path / "pool.npz", images=images[np.setdiff1d(np.arange(96), shots)])
+    pool = ["--data", str(labelled), "--pool", str(tmp_path / "pool.npz")]
+    assert main(["adapt", str(model), *pool, *common, "--out", str(tmp_path / "pool")]) == 0
+    pooled = load_bundle(tmp_path / "pool")
+    first, second = typical.info["adapted"]["recipe"], pooled.info["adapted"]["recipe"]
+    assert first["epochs_choice"] == second["epochs_choice"] and first["pseudo_labels"]["labels"] == second["pseudo_labels"]["labels"]
+    probe = images[:32].astype(np.float32)
+    assert np.allclose(typical.model.predict(probe, verbose=0), pooled.model.predict(probe, verbose=0), atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
