@@ -41,7 +41,7 @@ class Bundle:
 def register_layers() -> None:
     """Import every module that registers serializable layers: bcauto's own, and those of every enabled plugin
     (its modules, and what its ``load_keras_objects`` hook imports)."""
-    import bcauto.model  # noqa: F401  (ReverseChannels)
+    import bcauto.model  # noqa: F401  (ReverseChannels, ClassSubset, TrainingOnly)
 
     load_keras_objects()
 

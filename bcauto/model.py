@@ -69,6 +69,35 @@ def preprocessing_layers(kind: str) -> list[layers.Layer]:
     raise BcautoError(f"unknown preprocessing {kind!r}; expected one of {', '.join(PREPROCESSING)}")
 
 
+@keras.saving.register_keras_serializable(package="bcauto")
+class TrainingOnly(layers.Layer):
+    """``layer`` (a model's augmentation) while training; outside training the images pass untouched and the layer
+    is not called at all. Keras's RandomHue and RandomSaturation draw their random numbers even at inference
+    (passing the images through unchanged), so each prediction would advance their seed generators and change
+    the augmentation of any later training: ``bcauto adapt``'s fine-tuning would depend on how many images were
+    scored or ranked before it."""
+
+    def __init__(self, layer, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer
+
+    def build(self, input_shape):
+        self.layer.build(input_shape)
+
+    def call(self, images, training=None):
+        return self.layer(images, training=True) if training else images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.saving.serialize_keras_object(self.layer)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config.pop("layer")), **config)
+
+
 @dataclass(frozen=True)
 class HeadParams:
     """The seed's classifier (table 1): GAP -> Dense(units1) -> Dropout -> Dense(units2) -> Dropout -> softmax."""
@@ -168,13 +197,14 @@ def set_trainable_blocks(spec: BackboneSpec, backbone: keras.Model, unfreeze) ->
 
 
 def assemble(backbone: keras.Model, head: keras.Model, augmentation: layers.Layer | None, frozen_inference: bool) -> keras.Model:
-    """Augmentation -> backbone -> global average pooling -> head, one model taking [0, 255] images.
+    """Augmentation (in training only, :class:`TrainingOnly`) -> backbone -> global average pooling -> head, one
+    model taking [0, 255] images.
 
     ``frozen_inference`` calls the backbone with ``training=False`` (the Keras transfer-learning recipe):
     pretrained backbones then never update BatchNorm statistics or apply their own dropout.
     """
     inputs = keras.Input(shape=backbone.input_shape[1:], name="image")
-    x = augmentation(inputs) if augmentation is not None else inputs
+    x = TrainingOnly(augmentation, name="augmentation")(inputs) if augmentation is not None else inputs
     x = backbone(x, training=False) if frozen_inference else backbone(x)
     outputs = head(layers.GlobalAveragePooling2D(name="head_gap")(x))
     return keras.Model(inputs, outputs, name="classifier")

@@ -8,6 +8,7 @@ import tensorflow as tf
 from helpers import blob_data
 from skimage.color import hed2rgb, rgb2hed
 
+from bcauto.model import TrainingOnly, assemble
 from bcauto.plugins import components
 from bcauto.search_space import PrefixedTrial
 from bcauto_builtin.layers import (
@@ -110,6 +111,36 @@ def test_model_with_the_layer_round_trips_through_keras_file(name, images, tmp_p
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
     assert [type(layer) for layer in loaded.layers[1].layers] == [type(layer) for layer in model.layers[1].layers]
+
+
+def assembled(name):
+    """A classifier around the policy's layer, assembled as every trial's is (:func:`bcauto.model.assemble`)."""
+    inputs, features = keras.Input((SIZE, SIZE, 3)), keras.Input((4,))
+    backbone = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    head = keras.Model(features, keras.layers.Dense(CLASSES, activation="softmax")(features))
+    return assemble(backbone, head, build(name), frozen_inference=False)
+
+
+def seed_states(model):
+    return [np.array(v) for v in model.variables if "seed_generator" in v.path]
+
+
+@pytest.mark.parametrize("name", IMAGE_POLICIES)
+def test_a_model_draws_its_augmentation_only_while_it_trains(name, images, tmp_path):
+    # Keras's RandomHue and RandomSaturation draw even at inference: a prediction would then change the
+    # augmentation of the next training, and bcauto adapt's result would depend on what was scored before it
+    model = assembled(name)
+    start = seed_states(model)
+    model.predict(images, verbose=0)
+    model(images)
+    assert all(np.array_equal(a, b) for a, b in zip(start, seed_states(model)))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    assert isinstance(loaded.get_layer("augmentation"), TrainingOnly)
+    np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    model.fit(images, np.eye(CLASSES)[np.arange(BATCH) % CLASSES], epochs=1, verbose=0)
+    assert not all(np.array_equal(a, b) for a, b in zip(start, seed_states(model))), "training drew no augmentation"
 
 
 @pytest.mark.parametrize("name", ["flip_rotate_zoom", "stain", "corruption", "lab", "robust"])
