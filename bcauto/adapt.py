@@ -196,7 +196,8 @@ def fine_tune(
     usable batch statistics, and moving statistics updated from them would wreck the layer), with Adam at a small
     learning rate for ``epochs`` epochs (:func:`choose_epochs` picks them by cross-validation within the shots:
     there are too few images to hold some back for early stopping). The model's own augmentation layers act, as
-    they do in training, so each epoch sees other views of the few images; batches are shuffled by a seeded RNG
+    they do in training, so each epoch sees other views of the few images; the images, in the order of their
+    contents (the same shots, listed in any order, train the same model), are shuffled into batches by a seeded RNG,
     and the classes weighted to balance when the shots are imbalanced. ``callbacks`` (Keras callbacks) see the
     training.
 
@@ -211,6 +212,8 @@ def fine_tune(
     import keras
 
     keras.utils.set_random_seed(seed)
+    order = content_order(images)
+    images, labels = images[order], labels[order]
     norms = batchnorm_layers(model)
     was_trainable = [layer.trainable for layer in norms]
     for layer in norms:
@@ -267,7 +270,8 @@ def choose_epochs(
     model's variables are restored afterwards. Returns (epochs, the record of the choice); with one shot a class,
     there is no fold to score, and it returns ``UNCHECKED_EPOCHS`` and says so.
 
-    Nothing but the shots is read: the images kept to score the adapted model play no part. How long to train
+    Nothing but the shots is read: the images kept to score the adapted model play no part; the folds are drawn over
+    the shots in the order of their contents, so the same shots, listed in any order, choose alike. How long to train
     depends on the model, the shift and the number of shots (too short leaves the parent's view of its own lab, too
     long learns the few shots by heart), so it is measured here rather than fixed; in the one comparison made so
     far (bench/RESULTS.md, "how `bcauto adapt` fine-tunes") it mattered more than the other settings tried.
@@ -282,6 +286,8 @@ def choose_epochs(
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
 
+    order = content_order(images)
+    images, labels = images[order], labels[order]
     counts = np.bincount(labels)[np.unique(labels)]
     if counts.max() < 2:
         return UNCHECKED_EPOCHS, {"chosen_by": "a fixed default: no class has two shots, so there is nothing to cross-validate"}
@@ -389,21 +395,13 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         seen = f"{data.source} and --pool {', '.join(request.pool)}"
         images = np.concatenate([data.images, unlabelled])
         labels = np.concatenate([labels, np.full(len(images) - len(labels), -1)])
-    # every step that learns reads the images in the order of their contents, not of their files: the same cells,
-    # renamed, sorted into folders (bcauto suggest) or given as a pool, train the same model
-    order = content_order(images)
-    rank = np.argsort(order)
-
-    def in_content_order(indices: np.ndarray) -> np.ndarray:
-        return indices[np.argsort(rank[indices], kind="stable")]
-
     if pool:
         shots = np.arange(len(data.labels))
     elif request.choose_shots == "typical":  # chosen on the features the label-free step leaves; the parent scored as it was
         untouched = Snapshot(model)
-        label_free = label_free_step(request, model, images[order], seen, console)
+        label_free = label_free_step(request, model, images, seen, console)
         with console.status(f"choosing {plural(request.shots, 'typical image')} to label"):
-            shots = np.sort(order[choose_typical(model, images[order], request.shots, request.seed)])
+            shots = choose_typical(model, images, request.shots, request.seed)
         label_freed = Snapshot(model)
         untouched.restore()
     else:
@@ -432,14 +430,13 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     if request.choose_shots == "typical":
         label_freed.restore()
     else:
-        label_free = label_free_step(request, model, images[order], seen, console)
+        label_free = label_free_step(request, model, images, seen, console)
     if label_free and label_free[0]:
         score(label_free[0])
     epochs, choice = request.epochs, None
-    trained = in_content_order(shots)
     if epochs is None:
         with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
-            epochs, choice = choose_epochs(model, images[trained], labels[trained], len(classes), request.learning_rate, request.seed)
+            epochs, choice = choose_epochs(model, images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
         tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
         console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
         if tried and epochs == max(EPOCH_CHOICES):
@@ -449,11 +446,10 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             )
     before_fine_tuning = Snapshot(model) if request.pseudo_labels else None
     with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
-        recipe = fine_tune(model, images[trained], labels[trained], len(classes), epochs, request.learning_rate, request.seed)
+        recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
     if before_fine_tuning is not None:
         score("fine-tuned on the shots")
-        others = in_content_order(rest)
-        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, trained, others, classes, epochs, request, console)
+        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, console)
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False

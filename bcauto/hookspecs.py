@@ -78,7 +78,8 @@ def register_augmentations(register):
     ``POLICY.strength``, which a study file narrows in a ``[search.POLICY]`` table, and MLflow and the
     leaderboard show ``augmentation.strength``) and returns them as a dict; ``build(params, image_size, seed)``
     returns a Keras layer (or None) that maps a batch of float images in [0, 255] to augmented images in
-    [0, 255]. The layer runs inside the model graph and only in training. A policy that mixes labels (MixUp,
+    [0, 255]. The layer runs inside the model graph and only in training: bcauto does not call it at all when
+    the model predicts, so its random state moves only as the model trains. A policy that mixes labels (MixUp,
     CutMix) sets ``mixes_labels=True`` and also provides ``build_batch(params, num_classes, seed)``, a function
     applied to ``(images, one_hot_labels)`` batches in the input pipeline; its ``build`` is still called, and
     the layer it returns (per-image geometry, say; None for nothing) runs in the model as for any policy.

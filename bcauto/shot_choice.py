@@ -75,7 +75,11 @@ def feature_model(model):
 
 
 def choose_typical(model, images: np.ndarray, shots: int, seed: int) -> np.ndarray:
-    """:func:`typical_shots` of ``images`` on ``model``'s features (:func:`feature_model`)."""
+    """Indices (sorted) of :func:`typical_shots` of ``images`` on ``model``'s features (:func:`feature_model`), the
+    images taken in the order of their contents: k-means++ draws its first centres by position, and the same images,
+    listed in any order, must choose the same."""
+    from bcauto.data.images import content_order
     from bcauto.evaluate import predict_probs
 
-    return typical_shots(predict_probs(feature_model(model), images), shots, seed)
+    order = content_order(images)
+    return np.sort(order[typical_shots(predict_probs(feature_model(model), images[order]), shots, seed)])

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 
 from bcauto.bundle import load_bundle
-from bcauto.data.images import content_order
 from bcauto.data.inputs import Source, read_inputs
 from bcauto.errors import BcautoError
 from bcauto.evaluate import class_subset
@@ -61,10 +60,9 @@ def suggest(request: SuggestRequest, console) -> list[Path]:
     if request.shots >= len(images):
         held = plural(len(images), "image")
         raise BcautoError(f"--shots {request.shots}: the inputs hold {held}; suggest fewer than that, or label them all")
-    order = content_order(images)  # as bcauto adapt reads them: the same images choose the same, however listed
-    label_free_step(request, model, images[order], ", ".join(request.inputs), console)
+    label_free_step(request, model, images, ", ".join(request.inputs), console)
     with console.status(f"choosing {plural(request.shots, 'typical image')} among {len(images)}"):
-        chosen = np.sort(order[choose_typical(model, images[order], request.shots, request.seed)])
+        chosen = choose_typical(model, images, request.shots, request.seed)
     return write_suggestions(out, [sources[i] for i in chosen], images[chosen])
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from bcauto.data.images import content_order
 from bcauto.errors import BcautoError
 from bcauto.text import plural
 
@@ -111,7 +112,9 @@ def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -
     batch (the images are split into batches of nearly equal size, at most ``batch_size``). A layer whose inputs
     come through no other BatchNorm layer thus gets the population statistics of its inputs exactly; a deeper one
     those of its inputs with the layers before it normalising per batch of
-    ``batch_size`` images, which are the population statistics whenever the images fit in one batch. Trainable
+    ``batch_size`` images, which are the population statistics whenever the images fit in one batch. The batches
+    follow the order of the images' contents (:func:`bcauto.data.images.content_order`), so the same images, listed
+    in any order, give the same statistics. Trainable
     weights, other non-trainable variables (seed generators included) and the layers' configuration stay as they
     were.
     """
@@ -125,7 +128,7 @@ def recompute_batchnorm(model, images: np.ndarray, batch_size: int = BN_BATCH) -
         layer.__dict__["call"] = _capturing_call(layer, moments[id(layer)])
     try:
         parts = -(-len(images) // batch_size)  # batches of nearly equal size: no small last batch to normalise by
-        for index in np.array_split(np.arange(len(images)), parts):
+        for index in np.array_split(content_order(images), parts):
             model(keras.ops.convert_to_tensor(np.asarray(images[index], np.float32)), training=False)
     finally:
         for layer in layers:
@@ -193,7 +196,8 @@ def maximize_information(
     """Adapt ``model`` to the unlabelled ``images`` of another lab (SHOT-IM); returns the record of what was done.
 
     1. BatchNorm statistics recomputed on the images (:func:`recompute_batchnorm`).
-    2. ``epochs`` passes over the images, shuffled by a seeded RNG in batches of nearly equal size (at most
+    2. ``epochs`` passes over the images, in the order of their contents (so the same images, listed in any order,
+       adapt the model alike) shuffled by a seeded RNG, in batches of nearly equal size (at most
        ``batch_size``), each batch a step of Adam at ``learning_rate`` on :func:`information_loss`, computed on the
        probabilities among ``allowed`` (model class indices, renormalised) when given. The model runs in inference
        mode (no augmentation or dropout; BatchNorm normalises by the statistics of step 1 while its scale and offset
@@ -229,13 +233,14 @@ def maximize_information(
             raise BcautoError("--adapt-im: the model has no trainable layer before its classifier; use --adapt-bn alone")
         optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
         rng = np.random.default_rng(seed)
+        order = content_order(images)
         parts = -(-len(images) // batch_size)
         kept = None if allowed is None else ops.convert_to_tensor(np.asarray(allowed, np.int32))
         losses = []
         for _ in range(epochs):
             total = 0.0
             for index in np.array_split(rng.permutation(len(images)), parts):
-                batch = ops.convert_to_tensor(np.asarray(images[np.sort(index)], np.float32))
+                batch = ops.convert_to_tensor(np.asarray(images[order[np.sort(index)]], np.float32))
                 with tf.GradientTape() as tape:
                     probs = ops.cast(model(batch, training=False), "float32")
                     if kept is not None:

@@ -80,12 +80,3 @@ def trained_parent(root: Path) -> Path:
 def new_lab(path: Path) -> Path:
     """A new lab's labelled images (colours inverted) as an .npz, its classes listed in another order than the model's."""
     return save_npz(path, inverted(blob_data(96, SIZE, seed=7)), order=list(reversed(CLASSES)))
-
-
-def in_content_order(images: np.ndarray, indices) -> np.ndarray:
-    """``indices`` into ``images`` in the order ``bcauto adapt`` trains on them: that of the images' contents."""
-    from bcauto.data.images import content_order
-
-    rank = np.argsort(content_order(images))
-    indices = np.asarray(indices)
-    return indices[np.argsort(rank[indices], kind="stable")]

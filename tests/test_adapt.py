@@ -6,7 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from adapt_models import NUM_CLASSES, SIZE, backbone, classifier, in_content_order, inverted, new_lab, save, save_npz
+from adapt_models import NUM_CLASSES, SIZE, backbone, classifier, inverted, new_lab, save, save_npz
 from helpers import CLASSES, blob_data
 from keras import layers
 from mlflow.tracking import MlflowClient
@@ -431,6 +431,37 @@ def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(pare
     assert epochs == UNCHECKED_EPOCHS and "no class has two shots" in record["chosen_by"]
 
 
+@pytest.mark.parametrize("step", ["recompute_batchnorm", "maximize_information", "choose_typical", "fine_tune", "choose_epochs"])
+def test_each_step_that_learns_or_chooses_gives_the_same_result_however_the_images_are_listed(parent, lab, step):
+    # files renamed, folders sorted another way, cells moved into class folders (bcauto suggest) or given as a pool:
+    # the same images must give the same model, in bcauto adapt and suggest as in evaluate/predict --adapt-bn/-im
+    from bcauto.adapt import choose_epochs, choose_shots, fine_tune
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map
+    from bcauto.plugins import components
+    from bcauto.shot_choice import choose_typical
+    from bcauto.test_time import maximize_information, recompute_batchnorm
+
+    data = load_data(str(lab), SIZE, components())
+    labels = label_map(data.class_names, CLASSES)[data.labels]
+    some = choose_shots(labels, 16, True, seed=0) if step in ("fine_tune", "choose_epochs") else np.arange(len(labels))
+    runs = {
+        "recompute_batchnorm": lambda model, x, y: recompute_batchnorm(model, x, batch_size=16),  # six batches
+        "maximize_information": lambda model, x, y: maximize_information(model, x, epochs=2, batch_size=16, seed=1)["loss_by_epoch"],
+        "choose_typical": lambda model, x, y: sorted(image.tobytes() for image in x[choose_typical(model, x, 8, seed=1)]),
+        "fine_tune": lambda model, x, y: fine_tune(model, x, y, NUM_CLASSES, 3, 1e-3, seed=1)["final_loss"],
+        "choose_epochs": lambda model, x, y: choose_epochs(model, x, y, NUM_CLASSES, 1e-3, seed=1, choices=(1, 5, 20), folds=4),
+    }
+    results = []
+    for listing in (some, some[::-1]):
+        model = load_bundle(parent[1]).model
+        results.append((runs[step](model, data.images[listing], labels[listing]), [np.array(v) for v in model.variables]))
+    (first, weights), (second, weights_again) = results
+    assert first == second
+    assert all(np.array_equal(a, b) for a, b in zip(weights, weights_again, strict=True))
+
+
 # --- information maximization (--adapt-im) ------------------------------------------------------------------------
 
 
@@ -561,7 +592,7 @@ def test_adapt_with_adapt_im_maximizes_information_on_all_the_labs_images_before
     data = load_data(str(lab), SIZE, components())
     expected = load_bundle(model)
     keras.utils.set_random_seed(2)
-    maximize_information(expected.model, data.images[in_content_order(data.images, np.arange(96))], seed=2)
+    maximize_information(expected.model, data.images, seed=2)
     rest = np.setdiff1d(np.arange(96), lineage["shot_indices"])
     scored, _, _ = evaluate(expected, Dataset(data.images[rest], data.labels[rest], data.class_names, data.source))
     step = lineage["after_information_maximization"]
@@ -648,8 +679,8 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
 
     data = load_data(str(lab), SIZE, components())
     labels = label_map(data.class_names, CLASSES)[data.labels]
-    shots = in_content_order(data.images, lineage["shot_indices"])  # as bcauto adapt trains on them
-    rest = in_content_order(data.images, np.setdiff1d(np.arange(96), shots))
+    shots = np.array(lineage["shot_indices"])
+    rest = np.setdiff1d(np.arange(96), shots)
     record = lineage["recipe"]["pseudo_labels"]
     prior = shot_prior(labels[shots], NUM_CLASSES)
     index, predicted = choose_pseudo_labels(plain.model.predict(data.images[rest].astype(np.float32), verbose=0), prior=prior)
@@ -663,7 +694,7 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     # replayed: the parent with its statistics recomputed, fine-tuned once on the shots and the pseudo-labelled images
     expected = load_bundle(model)
     keras.utils.set_random_seed(1)
-    recompute_batchnorm(expected.model, data.images[in_content_order(data.images, np.arange(96))])
+    recompute_batchnorm(expected.model, data.images)
     images = np.concatenate([data.images[shots], data.images[rest[index]]])
     fine_tune(expected.model, images, np.concatenate([labels[shots], predicted]), NUM_CLASSES, 20, 1e-3, 1)
     probe = data.images[:32].astype(np.float32)
@@ -707,7 +738,6 @@ def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(
     assert one_view["macro_f1"] != pytest.approx(lineage["before"]["macro_f1"], abs=1e-4), "one view scores the same here"
 
     record = lineage["recipe"]["pseudo_labels"]
-    rest = in_content_order(data.images, rest)
     index, predicted = choose_pseudo_labels(predict_probs(plain.model, data.images[rest], tta=True))
     assert record["indices"] == rest[index].tolist() and record["labels"] == predicted.tolist() and record["aligned_to"] is None
     surest_of_one_view, _ = choose_pseudo_labels(predict_probs(plain.model, data.images[rest]))
@@ -741,9 +771,9 @@ def test_adapt_choose_shots_typical_reads_the_features_after_the_label_free_step
     from bcauto.bundle import load_bundle
     from bcauto.data import Dataset
     from bcauto.data.sources import load_data
-    from bcauto.evaluate import evaluate, predict_probs
+    from bcauto.evaluate import evaluate
     from bcauto.plugins import components
-    from bcauto.shot_choice import feature_model, typical_shots
+    from bcauto.shot_choice import choose_typical
     from bcauto.test_time import maximize_information
 
     _, model = parent
@@ -758,10 +788,8 @@ def test_adapt_choose_shots_typical_reads_the_features_after_the_label_free_step
 
     data = load_data(str(lab), SIZE, components())
     expected = load_bundle(model)
-    order = in_content_order(data.images, np.arange(96))  # as bcauto adapt reads the images
-    maximize_information(expected.model, data.images[order], seed=1)
-    features = predict_probs(feature_model(expected.model), data.images[order])
-    assert lineage["shot_indices"] == np.sort(order[typical_shots(features, 8, seed=1)]).tolist()
+    maximize_information(expected.model, data.images, seed=1)
+    assert lineage["shot_indices"] == choose_typical(expected.model, data.images, 8, seed=1).tolist()
 
     # the labels play no part: the same images with the labels shuffled give the same shots
     shuffled = tmp_path / "shuffled.npz"
