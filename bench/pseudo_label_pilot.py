@@ -61,7 +61,7 @@ def geometric_view(model):
     augmentation, every layer shared: training it trains ``model``."""
     import keras
 
-    augmentation = model.layers[1]
+    augmentation = getattr(model.layers[1], "layer", model.layers[1])  # newer models wrap it (bcauto.model.TrainingOnly)
     if not augmentation.name.startswith("augment"):
         raise SystemExit(f"expected the model's second layer to be its augmentation, got {augmentation.name}")
     x = inputs = keras.Input(model.input_shape[1:])
