@@ -78,6 +78,7 @@ class TrainingOnly(layers.Layer):
     scored or ranked before it."""
 
     def __init__(self, layer, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # under mixed precision the pixels reach canonicalization unrounded
         super().__init__(**kwargs)
         self.layer = layer
 

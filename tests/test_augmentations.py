@@ -143,6 +143,16 @@ def test_a_model_draws_its_augmentation_only_while_it_trains(name, images, tmp_p
     assert not all(np.array_equal(a, b) for a, b in zip(start, seed_states(model))), "training drew no augmentation"
 
 
+def test_under_mixed_precision_the_model_passes_float32_pixels_past_its_augmentation():
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")  # as bcauto trains on a GPU
+    try:
+        passed = TrainingOnly(build("robust"))(keras.Input((SIZE, SIZE, 3)))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert passed.dtype == "float32"  # float16 would round 254.9 to 254.875 before canonicalization
+
+
 @pytest.mark.parametrize("name", ["flip_rotate_zoom", "stain", "corruption", "lab", "robust"])
 def test_strength_grows_the_change(name, cells):
     def change(end):
