@@ -507,7 +507,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     else:
         console.print(
             "[cyan]note:[/] with --pool no labelled image was kept aside, so the adapted model is not scored here: "
-            f"score it with `bcauto evaluate {out} --data CELLS` on labelled cells of your lab that were not shots"
+            f"score it with `bcauto evaluate {out} --data CELLS` on labelled cells of your lab that were not shots",
+            soft_wrap=True,
         )
     return AdaptResult(out, run_id, info)
 

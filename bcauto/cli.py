@@ -131,7 +131,8 @@ def cmd_search(args, console) -> int:
     study = run_search(request, comps, console)
     console.print(
         f"Optuna: {redact_uri(args.storage)}  MLflow: {redact_uri(args.tracking_uri)} "
-        f"(open with `bcauto ui --name {request.study_name}` or `mlflow ui`)"
+        f"(open with `bcauto ui --name {request.study_name}` or `mlflow ui`)",
+        soft_wrap=True,
     )
     return 0 if not study.user_attrs.get("stopped_because") else 3
 
@@ -246,7 +247,8 @@ def cmd_new_plugin(args, console) -> int:
 
     target = escape(str(new_plugin(args.kind, args.name, args.dir)))
     console.print(
-        f"created {target}: `pip install -e {target}`, then `bcauto plugins` lists {args.name} and `pytest {target}` runs its tests"
+        f"created {target}: `pip install -e {target}`, then `bcauto plugins` lists {args.name} and `pytest {target}` runs its tests",
+        soft_wrap=True,
     )
     return 0
 
@@ -415,10 +417,15 @@ def cmd_suggest(args, console) -> int:
     console.print(
         f"copied {plural(len(copies), 'image')} to label into {out} ({SUGGESTED_FILE} there says where each came from).\n"
         f"Next: make one subfolder per class in {out}, named as the model's classes, move each image into the folder "
-        f"of its class, then run\n  bcauto adapt {escape(args.model)} --data {out} "
+        "of its class, then run"
+    )
+    # one line however long, for the terminal to wrap: a line break inside would cut the command when copied
+    console.print(
+        f"  bcauto adapt {escape(args.model)} --data {out} "
         + " ".join(f"--pool {escape(i)}" for i in args.inputs)
         + escape(options)
-        + " --pseudo-labels"
+        + " --pseudo-labels",
+        soft_wrap=True,
     )
     return 0
 
