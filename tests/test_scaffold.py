@@ -162,6 +162,14 @@ def test_bad_names_are_refused(tmp_path, name):
     assert not any(tmp_path.iterdir())
 
 
+def test_cli_says_how_to_install_and_test_the_new_package_on_one_line_to_copy(tmp_path, capsys):
+    folder = tmp_path / "a folder deep enough that the path alone is wider than a terminal of 80 columns"
+    assert main(["new-plugin", "dataset", "my_lab_cells", "--dir", str(folder)]) == 0
+    target = folder / package_names("my_lab_cells")[0]
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("created ")]
+    assert f"`pip install -e {target}`" in line and line.endswith(f"`pytest {target}` runs its tests")
+
+
 def test_cli_reports_errors_and_rejects_unknown_kinds(tmp_path, capsys):
     assert main(["new-plugin", "dataset", "Bad-Name", "--dir", str(tmp_path)]) == 2
     assert "lower-case letters" in capsys.readouterr().err

@@ -112,9 +112,12 @@ def test_best_reports_number_value_params_and_run_and_the_model_is_logged(search
     assert best["mlflow_run_id"] in {m.source_run_id for m in models}
 
 
-def test_rerun_resumes_the_same_study_and_parent_run(searched):
+def test_rerun_resumes_the_same_study_and_parent_run(searched, capsys):
     root, args, _ = searched
+    capsys.readouterr()
     assert main([*args, "--trials", "4"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith(f"Optuna: sqlite:///{root}/optuna.db") and last.endswith("(open with `bcauto ui --name tiny` or `mlflow ui`)")
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/optuna.db")
     assert len(study.trials) == 4 and [t.number for t in study.trials] == [0, 1, 2, 3]
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
