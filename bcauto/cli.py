@@ -269,7 +269,10 @@ def cmd_refit(args, console) -> int:
         image_size=args.image_size,
         has_gpu=has_gpu(),
     )
-    result = refit(request, components(), console)
+    try:
+        result = refit(request, components(), console)
+    except KeyboardInterrupt:  # refit has said what it kept and how to go on
+        return 130
     registered = f", registered as {result.model_name} version {result.model_version}" if result.model_version else ""
     console.print(
         f"saved {escape(str(result.path))} (trials {', '.join(map(str, result.info['trials']))}); "

@@ -10,7 +10,8 @@ with tracking off or unreachable the model directory is complete all the same.
 
 from __future__ import annotations
 
-import tempfile
+import json
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from bcauto.data import Dataset
 from bcauto.errors import BcautoError
 from bcauto.refit_bundle import model_info
 from bcauto.refit_bundle import update_info as _update_info
+from bcauto.refit_checkpoints import MemberCheckpoint, partial_dir
 from bcauto.refit_tracking import (
     REFIT_ROLE,
     log_refit,
@@ -171,9 +173,40 @@ def searched_image_size(params: dict[str, Any], cfg: StudyConfig) -> int:
     return int(params.get("image_size", cfg.data.image_size))
 
 
-def train_member(plan: TrialPlan, settings: TrainSettings, data: Dataset, schedule: PhaseSchedule, callbacks=()) -> TrainResult:
+def train_member(
+    plan: TrialPlan, settings: TrainSettings, data: Dataset, schedule: PhaseSchedule, callbacks=(), backup_dir: Path | None = None
+) -> TrainResult:
     """One member: the trial's phases on all the data, for the schedule's epochs at its learning rates."""
-    return train_fixed(plan, settings, data, schedule.epochs, schedule.learning_rates, [*callbacks, keras.callbacks.TerminateOnNaN()])
+    return train_fixed(
+        plan, settings, data, schedule.epochs, schedule.learning_rates, [*callbacks, keras.callbacks.TerminateOnNaN()], backup_dir
+    )
+
+
+def train_and_keep(trial, plan, settings, data, schedule, checkpoint: MemberCheckpoint, client, console) -> dict[str, Any]:
+    """Train one member (going on from its backup where there is one), keep it in its checkpoint folder, and return
+    its entry of the model's info."""
+    from bcauto.objective import start_fresh
+
+    start_fresh()
+    with EpochBar(console, f"trial {trial.number}", sum(schedule.epochs.values())) as bar:
+        result = train_member(plan, settings, data, schedule, [bar], checkpoint.backup_dir)
+    member = {
+        "trial": trial.number,
+        "values": list(trial.values),
+        "params": plan_params(plan, settings),
+        "seed": settings.seed,
+        "epochs": schedule.epochs,
+        "epochs_source": schedule.source,
+        "trial_phase_epochs": trial.user_attrs.get("phase_epochs"),
+        "learning_rates": result.learning_rates,
+        "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
+        "metrics": trial_metrics(client, trial),
+    }
+    if result.resumed_epochs:
+        # the epochs after it saw their batches in a fresh start's order: not bit-identical to an uninterrupted refit
+        member["resumed_after_epoch"] = result.resumed_epochs
+    checkpoint.finish(result.model, member)
+    return json.loads(json.dumps(member, default=str))
 
 
 def refit(request: RefitRequest, components, console) -> RefitResult:
@@ -213,8 +246,9 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     precision = configure_precision(cfg, request.has_gpu)
     register_layers()
     out = Path(request.out or f"models/{study.study_name}")
+    partial = partial_dir(out)
     members, member_files = [], []
-    with tempfile.TemporaryDirectory() as tmp:
+    try:
         for k, (trial, schedule) in enumerate(zip(chosen, schedules), start=1):
             seed = int(trial.user_attrs.get("params", {}).get("seed", cfg.study.seed + trial.number))
             settings = replace(settings_from(cfg, seed, request.has_gpu), seed=seed)
@@ -227,40 +261,46 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
                 )
             if stretch_to is not None:
                 schedule = cosine_schedule(schedule, stretch_to, {"head": plan.lr_head, "finetune": plan.lr_finetune})
-            console.print(
+            heading = (
                 f"[{k}/{len(chosen)}] trial {trial.number}: {plan.backbone.name} {plan.augmentation.name} "
                 f"{plan.imbalance.name}, {describe_schedule(schedule)}"
             )
-            start_fresh()
-            with EpochBar(console, f"trial {trial.number}", sum(schedule.epochs.values())) as bar:
-                result = train_member(plan, settings, data, schedule, [bar])
-            path = Path(tmp) / f"trial_{trial.number}.keras"
-            result.model.save(path)
-            member_files.append(path)
-            members.append(
+            checkpoint = MemberCheckpoint(
+                partial / f"trial_{trial.number}",
                 {
-                    "trial": trial.number,
-                    "values": list(trial.values),
-                    "params": plan_params(plan, settings),
-                    "seed": seed,
+                    "data": data.fingerprint(),
+                    "image size": data.image_size,
+                    "parameters": plan_params(plan, settings),
                     "epochs": schedule.epochs,
-                    "epochs_source": schedule.source,
-                    "trial_phase_epochs": trial.user_attrs.get("phase_epochs"),
-                    "learning_rates": result.learning_rates,
-                    "mlflow_run_id": trial.user_attrs.get("mlflow_run_id"),
-                    "metrics": trial_metrics(client, trial),
-                }
+                    "learning rates": schedule.learning_rates,
+                },
             )
-        start_fresh()
-        loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
-        model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
-        info = model_info(study, study_file, cfg, data, members, chosen, precision, components)
-        if changes:
-            info["study_file_changes"] = changes
-        if data.image_size != searched_size:
-            info["searched_image_size"] = searched_size
-        save_bundle(model, info, out)
+            finished = checkpoint.finished()
+            if finished is not None:
+                console.print(f"{heading}: trained before the interruption, kept in {escape(str(checkpoint.folder))}")
+            else:
+                resuming = checkpoint.begin()
+                console.print(heading + (f"; going on from its backup in {escape(str(checkpoint.backup_dir))}" if resuming else ""))
+                finished = train_and_keep(trial, plan, settings, data, schedule, checkpoint, client, console)
+            members.append(finished)
+            member_files.append(checkpoint.model_file)
+    except KeyboardInterrupt:
+        console.print(
+            f"[yellow]interrupted:[/] the epochs trained so far are kept in {escape(str(partial))}; "
+            "run the same command again to go on from there"
+        )
+        raise
+    start_fresh()
+    loaded = [keras.saving.load_model(p, compile=False, safe_mode=True) for p in member_files]
+    model = ensemble(loaded, name=f"bcauto_{study.study_name}".replace("-", "_"))
+    info = model_info(study, study_file, cfg, data, members, chosen, precision, components)
+    if changes:
+        info["study_file_changes"] = changes
+    if data.image_size != searched_size:
+        info["searched_image_size"] = searched_size
+    save_bundle(model, info, out)
     load_bundle(out)  # what was written must load with safe_mode=True
+    shutil.rmtree(partial)
     run_id, name, version = log_refit(tracker, study, model, out, info, request.register, model_requirements())
     if run_id:
         info["mlflow"] = {"run_id": run_id, "registered_model": name, "version": version}
@@ -299,6 +339,7 @@ def _bar_callback(bar: EpochBar):
     class Advance(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             loss = (logs or {}).get("loss")
-            bar.progress.update(bar.task, advance=1, info=f"loss {loss:.4f}" if loss is not None else "")
+            # by the global epoch, so that a refit going on from a backup shows the epochs it had trained
+            bar.progress.update(bar.task, completed=epoch + 1, info=f"loss {loss:.4f}" if loss is not None else "")
 
     return Advance()

@@ -7,14 +7,17 @@ never collide. Whenever the result cannot differ, work is skipped: the head trai
 features, and the fine-tune trains only the unfrozen tail on activations computed once.
 
 The same :class:`Trainer` runs a plan without validation data (``bcauto refit``, :func:`train_fixed`): each phase
-then trains a given number of epochs, with a given learning rate per epoch, instead of stopping on validation loss.
+then trains a given number of epochs, with a given learning rate per epoch, instead of stopping on validation loss,
+and can back up each epoch so that a rerun goes on where an interrupted one stopped (``backup_dir``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -22,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bcauto.data import Dataset
+from bcauto.errors import BcautoError
 from bcauto.feature_cache import FeatureCache, pooled_features
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
 from bcauto.scoring import predict_batches, score
@@ -93,6 +97,7 @@ class TrainResult:
     predict: Callable[[Dataset], np.ndarray] | None = None
     learning_rates: list[float] = field(default_factory=list)
     kept_epochs: dict[str, int] = field(default_factory=dict)
+    resumed_epochs: int = 0  # epochs restored from a backup rather than trained by this run
 
     def probabilities(self, data: Dataset) -> np.ndarray:
         """Class probabilities of ``data``: through cached backbone features when the backbone ended the trial
@@ -166,18 +171,38 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 class HistoryRecorder(keras.callbacks.Callback):
     """Collects every epoch's logs, numbered by the global epoch counter, and the learning rate each epoch trained
-    with (the logged ``lr`` is the one after the epoch, which a plateau schedule may have lowered)."""
+    with (the logged ``lr`` is the one after the epoch, which a plateau schedule may have lowered).
+
+    With ``backup`` set (a JSON file), the record is written there after each epoch and read back when a phase
+    begins, so a phase resumed from a weights backup keeps the epochs trained before the interruption."""
 
     def __init__(self):
         super().__init__()
         self.epochs: list[dict[str, float]] = []
         self.learning_rates: list[float] = []
+        self.backup: Path | None = None
+        self.trained_here = 0
+
+    def on_train_begin(self, logs=None):
+        if self.backup is not None and self.backup.is_file():
+            saved = json.loads(self.backup.read_text(encoding="utf-8"))
+            self.epochs, self.learning_rates = saved["epochs"], saved["learning_rates"]
 
     def on_epoch_begin(self, epoch, logs=None):
+        if len(self.epochs) < epoch:
+            raise BcautoError(f"{self.backup}: records {len(self.epochs)} epochs, but training goes on from epoch {epoch + 1}")
+        # the record is written just before the weights: a run stopped between the two recorded an epoch it must train again
+        del self.epochs[epoch:], self.learning_rates[epoch:]
         self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+        self.trained_here += 1
+        if self.backup is not None:
+            self.backup.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.backup.with_suffix(".partial")
+            partial.write_text(json.dumps({"epochs": self.epochs, "learning_rates": self.learning_rates}), encoding="utf-8")
+            partial.replace(self.backup)
 
 
 class EpochScores(keras.callbacks.Callback):
@@ -289,15 +314,30 @@ class Trainer:
         return len(self.recorder.epochs)
 
     def fit(
-        self, model, learning_rate: float, epochs: int, train_ds, val_ds, steps_per_epoch=None, rates: list[float] | None = None
+        self,
+        model,
+        learning_rate: float,
+        epochs: int,
+        train_ds,
+        val_ds,
+        steps_per_epoch=None,
+        rates: list[float] | None = None,
+        backup: Path | None = None,
     ) -> None:
         """One phase: with ``val_ds``, early stopping and a plateau schedule; without, ``epochs`` epochs at ``rates``
-        (one learning rate per epoch) or at ``learning_rate`` throughout."""
+        (one learning rate per epoch) or at ``learning_rate`` throughout. With ``backup`` (a folder for this phase),
+        the weights, optimizer state and record after each epoch are kept there, and a phase that finds them goes
+        on from the epoch after them."""
         compile_model(model, learning_rate, self.settings.jit_compile, self.plan.loss, self.plan.label_smoothing)
         if val_ds is not None:
             schedule = phase_callbacks(self.settings)
         else:
             schedule = [ReplayRates(self.epochs_run, rates)] if rates else []
+        backups = []
+        if backup is not None:
+            self.recorder.backup = backup / "record.json"
+            # last, so that the record is written before the weights (HistoryRecorder relies on that order)
+            backups = [keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True, delete_checkpoint=False)]
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -307,8 +347,11 @@ class Trainer:
             class_weight=self.imbalance.class_weight,
             shuffle=False,
             verbose=0,
-            callbacks=[*schedule, *self.callbacks],
+            callbacks=[*schedule, *self.callbacks, *backups],
         )
+        if backup is not None:
+            self.recorder.backup = None
+            model._initial_epoch = None  # set by BackupAndRestore and never cleared by Keras: the next phase would start there
 
     def image_batches(self):
         s, batch_fn = self.settings, None
@@ -321,9 +364,9 @@ class Trainer:
         val_ds = batches(self.val_data.images, self.val_data.labels, self.num_classes, s.batch_size).cache()
         return train_ds, val_ds
 
-    def fit_full(self, learning_rate: float, epochs: int, rates: list[float] | None = None) -> None:
+    def fit_full(self, learning_rate: float, epochs: int, rates: list[float] | None = None, backup: Path | None = None) -> None:
         self.current_probabilities = self.predict_full
-        self.fit(self.parts.model, learning_rate, epochs, *self.image_batches(), rates=rates)
+        self.fit(self.parts.model, learning_rate, epochs, *self.image_batches(), rates=rates, backup=backup)
 
     def predict_full(self, data: Dataset) -> np.ndarray:
         return predict_batches(self.parts.model, data.images)
@@ -494,22 +537,27 @@ def train_fixed(
     epochs: dict[str, int],
     learning_rates: dict[str, list[float] | None] | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
+    backup_dir: Path | None = None,
 ) -> TrainResult:
     """Train one plan on ``data`` without a validation split: ``epochs[phase]`` epochs per phase (``head``, then
     ``finetune`` for a pretrained backbone), each epoch at its rate in ``learning_rates[phase]`` where given, else at
-    the plan's learning rate throughout. A backbone without pretrained weights trains whole in the one head phase."""
+    the plan's learning rate throughout. A backbone without pretrained weights trains whole in the one head phase.
+
+    With ``backup_dir``, every epoch is backed up there (a folder per phase) and a call that finds a backup goes on
+    after its last epoch: the same plan and data must be given again. The epochs after the resumption see their
+    batches in the order of a fresh start, so the result is not bit-identical to an uninterrupted run."""
     rates = learning_rates or {}
     trainer = Trainer(plan, settings, data, None, callbacks)
     pretrained = plan.weights_for(settings) is not None
     trainer.parts.backbone.trainable = not pretrained
     trainer.modes["head"] = "online"
-    trainer.fit_full(plan.lr_head, epochs["head"], rates.get("head"))
+    trainer.fit_full(plan.lr_head, epochs["head"], rates.get("head"), backup_dir / "head" if backup_dir else None)
     phase_epochs = {"head": trainer.epochs_run, "finetune": 0}
     unfrozen: int | str = "all" if not pretrained else 0
     if pretrained and epochs.get("finetune", 0) > 0:
         unfrozen = set_trainable_blocks(plan.backbone, trainer.parts.backbone, plan.unfreeze_blocks)
         trainer.modes["finetune"] = "online"
-        trainer.fit_full(plan.lr_finetune, epochs["finetune"], rates.get("finetune"))
+        trainer.fit_full(plan.lr_finetune, epochs["finetune"], rates.get("finetune"), backup_dir / "finetune" if backup_dir else None)
         phase_epochs["finetune"] = trainer.epochs_run - phase_epochs["head"]
     return TrainResult(
         trainer.parts.model,
@@ -519,4 +567,5 @@ def train_fixed(
         trainer.modes,
         learning_rates=trainer.recorder.learning_rates,
         kept_epochs=dict(phase_epochs),
+        resumed_epochs=trainer.epochs_run - trainer.recorder.trained_here,
     )

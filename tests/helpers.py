@@ -113,3 +113,17 @@ def untrained_model_dir(out, class_names, size: int = 32):
     x = layers.GlobalAveragePooling2D()(x)
     outputs = layers.Dense(len(class_names), activation="softmax")(x)
     return save_bundle(keras.Model(inputs, outputs), {"class_names": list(class_names), "image_size": size}, out)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops training when epoch ``at`` begins, as a killed process would (no end-of-training callbacks), keeping
+    the weights the model had then."""
+
+    def __init__(self, at: int):
+        super().__init__()
+        self.at, self.weights = at, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            self.weights = self.model.get_weights()
+            raise KeyboardInterrupt

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from helpers import tiny_study_toml
+from helpers import Interrupt, tiny_study_toml
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -292,6 +292,47 @@ def test_refit_for_a_number_of_epochs_trains_them_at_a_falling_rate_and_records_
     # --epochs overrides the study file
     assert main(["refit", "--name", "tiny", *stores, "--study", str(longer), "--epochs", "best", "--out", str(root / "kept")]) == 0
     assert load_bundle(root / "kept").info["members"][0]["epochs"] == best.user_attrs["kept_epochs"]
+
+
+def test_an_interrupted_refit_run_again_keeps_its_finished_member_and_goes_on_after_the_last_epoch(study, monkeypatch, capsys):
+    import bcauto.refit
+    from bcauto.bundle import load_bundle
+    from bcauto.refit import select_trials
+
+    root, stores = study
+    three = root / "three.toml"
+    three.write_text(tiny_study_toml(search=TINY_SEARCH, train={"refit_epochs": 3}))
+    command = ["refit", "--name", "tiny", *stores, "--study", str(three), "--top", "2", "--out", str(root / "resumed")]
+    train_member, trained = bcauto.refit.train_member, []
+
+    def stopping_in_the_second_member(plan, settings, data, schedule, callbacks=(), backup_dir=None):
+        trained.append(backup_dir)
+        stop = [Interrupt(2)] if len(trained) == 2 else []
+        return train_member(plan, settings, data, schedule, [*callbacks, *stop], backup_dir)
+
+    monkeypatch.setattr(bcauto.refit, "train_member", stopping_in_the_second_member)
+    capsys.readouterr()
+    assert main(command) == 130
+    printed = "".join(capsys.readouterr().out.split())
+    assert f"interrupted:theepochstrainedsofararekeptin{root / 'resumed.partial'};runthesamecommandagain" in printed
+    assert not (root / "resumed").exists()
+    # a rerun with other settings would mix two refits' epochs: refused, and what was kept is left as it was
+    kept = sorted(str(path.relative_to(root)) for path in (root / "resumed.partial").rglob("*"))
+    assert main([*command, "--epochs", "4"]) == 2
+    assert "withotherepochs,learningrates;delete" in "".join(capsys.readouterr().err.split())
+    assert sorted(str(path.relative_to(root)) for path in (root / "resumed.partial").rglob("*")) == kept
+    trained.clear()
+    assert main(command) == 0
+    printed = "".join(capsys.readouterr().out.split())
+    first, second = select_trials(load(root), 2)
+    assert f"trial{first.number}:" in printed and "trainedbeforetheinterruption" in printed
+    assert f"goingonfromitsbackupin{root / 'resumed.partial' / f'trial_{second.number}' / 'backup'}" in printed
+    assert len(trained) == 1  # only the interrupted member trains again
+    members = load_bundle(root / "resumed").info["members"]
+    assert [m["trial"] for m in members] == [first.number, second.number]
+    assert "resumed_after_epoch" not in members[0] and members[1]["resumed_after_epoch"] == 2
+    assert [len(m["learning_rates"]) for m in members] == [3, 3]
+    assert not (root / "resumed.partial").exists()
 
 
 def test_refit_of_an_unchanged_study_file_says_nothing_of_changes(refitted):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import optuna
 import pytest
-from helpers import blob_data
+from helpers import Interrupt, blob_data
 
 from bcauto.data.split import stratified_split
 from bcauto.model import HeadParams
@@ -114,3 +114,37 @@ def test_a_trial_records_the_learning_rate_each_epoch_trained_with_and_the_epoch
     assert result.learning_rates[3] == pytest.approx(1e-3)
     losses = [e["val_loss"] for e in result.history]
     assert result.kept_epochs["head"] == int(np.argmin(losses[:3])) + 1
+
+
+class FirstEpoch(keras.callbacks.Callback):
+    """The weights the model starts its first epoch with, and the epochs it trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.trained = None, []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.weights is None:
+            self.weights = self.model.get_weights()
+        self.trained.append(epoch)
+
+
+@pytest.mark.parametrize("stopped_at", [1, 4], ids=["in-the-head-phase", "in-the-fine-tune"])
+def test_training_stopped_with_a_backup_goes_on_after_its_last_epoch_with_its_weights_and_record(tiny_plugin, data, tmp_path, stopped_at):
+    from bcauto.training import train_fixed
+
+    train_data, _ = data
+    settings = TrainSettings(batch_size=32, head_epochs=30, finetune_epochs=30, patience=1, weights="imagenet", seed=0)
+    rates = {"head": [3e-3, 1.5e-3, 7.5e-4], "finetune": [1e-3, 2.5e-4]}
+    plan, epochs = make_plan(tiny_plugin, "tiny_pretrained"), {"head": 3, "finetune": 2}
+    interrupt = Interrupt(stopped_at)
+    with pytest.raises(KeyboardInterrupt):
+        train_fixed(plan, settings, train_data, epochs, rates, [interrupt], backup_dir=tmp_path)
+    first = FirstEpoch()
+    result = train_fixed(make_plan(tiny_plugin, "tiny_pretrained"), settings, train_data, epochs, rates, [first], backup_dir=tmp_path)
+    assert first.trained == list(range(stopped_at, 5)) and result.resumed_epochs == stopped_at
+    assert all(np.array_equal(a, b) for a, b in zip(first.weights, interrupt.weights, strict=True))
+    assert result.phase_epochs == epochs and [e["epoch"] for e in result.history] == [0, 1, 2, 3, 4]
+    assert result.learning_rates == pytest.approx([*rates["head"], *rates["finetune"]], rel=1e-6)
+    # without a backup folder nothing is resumed
+    assert train_fixed(plan, settings, train_data, {"head": 1, "finetune": 0}).resumed_epochs == 0
