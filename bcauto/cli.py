@@ -585,7 +585,11 @@ def build_parser() -> argparse.ArgumentParser:
         "search small and fast, train the chosen configuration on more detail. Default: the study file's [train] "
         "refit_image_size, else the searched size",
     )
-    refit.add_argument("--out", help="model directory to write (default models/STUDY)")
+    refit.add_argument(
+        "--out",
+        help="model directory to write (default models/STUDY); until it is written, every epoch is backed up in "
+        "OUT.partial, and the same command run again after an interruption goes on from there",
+    )
     refit.set_defaults(func=cmd_refit)
 
     evaluate = sub.add_parser(
