@@ -190,7 +190,10 @@ class HistoryRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         if len(self.epochs) < epoch:
-            raise BcautoError(f"{self.backup}: records {len(self.epochs)} epochs, but training goes on from epoch {epoch + 1}")
+            raise BcautoError(
+                f"{self.backup.parent}: its weights were backed up after epoch {epoch}, but its record ({self.backup.name}) "
+                f"holds {len(self.epochs)} epochs; delete {self.backup.parent} to train this phase from its start"
+            )
         # the record is written just before the weights: a run stopped between the two recorded an epoch it must train again
         del self.epochs[epoch:], self.learning_rates[epoch:]
         self.learning_rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))

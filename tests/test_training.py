@@ -148,3 +148,18 @@ def test_training_stopped_with_a_backup_goes_on_after_its_last_epoch_with_its_we
     assert result.learning_rates == pytest.approx([*rates["head"], *rates["finetune"]], rel=1e-6)
     # without a backup folder nothing is resumed
     assert train_fixed(plan, settings, train_data, {"head": 1, "finetune": 0}).resumed_epochs == 0
+
+
+def test_a_backup_whose_record_is_missing_is_refused_with_what_to_delete(tiny_plugin, data, tmp_path):
+    from bcauto.errors import BcautoError
+    from bcauto.training import train_fixed
+
+    train_data, _ = data
+    settings = TrainSettings(batch_size=32, head_epochs=30, finetune_epochs=30, patience=1, weights="imagenet", seed=0)
+    plan = make_plan(tiny_plugin, "tiny_pretrained")
+    with pytest.raises(KeyboardInterrupt):
+        train_fixed(plan, settings, train_data, {"head": 3, "finetune": 0}, callbacks=[Interrupt(2)], backup_dir=tmp_path)
+    (tmp_path / "head" / "record.json").unlink()
+    expected = f"backed up after epoch 2, but its record .record.json. holds 0 epochs; delete {tmp_path / 'head'} to train"
+    with pytest.raises(BcautoError, match=expected):
+        train_fixed(plan, settings, train_data, {"head": 3, "finetune": 0}, backup_dir=tmp_path)
