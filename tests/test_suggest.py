@@ -91,7 +91,8 @@ def test_adapt_with_a_pool_trains_the_model_a_labelled_split_of_the_same_images_
     capsys.readouterr()
     run = ["adapt", str(model), "--data", str(labelled), "--pool", str(tmp_path / "pool.npz"), *common]
     assert main([*run, "--out", str(tmp_path / "pooled")]) == 0
-    said = " ".join(capsys.readouterr().out.split())
+    printed = capsys.readouterr().out
+    said = " ".join(printed.split())
 
     pooled = load_bundle(tmp_path / "pooled")
     lineage = pooled.info["adapted"]
@@ -104,6 +105,8 @@ def test_adapt_with_a_pool_trains_the_model_a_labelled_split_of_the_same_images_
     # long paths wrap wherever the console's width falls: compared without the wrapping's spaces
     assert "".join(f"adapted to 96 images of {labelled} and --pool {tmp_path / 'pool.npz'}, labels unread".split()) in "".join(said.split())
     assert "no labelled image was kept aside, so the adapted model is not scored here" in said
+    # the command to copy is on one line, however long the path (the terminal wraps it, rich does not break it)
+    assert any(f"`bcauto evaluate {tmp_path / 'pooled'} --data CELLS`" in line for line in printed.splitlines())
 
     # the same images in other orders: the same epochs, pseudo-labels and weights
     assert lineage["recipe"]["epochs_choice"] == split.info["adapted"]["recipe"]["epochs_choice"]
