@@ -182,11 +182,17 @@ def train_member(
     )
 
 
-def train_and_keep(trial, plan, settings, data, schedule, checkpoint: MemberCheckpoint, client, console) -> dict[str, Any]:
-    """Train one member (going on from its backup where there is one), keep it in its checkpoint folder, and return
-    its entry of the model's info."""
+def trained_member(heading: str, trial, plan, settings, data, schedule, checkpoint: MemberCheckpoint, client, console) -> dict[str, Any]:
+    """One member's entry of the model's info: kept from an interrupted refit that finished it, else trained (going
+    on from its backup where there is one) and kept in its checkpoint folder."""
     from bcauto.objective import start_fresh
 
+    finished = checkpoint.finished()
+    if finished is not None:
+        console.print(f"{heading}: trained before the interruption, kept in {escape(str(checkpoint.folder))}")
+        return finished
+    resuming = checkpoint.begin()
+    console.print(heading + (f"; going on from its backup in {escape(str(checkpoint.backup_dir))}" if resuming else ""))
     start_fresh()
     with EpochBar(console, f"trial {trial.number}", sum(schedule.epochs.values())) as bar:
         result = train_member(plan, settings, data, schedule, [bar], checkpoint.backup_dir)
@@ -275,14 +281,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
                     "learning rates": schedule.learning_rates,
                 },
             )
-            finished = checkpoint.finished()
-            if finished is not None:
-                console.print(f"{heading}: trained before the interruption, kept in {escape(str(checkpoint.folder))}")
-            else:
-                resuming = checkpoint.begin()
-                console.print(heading + (f"; going on from its backup in {escape(str(checkpoint.backup_dir))}" if resuming else ""))
-                finished = train_and_keep(trial, plan, settings, data, schedule, checkpoint, client, console)
-            members.append(finished)
+            members.append(trained_member(heading, trial, plan, settings, data, schedule, checkpoint, client, console))
             member_files.append(checkpoint.model_file)
     except KeyboardInterrupt:
         console.print(
