@@ -16,7 +16,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from bcauto.uris import redact_uri
+from bcauto.uris import artifact_root, redact_uri
 
 log = logging.getLogger("bcauto")
 
@@ -73,7 +73,7 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        return self.client.create_experiment(name, tags={"bcauto": "study"})
+        return self.client.create_experiment(name, artifact_location=artifact_root(self.tracking_uri), tags={"bcauto": "study"})
 
     def parent_run(self, study_name: str, params: dict[str, Any], tags: dict[str, str]) -> str | None:
         """The study's parent run: reused when the study resumes, created otherwise."""

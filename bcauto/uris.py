@@ -96,6 +96,20 @@ def database_problem(url: str) -> str | None:
     return None
 
 
+def artifact_root(tracking_uri: str) -> str | None:
+    """Where a new MLflow experiment keeps its artifacts: ``mlruns`` beside a local SQLite tracking store, so that a
+    study's stores stay together whichever folder a command runs from (MLflow's default is ``./mlruns`` of the
+    current folder); None, MLflow's default, for every other store."""
+    if urlparse(tracking_uri).scheme != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(tracking_uri).database
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlruns").as_uri()
+
+
 def check_optuna_storage(url: str) -> None:
     """Refuse an Optuna storage URL a search could not write, before anything is created."""
     if url.startswith("journal:"):

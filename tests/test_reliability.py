@@ -481,3 +481,21 @@ def test_a_store_that_cannot_be_written_is_refused_before_anything_is_created(ca
     assert ("--storage" if case.startswith(("storage", "unreachable postgres")) else "--tracking-uri") in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing was created"
     assert list(readonly.iterdir()) == []
+
+
+def test_the_artifacts_of_a_local_sqlite_tracking_store_are_kept_beside_it_whatever_the_current_folder(tmp_path, monkeypatch):
+    from bcauto.tracking import Tracker
+
+    (tmp_path / "stores").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "note.txt").write_text("logged")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    tracker = Tracker(f"sqlite:///{tmp_path}/stores/mlflow.db", experiment="s")
+    tracker.log_artifact(tracker.start_run(None, "trial-000", {}), tmp_path / "note.txt")
+    assert [p.read_text() for p in (tmp_path / "stores" / "mlruns").rglob("note.txt")] == ["logged"]
+    assert not (tmp_path / "elsewhere" / "mlruns").exists()
+    # the default store, mlflow.db in the current folder, keeps them in ./mlruns as before
+    monkeypatch.chdir(tmp_path / "stores")
+    tracker = Tracker("sqlite:///mlflow.db", experiment="t")
+    tracker.log_artifact(tracker.start_run(None, "trial-000", {}), tmp_path / "note.txt")
+    assert len(list((tmp_path / "stores" / "mlruns").rglob("note.txt"))) == 2
