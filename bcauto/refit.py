@@ -239,9 +239,10 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         resized = f" at {data.image_size}x{data.image_size} (searched at {searched_size}x{searched_size})"
     for note in data.notes:
         console.print(f"[cyan]note:[/] {escape(note)}")
+    fingerprint = data.fingerprint()
     console.print(
         f"refit data: {data.source}: {len(data.labels)} images{resized} (training and validation split together), "
-        f"fingerprint {data.fingerprint()}"
+        f"fingerprint {fingerprint}"
     )
     logged_batch = params.get("batch_size")
     if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
@@ -274,7 +275,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
             checkpoint = MemberCheckpoint(
                 partial / f"trial_{trial.number}",
                 {
-                    "data": data.fingerprint(),
+                    "data": fingerprint,
                     "image size": data.image_size,
                     "parameters": plan_params(plan, settings),
                     "epochs": schedule.epochs,
