@@ -241,8 +241,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
         console.print(f"[cyan]note:[/] {escape(note)}")
     fingerprint = data.fingerprint()
     console.print(
-        f"refit data: {data.source}: {len(data.labels)} images{resized} (training and validation split together), "
-        f"fingerprint {fingerprint}"
+        f"refit data: {data.source}: {len(data.labels)} images{resized} (training and validation split together), fingerprint {fingerprint}"
     )
     logged_batch = params.get("batch_size")
     if logged_batch is not None and int(logged_batch) != cfg.train.batch_size:
