@@ -31,6 +31,10 @@ The other lab's images are only scored: nothing is trained, selected or tuned on
 adapt``'s own shots. Each command's JSON and the elapsed times are saved under --work; the table at the end has
 one row per study and seed and the mean and spread over seeds.
 
+A run stopped part way can be started again with the same arguments: a finished search is not run again, an
+interrupted refit goes on from its last epoch, a finished one is kept (its row's ``refit_s`` is then null), and
+each evaluation or adaptation whose JSON was written after the model was is read back instead of being run again.
+
     python bench/cross_lab.py --seeds 0,1,2                      # both studies at their own trial budget
     python bench/cross_lab.py --seeds 0 --trials 2 --pool 1500 --holdout-max 300   # smoke run
     python bench/cross_lab.py --seeds 0 --model WORK/models/NAME  # score an existing model
@@ -78,9 +82,16 @@ def bcauto(*args: str, work: Path, log: Path) -> str:
     return result.stdout
 
 
+def done_since(result: Path, model: Path) -> bool:
+    """Whether ``result`` was written after ``model`` was: a scoring step an interrupted run already finished."""
+    info = model / "bcauto-model.json"
+    return result.is_file() and result.stat().st_mtime > info.stat().st_mtime
+
+
 def evaluate(model: Path, data: str, work: Path, log: Path, *extra: str) -> dict:
     out = work / "evaluations" / f"{model.name}-{Path(data).stem}{''.join(extra).replace('-', '_')}"
-    bcauto("evaluate", str(model), "--data", data, "--json", "--out", str(out), *extra, work=work, log=log)
+    if not done_since(out / "evaluation.json", model):
+        bcauto("evaluate", str(model), "--data", data, "--json", "--out", str(out), *extra, work=work, log=log)
     return json.loads((out / "evaluation.json").read_text())
 
 
@@ -112,8 +123,12 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     model = work / "models" / name
     epochs = ["--epochs", args.refit_epochs] if args.refit_epochs else []
     size = ["--image-size", str(args.refit_image_size)] if args.refit_image_size else []
-    bcauto("refit", "--name", name, "--out", str(model), *epochs, *size, *common[:4], work=work, log=log)
-    refit_s = time.perf_counter() - started - search_s
+    info = model / "bcauto-model.json"
+    if info.is_file() and json.loads(info.read_text()).get("study") == name:
+        refit_s = None  # refitted by an earlier run of this --work, stopped while scoring
+    else:
+        bcauto("refit", "--name", name, "--out", str(model), *epochs, *size, *common[:4], work=work, log=log)
+        refit_s = time.perf_counter() - started - search_s
     best = json.loads(bcauto("best", "--name", name, "--storage", common[1], "--json", work=work, log=log))
     return score_model(model, study, seed, args, work, held_npz, started, search_s, refit_s, best)
 
@@ -172,23 +187,24 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         for extra, suffix in (variants[v] for v in args.adapt.split(",")):
             key = f"adapt{shots}{suffix}"
             out = work / "models" / f"{name}-{key}"
-            bcauto(
-                "adapt",
-                str(model),
-                "--data",
-                args.otherlab,
-                "--shots",
-                str(shots),
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-                "--tracking-uri",
-                f"sqlite:///{work / 'mlflow.db'}",
-                *extra,
-                work=work,
-                log=log,
-            )
+            if not done_since(out / "bcauto-model.json", model):
+                bcauto(
+                    "adapt",
+                    str(model),
+                    "--data",
+                    args.otherlab,
+                    "--shots",
+                    str(shots),
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(out),
+                    "--tracking-uri",
+                    f"sqlite:///{work / 'mlflow.db'}",
+                    *extra,
+                    work=work,
+                    log=log,
+                )
             adapted = json.loads((out / "bcauto-model.json").read_text())["adapted"]
             row[f"{key}_before_accuracy"] = adapted["before"]["accuracy"]
             row[f"{key}_accuracy"] = adapted["after"]["accuracy"]
