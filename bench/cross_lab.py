@@ -341,6 +341,8 @@ def main(argv=None) -> int:
             if any(r["study"] == study and r["seed"] == seed for r in saved["rows"]):
                 continue  # finished in an earlier run of the same --work
             row = run_study(study, seed, args, work, search_npz, held_npz)
+            if results.exists():  # read again: another seed's run may share this --work and have written its row
+                saved["rows"] = json.loads(results.read_text())["rows"]
             saved["rows"].append(row)
             results.write_text(json.dumps(saved, indent=2) + "\n")
             console.print({k: v for k, v in row.items() if k != "best_params"})
