@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle
+from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle, update_info
 from bcauto.data import Dataset
 from bcauto.data.images import content_order, list_images, pixel_digests
 from bcauto.data.inputs import read_inputs
@@ -497,9 +497,7 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
     run_id, problems = log_adapt(request.tracking_uri, out, info)
     if run_id:
         info["mlflow"] = {"run_id": run_id}
-        from bcauto.refit import _update_info
-
-        _update_info(out, info)
+        update_info(out, info)
     for problem in problems:
         console.print(f"[yellow]warning:[/] {problem}")
     if rows:

@@ -8,6 +8,7 @@ study, its storage nor MLflow. Models load with ``safe_mode=True``: no Lambda la
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,16 +64,45 @@ def ensemble(members: list, name: str = "ensemble"):
 
 
 def save_bundle(model, info: dict, out: str | Path) -> Path:
-    """Write ``model.keras`` and ``bcauto-model.json`` into ``out`` (created); returns ``out``."""
+    """Write ``model.keras`` and ``bcauto-model.json`` into ``out`` (created); returns ``out``.
+
+    Both files are written under temporary names in ``out`` and renamed into place only once both are complete: a
+    write that fails or is interrupted (a full disk, Ctrl-C) leaves a model directory that was already there as it
+    was. The old ``bcauto-model.json`` is removed just before the renames, so the one moment a new model could meet
+    the old description leaves a directory that :func:`load_bundle` refuses instead (description missing).
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     info = {"format": BUNDLE_FORMAT, **info}
     for key in ("class_names", "image_size"):
         if key not in info:
             raise ValueError(f"bundle info needs {key!r}")
-    model.save(out / MODEL_FILE)
-    (out / INFO_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    staged_model = out / f".writing-{MODEL_FILE}"  # Keras saves only to a name ending in .keras
+    try:
+        model.save(staged_model)
+        staged_info = _staged_info(out, info)
+    except BaseException:
+        staged_model.unlink(missing_ok=True)
+        raise
+    (out / INFO_FILE).unlink(missing_ok=True)
+    os.replace(staged_model, out / MODEL_FILE)
+    os.replace(staged_info, out / INFO_FILE)
     return out
+
+
+def update_info(out: Path, info: dict) -> None:
+    """Replace the model directory's ``bcauto-model.json`` with ``info`` (written aside, then renamed into place)."""
+    os.replace(_staged_info(out, {"format": BUNDLE_FORMAT, **info}), out / INFO_FILE)
+
+
+def _staged_info(out: Path, info: dict) -> Path:
+    staged = out / f".writing-{INFO_FILE}"
+    try:
+        staged.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -25,7 +25,6 @@ from bcauto.config import StudyConfig
 from bcauto.data import Dataset
 from bcauto.errors import BcautoError
 from bcauto.refit_bundle import model_info
-from bcauto.refit_bundle import update_info as _update_info
 from bcauto.refit_checkpoints import MemberCheckpoint, partial_dir
 from bcauto.refit_tracking import (
     REFIT_ROLE,
@@ -217,7 +216,7 @@ def trained_member(heading: str, trial, plan, settings, data, schedule, checkpoi
 
 def refit(request: RefitRequest, components, console) -> RefitResult:
     """Train the selected trial(s) on all the study's data and save, log and register the model."""
-    from bcauto.bundle import ensemble, load_bundle, register_layers, save_bundle
+    from bcauto.bundle import ensemble, load_bundle, register_layers, save_bundle, update_info
     from bcauto.objective import model_requirements, start_fresh
     from bcauto.study import configure_precision, settings_from
     from bcauto.tracking import Tracker
@@ -303,7 +302,7 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     run_id, name, version = log_refit(tracker, study, model, out, info, request.register, model_requirements())
     if run_id:
         info["mlflow"] = {"run_id": run_id, "registered_model": name, "version": version}
-        _update_info(out, info)
+        update_info(out, info)
     for problem in tracker.problems:
         console.print(f"[yellow]warning:[/] {escape(problem)}")
     if not run_id:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -60,10 +58,3 @@ def model_info(
     if useless:
         info["warnings"] = useless
     return info
-
-
-def update_info(out: Path, info: dict) -> None:
-    """Rewrite the model directory's ``bcauto-model.json`` with ``info``."""
-    from bcauto.bundle import BUNDLE_FORMAT, INFO_FILE
-
-    (out / INFO_FILE).write_text(json.dumps({"format": BUNDLE_FORMAT, **info}, indent=2, default=str) + "\n", encoding="utf-8")

@@ -499,3 +499,38 @@ def test_the_artifacts_of_a_local_sqlite_tracking_store_are_kept_beside_it_whate
     tracker = Tracker("sqlite:///mlflow.db", experiment="t")
     tracker.log_artifact(tracker.start_run(None, "trial-000", {}), tmp_path / "note.txt")
     assert len(list((tmp_path / "stores" / "mlruns").rglob("note.txt"))) == 2
+
+
+def _write_half_then_fail(path, *args, **kwargs):
+    Path(path).write_bytes(b"half a file")
+    raise OSError(28, "No space left on device")
+
+
+def test_a_model_directory_written_again_stays_whole_when_the_write_fails(tmp_path, monkeypatch):
+    from bcauto.bundle import load_bundle, save_bundle
+    from helpers import untrained_model_dir
+
+    out = untrained_model_dir(tmp_path / "model", ["a", "b"])
+    newer = untrained_model_dir(tmp_path / "newer", ["a", "b", "c"])
+    model = load_bundle(newer).model
+    monkeypatch.setattr(type(model), "save", lambda self, path, *a, **k: _write_half_then_fail(path))
+    with pytest.raises(OSError, match="No space left"):
+        save_bundle(model, {"class_names": ["a", "b", "c"], "image_size": 32}, out)
+    kept = load_bundle(out)
+    assert kept.class_names == ("a", "b") and kept.model.output_shape[-1] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["bcauto-model.json", "model.keras"]
+
+
+def test_a_model_description_rewritten_stays_whole_when_the_write_fails(tmp_path, monkeypatch):
+    from bcauto.bundle import INFO_FILE, load_bundle, update_info
+    from helpers import untrained_model_dir
+
+    out = untrained_model_dir(tmp_path / "model", ["a", "b"])
+    monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _write_half_then_fail(self))
+    with pytest.raises(OSError, match="No space left"):
+        update_info(out, {"class_names": ["a", "b"], "image_size": 32, "mlflow": {"run_id": "r"}})
+    monkeypatch.undo()
+    assert load_bundle(out).info.get("mlflow") is None
+    assert sorted(p.name for p in out.iterdir()) == [INFO_FILE, "model.keras"]
+    update_info(out, {"class_names": ["a", "b"], "image_size": 32, "mlflow": {"run_id": "r"}})
+    assert load_bundle(out).info["mlflow"] == {"run_id": "r"}
