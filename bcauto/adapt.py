@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle, update_info
+from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, ensemble, load_bundle, save_bundle, update_info
 from bcauto.data import Dataset
 from bcauto.data.images import content_order, list_images, pixel_digests
 from bcauto.data.inputs import read_inputs
@@ -52,9 +52,26 @@ class Snapshot:
         self.model = model
         self.values = [np.array(v.numpy()) for v in model.variables]
 
-    def restore(self) -> None:
-        for variable, value in zip(self.model.variables, self.values):
+    def restore(self, into=None) -> None:
+        """Put the values back into the model, or into ``into``, a copy of it (``keras.models.clone_model``)."""
+        for variable, value in zip((into or self.model).variables, self.values):
             variable.assign(value)
+
+
+def as_ensemble(model, members: list[Snapshot]):
+    """``model`` with the one member's values, or one model averaging the probabilities of a copy of ``model`` per
+    member (:func:`bcauto.bundle.ensemble`, as `bcauto refit --top K` builds)."""
+    if len(members) == 1:
+        members[0].restore()
+        return model
+    import keras
+
+    copies = []
+    for member in members:
+        copy = keras.models.clone_model(model)
+        member.restore(into=copy)
+        copies.append(copy)
+    return ensemble(copies, name=model.name)
 
 
 def choose_shots(labels: np.ndarray, shots: int, per_class: bool, seed: int, class_names=None) -> np.ndarray:
@@ -156,6 +173,7 @@ class AdaptRequest:
     align_to_shots: bool = False  # align the pseudo-labelling predictions to the shots' class mix
     classes: str | None = None
     tta: bool = False  # score, and choose pseudo-labels, on the mean of the 8 dihedral views
+    ensemble: int = 1  # fine-tunings from the same start (seeds seed, seed + 1, ...), saved as the mean of their predictions
     tracking_uri: str = "sqlite:///mlflow.db"
 
 
@@ -355,6 +373,8 @@ def check_request(request: AdaptRequest) -> None:
         raise BcautoError(f"--choose-shots must be one of {', '.join(SHOT_CHOICES)}, got {request.choose_shots!r}")
     if request.choose_shots == "typical" and (request.per_class or request.align_to_shots):
         raise BcautoError("--choose-shots typical chooses from the images alone, not by class: drop --per-class and --align-to-shots")
+    if request.ensemble < 1:
+        raise BcautoError(f"--ensemble must be 1 or more, got {request.ensemble}")
     if not request.learning_rate > 0:
         raise BcautoError(f"--lr must be positive, got {request.learning_rate}")
     if request.pool and (request.shots is not None or request.per_class or request.choose_shots != "random"):
@@ -444,12 +464,29 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
                 f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
                 "a longer one (--epochs N) may score higher still"
             )
-    before_fine_tuning = Snapshot(model) if request.pseudo_labels else None
-    with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}"):
-        recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, request.seed)
-    if before_fine_tuning is not None:
-        score("fine-tuned on the shots")
-        recipe["pseudo_labels"] = self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, console)
+    before_fine_tuning = Snapshot(model)
+    shots_only, finished, members = [], [], []
+    for member, seed in enumerate(range(request.seed, request.seed + request.ensemble)):
+        before_fine_tuning.restore()
+        which = f" (member {member + 1} of {request.ensemble})" if request.ensemble > 1 else ""
+        with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}{which}"):
+            recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, seed)
+        if request.pseudo_labels:
+            shots_only.append(Snapshot(model))
+            recipe["pseudo_labels"] = self_train(
+                model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, seed, console
+            )
+        finished.append(Snapshot(model))
+        members.append(recipe)
+    if request.pseudo_labels:
+        score("fine-tuned on the shots", Bundle(out, as_ensemble(model, shots_only), start.info))
+    model = as_ensemble(model, finished)
+    recipe = members[0]
+    if request.ensemble > 1:
+        recipe["ensemble"] = [
+            {"seed": request.seed + i, "final_loss": m["final_loss"], "pseudo_labels_correct": m.get("pseudo_labels", {}).get("correct")}
+            for i, m in enumerate(members)
+        ]
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
@@ -537,7 +574,7 @@ def read_pool(inputs: list[str], image_size: int, shots: np.ndarray, console) ->
     }
 
 
-def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, console) -> dict[str, Any]:
+def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, epochs: int, request, seed: int, console) -> dict[str, Any]:
     """``--pseudo-labels``: the model fine-tuned on the shots labels the images that are not shots (their labels
     unread), the most confident of each predicted class are chosen (:func:`choose_pseudo_labels`; with
     ``--align-to-shots`` the probabilities first aligned to the class mix of the shots), and the fine-tuning starts
@@ -559,7 +596,7 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
             len(classes),
             epochs,
             request.learning_rate,
-            request.seed,
+            seed,
         )
     record["indices"] = chosen.tolist()
     record["labels"] = predicted.tolist()
@@ -664,6 +701,7 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
             "scored_images": adapted["scored_images"],
             "pool_images": adapted.get("pool", {}).get("images", 0),
             "tta": adapted["tta"] != "none",
+            "ensemble": len(recipe.get("ensemble", ())) or 1,
         },
     )
     metrics = {f"{when}_{key}": adapted[when][key] for when in ("before", "after") if adapted[when] for key in ("accuracy", "macro_f1")}

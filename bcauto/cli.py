@@ -399,6 +399,7 @@ def cmd_adapt(args, console) -> int:
         align_to_shots=args.align_to_shots,
         classes=args.classes,
         tta=args.tta,
+        ensemble=args.ensemble,
         tracking_uri=args.tracking_uri,
     )
     result = adapt(request, components(), console)
@@ -742,6 +743,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="score before and after, and choose --pseudo-labels, on the mean of the 8 dihedral views of each image "
         "(eight times the prediction time); predict with --tta to get the scores it reports",
+    )
+    adapt.add_argument(
+        "--ensemble",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="fine-tune N times from the same start (seeds --seed, --seed + 1, ...; with --pseudo-labels each labels "
+        "and trains again on its own) and save the mean of their predictions as one model: N times the fine-tuning "
+        "and the prediction time (default 1)",
     )
     adapt.add_argument("--out", help="model directory to write (default MODEL-adapted)")
     adapt.set_defaults(func=cmd_adapt)

@@ -706,6 +706,64 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     assert run.data.params["align_to_shots"] == "True"
 
 
+def test_adapt_ensemble_saves_the_mean_of_fine_tunings_seeded_one_after_another(parent, lab, tmp_path):
+    """``bcauto adapt --ensemble 2 --pseudo-labels``: from the same start (the same shots, the same label-free step
+    and epochs), member k fine-tunes, pseudo-labels and fine-tunes again with seed ``--seed`` + k on its own, so
+    member 0 is the model a run without ``--ensemble`` writes; the saved model is the mean of the members'
+    probabilities, and the shots-only row scores the mean of the members fine-tuned on the shots alone."""
+    from bcauto.adapt import Snapshot, fine_tune
+    from bcauto.bundle import load_bundle
+    from bcauto.data.sources import load_data
+    from bcauto.evaluate import label_map
+    from bcauto.plugins import components
+    from bcauto.self_training import choose_pseudo_labels
+    from bcauto.test_time import recompute_batchnorm
+
+    _, model = parent
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--data", str(lab), "--shots", "4", "--per-class", "--seed", "1", "--adapt-bn", "--epochs", "60"]
+    args += ["--lr", "1e-3"]
+    assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--pseudo-labels", "--tracking-uri", uri, "--out", str(tmp_path / "single")]) == 0
+    assert main([*args, "--pseudo-labels", "--ensemble", "2", "--tracking-uri", uri, "--out", str(tmp_path / "two")]) == 0
+    plain, single, two = (load_bundle(tmp_path / name) for name in ("plain", "single", "two"))
+    lineage = two.info["adapted"]
+    assert lineage["shot_indices"] == single.info["adapted"]["shot_indices"]
+    assert [m["seed"] for m in lineage["recipe"]["ensemble"]] == [1, 2]
+
+    # member 1 replayed: the parent with its statistics recomputed, fine-tuned on the shots with seed 2, then again
+    # from the same start on the shots and the images it pseudo-labelled itself
+    data = load_data(str(lab), SIZE, components())
+    labels = label_map(data.class_names, CLASSES)[data.labels]
+    shots = np.array(lineage["shot_indices"])
+    rest = np.setdiff1d(np.arange(len(labels)), shots)
+    expected = load_bundle(model)
+    keras.utils.set_random_seed(1)
+    recompute_batchnorm(expected.model, data.images)
+    start = Snapshot(expected.model)
+    fine_tune(expected.model, data.images[shots], labels[shots], NUM_CLASSES, 60, 1e-3, 2)
+    shots_only = expected.model.predict(data.images[rest].astype(np.float32), verbose=0)
+    index, predicted = choose_pseudo_labels(shots_only)
+    start.restore()
+    images = np.concatenate([data.images[shots], data.images[rest[index]]])
+    fine_tune(expected.model, images, np.concatenate([labels[shots], predicted]), NUM_CLASSES, 60, 1e-3, 2)
+
+    probe = data.images[:32].astype(np.float32)
+    members = [two.model.get_layer(f"member_{k}").predict(probe, verbose=0) for k in (0, 1)]
+    assert np.allclose(members[0], single.model.predict(probe, verbose=0), atol=1e-4)
+    assert np.allclose(members[1], expected.model.predict(probe, verbose=0), atol=1e-4)
+    assert not np.allclose(members[0], members[1], atol=1e-3)
+    assert np.allclose(two.model.predict(probe, verbose=0), (members[0] + members[1]) / 2, atol=1e-5)
+
+    plain_probs = plain.model.predict(data.images[rest].astype(np.float32), verbose=0)
+    # the members agree on every image here, so this row would read the same from member 0 alone: it checks the
+    # row's place (before the self-training), not the mean
+    shots_only_mean = (plain_probs + shots_only) / 2
+    assert lineage["after_shots_only"]["accuracy"] == pytest.approx(float((shots_only_mean.argmax(1) == labels[rest]).mean()), abs=1e-4)
+    run = MlflowClient(tracking_uri=uri).get_run(two.info["mlflow"]["run_id"])
+    assert run.data.params["ensemble"] == "2"
+
+
 def test_adapt_with_tta_scores_and_pseudo_labels_on_the_mean_of_the_eight_views(parent, lab, tmp_path, capsys):
     """``bcauto adapt --tta``: the scores before and after are those of ``evaluate --tta`` on the images that are not
     shots, and the pseudo-labels are chosen from the mean of the 8 dihedral views of each image, not from one view."""

@@ -32,7 +32,7 @@ OPTIONS = {
     "predict": {"MODEL", "INPUT", "--out", "--tta", "--on-bad-image", "--adapt-bn", "--adapt-im", "--seed", "--classes"},
     "adapt": {
         *("MODEL", "--data", "--shots", "--pool", "--per-class", "--choose-shots", "--seed", "--epochs", "--lr"),
-        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--align-to-shots", "--classes", "--tta", "--out", "--tracking-uri"),
+        *("--adapt-bn", "--adapt-im", "--pseudo-labels", "--align-to-shots", "--classes", "--tta", "--ensemble", "--out", "--tracking-uri"),
     },
     "suggest": {"MODEL", "INPUT", "--shots", "--out", "--seed", "--adapt-bn", "--adapt-im", "--classes"},
     "audit": {"--data", "--image-size", "--out", "--json", "--write-clean", "--seed", "--on-bad-image"},

@@ -507,8 +507,9 @@ def _write_half_then_fail(path, *args, **kwargs):
 
 
 def test_a_model_directory_written_again_stays_whole_when_the_write_fails(tmp_path, monkeypatch):
-    from bcauto.bundle import load_bundle, save_bundle
     from helpers import untrained_model_dir
+
+    from bcauto.bundle import load_bundle, save_bundle
 
     out = untrained_model_dir(tmp_path / "model", ["a", "b"])
     newer = untrained_model_dir(tmp_path / "newer", ["a", "b", "c"])
@@ -522,8 +523,9 @@ def test_a_model_directory_written_again_stays_whole_when_the_write_fails(tmp_pa
 
 
 def test_a_model_description_rewritten_stays_whole_when_the_write_fails(tmp_path, monkeypatch):
-    from bcauto.bundle import INFO_FILE, load_bundle, update_info
     from helpers import untrained_model_dir
+
+    from bcauto.bundle import INFO_FILE, load_bundle, update_info
 
     out = untrained_model_dir(tmp_path / "model", ["a", "b"])
     monkeypatch.setattr(Path, "write_text", lambda self, *a, **k: _write_half_then_fail(self))
