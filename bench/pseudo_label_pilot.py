@@ -113,10 +113,11 @@ def draw(model_dir: str, data_path: str, seed: int, experiment: str) -> dict:
     from rich.console import Console
     from sklearn.metrics import f1_score
 
-    from bcauto.adapt import Snapshot, among_classes, choose_epochs, choose_shots, fine_tune
+    from bcauto.adapt import among_classes
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map, predict_probs
+    from bcauto.few_shot import Snapshot, choose_epochs, choose_shots, fine_tune
     from bcauto.plugins import components
     from bcauto.self_training import choose_pseudo_labels
     from bcauto.test_time import maximize_information, recompute_batchnorm

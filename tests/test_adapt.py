@@ -152,7 +152,7 @@ def test_evaluate_and_predict_with_adapt_bn_say_what_they_did_and_evaluate_recor
 
 
 def test_choose_shots_counts_strata_and_seeds():
-    from bcauto.adapt import choose_shots
+    from bcauto.few_shot import choose_shots
 
     labels = np.repeat([0, 2, 3, 5], [30, 10, 4, 2])  # four classes present, imbalanced; 1 and 4 absent
     for shots in (4, 7, 12, 40):
@@ -171,7 +171,7 @@ def test_choose_shots_counts_strata_and_seeds():
 
 
 def test_shot_class_weights_are_balanced_over_the_classes_present_and_none_when_already_balanced():
-    from bcauto.adapt import class_weights
+    from bcauto.few_shot import class_weights
 
     weights = class_weights(np.repeat([0, 2, 5], [6, 3, 1]))
     assert weights == {0: 10 / (3 * 6), 2: 10 / (3 * 3), 5: 10 / (3 * 1)}  # exactly: n / (classes x count)
@@ -180,9 +180,9 @@ def test_shot_class_weights_are_balanced_over_the_classes_present_and_none_when_
 
 
 def test_adapt_keeps_shots_apart_from_scored_images_and_records_them(parent, lab, adapted):
-    from bcauto.adapt import choose_shots
     from bcauto.bundle import load_bundle
     from bcauto.evaluate import label_map
+    from bcauto.few_shot import choose_shots
 
     _, model = parent
     out, _ = adapted
@@ -357,10 +357,10 @@ def test_adapt_refuses_classes_that_leave_out_a_class_of_the_data(parent, three_
 
 
 def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_weights(parent, lab):
-    from bcauto.adapt import choose_epochs, choose_shots
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
+    from bcauto.few_shot import choose_epochs, choose_shots
     from bcauto.plugins import components
 
     _, path = parent
@@ -378,9 +378,9 @@ def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_we
 
 
 def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_validation_keeps_it_constant(parent, lab, adapted, monkeypatch):
-    import bcauto.adapt
-    from bcauto.adapt import choose_epochs, fine_tune
+    import bcauto.few_shot
     from bcauto.bundle import load_bundle
+    from bcauto.few_shot import choose_epochs, fine_tune
 
     _, path = parent
     data = blob_data(12, SIZE, seed=5)
@@ -392,7 +392,7 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
     assert rates[True] == (pytest.approx(0.0, abs=1e-12), 6, "cosine decay to 0 over 6 steps")  # 3 epochs of 2 batches of 8
     assert rates[False] == (pytest.approx(1e-3), 6, "constant")
     schedules = []  # the cross-validation reads one run at several epoch counts: a decay would end at the last only
-    monkeypatch.setattr(bcauto.adapt, "fine_tune", lambda *a, **k: schedules.append(fine_tune(*a, **k)["learning_rate_schedule"]))
+    monkeypatch.setattr(bcauto.few_shot, "fine_tune", lambda *a, **k: schedules.append(fine_tune(*a, **k)["learning_rate_schedule"]))
     choose_epochs(load_bundle(path).model, data.images, data.labels, 4, 1e-3, seed=0, choices=(1, 2), folds=2)
     assert schedules == ["constant", "constant"]
     info = json.loads((adapted[0] / "bcauto-model.json").read_text())
@@ -402,16 +402,16 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
 
 
 def test_choose_epochs_with_decay_trains_each_count_as_its_own_decayed_run_and_restores_the_weights(parent, monkeypatch):
-    import bcauto.adapt
-    from bcauto.adapt import choose_epochs, fine_tune
+    import bcauto.few_shot
     from bcauto.bundle import load_bundle
+    from bcauto.few_shot import choose_epochs, fine_tune
 
     _, path = parent
     data = blob_data(12, SIZE, seed=5)
     model = load_bundle(path).model
     before = variables(model)
     runs = []
-    monkeypatch.setattr(bcauto.adapt, "fine_tune", lambda *a, **k: runs.append((a[4], fine_tune(*a, **k)["learning_rate_schedule"])))
+    monkeypatch.setattr(bcauto.few_shot, "fine_tune", lambda *a, **k: runs.append((a[4], fine_tune(*a, **k)["learning_rate_schedule"])))
     epochs, record = choose_epochs(model, data.images, data.labels, 4, 1e-3, seed=0, choices=(2, 1), folds=2, decay=True)
     each_fold = [(1, "cosine decay to 0 over 1 step"), (2, "cosine decay to 0 over 2 steps")]  # 6 images: one batch an epoch
     assert runs == each_fold * 2
@@ -423,8 +423,8 @@ def test_choose_epochs_with_decay_trains_each_count_as_its_own_decayed_run_and_r
 
 
 def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(parent, lab):
-    from bcauto.adapt import UNCHECKED_EPOCHS, choose_epochs
     from bcauto.bundle import load_bundle
+    from bcauto.few_shot import UNCHECKED_EPOCHS, choose_epochs
 
     _, path = parent
     images = blob_data(4, SIZE, seed=5).images  # one image of each class
@@ -436,10 +436,10 @@ def test_choose_epochs_falls_back_to_a_stated_default_with_one_shot_a_class(pare
 def test_each_step_that_learns_or_chooses_gives_the_same_result_however_the_images_are_listed(parent, lab, step):
     # files renamed, folders sorted another way, cells moved into class folders (bcauto suggest) or given as a pool:
     # the same images must give the same model, in bcauto adapt and suggest as in evaluate/predict --adapt-bn/-im
-    from bcauto.adapt import choose_epochs, choose_shots, fine_tune
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
+    from bcauto.few_shot import choose_epochs, choose_shots, fine_tune
     from bcauto.plugins import components
     from bcauto.shot_choice import choose_typical
     from bcauto.test_time import maximize_information, recompute_batchnorm
@@ -656,10 +656,10 @@ def test_adapt_with_pseudo_labels_fine_tunes_again_from_the_start_on_the_shots_a
     """``bcauto adapt --pseudo-labels``: the model fine-tuned on the shots (scored on its own row, the same model a
     run without the flag writes) labels the images that are not shots; the surest half of each predicted class and
     the shots train a second fine-tuning that starts again from the weights the first started from."""
-    from bcauto.adapt import fine_tune
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
+    from bcauto.few_shot import fine_tune
     from bcauto.plugins import components
     from bcauto.self_training import choose_pseudo_labels, shot_prior
     from bcauto.test_time import recompute_batchnorm
@@ -712,10 +712,10 @@ def test_adapt_ensemble_saves_the_mean_of_fine_tunings_seeded_one_after_another(
     and epochs), member k fine-tunes, pseudo-labels and fine-tunes again with seed ``--seed`` + k on its own, so
     member 0 is the model a run without ``--ensemble`` writes; the saved model is the mean of the members'
     probabilities, and the shots-only row scores the mean of the members fine-tuned on the shots alone."""
-    from bcauto.adapt import Snapshot, fine_tune
     from bcauto.bundle import load_bundle
     from bcauto.data.sources import load_data
     from bcauto.evaluate import label_map
+    from bcauto.few_shot import Snapshot, fine_tune
     from bcauto.plugins import components
     from bcauto.self_training import choose_pseudo_labels
     from bcauto.test_time import recompute_batchnorm
