@@ -32,8 +32,9 @@ adapt``'s own shots. Each command's JSON and the elapsed times are saved under -
 one row per study and seed and the mean and spread over seeds.
 
 A run stopped part way can be started again with the same arguments: a finished search is not run again, an
-interrupted refit goes on from its last epoch, a finished one is kept (its row's ``refit_s`` is then null), and
-each evaluation or adaptation whose JSON was written after the model was is read back instead of being run again.
+interrupted refit goes on from its last epoch, a finished one is kept (its row's ``refit_s`` is then null; delete
+the model folder to refit with other ``--refit-*`` options), and each evaluation or adaptation whose JSON was
+written after the model was is read back instead of being run again.
 
     python bench/cross_lab.py --seeds 0,1,2                      # both studies at their own trial budget
     python bench/cross_lab.py --seeds 0 --trials 2 --pool 1500 --holdout-max 300   # smoke run
@@ -126,6 +127,7 @@ def run_study(study: str, seed: int, args, work: Path, search_npz: Path, held_np
     info = model / "bcauto-model.json"
     if info.is_file() and json.loads(info.read_text()).get("study") == name:
         refit_s = None  # refitted by an earlier run of this --work, stopped while scoring
+        print(f"{model}: kept from an earlier run (whatever --refit-epochs/--refit-image-size say); delete it to refit again")
     else:
         bcauto("refit", "--name", name, "--out", str(model), *epochs, *size, *common[:4], work=work, log=log)
         refit_s = time.perf_counter() - started - search_s
