@@ -393,6 +393,21 @@ def test_blur_crops_images_whose_size_is_known_only_at_run_time(images):
     np.testing.assert_allclose(numpy(blur(field)), field, atol=1e-3)
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_blur_one_axis_at_a_time_is_the_whole_kernel_on_the_reflected_image(images, data_format):
+    # unequal sigmas (each axis has its own) and one image left sharp: the draw a training batch gets
+    transformation = {"blur_factor": np.array([0.7, 2.5], "float32"), "should_apply_blur": np.array([True] * (BATCH - 1) + [False])}
+    blur = ReflectedGaussianBlur(kernel_size=9, value_range=(0.0, 255.0), data_format=data_format)
+    batch = images if data_format == "channels_last" else np.transpose(images, (0, 3, 1, 2))
+    ours = numpy(blur.transform_images(batch, transformation, training=True))
+    if data_format == "channels_first":
+        ours = np.transpose(ours, (0, 2, 3, 1))
+    reflected = np.pad(images, [(0, 0), (4, 4), (4, 4), (0, 0)], mode="reflect")
+    whole_kernel = numpy(keras.ops.image.gaussian_blur(reflected, (9, 9), transformation["blur_factor"]))[:, 4:-4, 4:-4]
+    np.testing.assert_allclose(ours[:-1], np.clip(whole_kernel[:-1], 0, 255), atol=1e-3)
+    np.testing.assert_array_equal(ours[-1], images[-1])
+
+
 @pytest.mark.parametrize("size", [40, 96])
 @pytest.mark.parametrize("strength", [0.3, 1.0])
 def test_robust_blur_reaches_the_suite_defocus_range_at_every_strength(size, strength):
