@@ -8,12 +8,12 @@ study, its storage nor MLflow. Models load with ``safe_mode=True``: no Lambda la
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bcauto.errors import BcautoError
+from bcauto.files import write_text_whole, written_whole
 from bcauto.plugins import load_keras_objects
 from bcauto.text import plural
 
@@ -77,32 +77,20 @@ def save_bundle(model, info: dict, out: str | Path) -> Path:
         if key not in info:
             raise ValueError(f"bundle info needs {key!r}")
     out.mkdir(parents=True, exist_ok=True)
-    staged_model = out / f".writing-{MODEL_FILE}"  # Keras saves only to a name ending in .keras
-    try:
+    with written_whole(out / INFO_FILE) as staged_info, written_whole(out / MODEL_FILE) as staged_model:
         model.save(staged_model)
-        staged_info = _staged_info(out, info)
-    except BaseException:
-        staged_model.unlink(missing_ok=True)
-        raise
-    (out / INFO_FILE).unlink(missing_ok=True)
-    os.replace(staged_model, out / MODEL_FILE)
-    os.replace(staged_info, out / INFO_FILE)
+        staged_info.write_text(_info_text(info), encoding="utf-8")
+        (out / INFO_FILE).unlink(missing_ok=True)  # renamed in after the model: see the docstring
     return out
 
 
 def update_info(out: Path, info: dict) -> None:
-    """Replace the model directory's ``bcauto-model.json`` with ``info`` (written aside, then renamed into place)."""
-    os.replace(_staged_info(out, {"format": BUNDLE_FORMAT, **info}), out / INFO_FILE)
+    """Replace the model directory's ``bcauto-model.json`` with ``info``, written whole."""
+    write_text_whole(out / INFO_FILE, _info_text({"format": BUNDLE_FORMAT, **info}))
 
 
-def _staged_info(out: Path, info: dict) -> Path:
-    staged = out / f".writing-{INFO_FILE}"
-    try:
-        staged.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    return staged
+def _info_text(info: dict) -> str:
+    return json.dumps(info, indent=2, default=str) + "\n"
 
 
 def load_bundle(path: str | Path) -> Bundle:

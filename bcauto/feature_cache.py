@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bcauto.files import written_whole
 
 CACHE_VERSION = 1
 
@@ -47,9 +47,8 @@ class FeatureCache:
                 pass  # a damaged file is recomputed and replaced
         arrays = compute()
         self.root.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self.root, suffix=".tmp", delete=False) as tmp:
-            np.savez(tmp, **arrays)
-        os.replace(tmp.name, path)
+        with written_whole(path) as staged:
+            np.savez(staged, **arrays)
         return arrays, False
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from bcauto.data.inputs import Source, chunks, collect_inputs, count_inputs
 from bcauto.errors import BcautoError
+from bcauto.files import written_whole
 
 
 def predict_to_csv(
@@ -53,23 +54,18 @@ def predict_to_csv(
         prepare(np.concatenate([batch for _, batch in parts]))
     rows = 0
     progress = transient_progress(console)
-    # written aside and renamed when complete: a run stopped by a bad image leaves no CSV that looks like all
-    # the predictions, and an earlier complete one in its place
-    partial = out.with_name(f".{out.name}.partial")
-    try:
-        with partial.open("w", newline="", encoding="utf-8") as handle, progress:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
-            task = progress.add_task("predicting", total=total)
-            for sources, batch in parts:
-                probs = restrict(predict_probs(bundle.model, batch, tta), allowed)
-                for source, p in zip(sources, probs):
-                    writer.writerow(
-                        [str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
-                    )
-                rows += len(sources)
-                progress.update(task, advance=len(sources))
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    # written whole: a run stopped by a bad image leaves no CSV that looks like all the predictions, and an earlier
+    # complete one in its place
+    with written_whole(out) as partial, partial.open("w", newline="", encoding="utf-8") as handle, progress:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "index", "predicted", *(f"prob_{name}" for name in classes)])
+        task = progress.add_task("predicting", total=total)
+        for sources, batch in parts:
+            probs = restrict(predict_probs(bundle.model, batch, tta), allowed)
+            for source, p in zip(sources, probs):
+                writer.writerow(
+                    [str(source.path), "" if source.index is None else source.index, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+                )
+            rows += len(sources)
+            progress.update(task, advance=len(sources))
     return rows

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bcauto.errors import BcautoError
+from bcauto.files import write_text_whole, written_whole
 
 MEMBER_MODEL = "model.keras"
 MEMBER_INFO = "member.json"
@@ -56,11 +57,12 @@ class MemberCheckpoint:
         """Ready the folder for training; True when a backup of earlier epochs is there to go on from."""
         self.check()
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "key.json").write_text(json.dumps(self.key, indent=1), encoding="utf-8")
+        write_text_whole(self.folder / "key.json", json.dumps(self.key, indent=1))
         return self.backup_dir.is_dir()
 
     def finish(self, model, member: dict[str, Any]) -> None:
         """Keep the trained member; its epoch backups are no longer needed."""
-        model.save(self.model_file)
-        (self.folder / MEMBER_INFO).write_text(json.dumps(member, indent=1, default=str), encoding="utf-8")
+        with written_whole(self.model_file) as staged:
+            model.save(staged)
+        write_text_whole(self.folder / MEMBER_INFO, json.dumps(member, indent=1, default=str))
         shutil.rmtree(self.backup_dir, ignore_errors=True)

@@ -27,6 +27,7 @@ import tensorflow as tf
 from bcauto.data import Dataset
 from bcauto.errors import BcautoError
 from bcauto.feature_cache import FeatureCache, pooled_features
+from bcauto.files import write_text_whole
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
 from bcauto.scoring import predict_batches, score
 from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, ImbalanceSpec
@@ -203,9 +204,7 @@ class HistoryRecorder(keras.callbacks.Callback):
         self.trained_here += 1
         if self.backup is not None:
             self.backup.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.backup.with_suffix(".partial")
-            partial.write_text(json.dumps({"epochs": self.epochs, "learning_rates": self.learning_rates}), encoding="utf-8")
-            partial.replace(self.backup)
+            write_text_whole(self.backup, json.dumps({"epochs": self.epochs, "learning_rates": self.learning_rates}))
 
 
 class EpochScores(keras.callbacks.Callback):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bcauto.data import Dataset
+from bcauto.files import written_whole
 
 
 @dataclass
@@ -74,8 +75,8 @@ def save_split_data(
         np.save(folder / "shift_tags.npy", shift_tags.astype(str))
     for name, data in parts:
         if not (folder / f"{name}_images.npy").exists():
-            np.save(folder / f"{name}_images.tmp.npy", data.images)
-            os.replace(folder / f"{name}_images.tmp.npy", folder / f"{name}_images.npy")
+            with written_whole(folder / f"{name}_images.npy") as staged:
+                np.save(staged, data.images)
         np.save(folder / f"{name}_labels.npy", data.labels)
     (folder / "meta.json").write_text(json.dumps({"class_names": list(train.class_names), "source": train.source}))
     return folder

@@ -634,8 +634,12 @@ def test_predict_stops_at_an_undecodable_file_or_skips_and_lists_it(refitted, tm
         Image.fromarray(image).save(folder / f"cell{i}.png")
     (folder / "cell1b.png").write_bytes(b"\x89PNG truncated")
     out = tmp_path / "preds.csv"
+    out.write_text("an earlier run's complete predictions\n")
     assert main(["predict", str(refitted), str(folder), "--out", str(out)]) == 2
     assert "cell1b.png: cannot decode this image" in capsys.readouterr().err
+    # stopped half way: the earlier file is left as it was, and nothing half-written beside it
+    assert out.read_text() == "an earlier run's complete predictions\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "preds.csv"]
     assert main(["predict", str(refitted), str(folder), "--out", str(out), "--on-bad-image", "skip"]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "3 predictions written" in printed and "skipped 1 undecodable image file:" in printed and "cell1b.png" in printed

@@ -1,0 +1,38 @@
+import os
+import stat
+
+import pytest
+
+from bcauto.files import write_text_whole, written_whole
+
+
+def test_a_file_written_whole_replaces_the_old_one_with_the_usual_mode_and_leaves_nothing_beside_it(tmp_path):
+    (tmp_path / "plain.txt").write_text("written the usual way")
+    target = tmp_path / "record.json"
+    target.write_text("old")
+    write_text_whole(target, "new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "record.json"]
+    assert stat.S_IMODE(os.stat(target).st_mode) == stat.S_IMODE(os.stat(tmp_path / "plain.txt").st_mode)
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_file_and_nothing_beside_it(tmp_path):
+    target = tmp_path / "model.keras"
+    target.write_bytes(b"the old model")
+    with pytest.raises(OSError, match="No space"):
+        with written_whole(target) as staged:
+            assert staged.parent == tmp_path and staged.name.endswith("-model.keras")  # Keras checks the suffix
+            staged.write_bytes(b"half a")
+            raise OSError(28, "No space left on device")
+    assert target.read_bytes() == b"the old model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_two_writers_of_one_file_at_once_each_finish_their_own(tmp_path):
+    target = tmp_path / "features.npz"
+    with written_whole(target) as first, written_whole(target) as second:
+        assert first != second
+        first.write_text("first, whole")
+        second.write_text("second, whole")
+    assert target.read_text() == "first, whole"  # the last to finish is the one kept, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["features.npz"]
