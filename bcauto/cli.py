@@ -12,6 +12,7 @@ from rich.markup import escape
 from bcauto import __version__
 from bcauto.errors import BcautoError
 from bcauto.frameworks import quiet_frameworks
+from bcauto.interrupts import sigterm_as_ctrl_c
 from bcauto.text import plural
 from bcauto.uris import check_stores, redact_uri
 
@@ -128,7 +129,10 @@ def cmd_search(args, console) -> int:
         worker_memory_gb=args.worker_memory_gb,
         gpus=args.gpus.split(",") if args.gpus else None,
     )
-    study = run_search(request, comps, console)
+    try:
+        study = run_search(request, comps, console)
+    except KeyboardInterrupt:  # the search has said what it kept and how to go on
+        return 130
     console.print(
         f"Optuna: {redact_uri(args.storage)}  MLflow: {redact_uri(args.tracking_uri)} "
         f"(open with `bcauto ui --name {request.study_name}` or `mlflow ui`)",
@@ -809,10 +813,14 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=False)
     try:
-        return args.func(args, console)
+        with sigterm_as_ctrl_c():
+            return args.func(args, console)
     except BcautoError as exc:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM; whatever was written is whole (bcauto.files)
+        Console(stderr=True).print(f"[yellow]interrupted:[/] bcauto {args.command} stopped", highlight=False)
+        return 130
 
 
 if __name__ == "__main__":

@@ -35,6 +35,36 @@ class RetracingNoticeFilter(logging.Filter):
         return "triggered tf.function retracing" not in record.getMessage()
 
 
+class InterruptedTrialNoticeFilter(logging.Filter):
+    """Drops Optuna's two warnings about a trial stopped by Ctrl-C or SIGTERM: a KeyboardInterrupt traceback and
+    "failed with value None".
+
+    bcauto says itself that the trial was interrupted and how to resume; a traceback there reads as a crash. Other
+    failures keep Optuna's traceback, which a plugin's author needs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        trial = message.split(" failed with ")[0]
+        if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+            self.interrupted.add(trial)
+            return False
+        if trial in self.interrupted and message.startswith(f"{trial} failed with value"):
+            self.interrupted.discard(trial)
+            return False
+        return True
+
+
+def filter_once(logger: logging.Logger, kind: type[logging.Filter]) -> None:
+    """Add a ``kind`` filter to ``logger`` unless it has one (quiet_frameworks runs once per command, tests more)."""
+    if not any(isinstance(f, kind) for f in logger.filters):
+        logger.addFilter(kind())
+
+
 def quiet_frameworks(tensorflow: bool = True, optuna: bool = True) -> None:
     """Keep TensorFlow's, MLflow's and Optuna's start-up chatter out of the user's terminal.
 
@@ -52,9 +82,7 @@ def quiet_frameworks(tensorflow: bool = True, optuna: bool = True) -> None:
 
     for name in ("alembic", "absl", "tensorflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    tf_logger = logging.getLogger("tensorflow")
-    if not any(isinstance(f, RetracingNoticeFilter) for f in tf_logger.filters):
-        tf_logger.addFilter(RetracingNoticeFilter())
+    filter_once(logging.getLogger("tensorflow"), RetracingNoticeFilter)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", category=UserWarning, module="keras")
@@ -62,3 +90,4 @@ def quiet_frameworks(tensorflow: bool = True, optuna: bool = True) -> None:
         import optuna as optuna_module
 
         optuna_module.logging.set_verbosity(optuna_module.logging.WARNING)
+        filter_once(logging.getLogger("optuna.study._optimize"), InterruptedTrialNoticeFilter)

@@ -307,7 +307,9 @@ def record_config(study: optuna.Study, cfg: StudyConfig, console: Console) -> No
 
 
 def run_search(request: SearchRequest, components: Components, console: Console) -> optuna.Study:
-    """Run (or resume) a study until it holds ``request.trials`` finished trials."""
+    """Run (or resume) a study until it holds ``request.trials`` finished trials.
+
+    Raises KeyboardInterrupt, once the leaderboard is shown, when Ctrl-C or SIGTERM stopped it first."""
     cfg = request.cfg
     check_components(cfg, components)
     check_storage_for_workers(request)
@@ -367,9 +369,14 @@ def run_search(request: SearchRequest, components: Components, console: Console)
                 optimize_in_workers(study, context, request, prepared, precision, progress)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
+            interrupted = True
+        else:
+            interrupted = False
     summarize(study, tracker, parent, console)
     for problem in tracker.problems:
         console.print(f"[yellow]warning:[/] {escape(problem)}")
+    if interrupted:  # after the leaderboard; the exit status then says the study is not done
+        raise KeyboardInterrupt
     return study
 
 

@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import optuna
 import psutil
 
+from bcauto.interrupts import ctrl_c_between_polls
 from bcauto.progress import SearchProgress
 from bcauto.recovery import INTERRUPTED, fail_trials_of, failure_streak
 from bcauto.tracking import Tracker
@@ -47,26 +47,6 @@ def process_memory_mb(pid: int) -> float:
         return psutil.Process(pid).memory_info().rss / 2**20
     except psutil.Error:
         return 0.0
-
-
-@contextlib.contextmanager
-def ctrl_c_between_polls():
-    """Turn Ctrl-C into an event the supervisor's loop checks, so it never lands inside a storage call.
-
-    A KeyboardInterrupt raised in the middle of an Optuna or SQLAlchemy call can leave the study's storage half
-    way through a request; the supervisor then has to mark the workers' trials failed through that storage.
-    Only the main thread may take signals; elsewhere, and where SIGINT is ignored or has another handler, nothing
-    changes.
-    """
-    interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield interrupted
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
-    try:
-        yield interrupted
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class Supervisor:
@@ -139,8 +119,12 @@ class Supervisor:
         raise KeyboardInterrupt
 
     def stop(self, study: optuna.Study, grace: float = 30.0) -> None:
-        """After Ctrl-C: workers got the signal too and mark their own trials; make sure, then clean up."""
+        """After Ctrl-C or SIGTERM: tell the workers (a signal sent to this process alone did not reach them; one sent
+        to the whole group did, and they ignore the second), let them mark their own trials, then make sure."""
         end = time.time() + grace
+        for process, _ in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
         for process, _ in self.running.values():
             try:
                 process.wait(timeout=max(0.1, end - time.time()))
@@ -148,5 +132,5 @@ class Supervisor:
                 process.kill()
                 process.wait()
         workers = {f"{socket.gethostname()}:{p.pid}" for p, _ in self.running.values()}
-        fail_trials_of(study, self.tracker, workers, f"{INTERRUPTED}: Ctrl-C")
+        fail_trials_of(study, self.tracker, workers, f"{INTERRUPTED}: Ctrl-C or SIGTERM")
         self.running.clear()

@@ -151,10 +151,6 @@ def wait_until_listening(server: Server, host: str, port: int) -> None:
         time.sleep(0.25)
 
 
-def _stop_on_signal(signum, frame):
-    raise KeyboardInterrupt
-
-
 def serve(args, console) -> int:
     """Start the servers, print their URLs, and keep them running until Ctrl-C."""
     if args.tracking_uri.startswith(("http://", "https://")):
@@ -176,11 +172,9 @@ def serve(args, console) -> int:
             console.print(f"[yellow]warning:[/] {escape(str(exc))}; starting the MLflow UI only")
             dashboard = None
 
-    # Ctrl-C and SIGTERM stop the servers, even where SIGINT came ignored (a job started with `&` by a script)
-    previous = {
-        sig: signal.signal(sig, handler)
-        for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _stop_on_signal))
-    }
+    # Ctrl-C stops the servers, even where SIGINT came ignored (a job started with `&` by a script); SIGTERM does what
+    # Ctrl-C does (bcauto.interrupts)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     servers: list[Server] = []
     log_dir = Path(tempfile.mkdtemp(prefix="bcauto-ui-"))
     try:
@@ -215,6 +209,5 @@ def serve(args, console) -> int:
     finally:
         for server in servers:
             server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signal.signal(signal.SIGINT, previous)
         shutil.rmtree(log_dir, ignore_errors=True)

@@ -17,6 +17,7 @@ import numpy as np
 
 from bcauto.data import Dataset
 from bcauto.files import written_whole
+from bcauto.interrupts import stopped_by_the_first_signal
 
 
 @dataclass
@@ -179,7 +180,8 @@ def main(argv=None) -> int:
 
     quiet_frameworks()
     try:
-        return run(WorkerJob.read(args[0]))
+        with stopped_by_the_first_signal():
+            return run(WorkerJob.read(args[0]))
     except KeyboardInterrupt:
         return 130
 

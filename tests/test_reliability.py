@@ -268,7 +268,8 @@ def test_a_failing_tracking_store_loses_no_trial_and_says_so(tmp_path):
     assert f"MLflow ({uri}): could not open the experiment" in flat(result.stdout + result.stderr)
 
 
-def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_path):
+def search_stopped_mid_trial(tmp_path, stop) -> tuple[subprocess.Popen, str, str, optuna.Study, list[str]]:
+    """Start a two-trial search with one worker, call ``stop(process)`` once its first epoch is reported, wait."""
     (tmp_path / "stop.toml").write_text(STUDY.format(epochs=6, backbones='"mini_cnn"'))
     args = ["search", "--study", "stop.toml", "--trials", "2", "--data", "synthetic:400", *stores(tmp_path)]
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -293,34 +294,34 @@ def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_p
             continue
         if trials and trials[-1].state == State.RUNNING and len(trials[-1].intermediate_values) >= 1:
             break
-    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group gets SIGINT
+    stop(process)
     out, err = process.communicate(timeout=120)
-    study = optuna.load_study(study_name="stop", storage=storage)
+    return process, out, err, optuna.load_study(study_name="stop", storage=storage), args
+
+
+def test_ctrl_c_marks_the_running_trial_prints_the_leaderboard_and_resumes(tmp_path):
+    # what Ctrl-C does: the whole foreground group gets SIGINT
+    process, out, err, study, args = search_stopped_mid_trial(tmp_path, lambda process: os.killpg(process.pid, signal.SIGINT))
     assert "interrupted" in out and "run the same command to resume" in flat(out), (process.returncode, out[-2000:], err[-3000:])
     assert "study stop" in out, "the leaderboard is printed"
+    assert process.returncode == 130, "the exit status says the study is not done"
     trials = study.trials
     assert trials[-1].state == State.FAIL and failure_reason(study, trials[-1]).startswith("interrupted")
     assert all(r.info.status != "RUNNING" for r in mlflow_runs(tmp_path, "stop"))
     assert bcauto(tmp_path, *args).returncode == 0
-    trials = optuna.load_study(study_name="stop", storage=storage).trials
+    trials = optuna.load_study(study_name="stop", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert sum(t.state == State.COMPLETE for t in trials) == 2 and not any(t.state == State.RUNNING for t in trials)
 
 
-def test_the_supervisor_takes_ctrl_c_between_polls_and_leaves_an_ignored_sigint_ignored():
-    from bcauto.supervisor import ctrl_c_between_polls
-
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, wherever pytest runs
-    try:
-        with ctrl_c_between_polls() as interrupted:
-            os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt here, in the middle of whatever runs
-            assert interrupted.wait(5)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a search started with nohup or `&` by a script
-        with ctrl_c_between_polls() as interrupted:
-            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert not interrupted.is_set()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def test_sigterm_to_the_search_alone_stops_it_as_ctrl_c_does_and_its_worker_marks_its_own_trial(tmp_path):
+    # `kill PID`, or a scheduler that signals the main process only: the workers hear it from the supervisor
+    process, out, err, study, _ = search_stopped_mid_trial(tmp_path, lambda process: process.send_signal(signal.SIGTERM))
+    assert process.returncode == 130, (process.returncode, out[-2000:], err[-3000:])
+    assert "run the same command to resume" in flat(out) and "study stop" in out and "Traceback" not in err
+    last = study.trials[-1]
+    assert last.state == State.FAIL and failure_reason(study, last) == "interrupted: KeyboardInterrupt", failure_reason(study, last)
+    assert all(r.info.status != "RUNNING" for r in mlflow_runs(tmp_path, "stop"))
+    assert not list(tmp_path.rglob(".writing-*")), "nothing half-written is left behind"
 
 
 def test_a_worker_is_recycled_when_its_memory_grew_past_the_limit_or_after_its_trial_quota(monkeypatch):

@@ -337,3 +337,15 @@ def test_plugins_in_an_80_column_terminal_cut_no_name_and_no_word(capsys):
     words = set(text.split())
     for row in rows:
         assert row["name"] in words and set(row["description"].split()) <= words, row
+
+
+def test_a_command_stopped_by_ctrl_c_or_sigterm_says_so_and_exits_130_without_a_traceback(monkeypatch, capsys):
+    from bcauto import cli
+
+    def stopped(args, console):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_plugins", stopped)
+    assert main(["plugins"]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted: bcauto plugins stopped" in captured.err and "Traceback" not in captured.err + captured.out
