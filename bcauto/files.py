@@ -4,10 +4,14 @@ never half of the new one."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 
 @contextmanager
@@ -17,14 +21,26 @@ def written_whole(path: Path) -> Iterator[Path]:
 
     Beside, so that the rename is atomic (one file system); uniquely named, so that two processes writing the same
     file at once each finish their own; ending in ``path``'s name, so that writers that check the suffix (Keras's
-    ``.keras``, NumPy's ``.npz``) accept it.
+    ``.keras``, NumPy's ``.npz``) accept it. The name holds the writer's machine and process, so that a later write
+    of the same file removes what a killed writer (SIGKILL, out of memory) left: :func:`remove_abandoned`.
     """
-    staged = path.with_name(f".writing-{uuid.uuid4().hex[:12]}-{path.name}")  # created by the writer, with its usual mode
+    remove_abandoned(path)
+    staged = path.with_name(f".writing-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
-        yield staged
+        yield staged  # created by the writer, with its usual mode
         os.replace(staged, path)
     finally:
         staged.unlink(missing_ok=True)
+
+
+def remove_abandoned(path: Path) -> None:
+    """Remove the files staged for ``path`` by processes of this machine that are gone. A staged file of a live
+    process, or of another machine sharing the folder, is left alone: it may be being written."""
+    pattern = re.compile(rf"\.writing-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}-{re.escape(path.name)}")
+    for staged in path.parent.glob(f".writing-*-{path.name}"):
+        match = pattern.fullmatch(staged.name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            staged.unlink(missing_ok=True)
 
 
 def write_text_whole(path: Path, text: str) -> None:

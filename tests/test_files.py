@@ -1,5 +1,8 @@
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 
@@ -36,3 +39,19 @@ def test_two_writers_of_one_file_at_once_each_finish_their_own(tmp_path):
         second.write_text("second, whole")
     assert target.read_text() == "first, whole"  # the last to finish is the one kept, whole
     assert [p.name for p in tmp_path.iterdir()] == ["features.npz"]
+
+
+def test_a_write_removes_what_a_killed_writer_of_the_same_file_left_and_nothing_that_may_be_in_use(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid is free now (a new process could take it: the test would then fail, not pass wrongly)
+    host, target = socket.gethostname(), tmp_path / "features.npz"
+    abandoned = tmp_path / f".writing-{host}-{gone.pid}-0123abcd-features.npz"
+    in_use = [
+        tmp_path / f".writing-{host}-{os.getpid()}-0123abcd-features.npz",  # a live process: may be writing it now
+        tmp_path / f".writing-{host}x-{gone.pid}-0123abcd-features.npz",  # another machine on a shared folder
+        tmp_path / f".writing-{host}-{gone.pid}-0123abcd-other.npz",  # another file
+    ]
+    for staged in [abandoned, *in_use]:
+        staged.write_text("half")
+    write_text_whole(target, "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, *(p.name for p in in_use)])
