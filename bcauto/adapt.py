@@ -188,80 +188,19 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         label_free = label_free_step(request, model, images, seen, console)
     if label_free and label_free[0]:
         score(label_free[0])
-    epochs, choice = request.epochs, None
-    if epochs is None:
-        with console.status(f"choosing the epochs by cross-validation within the {plural(len(shots), 'shot')}"):
-            epochs, choice = choose_epochs(model, images[shots], labels[shots], len(classes), request.learning_rate, request.seed)
-        tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
-        console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
-        if tried and epochs == max(EPOCH_CHOICES):
-            console.print(
-                f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
-                "a longer one (--epochs N) may score higher still"
-            )
-    before_fine_tuning = Snapshot(model)
-    shots_only, finished, members = [], [], []
-    for member, seed in enumerate(range(request.seed, request.seed + request.ensemble)):
-        before_fine_tuning.restore()
-        which = f" (member {member + 1} of {request.ensemble})" if request.ensemble > 1 else ""
-        with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}{which}"):
-            recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, seed)
-        if request.pseudo_labels:
-            shots_only.append(Snapshot(model))
-            recipe["pseudo_labels"] = self_train(
-                model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, seed, console
-            )
-        finished.append(Snapshot(model))
-        members.append(recipe)
-    if request.pseudo_labels:
+    epochs, choice = epochs_for(request, model, images[shots], labels[shots], len(classes), console)
+    finished, shots_only, recipe = fine_tune_members(request, model, images, labels, shots, rest, classes, epochs, console)
+    if shots_only:
         score("fine-tuned on the shots", Bundle(out, as_ensemble(model, shots_only), start.info))
     model = as_ensemble(model, finished)
-    recipe = members[0]
-    if request.ensemble > 1:
-        recipe["ensemble"] = [
-            {"seed": request.seed + i, "final_loss": m["final_loss"], "pseudo_labels_correct": m.get("pseudo_labels", {}).get("correct")}
-            for i, m in enumerate(members)
-        ]
     recipe["epochs_choice"] = choice or "--epochs"
     recipe["adapt_bn"] = label_free[1] if label_free and not request.adapt_im else False
     recipe["adapt_im"] = label_free[1] if label_free and request.adapt_im else False
     score("adapted", Bundle(out, model, start.info))
     model = _without_optimizer(model)
 
-    parent_mlflow = parent.info.get("mlflow")
-    adapted: dict[str, Any] = {
-        "parent": str(parent.path),
-        "parent_mlflow": parent_mlflow,
-        "data": data.source,
-        "fingerprint": data.fingerprint(),
-        "images": len(labels),
-        "shots": len(shots) if pool else int(request.shots),
-        "per_class": bool(request.per_class),
-        "choose_shots": "every image of --data (--pool)" if pool else request.choose_shots,
-        "shot_choice": "the lab's own: every image of --data" if pool else SHOT_CHOICES[request.choose_shots],
-        "seed": int(request.seed),
-        "shot_indices": shots.tolist(),
-        "shot_counts": counts,
-        "classes": list(classes) if len(classes) < len(parent.class_names) else "all the parent's",
-        "scored_images": len(rest) if scored is not None else 0,
-        "tta": TTA_DESCRIPTION if request.tta else "none",
-        "before": rows[0][1] if rows else None,
-        "after": rows[-1][1] if rows else None,
-        "recipe": recipe,
-    }
-    if pool:
-        adapted["pool"] = pool
-    steps = dict(rows[1:-1])
-    for row, key in (
-        ("information maximized", "after_information_maximization"),
-        ("BatchNorm recomputed", "after_batchnorm_only"),
-        ("fine-tuned on the shots", "after_shots_only"),
-    ):
-        if row in steps:
-            adapted[key] = steps[row]
-    paths = source_paths(data)
-    if paths is not None:
-        adapted["shot_files"] = [paths[i] for i in shots]
+    scored_images = len(rest) if scored is not None else 0
+    adapted = lineage(request, parent, data, len(labels), classes, shots, counts, scored_images, pool, rows, recipe)
     info = {k: v for k, v in start.info.items() if k not in ("format", "mlflow")}
     info["adapted"] = adapted
     save_bundle(model, info, out)
@@ -281,6 +220,94 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
             soft_wrap=True,
         )
     return AdaptResult(out, run_id, info)
+
+
+def epochs_for(request: AdaptRequest, model, shot_images, shot_labels, num_classes: int, console) -> tuple[int, dict[str, Any] | None]:
+    """``--epochs``, or the count :func:`choose_epochs` finds best by cross-validation within the shots (said, with
+    the scores of every count tried); the record of the choice, None for ``--epochs``."""
+    if request.epochs is not None:
+        return request.epochs, None
+    with console.status(f"choosing the epochs by cross-validation within the {plural(len(shot_labels), 'shot')}"):
+        epochs, choice = choose_epochs(model, shot_images, shot_labels, num_classes, request.learning_rate, request.seed)
+    tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
+    console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
+    if tried and epochs == max(EPOCH_CHOICES):
+        console.print(
+            f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
+            "a longer one (--epochs N) may score higher still"
+        )
+    return epochs, choice
+
+
+def fine_tune_members(
+    request: AdaptRequest, model, images, labels, shots, rest, classes, epochs: int, console
+) -> tuple[list[Snapshot], list[Snapshot], dict[str, Any]]:
+    """``--ensemble`` fine-tunings of ``model`` from where it is now (seeds ``request.seed``, + 1, ...), each on the
+    shots and, with ``--pseudo-labels``, again on the shots and the surest other images (:func:`self_train`).
+    Returns each member as it finished, each as it was after the shots alone (with ``--pseudo-labels``; else
+    none), and the first member's recipe, with the others' seeds and losses when there are several."""
+    before_fine_tuning = Snapshot(model)
+    finished, shots_only, members = [], [], []
+    for member, seed in enumerate(range(request.seed, request.seed + request.ensemble)):
+        before_fine_tuning.restore()
+        which = f" (member {member + 1} of {request.ensemble})" if request.ensemble > 1 else ""
+        with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}{which}"):
+            recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, seed)
+        if request.pseudo_labels:
+            shots_only.append(Snapshot(model))
+            recipe["pseudo_labels"] = self_train(
+                model, before_fine_tuning, images, labels, shots, rest, classes, epochs, request, seed, console
+            )
+        finished.append(Snapshot(model))
+        members.append(recipe)
+    recipe = members[0]
+    if request.ensemble > 1:
+        recipe["ensemble"] = [
+            {"seed": request.seed + i, "final_loss": m["final_loss"], "pseudo_labels_correct": m.get("pseudo_labels", {}).get("correct")}
+            for i, m in enumerate(members)
+        ]
+    return finished, shots_only, recipe
+
+
+def lineage(
+    request: AdaptRequest, parent: Bundle, data, images: int, classes, shots, counts, scored_images: int, pool, rows, recipe
+) -> dict[str, Any]:
+    """The adapted model's ``adapted`` record: its parent, the lab's data, the shots, the scores of every step
+    (``rows``: the parent first, the adapted model last) and the recipe."""
+    adapted: dict[str, Any] = {
+        "parent": str(parent.path),
+        "parent_mlflow": parent.info.get("mlflow"),
+        "data": data.source,
+        "fingerprint": data.fingerprint(),
+        "images": images,
+        "shots": len(shots) if pool else int(request.shots),
+        "per_class": bool(request.per_class),
+        "choose_shots": "every image of --data (--pool)" if pool else request.choose_shots,
+        "shot_choice": "the lab's own: every image of --data" if pool else SHOT_CHOICES[request.choose_shots],
+        "seed": int(request.seed),
+        "shot_indices": shots.tolist(),
+        "shot_counts": counts,
+        "classes": list(classes) if len(classes) < len(parent.class_names) else "all the parent's",
+        "scored_images": scored_images,
+        "tta": TTA_DESCRIPTION if request.tta else "none",
+        "before": rows[0][1] if rows else None,
+        "after": rows[-1][1] if rows else None,
+        "recipe": recipe,
+    }
+    if pool:
+        adapted["pool"] = pool
+    steps = dict(rows[1:-1])
+    for row, key in (
+        ("information maximized", "after_information_maximization"),
+        ("BatchNorm recomputed", "after_batchnorm_only"),
+        ("fine-tuned on the shots", "after_shots_only"),
+    ):
+        if row in steps:
+            adapted[key] = steps[row]
+    paths = source_paths(data)
+    if paths is not None:
+        adapted["shot_files"] = [paths[i] for i in shots]
+    return adapted
 
 
 def read_pool(inputs: list[str], image_size: int, shots: np.ndarray, console) -> tuple[np.ndarray, dict[str, Any]]:
