@@ -361,6 +361,7 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         domain_val=prepared.domain_val,
     )
     epochs = settings.head_epochs + settings.finetune_epochs
+    interrupted = False
     with SearchProgress(console, request.trials, done=finished_count(study), epochs_per_trial=epochs) as progress:
         try:
             if request.workers == 0:
@@ -370,8 +371,6 @@ def run_search(request: SearchRequest, components: Components, console: Console)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted: the running trial is marked failed; run the same command to resume[/]")
             interrupted = True
-        else:
-            interrupted = False
     summarize(study, tracker, parent, console)
     for problem in tracker.problems:
         console.print(f"[yellow]warning:[/] {escape(problem)}")
