@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+
+ABANDONED_AFTER_S = 600  # far longer than a writer leaves its staged file untouched before the rename
 
 
 @contextmanager
@@ -34,13 +37,22 @@ def written_whole(path: Path) -> Iterator[Path]:
 
 
 def remove_abandoned(path: Path) -> None:
-    """Remove the files staged for ``path`` by processes of this machine that are gone. A staged file of a live
-    process, or of another machine sharing the folder, is left alone: it may be being written."""
+    """Remove the files staged for ``path`` by processes of this machine that are gone, untouched for
+    ``ABANDONED_AFTER_S``. A staged file of a live process, or of another machine sharing the folder, is left alone:
+    it may be being written. The age guards against containers that share a host name but not process numbers
+    (Docker's host network)."""
     pattern = re.compile(rf"\.writing-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}-{re.escape(path.name)}")
     for staged in path.parent.glob(f".writing-*-{path.name}"):
         match = pattern.fullmatch(staged.name)
-        if match and not psutil.pid_exists(int(match.group(1))):
+        if match and not psutil.pid_exists(int(match.group(1))) and _age_s(staged) > ABANDONED_AFTER_S:
             staged.unlink(missing_ok=True)
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:  # finished or removed meanwhile
+        return 0.0
 
 
 def write_text_whole(path: Path, text: str) -> None:

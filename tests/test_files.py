@@ -3,6 +3,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -51,7 +52,11 @@ def test_a_write_removes_what_a_killed_writer_of_the_same_file_left_and_nothing_
         tmp_path / f".writing-{host}x-{gone.pid}-0123abcd-features.npz",  # another machine on a shared folder
         tmp_path / f".writing-{host}-{gone.pid}-0123abcd-other.npz",  # another file
     ]
-    for staged in [abandoned, *in_use]:
+    recent = tmp_path / f".writing-{host}-{gone.pid}-4567abcd-features.npz"  # same name, process numbers of another container
+    for staged in [abandoned, *in_use, recent]:
         staged.write_text("half")
+        if staged != recent:
+            os.utime(staged, (time.time() - 3600, time.time() - 3600))
+    in_use.append(recent)
     write_text_whole(target, "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, *(p.name for p in in_use)])
