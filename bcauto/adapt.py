@@ -23,7 +23,17 @@ from bcauto.data.inputs import read_inputs
 from bcauto.data.sources import load_data
 from bcauto.errors import BcautoError
 from bcauto.evaluate import TTA_DESCRIPTION, class_subset, evaluate, label_map, predict_probs, span
-from bcauto.few_shot import DEFAULT_LEARNING_RATE, EPOCH_CHOICES, Snapshot, as_ensemble, choose_epochs, choose_shots, fine_tune
+from bcauto.few_shot import (
+    DEFAULT_LEARNING_RATE,
+    EPOCH_CHOICES,
+    Snapshot,
+    as_ensemble,
+    choose_epochs,
+    choose_shots,
+    cross_validation_epochs,
+    fine_tune,
+)
+from bcauto.progress import EpochBar
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record, shot_prior
 from bcauto.shot_choice import choose_typical
 from bcauto.test_time import label_free_step
@@ -227,8 +237,9 @@ def epochs_for(request: AdaptRequest, model, shot_images, shot_labels, num_class
     the scores of every count tried); the record of the choice, None for ``--epochs``."""
     if request.epochs is not None:
         return request.epochs, None
-    with console.status(f"choosing the epochs by cross-validation within the {plural(len(shot_labels), 'shot')}"):
-        epochs, choice = choose_epochs(model, shot_images, shot_labels, num_classes, request.learning_rate, request.seed)
+    label = f"choosing the epochs by cross-validation within the {plural(len(shot_labels), 'shot')}"
+    with EpochBar(console, label, cross_validation_epochs(shot_labels), across_fits=True) as bar:
+        epochs, choice = choose_epochs(model, shot_images, shot_labels, num_classes, request.learning_rate, request.seed, callbacks=(bar,))
     tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
     console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
     if tried and epochs == max(EPOCH_CHOICES):
@@ -251,8 +262,8 @@ def fine_tune_members(
     for member, seed in enumerate(range(request.seed, request.seed + request.ensemble)):
         before_fine_tuning.restore()
         which = f" (member {member + 1} of {request.ensemble})" if request.ensemble > 1 else ""
-        with console.status(f"fine-tuning on {plural(len(shots), 'image')} for {plural(epochs, 'epoch')}{which}"):
-            recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, seed)
+        with EpochBar(console, f"fine-tuning on {plural(len(shots), 'image')}{which}", epochs) as bar:
+            recipe = fine_tune(model, images[shots], labels[shots], len(classes), epochs, request.learning_rate, seed, callbacks=(bar,))
         if request.pseudo_labels:
             shots_only.append(Snapshot(model))
             recipe["pseudo_labels"] = self_train(
@@ -350,7 +361,8 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
     record = pseudo_label_record(index, predicted, len(rest), classes, prior)
     before_fine_tuning.restore()
     chosen = rest[index]
-    with console.status(f"fine-tuning again on {plural(len(shots), 'shot')} and {plural(len(chosen), 'pseudo-labelled image')}"):
+    label = f"fine-tuning again on {plural(len(shots), 'shot')} and {plural(len(chosen), 'pseudo-labelled image')}"
+    with EpochBar(console, label, epochs) as bar:
         second = fine_tune(
             model,
             np.concatenate([images[shots], images[chosen]]),
@@ -359,6 +371,7 @@ def self_train(model, before_fine_tuning, images, labels, shots, rest, classes, 
             epochs,
             request.learning_rate,
             seed,
+            callbacks=(bar,),
         )
     record["indices"] = chosen.tolist()
     record["labels"] = predicted.tolist()

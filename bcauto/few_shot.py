@@ -193,6 +193,21 @@ def fine_tune(
     }
 
 
+def cross_validation_folds(labels: np.ndarray, folds: int = CV_FOLDS) -> int:
+    """How many folds :func:`choose_epochs` splits these shots' labels into: ``folds``, fewer when the smallest class
+    or the shots are too few, at least 2; 0 when no class has two shots (nothing to cross-validate)."""
+    counts = np.bincount(labels)[np.unique(labels)]
+    if counts.max() < 2:
+        return 0
+    return max(2, min(folds, int(counts.min()), len(labels) // 2))
+
+
+def cross_validation_epochs(labels: np.ndarray, choices=EPOCH_CHOICES, folds: int = CV_FOLDS, decay: bool = False) -> int:
+    """How many epochs :func:`choose_epochs` trains in all on shots with these labels (for a progress bar)."""
+    counts = {int(c) for c in choices}
+    return cross_validation_folds(labels, folds) * (sum(counts) if decay else max(counts))
+
+
 def choose_epochs(
     model,
     images: np.ndarray,
@@ -203,6 +218,7 @@ def choose_epochs(
     choices=EPOCH_CHOICES,
     folds: int = CV_FOLDS,
     decay: bool = False,
+    callbacks: tuple = (),
 ) -> tuple[int, dict[str, Any]]:
     """How many epochs :func:`fine_tune` should train on these shots, chosen by stratified k-fold cross-validation
     within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
@@ -219,7 +235,7 @@ def choose_epochs(
 
     Without ``decay`` each fold is one constant-rate run read at every count; with it, each count is its own run
     whose rate decays over that count (as :func:`fine_tune` then trains), which costs the sum of the counts per fold
-    rather than the largest.
+    rather than the largest (:func:`cross_validation_epochs`). ``callbacks`` (Keras callbacks) see every run.
     """
     import warnings
 
@@ -229,11 +245,9 @@ def choose_epochs(
 
     order = content_order(images)
     images, labels = images[order], labels[order]
-    counts = np.bincount(labels)[np.unique(labels)]
-    if counts.max() < 2:
+    splits = cross_validation_folds(labels, folds)
+    if not splits:
         return UNCHECKED_EPOCHS, {"chosen_by": "a fixed default: no class has two shots, so there is nothing to cross-validate"}
-    smallest = int(counts.min())
-    splits = max(2, min(folds, smallest, len(labels) // 2))
     choices = sorted({int(c) for c in choices})
     predicted = {c: np.full(len(labels), -1) for c in choices}
     start = Snapshot(model)
@@ -264,7 +278,7 @@ def choose_epochs(
                     epochs,
                     learning_rate,
                     seed + k,
-                    callbacks=() if decay else (FoldPredictions(held),),
+                    callbacks=tuple(callbacks) if decay else (*callbacks, FoldPredictions(held)),
                     decay=decay,
                 )
                 if read_at_end is not None:

@@ -177,3 +177,37 @@ class Bars(Progress):
 def transient_progress(console: Console) -> Bars:
     """Bars that disappear when done (see :class:`Bars`)."""
     return Bars(console, transient=True)
+
+
+class EpochBar:
+    """A rich progress bar over epochs, fed by a Keras callback: ``with EpochBar(...) as callback: model.fit(...,
+    callbacks=[callback])``; gone when the block ends (:func:`transient_progress`).
+
+    It shows the epoch the fit reports, so that a refit going on from a backup shows the epochs it had trained; with
+    ``across_fits`` it counts every epoch of every fit it sees, for one bar over several trainings (``bcauto adapt``'s
+    cross-validation folds)."""
+
+    def __init__(self, console: Console, label: str, total: int, across_fits: bool = False):
+        self.progress = transient_progress(console)
+        self.task = self.progress.add_task(label, total=max(total, 1))
+        self.callback = _bar_callback(self, across_fits)
+
+    def __enter__(self) -> keras.callbacks.Callback:
+        self.progress.start()
+        return self.callback
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+
+def _bar_callback(bar: EpochBar, across_fits: bool) -> keras.callbacks.Callback:
+    class Advance(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            loss = (logs or {}).get("loss")
+            info = f"loss {loss:.4f}" if loss is not None else ""
+            if across_fits:
+                bar.progress.update(bar.task, advance=1, info=info)
+            else:
+                bar.progress.update(bar.task, completed=epoch + 1, info=info)
+
+    return Advance()

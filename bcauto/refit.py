@@ -24,6 +24,7 @@ from rich.markup import escape
 from bcauto.config import StudyConfig
 from bcauto.data import Dataset
 from bcauto.errors import BcautoError
+from bcauto.progress import EpochBar
 from bcauto.refit_bundle import model_info
 from bcauto.refit_checkpoints import MemberCheckpoint, partial_dir
 from bcauto.refit_tracking import (
@@ -49,7 +50,6 @@ from bcauto.uris import redact_uri
 __all__ = [
     "EPOCH_MODES",
     "REFIT_ROLE",
-    "EpochBar",
     "PhaseSchedule",
     "RefitRequest",
     "RefitResult",
@@ -313,31 +313,3 @@ def refit(request: RefitRequest, components, console) -> RefitResult:
     for warning in info.get("warnings", []):
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     return RefitResult(out, run_id, name, version, info)
-
-
-class EpochBar:
-    """A rich progress bar over one member's epochs (a Keras callback)."""
-
-    def __init__(self, console, label: str, total: int):
-        from bcauto.progress import transient_progress
-
-        self.progress = transient_progress(console)
-        self.task = self.progress.add_task(label, total=max(total, 1))
-        self.callback = _bar_callback(self)
-
-    def __enter__(self):
-        self.progress.start()
-        return self.callback
-
-    def __exit__(self, *exc):
-        self.progress.stop()
-
-
-def _bar_callback(bar: EpochBar):
-    class Advance(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            loss = (logs or {}).get("loss")
-            # by the global epoch, so that a refit going on from a backup shows the epochs it had trained
-            bar.progress.update(bar.task, completed=epoch + 1, info=f"loss {loss:.4f}" if loss is not None else "")
-
-    return Advance()

@@ -59,6 +59,15 @@ def bn_inputs(features, images, upto):
     return probe.predict(images.astype(np.float32), verbose=0).astype(np.float64)
 
 
+class EpochCounter(keras.callbacks.Callback):
+    """Counts the epochs of every fit it is passed to."""
+
+    epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+
+
 def variables(model):
     return {v.path: np.array(v.numpy()) for v in model.variables}
 
@@ -380,7 +389,7 @@ def test_choose_epochs_trains_longer_when_the_shift_needs_it_and_restores_the_we
 def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_validation_keeps_it_constant(parent, lab, adapted, monkeypatch):
     import bcauto.few_shot
     from bcauto.bundle import load_bundle
-    from bcauto.few_shot import choose_epochs, fine_tune
+    from bcauto.few_shot import choose_epochs, cross_validation_epochs, fine_tune
 
     _, path = parent
     data = blob_data(12, SIZE, seed=5)
@@ -393,8 +402,10 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
     assert rates[False] == (pytest.approx(1e-3), 6, "constant")
     schedules = []  # the cross-validation reads one run at several epoch counts: a decay would end at the last only
     monkeypatch.setattr(bcauto.few_shot, "fine_tune", lambda *a, **k: schedules.append(fine_tune(*a, **k)["learning_rate_schedule"]))
-    choose_epochs(load_bundle(path).model, data.images, data.labels, 4, 1e-3, seed=0, choices=(1, 2), folds=2)
+    counted = EpochCounter()
+    choose_epochs(load_bundle(path).model, data.images, data.labels, 4, 1e-3, seed=0, choices=(1, 2), folds=2, callbacks=(counted,))
     assert schedules == ["constant", "constant"]
+    assert counted.epochs == cross_validation_epochs(data.labels, choices=(1, 2), folds=2) == 4  # what adapt's bar counts to
     info = json.loads((adapted[0] / "bcauto-model.json").read_text())
     schedule = info["adapted"]["recipe"]["learning_rate_schedule"]
     assert schedule == "cosine decay to 0 over 160 steps"  # 80 epochs of 16 shots in 2 batches
@@ -404,7 +415,7 @@ def test_fine_tune_decays_the_rate_to_zero_by_its_last_step_and_the_cross_valida
 def test_choose_epochs_with_decay_trains_each_count_as_its_own_decayed_run_and_restores_the_weights(parent, monkeypatch):
     import bcauto.few_shot
     from bcauto.bundle import load_bundle
-    from bcauto.few_shot import choose_epochs, fine_tune
+    from bcauto.few_shot import choose_epochs, cross_validation_epochs, fine_tune
 
     _, path = parent
     data = blob_data(12, SIZE, seed=5)
@@ -412,9 +423,13 @@ def test_choose_epochs_with_decay_trains_each_count_as_its_own_decayed_run_and_r
     before = variables(model)
     runs = []
     monkeypatch.setattr(bcauto.few_shot, "fine_tune", lambda *a, **k: runs.append((a[4], fine_tune(*a, **k)["learning_rate_schedule"])))
-    epochs, record = choose_epochs(model, data.images, data.labels, 4, 1e-3, seed=0, choices=(2, 1), folds=2, decay=True)
+    counted = EpochCounter()
+    epochs, record = choose_epochs(
+        model, data.images, data.labels, 4, 1e-3, seed=0, choices=(2, 1), folds=2, decay=True, callbacks=(counted,)
+    )
     each_fold = [(1, "cosine decay to 0 over 1 step"), (2, "cosine decay to 0 over 2 steps")]  # 6 images: one batch an epoch
     assert runs == each_fold * 2
+    assert counted.epochs == cross_validation_epochs(data.labels, choices=(2, 1), folds=2, decay=True) == 6
     scores = record["macro_f1_by_epochs"]
     assert set(scores) == {"1", "2"} and scores[str(epochs)] == max(scores.values())
     assert record["learning_rate_schedule"] == "cosine decay over each count, one run per count"

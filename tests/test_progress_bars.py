@@ -4,8 +4,7 @@ import io
 
 from rich.console import Console
 
-from bcauto.progress import SearchProgress, transient_progress
-from bcauto.refit import EpochBar
+from bcauto.progress import EpochBar, SearchProgress, transient_progress
 
 
 def terminal() -> Console:
@@ -40,6 +39,18 @@ def test_a_refit_member_bar_shows_its_loss_last_like_the_search_bars():
         progress.epoch_done(0, {"val_macro_f1": 0.5})
     search = last_frame(console, "epochs")
     assert "1/5 0:00:0" in search and search.endswith("trial 1: mini_cnn none none val_macro_f1=0.500"), search
+
+
+def test_a_bar_across_fits_counts_every_epoch_of_each_fit_it_sees():
+    console = terminal()
+    bar = EpochBar(console, "choosing the epochs", 6, across_fits=True)
+    with bar as callback:
+        for _fold in range(2):  # each fold's fit numbers its epochs from 0
+            for epoch in range(2):
+                callback.on_epoch_end(epoch, {"loss": 0.5})
+        bar.progress.refresh()
+        shown = last_frame(console, "choosing the epochs")
+    assert "4/6 0:00:0" in shown, shown
 
 
 def test_transient_bars_print_nothing_outside_a_terminal():
