@@ -1,4 +1,5 @@
-"""What the terminal shows during a search: rich progress (trial i/N, epoch, best so far) and the leaderboard."""
+"""What the terminal shows while bcauto works: rich progress bars (a search's trials and epochs, best so far; the epochs
+of a refit's members and of `bcauto adapt`'s fine-tunings) and the leaderboard."""
 
 from __future__ import annotations
 
@@ -162,7 +163,7 @@ def bar_columns() -> tuple[ProgressColumn, ...]:
 
 
 class Bars(Progress):
-    """rich's Progress with :func:`bar_columns`, the one progress display of the search, refit, evaluate and predict.
+    """rich's Progress with :func:`bar_columns`, the one progress display of the search, refit, adapt, evaluate and predict.
 
     A transient display disappears when done and prints nothing where the console is not a terminal (there it
     would leave an empty line behind: rich ends it with a newline it cannot erase)."""
