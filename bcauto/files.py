@@ -3,6 +3,7 @@ never half of the new one."""
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import socket
@@ -42,7 +43,7 @@ def remove_abandoned(path: Path) -> None:
     it may be being written. The age guards against containers that share a host name but not process numbers
     (Docker's host network)."""
     pattern = re.compile(rf"\.writing-{re.escape(socket.gethostname())}-(\d+)-[0-9a-f]{{8}}-{re.escape(path.name)}")
-    for staged in path.parent.glob(f".writing-*-{path.name}"):
+    for staged in path.parent.glob(f".writing-*-{glob.escape(path.name)}"):  # a name may hold [ or *
         match = pattern.fullmatch(staged.name)
         if match and not psutil.pid_exists(int(match.group(1))) and _age_s(staged) > ABANDONED_AFTER_S:
             staged.unlink(missing_ok=True)

@@ -45,14 +45,14 @@ def test_two_writers_of_one_file_at_once_each_finish_their_own(tmp_path):
 def test_a_write_removes_what_a_killed_writer_of_the_same_file_left_and_nothing_that_may_be_in_use(tmp_path):
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # its pid is free now (a new process could take it: the test would then fail, not pass wrongly)
-    host, target = socket.gethostname(), tmp_path / "features.npz"
-    abandoned = tmp_path / f".writing-{host}-{gone.pid}-0123abcd-features.npz"
+    host, target = socket.gethostname(), tmp_path / "features[1].npz"  # a glob character in the name
+    abandoned = tmp_path / f".writing-{host}-{gone.pid}-0123abcd-features[1].npz"
     in_use = [
-        tmp_path / f".writing-{host}-{os.getpid()}-0123abcd-features.npz",  # a live process: may be writing it now
-        tmp_path / f".writing-{host}x-{gone.pid}-0123abcd-features.npz",  # another machine on a shared folder
+        tmp_path / f".writing-{host}-{os.getpid()}-0123abcd-features[1].npz",  # a live process: may be writing it now
+        tmp_path / f".writing-{host}x-{gone.pid}-0123abcd-features[1].npz",  # another machine on a shared folder
         tmp_path / f".writing-{host}-{gone.pid}-0123abcd-other.npz",  # another file
     ]
-    recent = tmp_path / f".writing-{host}-{gone.pid}-4567abcd-features.npz"  # same name, process numbers of another container
+    recent = tmp_path / f".writing-{host}-{gone.pid}-4567abcd-features[1].npz"  # same name, process numbers of another container
     for staged in [abandoned, *in_use, recent]:
         staged.write_text("half")
         if staged != recent:
