@@ -35,16 +35,11 @@ from bcauto.few_shot import (
 )
 from bcauto.progress import EpochBar
 from bcauto.self_training import choose_pseudo_labels, pseudo_label_record, shot_prior
-from bcauto.shot_choice import choose_typical
+from bcauto.shot_choice import SHOT_CHOICES, choose_typical
 from bcauto.test_time import label_free_step
 from bcauto.text import plural
 
 ADAPT_ROLE = "adapt"
-SHOT_CHOICES = {
-    "random": "drawn at random with --seed, stratified by class (or --per-class)",
-    "typical": "the most typical image of each of --shots k-means clusters of the model's features (TypiClust), "
-    "after the label-free step; labels unread",
-}
 
 
 def source_paths(data) -> list[str] | None:

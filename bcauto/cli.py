@@ -652,8 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--classes", metavar="NAMES", help=CLASSES_HELP)
     predict.set_defaults(func=cmd_predict)
 
-    from bcauto.adapt import SHOT_CHOICES
     from bcauto.few_shot import DEFAULT_LEARNING_RATE, EPOCH_CHOICES
+    from bcauto.shot_choice import SHOT_CHOICES
 
     adapt = sub.add_parser(
         "adapt",

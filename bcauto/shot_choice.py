@@ -16,6 +16,12 @@ import numpy as np
 
 from bcauto.errors import BcautoError
 
+# --choose-shots of `bcauto adapt` (here, not in bcauto.adapt: the command line builds its help without Keras)
+SHOT_CHOICES = {
+    "random": "drawn at random with --seed, stratified by class (or --per-class)",
+    "typical": "the most typical image of each of --shots k-means clusters of the model's features (TypiClust), "
+    "after the label-free step; labels unread",
+}
 NEIGHBOURS = 20  # as TypiClust: typicality is the inverse mean distance to this many nearest neighbours
 
 
