@@ -376,9 +376,7 @@ def cmd_predict(args, console) -> int:
     rows = predict_to_csv(bundle, args.inputs, args.out, args.tta, Console(stderr=True), prepare=prepare, skipped=skipped, allowed=allowed)
     console.print(f"{rows} predictions written to {escape(str(args.out))}" + (" (TTA: 8 dihedral views)" if args.tta else ""))
     if skipped:
-        console.print(
-            f"[yellow]skipped {len(skipped)} undecodable image file{'s' if len(skipped) > 1 else ''}:[/] " + escape("; ".join(skipped))
-        )
+        console.print(f"[yellow]skipped {plural(len(skipped), 'undecodable image file')}:[/] " + escape("; ".join(skipped)))
     return 0
 
 
