@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from bcauto.bundle import INFO_FILE, MODEL_FILE, Bundle, load_bundle, save_bundle, update_info
 from bcauto.data import Dataset
@@ -218,6 +219,8 @@ def adapt(request: AdaptRequest, components, console) -> AdaptResult:
         console.print(f"[yellow]warning:[/] {problem}")
     if rows:
         render(rows, console, request.tta)
+        if "warning" in adapted:
+            console.print(f"[yellow]warning:[/] {escape(adapted['warning'])}")
     else:
         console.print(
             "[cyan]note:[/] with --pool no labelled image was kept aside, so the adapted model is not scored here: "
@@ -275,6 +278,34 @@ def fine_tune_members(
     return finished, shots_only, recipe
 
 
+# what a user can do instead when an earlier row of the scores beat the adapted model (the last row)
+BETTER_WITHOUT = {
+    "information maximized": "the label-free step alone did better: score or predict with the parent and --adapt-im "
+    "(and the same --classes) instead",
+    "BatchNorm recomputed": "the label-free step alone did better: score or predict with the parent and --adapt-bn "
+    "(and the same --classes) instead",
+    "fine-tuned on the shots": "the fine-tuning without --pseudo-labels did better: run `bcauto adapt` again without it",
+}
+
+
+def shortfall(rows: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The warning to give when the adapted model (the last row) scores a lower macro-F1 on the kept-out images
+    than an earlier row: with a few dozen shots a fine-tuning can end below where it started, and the adapted
+    model would otherwise be used as if it were the better one. None when it scores at least as well."""
+    if len(rows) < 2:
+        return None
+    *earlier, (_, last) = rows
+    name, best = max(earlier, key=lambda row: row[1]["macro_f1"])
+    if last["macro_f1"] >= best["macro_f1"]:
+        return None
+    instead = BETTER_WITHOUT.get(name, "the model as it was did better: keep using the parent")
+    return (
+        f"the adapted model scores below the row '{name}' on the {last['images']} images kept out (macro-F1 "
+        f"{last['macro_f1']:.3f} against {best['macro_f1']:.3f}; the intervals say how much of that the draw of "
+        f"shots can explain): {instead}, or label more cells and adapt again"
+    )
+
+
 def lineage(
     request: AdaptRequest, parent: Bundle, data, images: int, classes, shots, counts, scored_images: int, pool, rows, recipe
 ) -> dict[str, Any]:
@@ -302,6 +333,9 @@ def lineage(
     }
     if pool:
         adapted["pool"] = pool
+    warning = shortfall(rows)
+    if warning:
+        adapted["warning"] = warning
     steps = dict(rows[1:-1])
     for row, key in (
         ("information maximized", "after_information_maximization"),
