@@ -289,20 +289,27 @@ BETTER_WITHOUT = {
 
 
 def shortfall(rows: list[tuple[str, dict[str, Any]]]) -> str | None:
-    """The warning to give when the adapted model (the last row) scores a lower macro-F1 on the kept-out images
-    than an earlier row: with a few dozen shots a fine-tuning can end below where it started, and the adapted
-    model would otherwise be used as if it were the better one. None when it scores at least as well."""
+    """The warning to give when the adapted model (the last row) gets fewer of the kept-out images right than an
+    earlier row, at a lower macro-F1 too: with a few dozen shots a fine-tuning can end below where it started, and
+    the adapted model would otherwise be used as if it were the better one. None when it does at least as well
+    (a macro-F1 lower by less than one image's worth is not a shortfall)."""
     if len(rows) < 2:
         return None
     *earlier, (_, last) = rows
-    name, best = max(earlier, key=lambda row: row[1]["macro_f1"])
-    if last["macro_f1"] >= best["macro_f1"]:
+
+    def right(scores: dict[str, Any]) -> int:
+        return round(scores["accuracy"] * scores["images"])
+
+    name, best = max(earlier, key=lambda row: (right(row[1]), row[1]["macro_f1"]))
+    fewer = right(best) - right(last)
+    if fewer <= 0 or last["macro_f1"] >= best["macro_f1"]:
         return None
     instead = BETTER_WITHOUT.get(name, "the model as it was did better: keep using the parent")
     return (
-        f"the adapted model scores below the row '{name}' on the {last['images']} images kept out (macro-F1 "
-        f"{last['macro_f1']:.3f} against {best['macro_f1']:.3f}; the intervals say how much of that the draw of "
-        f"shots can explain): {instead}, or label more cells and adapt again"
+        f"the adapted model gets {fewer} fewer of the {last['images']} images kept out right than the row '{name}' "
+        f"(accuracy {last['accuracy']:.3f} against {best['accuracy']:.3f}, macro-F1 {last['macro_f1']:.3f} against "
+        f"{best['macro_f1']:.3f}; the intervals say how much of that the draw of shots can explain): {instead}, "
+        "or label more cells and adapt again"
     )
 
 
