@@ -281,9 +281,9 @@ def fine_tune_members(
 # what a user can do instead when an earlier row of the scores beat the adapted model (the last row)
 BETTER_WITHOUT = {
     "information maximized": "the label-free step alone did better: score or predict with the parent and --adapt-im "
-    "(and the same --classes) instead",
+    "(and the same --classes and --tta) instead",
     "BatchNorm recomputed": "the label-free step alone did better: score or predict with the parent and --adapt-bn "
-    "(and the same --classes) instead",
+    "(and the same --classes and --tta) instead",
     "fine-tuned on the shots": "the fine-tuning without --pseudo-labels did better: run `bcauto adapt` again without it",
 }
 
@@ -292,7 +292,7 @@ def shortfall(rows: list[tuple[str, dict[str, Any]]]) -> str | None:
     """The warning to give when the adapted model (the last row) gets fewer of the kept-out images right than an
     earlier row, at a lower macro-F1 too: with a few dozen shots a fine-tuning can end below where it started, and
     the adapted model would otherwise be used as if it were the better one. None when it does at least as well
-    (a macro-F1 lower by less than one image's worth is not a shortfall)."""
+    (as many images right at a macro-F1 lower in the fourth decimal is not a shortfall)."""
     if len(rows) < 2:
         return None
     *earlier, (_, last) = rows
