@@ -487,6 +487,8 @@ def log_adapt(tracking_uri: str, out: Path, info: dict) -> tuple[str | None, lis
         tags["bcauto.parent_run_id"] = parent_run
     if info.get("study"):
         tags["bcauto.study"] = str(info["study"])
+    if adapted.get("warning"):  # findable in the MLflow UI: tags."bcauto.warning" != ""
+        tags["bcauto.warning"] = adapted["warning"]
     run_id = tracker.start_run(None, f"adapt {Path(adapted['parent']).name} to {Path(str(adapted['data'])).name}", tags)
     recipe = adapted["recipe"]
     tracker.log_params(
