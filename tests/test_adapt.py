@@ -951,8 +951,9 @@ def test_an_adapted_model_below_its_parent_is_saved_with_the_warning_and_says_it
     args = ["adapt", str(model), "--data", str(lab), "--shots", "8", "--seed", "1", "--adapt-bn", "--epochs", "2"]
     assert main([*args, "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "lower")]) == 0
     said = " ".join(capsys.readouterr().out.split())
-    warning = load_bundle(tmp_path / "lower").info["adapted"]["warning"]
+    info = load_bundle(tmp_path / "lower").info
+    warning = info["adapted"]["warning"]
     assert len(calls) == 3 and "than the row 'parent'" in warning and "macro-F1 0.700 against 0.900" in warning
     assert f"warning: {warning}" in said
-    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(load_bundle(tmp_path / "lower").info["mlflow"]["run_id"])
+    run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(info["mlflow"]["run_id"])
     assert run.data.tags["bcauto.warning"] == warning
