@@ -239,7 +239,8 @@ def epochs_for(request: AdaptRequest, model, shot_images, shot_labels, num_class
     with EpochBar(console, label, cross_validation_epochs(shot_labels), across_fits=True) as bar:
         epochs, choice = choose_epochs(model, shot_images, shot_labels, num_classes, request.learning_rate, request.seed, callbacks=(bar,))
     tried = ", ".join(f"{k}: {v:.3f}" for k, v in choice.get("macro_f1_by_epochs", {}).items())
-    console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}" if tried else ""))
+    start = f" (the model as it stands: {choice['macro_f1_as_it_stands']:.3f})" if tried else ""
+    console.print(f"epochs: {epochs}, chosen by {choice['chosen_by']}" + (f"; macro-F1 by epochs {tried}{start}" if tried else ""))
     if tried and epochs == max(EPOCH_CHOICES):
         console.print(
             f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "

@@ -224,7 +224,10 @@ def choose_epochs(
     within them: for each fold the model, from the weights it has now, is fine-tuned on the other folds for
     ``max(choices)`` epochs, and its predictions for the fold are taken after each epoch count in ``choices``. The
     count with the highest macro-F1 over all these out-of-fold predictions wins (the fewer epochs on a tie). The
-    model's variables are restored afterwards. Returns (epochs, the record of the choice); with one shot a class,
+    model's variables are restored afterwards. The record also scores the model as it stands on every shot (it has
+    trained on none, so the score is out-of-sample as the folds' are): what the fine-tuning starts from. It is not a
+    choice: on a stand-in lab the best count scored above it in each of six draws (bench/RESULTS.md, "thirty-fifth
+    run"). Returns (epochs, the record of the choice); with one shot a class,
     there is no fold to score, and it returns ``UNCHECKED_EPOCHS`` and says so.
 
     Nothing but the shots is read: the images kept to score the adapted model play no part; the folds are drawn over
@@ -250,6 +253,7 @@ def choose_epochs(
         return UNCHECKED_EPOCHS, {"chosen_by": "a fixed default: no class has two shots, so there is nothing to cross-validate"}
     choices = sorted({int(c) for c in choices})
     predicted = {c: np.full(len(labels), -1) for c in choices}
+    as_it_stands = model.predict(images.astype(np.float32), verbose=0).argmax(axis=1)
     start = Snapshot(model)
 
     class FoldPredictions(keras.callbacks.Callback):
@@ -292,5 +296,6 @@ def choose_epochs(
         "learning_rate_schedule": "cosine decay over each count, one run per count" if decay else "constant, one run read at each count",
         "folds": splits,
         "macro_f1_by_epochs": {str(c): round(scores[c], 4) for c in choices},
+        "macro_f1_as_it_stands": round(float(f1_score(labels, as_it_stands, average="macro")), 4),
     }
     return best, record

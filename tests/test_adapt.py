@@ -957,3 +957,37 @@ def test_an_adapted_model_below_its_parent_is_saved_with_the_warning_and_says_it
     assert f"warning: {warning}" in said
     run = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db").get_run(info["mlflow"]["run_id"])
     assert run.data.tags["bcauto.warning"] == warning
+
+
+def test_the_epochs_choice_records_the_model_as_it_stands_on_the_shots_and_a_fine_tuning_below_it_is_warned_of(parent, tmp_path, capsys):
+    """The record of ``--epochs auto`` also scores the model the fine-tuning starts from (after the label-free
+    step), predicting every shot: out of sample, since it has trained on none. Shots mostly of the parent's own lab,
+    which it gets mostly right, and a learning rate that wrecks any fine-tuning: every count scores below that start,
+    the adapted model ends below its start, and ``bcauto adapt`` warns so."""
+    from sklearn.metrics import f1_score
+
+    from bcauto.bundle import load_bundle
+    from bcauto.test_time import recompute_batchnorm
+
+    _, model = parent
+    same_lab = blob_data(96, SIZE, seed=7)
+    same_lab.images[::3] = 255 - same_lab.images[::3]  # a third from the inverted lab: the start is good, not perfect
+    data = save_npz(tmp_path / "mixed-lab.npz", same_lab)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["adapt", str(model), "--data", str(data), "--shots", "16", "--seed", "1", "--adapt-bn", "--lr", "10"]
+    assert main([*args, "--tracking-uri", uri, "--out", str(tmp_path / "wrecked")]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    lineage = load_bundle(tmp_path / "wrecked").info["adapted"]
+    choice = lineage["recipe"]["epochs_choice"]
+    start = choice["macro_f1_as_it_stands"]
+    assert start > max(choice["macro_f1_by_epochs"].values()) + 0.2
+    assert f"(the model as it stands: {start:.3f})" in said
+
+    expected = load_bundle(model)  # replayed: the parent with its statistics recomputed on all the images
+    keras.utils.set_random_seed(1)
+    recompute_batchnorm(expected.model, same_lab.images)
+    shots = np.array(lineage["shot_indices"])
+    on_shots = expected.model.predict(same_lab.images[shots].astype(np.float32), verbose=0).argmax(1)
+    assert start == pytest.approx(f1_score(same_lab.labels[shots], on_shots, average="macro"), abs=1e-4)
+    assert 0.4 < start < 0.95 and lineage["after"]["accuracy"] < lineage["after_batchnorm_only"]["accuracy"]
+    assert "fewer of the 80 images kept out right than the row" in lineage["warning"] and f"warning: {lineage['warning']}" in said
