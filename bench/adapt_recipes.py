@@ -60,6 +60,8 @@ def run_adapt(model: str, data: str, shots: int, seed: int, options: list[str], 
         # with --pseudo-labels: the model fine-tuned on the shots alone, and how many of its pseudo-labels were right
         "shots_only_accuracy": adapted.get("after_shots_only", {}).get("accuracy"),
         "pseudo_labels_correct": (adapted["recipe"].get("pseudo_labels") or {}).get("correct"),
+        # the label-free step alone (--adapt-im or --adapt-bn), on the same kept-out cells
+        "label_free_accuracy": adapted.get("after_information_maximization", adapted.get("after_batchnorm_only", {})).get("accuracy"),
         "seconds": time.perf_counter() - started,
     }
 
