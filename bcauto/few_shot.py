@@ -152,6 +152,8 @@ def fine_tune(
     """
     import keras
 
+    from bcauto.training import StopWhenAsked
+
     keras.utils.set_random_seed(seed)
     order = content_order(images)
     images, labels = images[order], labels[order]
@@ -173,7 +175,9 @@ def fine_tune(
         .batch(batch)
     )
     try:
-        history = model.fit(shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False, callbacks=list(callbacks))
+        history = model.fit(
+            shuffled, epochs=epochs, verbose=0, class_weight=weights, shuffle=False, callbacks=[StopWhenAsked(), *callbacks]
+        )
         losses = [float(v) for v in history.history["loss"]]
     finally:
         for layer, trainable in zip(norms, was_trainable):  # the saved model keeps the parent's settings

@@ -11,28 +11,55 @@ import contextlib
 import signal
 import threading
 
+# Set by every Ctrl-C or SIGTERM the handlers here turn into KeyboardInterrupt. Python runs a signal's handler at
+# the next instruction of the main thread, which may be inside a garbage collector's callback or a __del__; a
+# KeyboardInterrupt raised there is printed as "Exception ignored" and lost, and a refit went on to its last epoch
+# after it. Training loops check this (bcauto.training.StopWhenAsked) and raise it again.
+_stop_asked = threading.Event()
+
+
+def stop_asked() -> bool:
+    """Whether a Ctrl-C or SIGTERM asked this process to stop since the command began."""
+    return _stop_asked.is_set()
+
+
+def _ctrl_c(signum, frame) -> None:
+    _stop_asked.set()
+    raise KeyboardInterrupt
+
+
+def ctrl_c_raises() -> bool:
+    """Whether Ctrl-C raises KeyboardInterrupt now (Python's default, or this module's handler that also records it)."""
+    return signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _ctrl_c)
+
 
 def _as_ctrl_c(signum, frame) -> None:
     handler = signal.getsignal(signal.SIGINT)
     if not callable(handler):  # Ctrl-C ignored (a job started with `&` or nohup): SIGTERM must still stop it
-        handler = signal.default_int_handler
+        handler = _ctrl_c
     handler(signal.SIGINT, frame)
 
 
 @contextlib.contextmanager
 def sigterm_as_ctrl_c():
-    """While the block runs, SIGTERM does whatever Ctrl-C does at that moment (by default, KeyboardInterrupt).
+    """While the block runs, SIGTERM does whatever Ctrl-C does at that moment (by default, KeyboardInterrupt), and
+    either, when it raises KeyboardInterrupt, is recorded for :func:`stop_asked`.
 
     Outside the main thread, where signals cannot be handled, nothing changes.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    _stop_asked.clear()
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _as_ctrl_c)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _ctrl_c)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _stop_asked.clear()
 
 
 @contextlib.contextmanager
@@ -46,7 +73,7 @@ def ctrl_c_between_polls():
     changes.
     """
     interrupted = threading.Event()
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if threading.current_thread() is not threading.main_thread() or not ctrl_c_raises():
         yield interrupted
         return
     previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
@@ -64,12 +91,12 @@ def stopped_by_the_first_signal():
     supervisor passing on a SIGTERM that reached only itself) must not interrupt that. A Ctrl-C this process
     was started ignoring stays ignored.
     """
-    handled = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) is signal.default_int_handler else [])
+    handled = [signal.SIGTERM] + ([signal.SIGINT] if ctrl_c_raises() else [])
 
     def stop(signum, frame):
         for sig in handled:
             signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        _ctrl_c(signum, frame)
 
     previous = {sig: signal.signal(sig, stop) for sig in handled}
     try:

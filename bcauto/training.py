@@ -28,6 +28,7 @@ from bcauto.data import Dataset
 from bcauto.errors import BcautoError
 from bcauto.feature_cache import FeatureCache, pooled_features
 from bcauto.files import write_text_whole
+from bcauto.interrupts import stop_asked
 from bcauto.model import HeadParams, assemble, build_backbone, build_head, set_trainable_blocks, split_at_block
 from bcauto.scoring import predict_batches, score
 from bcauto.specs import AugmentationSpec, BackboneSpec, CanonicalizerSpec, ImbalanceSpec
@@ -160,6 +161,17 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: s
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.F1Score(average="macro", name="macro_f1")],
         jit_compile=jit_compile,
     )
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt at the end of a batch once Ctrl-C or SIGTERM asked this process to stop
+    (:func:`bcauto.interrupts.stop_asked`): the KeyboardInterrupt the signal raised may have been lost."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if stop_asked():
+            raise KeyboardInterrupt
+
+    on_test_batch_end = on_train_batch_end
 
 
 class LearningRateLogger(keras.callbacks.Callback):
@@ -302,7 +314,7 @@ class Trainer:
         self.train_index = self.imbalance.indices
         self.recorder = HistoryRecorder()
         scorers = [EpochScores(self, epoch_sets)] if epoch_sets else []
-        self.callbacks = [LearningRateLogger(), *scorers, self.recorder, *callbacks]
+        self.callbacks = [StopWhenAsked(), LearningRateLogger(), *scorers, self.recorder, *callbacks]
         # the model being fitted, as probabilities of a data set (per phase: through cached inputs where it can)
         self.current_probabilities: Callable[[Dataset], np.ndarray] = self.predict_full
         self.inputs: dict[tuple[str, int], tuple[Dataset, np.ndarray]] = {}

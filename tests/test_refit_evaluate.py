@@ -335,6 +335,45 @@ def test_an_interrupted_refit_run_again_keeps_its_finished_member_and_goes_on_af
     assert not (root / "resumed.partial").exists()
 
 
+def test_a_signal_whose_keyboard_interrupt_is_lost_still_stops_the_refit_at_the_next_batch(study, monkeypatch, capsys):
+    """SIGTERM's handler run inside a ``__del__``, as when the signal lands while the garbage collector runs a
+    callback: Python prints its KeyboardInterrupt as ignored and goes on. The refit stops all the same at the end of
+    the batch (bcauto.training.StopWhenAsked) and keeps the epochs trained so far, as after any Ctrl-C."""
+    import signal
+    import sys
+
+    import bcauto.refit
+
+    root, stores = study
+    three = root / "lost.toml"
+    three.write_text(tiny_study_toml(search=TINY_SEARCH, train={"refit_epochs": 3}))
+    train_member, lost = bcauto.refit.train_member, []
+
+    class Doomed:
+        def __del__(self):
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+
+    class SigtermInADestructor(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                Doomed()  # dropped at once: its __del__ runs here
+
+    def with_a_lost_signal(plan, settings, data, schedule, callbacks=(), backup_dir=None):
+        return train_member(plan, settings, data, schedule, [*callbacks, SigtermInADestructor()], backup_dir)
+
+    monkeypatch.setattr(bcauto.refit, "train_member", with_a_lost_signal)
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: lost.append(unraisable.exc_type))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, whatever started pytest
+    try:
+        code = main(["refit", "--name", "tiny", *stores, "--study", str(three), "--out", str(root / "lost")])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert lost == [KeyboardInterrupt]  # the signal's own KeyboardInterrupt went nowhere
+    assert code == 130 and "interrupted:" in capsys.readouterr().out
+    assert not (root / "lost").exists()
+    assert sorted(p.name for p in (root / "lost.partial").iterdir()) and list((root / "lost.partial").rglob("record.json"))
+
+
 def test_refit_of_an_unchanged_study_file_says_nothing_of_changes(refitted):
     from bcauto.bundle import load_bundle
 
