@@ -14,6 +14,7 @@ import io
 import os
 import re
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -170,6 +171,36 @@ def storage_with_study(ws: Workspace) -> None:
     import optuna
 
     optuna.create_study(study_name="tiny", storage="sqlite:///optuna.db")
+
+
+def interrupted_refit(ws: Workspace) -> None:
+    """A one-trial search of cells.npz, then `bcauto refit --epochs 300 --out model` in another process, stopped by
+    SIGTERM (as a cluster's scheduler stops a job) once it has begun its member: the folder a rerun finds."""
+    import subprocess
+    import time
+
+    from bcauto.cli import main
+    from bcauto_builtin.sources import BLOOD_CELL_CLASSES
+
+    ws.write("study.toml", TINY_STUDY.replace("trials = 2", "trials = 1"))
+    images, labels = ws.images(96)  # enough for every class to split 80/20
+    ws.npz("cells.npz", images=images, labels=labels, class_names=np.array(BLOOD_CELL_CLASSES))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        if main([*STUDY_ARGS, "--data", "cells.npz"]) != 0:
+            raise RuntimeError("the search before the interrupted refit failed")
+    refit = subprocess.Popen(
+        [sys.executable, "-m", "bcauto.cli", "refit", "--epochs", "300", "--out", "model"],
+        cwd=ws.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    key = ws.root / "model.partial" / "trial_0" / "key.json"
+    deadline = time.monotonic() + 300
+    while not key.exists() and refit.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    refit.send_signal(signal.SIGTERM)
+    if refit.wait(timeout=300) != 130 or not key.exists():
+        raise RuntimeError(f"the refit to interrupt ended with {refit.returncode}, {'with' if key.exists() else 'without'} {key}")
 
 
 def data_search(what: str, data: str, expect: str, setup, case_id: str, code: int = 2) -> Case:
@@ -357,6 +388,14 @@ CASES: list[Case] = [
     # commands on a study or a model
     Case("refit-epochs-zero", "runs `refit --epochs 0`", ["refit", "--epochs", "0"], 2, "--epochs"),
     Case("refit-epochs-word", "runs `refit --epochs longer`", ["refit", "--epochs", "longer"], 2, "--epochs"),
+    Case(
+        "refit-partial-other-settings",
+        "runs a refit again with other epochs after it was interrupted (`refit --epochs 300` stopped by SIGTERM)",
+        ["refit", "--epochs", "4", "--out", "model"],
+        2,
+        "kept by an interrupted refit of the same trial with other epochs",
+        interrupted_refit,
+    ),
     Case("best-empty-folder", "runs `bcauto best` in a folder without a study", ["best"], 2, "optuna.db"),
     Case(
         "refit-unknown-study", "refits a study name the storage does not hold", ["refit", "--name", "tni"], 2, "'tni'", storage_with_study
