@@ -16,7 +16,8 @@ model is scored, through the same commands a user runs, on:
   adapted model a classifier of that lab's classes only), and with ``--adapt-im`` and ``--adapt-im --classes``
   (information maximization on all that lab's images, unlabelled, before fine-tuning; from 2026-12-03 on),
   with ``--pseudo-labels``, and with the shots chosen by the model from the images alone (``--choose-shots
-  typical``; from 2026-12-06 on).
+  typical``; from 2026-12-06 on), and with three fine-tunings on the shots alone averaged (``--ensemble 3``
+  without ``--pseudo-labels``; from 2026-12-07 on).
   ``bcauto adapt`` chooses its epochs by cross-validation within the shots (its default, ``--epochs auto``) since
   2026-12-02; earlier rows trained 40.
 
@@ -61,7 +62,7 @@ from common import DEFAULT_DATA, DEFAULT_OTHERLAB, machine, quiet, save_npz, spl
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STUDIES = "studies/cpu.toml,studies/robust-cpu.toml"
 SHOTS = "10,50"
-ADAPT_VARIANTS = "plain,bn,bn+classes,im,im+classes,bn+pl,im+classes+pl,im+classes+pl+typical"
+ADAPT_VARIANTS = "plain,bn,bn+classes,im,im+classes,bn+pl,im+classes+pl,im+classes+pl+typical,im+classes+ens3"
 OTHERLAB_CLASSES = "basophil,eosinophil,lymphocyte,monocyte,neutrophil"
 
 
@@ -184,6 +185,8 @@ def score_model(model: Path, study: str, seed: int, args, work: Path, held_npz: 
         "im+classes+pl": (("--adapt-im", *among, "--pseudo-labels"), "_im_cls_pl"),
         # the shots the model chooses for the lab to label (thirty-first run), the recipe the deploying page recommends
         "im+classes+pl+typical": (("--adapt-im", *among, "--pseudo-labels", "--choose-shots", "typical"), "_im_cls_pl_typ"),
+        # three fine-tunings on the shots alone, averaged: the recipe recommended since the thirty-sixth run
+        "im+classes+ens3": (("--adapt-im", *among, "--ensemble", "3"), "_im_cls_ens3"),
     }
     for shots in (int(n) for n in args.shots.split(",") if n):
         for extra, suffix in (variants[v] for v in args.adapt.split(",")):
@@ -246,6 +249,8 @@ COLUMNS = (
     ("adapt50_im_cls_pl_accuracy", "adapt 50+im+cls+pl acc"),
     ("adapt10_im_cls_pl_typ_accuracy", "adapt 10 typical+im+cls+pl acc"),
     ("adapt50_im_cls_pl_typ_accuracy", "adapt 50 typical+im+cls+pl acc"),
+    ("adapt10_im_cls_ens3_accuracy", "adapt 10+im+cls+ens3 acc"),
+    ("adapt50_im_cls_ens3_accuracy", "adapt 50+im+cls+ens3 acc"),
 )
 
 
