@@ -98,9 +98,11 @@ def stopped_by_the_first_signal():
             signal.signal(sig, signal.SIG_IGN)
         _ctrl_c(signum, frame)
 
+    _stop_asked.clear()
     previous = {sig: signal.signal(sig, stop) for sig in handled}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _stop_asked.clear()

@@ -164,14 +164,16 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: s
 
 
 class StopWhenAsked(keras.callbacks.Callback):
-    """Raises KeyboardInterrupt at the end of a batch once Ctrl-C or SIGTERM asked this process to stop
-    (:func:`bcauto.interrupts.stop_asked`): the KeyboardInterrupt the signal raised may have been lost."""
+    """Raises KeyboardInterrupt before the next batch once Ctrl-C or SIGTERM asked this process to stop
+    (:func:`bcauto.interrupts.stop_asked`): the KeyboardInterrupt the signal raised may have been lost. The check
+    is at the start of a batch: a callback at its end would make Keras wait for every batch's metrics instead of
+    dispatching them asynchronously."""
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         if stop_asked():
             raise KeyboardInterrupt
 
-    on_test_batch_end = on_train_batch_end
+    on_test_batch_begin = on_train_batch_begin
 
 
 class LearningRateLogger(keras.callbacks.Callback):

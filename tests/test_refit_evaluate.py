@@ -337,8 +337,8 @@ def test_an_interrupted_refit_run_again_keeps_its_finished_member_and_goes_on_af
 
 def test_a_signal_whose_keyboard_interrupt_is_lost_still_stops_the_refit_at_the_next_batch(study, monkeypatch, capsys):
     """SIGTERM's handler run inside a ``__del__``, as when the signal lands while the garbage collector runs a
-    callback: Python prints its KeyboardInterrupt as ignored and goes on. The refit stops all the same at the end of
-    the batch (bcauto.training.StopWhenAsked) and keeps the epochs trained so far, as after any Ctrl-C."""
+    callback: Python prints its KeyboardInterrupt as ignored and goes on. The refit stops all the same before the next
+    batch (bcauto.training.StopWhenAsked) and keeps the epochs trained so far, as after any Ctrl-C."""
     import signal
     import sys
 
