@@ -71,12 +71,17 @@ def fine_tune_jointly(
             with tf.GradientTape() as tape:
                 probs = model(ops.convert_to_tensor(shots[batch]), training=True)
                 supervised = crossentropy(y[batch], probs, sample_weight=sample_weight[batch])
-                unsupervised = information_loss(ops.cast(model(ops.convert_to_tensor(unlabelled[np.sort(drawn)]), training=False), "float32"))
+                others = model(ops.convert_to_tensor(unlabelled[np.sort(drawn)]), training=False)
+                unsupervised = information_loss(ops.cast(others, "float32"))
                 loss = supervised + weight * unsupervised
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             total += float(loss)
         losses.append(total / per_epoch)
     return losses
+
+
+def accuracy_and_f1(scores: dict) -> dict:
+    return {k: round(v, 4) for k, v in scores.items() if k in ("accuracy", "macro_f1")}
 
 
 def main() -> None:
@@ -115,8 +120,8 @@ def main() -> None:
         "scored": len(rebuilt.kept),
         "rows": {
             "label-free (rebuilt)": rebuilt.scores,
-            "shots only (recorded)": {k: round(v, 4) for k, v in record.get("after_shots_only", {}).items() if k in ("accuracy", "macro_f1")},
-            "adapted (recorded)": {k: round(v, 4) for k, v in record["after"].items() if k in ("accuracy", "macro_f1")},
+            "shots only (recorded)": accuracy_and_f1(record.get("after_shots_only", {})),
+            "adapted (recorded)": accuracy_and_f1(record["after"]),
             "joint": joint,
         },
         "loss_by_epoch": [round(v, 4) for v in losses],
