@@ -166,8 +166,8 @@ def compile_model(model: keras.Model, learning_rate: float, jit_compile, loss: s
 class StopWhenAsked(keras.callbacks.Callback):
     """Raises KeyboardInterrupt before the next batch once Ctrl-C or SIGTERM asked this process to stop
     (:func:`bcauto.interrupts.stop_asked`): the KeyboardInterrupt the signal raised may have been lost. The check
-    is at the start of a batch: a callback at its end would make Keras wait for every batch's metrics instead of
-    dispatching them asynchronously."""
+    is at the start of a batch, where a hook costs nothing on any Keras backend (one at a batch's end turns off the
+    asynchronous dispatch of batch metrics on the backends that have it, JAX and PyTorch; TensorFlow has none)."""
 
     def on_train_batch_begin(self, batch, logs=None):
         if stop_asked():
