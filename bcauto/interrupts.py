@@ -50,16 +50,11 @@ def sigterm_as_ctrl_c():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _stop_asked.clear()
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _as_ctrl_c)}
+    handlers = {signal.SIGTERM: _as_ctrl_c}
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _ctrl_c)
-    try:
+        handlers[signal.SIGINT] = _ctrl_c
+    with _handling(handlers):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        _stop_asked.clear()
 
 
 @contextlib.contextmanager
@@ -98,8 +93,16 @@ def stopped_by_the_first_signal():
             signal.signal(sig, signal.SIG_IGN)
         _ctrl_c(signum, frame)
 
+    with _handling(dict.fromkeys(handled, stop)):
+        yield
+
+
+@contextlib.contextmanager
+def _handling(handlers: dict):
+    """``handlers`` ({signal: handler}) installed while the block runs, the previous ones put back after it; the
+    stop request is cleared on entry and on exit, so one block's signal never stops the next block's training."""
     _stop_asked.clear()
-    previous = {sig: signal.signal(sig, stop) for sig in handled}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     try:
         yield
     finally:
