@@ -8,7 +8,8 @@ cross-entropy on the shots and SHOT's information loss on the lab's images, labe
 
 For each adapted model directory (written with ``--adapt-im``, e.g. by `bench/adapt_recipes.py`): the label-free
 model is rebuilt and checked against the record (`wise_adapted.rebuild_label_free`), then fine-tuned jointly for
-the epochs the record's own cross-validation chose, with the product's settings otherwise (Adam at 3e-4 decaying
+the epochs the record's own cross-validation chose, in a loop of its own (batches drawn by its own seeded RNG, where
+`bcauto adapt` uses `model.fit`), with the product's settings otherwise (Adam at 3e-4 decaying
 to zero along a cosine, batches of 8 shots, the model's augmentation active on them, BatchNorm frozen, classes
 weighted to balance), plus a batch of ``--unlabelled-batch`` of the lab's images (all of them, labels unread, in
 inference mode, as the label-free step reads them) whose information loss is added with weight ``--weight``. The
