@@ -246,7 +246,29 @@ def epochs_for(request: AdaptRequest, model, shot_images, shot_labels, num_class
             f"[cyan]note:[/] the longest fine-tuning tried ({epochs} epochs) scored best in the cross-validation; "
             "a longer one (--epochs N) may score higher still"
         )
+    doubt = fine_tuning_doubt(epochs, choice)
+    if doubt:
+        choice["warning"] = doubt
+        console.print(f"[yellow]warning:[/] {escape(doubt)}", soft_wrap=True)
     return epochs, choice
+
+
+def fine_tuning_doubt(epochs: int, choice: dict[str, Any]) -> str | None:
+    """What to say when every epoch count tried in the cross-validation scored below the model as it stands on
+    the shots: the fine-tuning then goes ahead with the best count, and nothing within the shots says it will help.
+    This reads the shots only, so it is the one warning that comes before training, and the only one with
+    ``--pool`` (no cell is kept aside to compare rows on). None when some count scored as high as the start or
+    higher (a level count is no alarm: on a stand-in lab, bench/RESULTS.md "thirty-ninth run", the fine-tuning from
+    such a draw gained)."""
+    scores = choice.get("macro_f1_by_epochs")
+    if not scores or choice["macro_f1_as_it_stands"] <= max(scores.values()):
+        return None
+    return (
+        f"every fine-tuning tried scored below the model as it stands in the cross-validation within the shots (best "
+        f"{scores[str(epochs)]:.3f} at {epochs} epochs, against {choice['macro_f1_as_it_stands']:.3f}): on these "
+        "shots the fine-tuning may end below where it starts; compare the adapted model with the model as it stands "
+        "on cells that were not shots, or label more cells"
+    )
 
 
 def fine_tune_members(

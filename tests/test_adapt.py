@@ -959,6 +959,22 @@ def test_an_adapted_model_below_its_parent_is_saved_with_the_warning_and_says_it
     assert run.data.tags["bcauto.warning"] == warning
 
 
+@pytest.mark.parametrize(
+    "as_it_stands, warned",
+    [(0.70, False), (0.78, False), (0.85, True)],
+    ids=["a-count-scored-above", "level", "every-count-below"],
+)
+def test_a_cross_validation_where_every_count_scores_below_the_start_is_warned_of_before_training(as_it_stands, warned):
+    from bcauto.adapt import fine_tuning_doubt
+
+    choice = {"macro_f1_by_epochs": {"10": 0.62, "20": 0.72, "40": 0.69, "80": 0.75, "160": 0.78}, "macro_f1_as_it_stands": as_it_stands}
+    doubt = fine_tuning_doubt(160, choice)
+    assert (doubt is not None) == warned
+    if warned:
+        assert f"(best 0.780 at 160 epochs, against {as_it_stands:.3f})" in doubt
+    assert fine_tuning_doubt(40, {"chosen_by": "a fixed default: no class has two shots"}) is None
+
+
 def test_the_epochs_choice_records_the_model_as_it_stands_on_the_shots_and_a_fine_tuning_below_it_is_warned_of(parent, tmp_path, capsys):
     """The record of ``--epochs auto`` also scores the model the fine-tuning starts from (after the label-free
     step), predicting every shot: out of sample, since it has trained on none. Shots mostly of the parent's own lab,
@@ -982,6 +998,9 @@ def test_the_epochs_choice_records_the_model_as_it_stands_on_the_shots_and_a_fin
     start = choice["macro_f1_as_it_stands"]
     assert start > max(choice["macro_f1_by_epochs"].values()) + 0.2
     assert f"(the model as it stands: {start:.3f})" in said
+    doubt = choice["warning"]
+    assert f"best {choice['macro_f1_by_epochs'][str(lineage['recipe']['epochs'])]:.3f}" in doubt and f"against {start:.3f}" in doubt
+    assert f"warning: {doubt}" in said and said.index(doubt) < said.index(lineage["warning"])  # before training, and kept
 
     expected = load_bundle(model)  # replayed: the parent with its statistics recomputed on all the images
     keras.utils.set_random_seed(1)
